@@ -1,0 +1,196 @@
+"""The ``optimize`` command: argument parsing, progress, exit codes, output. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from rooftop import errors
+
+REPORT_EXTS = (".json", ".md", ".markdown", ".html", ".htm")
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*", text, re.I)
+    if not m:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size (examples: 1MiB, 512KB, 4096)")
+    unit = (m.group(2) or "B").upper().replace("I", "").rstrip("B") or "B"
+    mult = {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
+    return int(float(m.group(1)) * mult)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optimize",
+        description="Rooftop: rewrite an ONNX model to move fewer bytes, verify it computes the same, and report what each pass saved.",
+        epilog="Exit codes: 0 ok; 1 --check found changes; 2 bad usage or input; 3 verification failed (nothing written); 4 internal error.",
+    )
+    p.add_argument("model", nargs="?", help="input .onnx model (never modified)")
+    p.add_argument("-o", "--output", help="where to write the optimized model (atomically)")
+    p.add_argument(
+        "--report",
+        action="append",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="print the per-pass table; with PATH (.json, .md, .html) also write a report file. Repeatable.",
+    )
+    p.add_argument("--check", action="store_true", help="analyze only: write nothing, exit 1 if any pass would change the model")
+    g = p.add_argument_group("passes")
+    g.add_argument("--passes", help="comma-separated pipeline to run instead of the default")
+    g.add_argument("--skip", action="append", default=[], help="pass(es) to leave out (comma-separated, repeatable)")
+    g.add_argument("--list-passes", action="store_true", help="list the passes and exit")
+    g.add_argument("--fixed-point", action="store_true", help="repeat the pipeline until nothing changes (at most 4 times)")
+    g.add_argument("--target", choices=("portable", "onnxruntime"), default="portable", help="portable: standard ops only (default); onnxruntime: com.microsoft fused ops allowed")
+    g.add_argument("--fold-limit", type=parse_size, default=1 << 20, metavar="SIZE", help="largest tensor constant folding may create (default 1MiB)")
+    g.add_argument("--channel-multiple", type=int, choices=(4, 8, 16, 32), help="pad channel counts to this multiple")
+    v = p.add_argument_group("verification")
+    v.add_argument("--input-shape", action="append", default=[], metavar="NAME=DxDx..", help="bind an input's shape (dynamic dims), e.g. input=1x3x224x224; repeatable")
+    v.add_argument("--inputs", metavar="DATA.npz", help="verify on these inputs instead of seeded random data")
+    v.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance for float outputs (default 1e-4)")
+    v.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance for float outputs (default 1e-5)")
+    v.add_argument("--no-verify", action="store_true", help="do not compare outputs (not recommended)")
+    v.add_argument("--strict", action="store_true", help="fail (exit 3, nothing written) if any pass changed the outputs, instead of rolling it back")
+    o = p.add_argument_group("output")
+    o.add_argument("--external-data", action="store_true", help="save weights to <output>.data beside the model (automatic above ~1.8 GB)")
+    o.add_argument("--force", action="store_true", help="allow -o to overwrite the input model")
+    o.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    o.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _split(values: list[str]) -> list[str]:
+    return [x.strip() for v in values for x in v.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed the usage line
+        return errors.EXIT_INPUT if e.code not in (0, None) else errors.EXIT_OK
+    try:
+        return _main(args)
+    except errors.RooftopError as e:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        prefix = "rooftop: error: "
+        if isinstance(e, errors.VerificationError):
+            prefix = "rooftop: verification failed: "
+        print(prefix + str(e), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rooftop: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        if args.debug:
+            raise
+        print(f"rooftop: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
+        return errors.EXIT_INTERNAL
+
+
+def _main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rooftop import pipeline
+    from rooftop.analysis import report as rep
+    from rooftop.verify import parse_shape_overrides
+
+    out_console = Console(soft_wrap=True)
+    err_console = Console(stderr=True)
+    if args.list_passes:
+        for name, summary, default in pipeline.list_passes():
+            out_console.print(f"{name:16s} {'(default) ' if default else '          '}{summary}")
+        return errors.EXIT_OK
+    if not args.model:
+        raise errors.UsageError("no model given (usage: optimize MODEL.onnx -o OUT.onnx --report)")
+    reports = args.report or []
+    files = [r for r in reports if r != "-"]
+    for r in files:
+        if Path(r).suffix.lower() not in REPORT_EXTS:
+            raise errors.UsageError(f"--report {r}: unknown format; use a .json, .md or .html path (or --report alone)")
+        parent = Path(r).resolve().parent
+        if not parent.is_dir():
+            raise errors.UsageError(f"--report {r}: folder {parent} does not exist")
+    if args.check and args.output:
+        raise errors.UsageError("--check writes nothing; drop -o or drop --check")
+    passes = _split([args.passes]) if args.passes else None
+    opts = pipeline.Options(
+        passes=passes,
+        skip=_split(args.skip),
+        target=args.target,
+        fold_limit=args.fold_limit,
+        channel_multiple=args.channel_multiple,
+        input_shapes=parse_shape_overrides(args.input_shape),
+        inputs_npz=args.inputs,
+        rtol=args.rtol,
+        atol=args.atol,
+        verify=not args.no_verify,
+        fixed_point=args.fixed_point,
+        external_data=True if args.external_data else None,
+        force=args.force,
+        strict=args.strict,
+        debug=args.debug,
+    )
+    show_progress = not args.quiet and err_console.is_terminal
+    status = err_console.status("starting", spinner="dots") if show_progress else None
+
+    def on_stage(s: str) -> None:
+        if status is not None:
+            status.update(s)
+
+    def on_pass_start(name: str, it: int) -> None:
+        on_stage(f"pass {name}" + (f" (iteration {it})" if it > 1 else ""))
+
+    def on_pass_end(rec) -> None:  # noqa: ANN001
+        if not args.quiet and rec.status == "rolled back":
+            err_console.print(f"[yellow]pass {rec.name} rolled back:[/] {rec.reason}", highlight=False)
+
+    if status is not None:
+        status.start()
+    try:
+        _model, report = pipeline.optimize(
+            args.model,
+            None if args.check else args.output,
+            opts,
+            on_pass_start=on_pass_start,
+            on_pass_end=on_pass_end,
+            on_stage=on_stage,
+        )
+    finally:
+        if status is not None:
+            status.stop()
+    for w in report.warnings:
+        if not w.startswith("pass ") and not args.quiet:
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if reports or args.check:
+        rep.print_terminal(report, out_console)
+    for r in files:
+        rep.write_report(report, r)
+        if not args.quiet:
+            err_console.print(f"report written to {r}", highlight=False)
+    if args.check:
+        changed = [f"{r.name} ({r.rewrites} rewrites)" for r in report.passes if r.status == "applied" and r.rewrites]
+        if changed:
+            out_console.print("would change: " + ", ".join(changed))
+            return errors.EXIT_CHECK_CHANGES
+        out_console.print("nothing to change")
+        return errors.EXIT_OK
+    if not args.output and not args.quiet:
+        err_console.print("no -o given: the optimized model was not written", highlight=False)
+    elif not reports and not args.quiet:
+        err_console.print(f"wrote {', '.join(report.output_paths)} (nodes {report.nodes_before} → {report.nodes_after})", highlight=False)
+    return errors.EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

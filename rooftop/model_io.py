@@ -1,0 +1,247 @@
+"""Load and save ONNX models safely.
+
+- ``load_model`` turns every way a file can be wrong into one ``InputError`` line
+  naming the file: missing, a directory, empty, not protobuf, not a model,
+  truncated, an invalid graph, an opset or IR version newer than the installed
+  onnx supports, missing external data.
+- ``save_model`` writes atomically (temporary file in the output's folder, then
+  rename) and switches to external data when the weights would not fit in a
+  2 GB protobuf, or when asked to.
+- The input file is only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import ModelProto, TensorProto
+
+from rooftop.errors import InputError, OutputError
+
+# Protobuf refuses to serialize messages of 2 GiB or more; keep a margin for the graph.
+PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_DATA_THRESHOLD = int(1.8 * 2**30)
+
+
+def _tensor_nbytes(t: TensorProto) -> int:
+    if t.data_location == TensorProto.EXTERNAL:
+        for kv in t.external_data:
+            if kv.key == "length":
+                return int(kv.value)
+    if t.raw_data:
+        return len(t.raw_data)
+    n = 1
+    for d in t.dims:
+        n *= d
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except Exception:  # noqa: BLE001 - exotic dtypes (strings): count one byte each
+        itemsize = 1
+    return n * itemsize
+
+
+def iter_graph_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+    """All tensors stored in a graph: initializers and Constant values, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from iter_graph_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from iter_graph_tensors(g)
+
+
+def weights_nbytes(model: ModelProto) -> int:
+    """Bytes of all stored tensors (initializers and Constant nodes)."""
+    return sum(_tensor_nbytes(t) for t in iter_graph_tensors(model.graph))
+
+
+def has_external_data(model: ModelProto) -> bool:
+    return any(t.data_location == TensorProto.EXTERNAL for t in iter_graph_tensors(model.graph))
+
+
+def load_model(path: str | os.PathLike[str], *, check: bool = True) -> ModelProto:
+    """Load an ONNX model with its external data, or raise ``InputError`` with one clear line."""
+    p = Path(path)
+    name = str(path)
+    if not p.exists():
+        raise InputError(f"{name}: no such file")
+    if p.is_dir():
+        raise InputError(f"{name}: is a directory, not an ONNX model file")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InputError(f"{name}: cannot read: {e.strerror or e}") from e
+    if size == 0:
+        raise InputError(f"{name}: empty file, not an ONNX model")
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise InputError(
+            f"{name}: not a valid ONNX model (the protobuf does not parse; truncated or not an .onnx file)"
+        ) from e
+    del data
+    if not model.HasField("graph") or model.ir_version == 0 or (
+        len(model.graph.node) == 0 and len(model.graph.output) == 0
+    ):
+        raise InputError(f"{name}: not an ONNX model (no ir_version or no graph)")
+    _check_versions(model, name)
+    if has_external_data(model):
+        _load_external(model, p, name)
+    if check:
+        check_model(model, name, path_on_disk=p)
+    return model
+
+
+def _check_versions(model: ModelProto, name: str) -> None:
+    if model.ir_version > onnx.IR_VERSION:
+        raise InputError(
+            f"{name}: IR version {model.ir_version} is newer than the installed onnx supports "
+            f"({onnx.IR_VERSION}); upgrade onnx or export with an older IR version"
+        )
+    max_opset = onnx.defs.onnx_opset_version()
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version > max_opset:
+            raise InputError(
+                f"{name}: opset {imp.version} is newer than the installed onnx supports "
+                f"(up to {max_opset}); export with an older opset"
+            )
+    if not any(imp.domain in ("", "ai.onnx") for imp in model.opset_import) and any(
+        n.domain in ("", "ai.onnx") for n in model.graph.node
+    ):
+        raise InputError(f"{name}: invalid model: it uses standard ops but imports no default-domain opset")
+
+
+def _load_external(model: ModelProto, p: Path, name: str) -> None:
+    base = p.resolve().parent
+    for t in iter_graph_tensors(model.graph):
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {kv.key: kv.value for kv in t.external_data}
+        loc = info.get("location", "")
+        f = (base / loc).resolve()
+        if not loc or not f.is_file():
+            raise InputError(f"{name}: external data file '{loc}' of tensor '{t.name}' is missing (looked in {base})")
+        need = int(info.get("offset", 0)) + int(info.get("length", 0))
+        if f.stat().st_size < need:
+            raise InputError(
+                f"{name}: external data file '{loc}' is truncated ({f.stat().st_size} bytes, tensor '{t.name}' needs {need})"
+            )
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(base))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{name}: cannot load external data: {e}") from e
+
+
+def check_model(model: ModelProto, name: str = "model", path_on_disk: Path | None = None) -> None:
+    """Run onnx.checker (by path for models too large to serialize); raise InputError on failure."""
+    try:
+        if weights_nbytes(model) < EXTERNAL_DATA_THRESHOLD:
+            onnx.checker.check_model(model)
+        elif path_on_disk is not None:
+            onnx.checker.check_model(str(path_on_disk))
+        else:
+            with materialized(model) as mpath:
+                onnx.checker.check_model(mpath)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{name}: invalid ONNX graph: {first}") from e
+
+
+def check_output_path(out: str | os.PathLike[str], inp: str | os.PathLike[str] | None, *, force: bool = False) -> Path:
+    """Fail early (before any work) if the output cannot be written."""
+    o = Path(out)
+    if o.is_dir():
+        raise OutputError(f"{out}: output path is a directory")
+    parent = o.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"{out}: output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{out}: output folder {parent} is not writable")
+    if inp is not None and Path(inp).exists() and o.exists():
+        if os.path.samefile(o, inp) and not force:
+            raise OutputError(f"{out}: output path is the input model; choose another -o or pass --force")
+    return o
+
+
+def save_model(model: ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> list[Path]:
+    """Write ``model`` atomically to ``path``; returns the files written.
+
+    ``external_data=None`` chooses: weights over ~1.8 GB go to ``<name>.data`` beside the model.
+    """
+    out = Path(path)
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: output folder {parent} does not exist")
+    if external_data is None:
+        external_data = weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD
+    written: list[Path] = []
+    try:
+        if not external_data:
+            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(model.SerializeToString())
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, out)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            written.append(out)
+        else:
+            data_name = out.name + ".data"
+            tmpdir = tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent)
+            try:
+                m = ModelProto()
+                m.CopyFrom(model)
+                onnx.save_model(
+                    m,
+                    os.path.join(tmpdir, out.name),
+                    save_as_external_data=True,
+                    all_tensors_to_one_file=True,
+                    location=data_name,
+                    size_threshold=1024,
+                )
+                del m
+                os.replace(os.path.join(tmpdir, data_name), parent / data_name)
+                os.replace(os.path.join(tmpdir, out.name), out)
+                written += [out, parent / data_name]
+            finally:
+                for f in Path(tmpdir).glob("*"):
+                    f.unlink()
+                os.rmdir(tmpdir)
+    except PermissionError as e:
+        raise OutputError(f"{path}: cannot write: permission denied") from e
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write: {e.strerror or e}") from e
+    return written
+
+
+@contextlib.contextmanager
+def materialized(model: ModelProto) -> Iterator[str]:
+    """A path to ``model`` on disk (with external data), for tools that need a file (large models)."""
+    with tempfile.TemporaryDirectory(prefix="rooftop-") as d:
+        p = os.path.join(d, "model.onnx")
+        save_model(model, p, external_data=True)
+        yield p
+
+
+def ort_source(model: ModelProto) -> bytes | None:
+    """Serialized bytes for onnxruntime, or None when the model is too large (use ``materialized``)."""
+    if weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD:
+        return None
+    return model.SerializeToString()

@@ -1,0 +1,33 @@
+"""Pass registry and the default pipeline (explicit order)."""
+
+from __future__ import annotations
+
+from rooftop.passes.base import ModelPass, Pass, PassContext, PassManager, PassRecord, PassResult, Validation
+from rooftop.passes.cleanup import Cleanup
+from rooftop.passes.fold_conv_bn import FoldConvBN
+from rooftop.passes.simplify import Simplify
+
+REGISTRY: dict[str, type[Pass]] = {
+    p.name: p
+    for p in (
+        Cleanup,
+        Simplify,
+        FoldConvBN,
+    )
+}
+
+# Order matters: fold constants first so run-time-computed parameters become
+# constants the pattern passes can match; clean up last.
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "fold-conv-bn", "cleanup"]
+
+__all__ = [
+    "REGISTRY",
+    "DEFAULT_PIPELINE",
+    "ModelPass",
+    "Pass",
+    "PassContext",
+    "PassManager",
+    "PassRecord",
+    "PassResult",
+    "Validation",
+]

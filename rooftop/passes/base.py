@@ -1,0 +1,236 @@
+"""Pass infrastructure: the Pass contract, per-pass records and the PassManager.
+
+A pass is a pure rewrite: ``run(graph, ctx) -> PassResult`` on an
+onnx-graphsurgeon graph (or, for ``ModelPass``, ``run_model(model, ctx)`` on a
+ModelProto). It never imports the analysis or verification code: the pipeline
+gives the manager an ``after_pass`` callback that validates (checker, numerical
+verification), costs and times the model after each pass. If a pass raises, or
+the callback rejects its output, the manager keeps the model from before that
+pass, records why, and goes on with the next pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import ModelProto
+
+
+@dataclass
+class PassContext:
+    """What a pass may know besides the graph."""
+
+    target: str = "portable"  # "portable": standard-domain ops only; "onnxruntime": com.microsoft ops allowed
+    fold_limit: int = 1 << 20  # bytes: a folded constant larger than this is not materialized
+    channel_multiple: int | None = None
+    hardware: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PassResult:
+    rewrites: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Validation:
+    """What the pipeline's after-pass callback says about a candidate model."""
+
+    ok: bool
+    reason: str = ""
+    max_abs_error: float | None = None
+    verified: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PassRecord:
+    name: str
+    iteration: int = 1
+    status: str = "pending"  # applied | unchanged | rolled back
+    rewrites: int = 0
+    nodes_before: int = 0
+    nodes_after: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    verified: bool = False
+    max_abs_error: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Pass:
+    """A graph rewrite on an onnx-graphsurgeon graph."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    needs_shapes: ClassVar[bool] = False  # run onnx shape inference before importing the graph
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
+        graph = gs.import_onnx(with_shapes(model) if self.needs_shapes else model)
+        result = self.run(graph, ctx)
+        if result.rewrites == 0:
+            return model, result
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        return export_like(graph, model), result
+
+
+class ModelPass(Pass):
+    """A pass that works on the ModelProto directly (e.g. wrapping onnxsim)."""
+
+    def run_model(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:  # pragma: no cover
+        raise NotImplementedError
+
+    def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
+        return self.run_model(model, ctx)
+
+
+def with_shapes(model: ModelProto) -> ModelProto:
+    """The model annotated by onnx shape inference (with data propagation); unchanged if inference fails."""
+    if sum(len(t.raw_data) for t in model.graph.initializer) > int(1.8 * 2**30):
+        return model
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - shapes are a help, never a requirement
+        return model
+
+
+def export_like(graph: gs.Graph, original: ModelProto) -> ModelProto:
+    """Export ``graph`` keeping the original model's IR version, metadata and functions.
+
+    Intermediate value_info is dropped: a rewrite may change intermediate shapes
+    and a stale annotation is worse than none (shape inference recomputes them).
+    Graph inputs and outputs keep their declared types.
+    """
+    new = gs.export_onnx(graph, do_type_check=False)
+    del new.graph.value_info[:]
+    new.ir_version = original.ir_version or new.ir_version
+    for f in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(new, f, getattr(original, f))
+    del new.metadata_props[:]
+    new.metadata_props.extend(original.metadata_props)
+    if not new.functions and original.functions:
+        new.functions.extend(original.functions)
+    # keep every opset import of the original (gs drops unused custom domains)
+    have = {o.domain for o in new.opset_import}
+    for o in original.opset_import:
+        if o.domain not in have:
+            new.opset_import.append(o)
+    return new
+
+
+def graph_signature(model: ModelProto) -> str:
+    """A digest of what the graph computes (nodes, initializers, output names), ignoring annotations."""
+    h = hashlib.sha256()
+    for n in model.graph.node:
+        h.update(n.SerializeToString(deterministic=True))
+    for t in model.graph.initializer:
+        h.update(t.name.encode())
+        h.update(t.SerializeToString(deterministic=True))
+    for o in model.graph.output:
+        h.update(o.name.encode())
+    return h.hexdigest()
+
+
+def count_nodes(model: ModelProto) -> int:
+    return len(model.graph.node)
+
+
+AfterPass = Callable[[str, ModelProto], Validation]
+
+
+class PassManager:
+    """Runs passes in order, validating each, rolling back the ones that fail."""
+
+    def __init__(
+        self,
+        passes: Sequence[Pass],
+        ctx: PassContext,
+        after_pass: AfterPass | None = None,
+        *,
+        fixed_point: bool = False,
+        max_iterations: int = 4,
+        on_start: Callable[[str, int], None] | None = None,
+        on_end: Callable[[PassRecord], None] | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.passes = list(passes)
+        self.ctx = ctx
+        self.after_pass = after_pass
+        self.fixed_point = fixed_point
+        self.max_iterations = max_iterations if fixed_point else 1
+        self.on_start = on_start
+        self.on_end = on_end
+        self.debug = debug
+        self.records: list[PassRecord] = []
+
+    def run(self, model: ModelProto) -> ModelProto:
+        for iteration in range(1, self.max_iterations + 1):
+            changed = 0
+            for p in self.passes:
+                model, rec = self._run_one(p, model, iteration)
+                self.records.append(rec)
+                if self.on_end:
+                    self.on_end(rec)
+                if rec.status == "applied":
+                    changed += rec.rewrites
+            if not changed:
+                break
+        return model
+
+    def _run_one(self, p: Pass, model: ModelProto, iteration: int) -> tuple[ModelProto, PassRecord]:
+        rec = PassRecord(name=p.name, iteration=iteration, nodes_before=count_nodes(model))
+        if self.on_start:
+            self.on_start(p.name, iteration)
+        t0 = time.perf_counter()
+        try:
+            candidate, result = p.apply(model, self.ctx)
+        except Exception as e:  # noqa: BLE001 - one broken pass must never lose the model
+            rec.seconds = time.perf_counter() - t0
+            rec.status = "rolled back"
+            rec.reason = f"pass raised {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
+            if self.debug:
+                rec.notes.append(traceback.format_exc())
+            rec.nodes_after = rec.nodes_before
+            return model, rec
+        rec.seconds = time.perf_counter() - t0
+        rec.rewrites = result.rewrites
+        rec.notes.extend(result.notes)
+        if result.rewrites == 0 or candidate is model:
+            rec.status = "unchanged"
+            rec.rewrites = 0
+            rec.nodes_after = rec.nodes_before
+            return model, rec
+        rec.nodes_after = count_nodes(candidate)
+        if self.after_pass is not None:
+            v = self.after_pass(p.name, candidate)
+            rec.verified = v.verified
+            rec.max_abs_error = v.max_abs_error
+            rec.extra.update(v.extra)
+            if not v.ok:
+                rec.status = "rolled back"
+                rec.reason = v.reason
+                rec.nodes_after = rec.nodes_before
+                return model, rec
+        rec.status = "applied"
+        return candidate, rec
+
+
+def opset_of(model_or_graph: ModelProto | gs.Graph, domain: str = "") -> int:
+    if isinstance(model_or_graph, gs.Graph):
+        return int(model_or_graph.opset)
+    for o in model_or_graph.opset_import:
+        if o.domain in (domain, "ai.onnx" if domain == "" else domain):
+            return int(o.version)
+    return onnx.defs.onnx_opset_version()

@@ -1,0 +1,357 @@
+"""fold-conv-bn: fold BatchNormalization and per-channel constant affine ops into the weights
+of the linear op before them; with ``--target onnxruntime`` fuse the activation after a Conv.
+
+Algebra. A linear producer computes, per output channel ``o``::
+
+    y[o] = sum_i W[o, i] * x[i] + B[o]
+
+and a per-channel affine follower computes ``z[o] = a[o] * y[o] + b[o]``, so::
+
+    z[o] = sum_i (a[o] * W[o, i]) * x[i] + (a[o] * B[o] + b[o])
+
+i.e. ``W' = a ⊙_o W`` and ``B' = a ⊙ B + b``. The followers and their ``(a, b)``:
+
+- BatchNormalization (inference): ``a = scale / sqrt(var + eps)``, ``b = bias - mean * a``
+- Mul by a constant ``c``: ``a = c, b = 0``;  Div by ``c``: ``a = 1 / c, b = 0``
+- Add ``c``: ``a = 1, b = c``;  Sub ``c`` (``y - c``): ``a = 1, b = -c``; ``c - y``: ``a = -1, b = c``
+
+where ``c`` is a scalar or broadcasts along the output-channel axis only
+(``[C]``, ``[C,1,1]``, ``[1,C,1,1]`` for a Conv; ``[N]``/``[1,N]`` for Gemm/MatMul).
+The output-channel axis of the weights: Conv ``W[Cout, Cin/g, k...]`` axis 0;
+ConvTranspose ``W[Cin, Cout/g, k...]``: channel ``o = g*(Cout/g) + j`` lives at
+``W[g*Cin/g : (g+1)*Cin/g, j]``; Gemm ``B[K, N]`` axis 1 (``B[N, K]`` axis 0 with
+``transB``), its bias ``C`` becomes ``beta * C * a + b`` with ``beta = 1``;
+MatMul with a constant 2-D ``B[K, N]`` axis 1. A MatMul has no bias: a Mul folds
+into it, an Add directly after it is its bias and BN/Mul after that Add fold
+into both; a BatchNormalization directly after a bias-less MatMul on a rank-2
+tensor becomes an Add of ``b``.
+
+Arithmetic is float64, cast back to the weight dtype (fp16 models stay fp16).
+New weights are always new initializers: a weight shared with another node is
+never changed under that node.
+
+With ``--target onnxruntime``, a float32 Conv whose only consumer is Relu,
+LeakyRelu, Sigmoid, Tanh, HardSigmoid or Clip with constant bounds becomes one
+com.microsoft FusedConv (activation applied in the Conv's output loop).
+
+Refuses (the node is left as it is): training-mode BatchNormalization
+(``training_mode=1`` or its extra outputs used); non-constant weights, bias or
+follower parameters; a producer output with another consumer or that is a
+graph output (the unscaled value is observable); a constant that broadcasts
+over non-channel axes or would grow the output's rank; non-float weights;
+a Div by a constant with zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from rooftop.passes._graph import const_value, is_graph_output, single_consumer
+from rooftop.passes.base import Pass, PassContext, PassResult
+
+PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Clip")
+
+
+@dataclass
+class Linear:
+    """A producer whose output channels can absorb a per-channel affine map."""
+
+    node: gs.Node
+    weight: np.ndarray
+    bias: np.ndarray | None  # length C (already multiplied by Gemm's beta), or None
+    channels: int
+    out_rank: int | None  # rank of the output tensor when known
+    chan_axis: int  # output-channel axis of the *output tensor* (1 for Conv/BN, -1 for MatMul)
+    bias_add: gs.Node | None = None  # MatMul's bias Add, if any
+    out: gs.Tensor | None = None  # the tensor the followers read
+
+
+def _float(a: np.ndarray | None) -> bool:
+    return a is not None and a.dtype.kind == "f"
+
+
+def _per_channel(c: np.ndarray, C: int, out_rank: int | None, chan_axis: int) -> np.ndarray | None:
+    """``c`` as a length-C vector if it broadcasts along the channel axis only, else None."""
+    c = np.asarray(c)
+    if c.size == 1:
+        if out_rank is not None and c.ndim > out_rank:
+            return None
+        if out_rank is None and c.ndim > 1:
+            return None
+        return np.full(C, c.reshape(()).astype(np.float64))
+    if out_rank is None:
+        if chan_axis != -1 or c.ndim != 1:
+            return None
+        out_rank = 1
+    if c.ndim > out_rank:
+        return None
+    shape = (1,) * (out_rank - c.ndim) + c.shape
+    ax = chan_axis % out_rank
+    for i, d in enumerate(shape):
+        if i == ax:
+            if d not in (1, C):
+                return None
+        elif d != 1:
+            return None
+    if shape[ax] != C:
+        return None
+    return c.reshape(-1).astype(np.float64)
+
+
+def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear) -> tuple[np.ndarray, np.ndarray] | str:
+    """(a, b) of a per-channel affine follower of ``y``, or the reason it is not one."""
+    C = lin.channels
+    if node.op == "BatchNormalization":
+        if node.inputs[0] is not y:
+            return "BN reads the tensor as a parameter"
+        if int(node.attrs.get("training_mode", 0)) != 0:
+            return "training-mode BatchNormalization"
+        if any(o.outputs for o in node.outputs[1:]):
+            return "BatchNormalization running statistics are used"
+        if lin.chan_axis != 1 and lin.out_rank != 2:
+            return "BatchNormalization channel axis is not the producer's output-channel axis"
+        vals = [const_value(t) for t in node.inputs[1:5]]
+        if any(v is None for v in vals):
+            return "BatchNormalization parameters are not constant"
+        scale, bias, mean, var = (np.asarray(v, dtype=np.float64).reshape(-1) for v in vals)  # type: ignore[arg-type]
+        if not all(v.size in (1, C) for v in (scale, bias, mean, var)):
+            return "BatchNormalization parameter length does not match channels"
+        eps = float(node.attrs.get("epsilon", 1e-5))
+        a = scale / np.sqrt(var + eps)
+        b = bias - mean * a
+        return np.broadcast_to(a, (C,)).copy(), np.broadcast_to(b, (C,)).copy()
+    if node.op not in ("Mul", "Add", "Sub", "Div") or len(node.inputs) != 2:
+        return f"{node.op} is not a per-channel affine op"
+    if node.inputs[0] is y and node.inputs[1] is y:
+        return "both operands are the producer's output"
+    y_first = node.inputs[0] is y
+    other = node.inputs[1] if y_first else node.inputs[0]
+    c = const_value(other)
+    if c is None:
+        return f"{node.op} operand is not constant"
+    if c.dtype.kind != "f":
+        return f"{node.op} constant is not float"
+    v = _per_channel(c, C, lin.out_rank, lin.chan_axis)
+    if v is None:
+        return f"{node.op} constant of shape {list(c.shape)} is not per-channel"
+    one, zero = np.ones(C), np.zeros(C)
+    if node.op == "Mul":
+        return v, zero
+    if node.op == "Add":
+        return one, v
+    if node.op == "Sub":
+        return (one, -v) if y_first else (-one, v)
+    if not y_first:
+        return "constant divided by the tensor is not affine"
+    if np.any(v == 0):
+        return "division by a constant with zeros"
+    return 1.0 / v, zero
+
+
+def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
+    """Describe ``node`` as a foldable producer, or say why it is not one."""
+    if node.op in ("Conv", "ConvTranspose"):
+        W = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
+        if not _float(W):
+            return "weights are not a float constant"
+        B = None
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            B = const_value(node.inputs[2])
+            if B is None:
+                return "bias is not constant"
+        if node.op == "Conv":
+            C = W.shape[0]
+        else:
+            g = int(node.attrs.get("group", 1))
+            C = W.shape[1] * g
+        return Linear(node, W, None if B is None else B.astype(np.float64).reshape(-1), C, W.ndim, 1)
+    if node.op == "Gemm":
+        B = const_value(node.inputs[1])
+        if not _float(B) or B.ndim != 2:
+            return "Gemm B is not a 2-D float constant"
+        transB = int(node.attrs.get("transB", 0))
+        N = B.shape[0] if transB else B.shape[1]
+        bias = None
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            c = const_value(node.inputs[2])
+            if c is None:
+                return "Gemm C is not constant"
+            if c.size not in (1, N) or (c.ndim == 2 and c.shape[0] != 1):
+                return "Gemm C is not per-column"
+            bias = np.broadcast_to(c.astype(np.float64).reshape(-1), (N,)) * float(node.attrs.get("beta", 1.0))
+        return Linear(node, B, bias, N, 2, 1)
+    if node.op == "MatMul":
+        B = const_value(node.inputs[1])
+        if not _float(B) or B.ndim != 2:
+            return "MatMul B is not a 2-D float constant"
+        a_shape = node.inputs[0].shape if isinstance(node.inputs[0], gs.Variable) else None
+        rank = max(len(a_shape), 2) if a_shape is not None else None
+        lin = Linear(node, B, None, B.shape[1], rank, -1)
+        y = node.outputs[0]
+        nxt = single_consumer(y)
+        if nxt is not None and nxt.op == "Add" and not is_graph_output(graph, y):
+            ab = _follower_affine(nxt, y, lin)
+            if not isinstance(ab, str) and np.all(ab[0] == 1):
+                lin.bias = ab[1]
+                lin.bias_add = nxt
+        return lin
+    return f"{node.op} is not a linear producer"
+
+
+def _apply(lin: Linear, a: np.ndarray, b: np.ndarray) -> None:
+    """Fold ``z = a*y + b`` into ``lin`` in place (its arrays, not the graph)."""
+    W = lin.weight.astype(np.float64)
+    node = lin.node
+    if node.op == "Conv":
+        W = W * a.reshape((-1,) + (1,) * (W.ndim - 1))
+    elif node.op == "ConvTranspose":
+        g = int(node.attrs.get("group", 1))
+        cin, cog = W.shape[0], W.shape[1]
+        Wg = W.reshape((g, cin // g, cog) + W.shape[2:])
+        Wg = Wg * a.reshape((g, 1, cog) + (1,) * (W.ndim - 2))
+        W = Wg.reshape(W.shape)
+    elif node.op == "Gemm" and int(node.attrs.get("transB", 0)):
+        W = W * a[:, None]
+    else:  # Gemm (B[K, N]) and MatMul
+        W = W * a[None, :]
+    lin.weight = W
+    base = lin.bias if lin.bias is not None else np.zeros(lin.channels)
+    lin.bias = base * a + b
+
+
+def _write(lin: Linear, dtype: np.dtype, name: str) -> None:
+    """Put the folded weights and bias back on the node as fresh constants."""
+    node = lin.node
+    node.inputs[1] = gs.Constant(f"{name}_W", lin.weight.astype(dtype))
+    bias = lin.bias
+    if bias is None:
+        return
+    if lin.bias_add is not None:
+        add = lin.bias_add
+        i = 1 if add.inputs[0] is node.outputs[0] else 0
+        add.inputs[i] = gs.Constant(f"{name}_B", bias.astype(dtype))
+        return
+    if node.op == "MatMul":  # bias-less producer that still needs one: caller handles
+        return
+    while len(node.inputs) < 3:
+        node.inputs.append(gs.Variable.empty())
+    node.inputs[2] = gs.Constant(f"{name}_B", bias.astype(dtype))
+    if node.op == "Gemm":
+        node.attrs["beta"] = 1.0
+
+
+class FoldConvBN(Pass):
+    name = "fold-conv-bn"
+    summary = "fold BatchNorm and per-channel Mul/Add/Sub/Div into Conv, ConvTranspose, Gemm, MatMul weights (+ FusedConv for onnxruntime)"
+    needs_shapes = True
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        res = PassResult()
+        folded: dict[str, int] = {}
+        for node in list(graph.nodes):
+            if node.op not in PRODUCERS or not node.outputs:
+                continue
+            lin = _linear(node, graph)
+            if isinstance(lin, str):
+                continue
+            dtype = lin.weight.dtype
+            y = lin.bias_add.outputs[0] if lin.bias_add is not None else node.outputs[0]
+            removed: list[gs.Node] = []
+            bn_to_add: tuple[gs.Node, np.ndarray] | None = None
+            while not is_graph_output(graph, y):
+                f = single_consumer(y)
+                if f is None:
+                    break
+                ab = _follower_affine(f, y, lin)
+                if isinstance(ab, str):
+                    break
+                a, b = ab
+                if node.op == "MatMul" and lin.bias_add is None and np.any(b != 0):
+                    # a bias-less MatMul cannot take b: BN on a 2-D tensor becomes Add(b)
+                    if f.op == "BatchNormalization" and lin.out_rank == 2:
+                        _apply(lin, a, np.zeros_like(b))
+                        lin.bias = None
+                        bn_to_add = (f, b)
+                    break
+                _apply(lin, a, b)
+                removed.append(f)
+                y = f.outputs[0]
+            if not removed and bn_to_add is None:
+                continue
+            _write(lin, dtype, node.name or node.outputs[0].name)
+            if removed:
+                # the producer (or its bias Add) now writes the last follower's output
+                tail = lin.bias_add if lin.bias_add is not None else node
+                final_out = removed[-1].outputs[0]
+                for f in removed:
+                    f.outputs.clear()
+                    f.inputs.clear()
+                tail.outputs[0] = final_out
+            for f in removed:
+                folded[f.op] = folded.get(f.op, 0) + 1
+            res.rewrites += len(removed)
+            if bn_to_add is not None:
+                bn, b = bn_to_add
+                x = bn.inputs[0]
+                bn.op = "Add"
+                bn.attrs.clear()
+                del bn.outputs[1:]
+                bn.inputs.clear()
+                bn.inputs.extend([x, gs.Constant(f"{bn.name or x.name}_shift", b.astype(dtype))])
+                folded["BatchNormalization→Add"] = folded.get("BatchNormalization→Add", 0) + 1
+                res.rewrites += 1
+        if ctx.target == "onnxruntime":
+            fused = self._fuse_activations(graph)
+            if fused:
+                folded["activation→FusedConv"] = fused
+                res.rewrites += fused
+        for what, n in folded.items():
+            res.notes.append(f"folded {n} {what}")
+        return res
+
+    @staticmethod
+    def _fuse_activations(graph: gs.Graph) -> int:
+        n = 0
+        for node in list(graph.nodes):
+            if node.op != "Conv" or node.domain not in ("", "ai.onnx", None) or not node.outputs:
+                continue
+            W = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
+            if W is None or W.dtype != np.float32:
+                continue
+            y = node.outputs[0]
+            act = single_consumer(y)
+            if act is None or is_graph_output(graph, y) or act.op not in ACTIVATIONS:
+                continue
+            params: list[float] = []
+            if act.op == "LeakyRelu":
+                params = [float(act.attrs.get("alpha", 0.01))]
+            elif act.op == "HardSigmoid":
+                params = [float(act.attrs.get("alpha", 0.2)), float(act.attrs.get("beta", 0.5))]
+            elif act.op == "Clip":
+                lo = float(act.attrs["min"]) if "min" in act.attrs else None
+                hi = float(act.attrs["max"]) if "max" in act.attrs else None
+                if len(act.inputs) > 1 and act.inputs[1].name:
+                    v = const_value(act.inputs[1])
+                    if v is None:
+                        continue
+                    lo = float(v)
+                if len(act.inputs) > 2 and act.inputs[2].name:
+                    v = const_value(act.inputs[2])
+                    if v is None:
+                        continue
+                    hi = float(v)
+                params = [lo if lo is not None else -np.finfo(np.float32).max, hi if hi is not None else np.finfo(np.float32).max]
+            node.op = "FusedConv"
+            node.domain = "com.microsoft"
+            node.attrs["activation"] = act.op
+            if params:
+                node.attrs["activation_params"] = params
+            node.outputs[0] = act.outputs[0]
+            act.outputs.clear()
+            act.inputs.clear()
+            n += 1
+        return n

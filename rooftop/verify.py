@@ -1,0 +1,425 @@
+"""Numerical equivalence of two models in onnxruntime: the safety net of every pass.
+
+The original model is run once per input set to get reference outputs; every
+candidate (the graph after a pass, the final model) is run on the same inputs
+with onnxruntime's graph optimizations disabled, so what is compared is our
+rewrite and not onnxruntime's. Float outputs must satisfy
+``|got - ref| <= atol + rtol * |ref|`` element-wise (NaN where the reference has
+NaN); integer outputs of a QuantizeLinear must be within one quantization step;
+other integer and bool outputs must be exactly equal. A model with dynamic axes
+is checked at two sizes of each dynamic axis.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import ModelProto
+
+from rooftop.errors import InputError, UsageError
+from rooftop.model_io import materialized, ort_source
+
+DimValue = int | str | None
+
+
+@dataclass
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: list[DimValue]
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    ok: bool
+    max_abs_error: float
+    reason: str = ""
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    max_abs_error: float
+    outputs: list[OutputCheck] = field(default_factory=list)
+    message: str = ""
+    skipped: bool = False
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"skipped: {self.message}"
+        if self.ok:
+            return f"ok (max abs error {self.max_abs_error:.3g})"
+        return f"FAILED: {self.message}"
+
+
+def parse_shape_overrides(items: Sequence[str]) -> dict[str, list[int]]:
+    """``["x=1x3x224x224", "ids=2x128"]`` -> ``{"x": [1, 3, 224, 224], ...}``."""
+    out: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        if not sep or not name:
+            raise UsageError(f"--input-shape '{item}': expected NAME=D1xD2x... e.g. input=1x3x224x224")
+        try:
+            shape = [int(d) for d in dims.replace(",", "x").split("x") if d != ""]
+        except ValueError as e:
+            raise UsageError(f"--input-shape '{item}': dimensions must be integers separated by 'x'") from e
+        if any(d <= 0 for d in shape):
+            raise UsageError(f"--input-shape '{item}': dimensions must be positive")
+        out[name] = shape
+    return out
+
+
+def graph_inputs(model: ModelProto) -> list[InputSpec]:
+    """Real (non-initializer) inputs of the main graph with dtype and possibly symbolic shape."""
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            raise InputError(f"input '{vi.name}' is not a tensor; Rooftop cannot generate data for it (use --inputs)")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        shape: list[DimValue] = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                shape.append(int(d.dim_value))
+            elif d.HasField("dim_param"):
+                shape.append(d.dim_param)
+            else:
+                shape.append(None)
+        specs.append(InputSpec(vi.name, np.dtype(dtype), shape))
+    return specs
+
+
+def is_dynamic(specs: Sequence[InputSpec]) -> bool:
+    return any(not isinstance(d, int) for s in specs for d in s.shape)
+
+
+def bind_shapes(
+    specs: Sequence[InputSpec], overrides: Mapping[str, Sequence[int]], batch: int, other: int
+) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes: user overrides first, then symbolic dim 0 -> ``batch``, other symbolic dims -> ``other``.
+
+    Dims sharing a symbolic name get the same value (taken from an override if one binds it).
+    """
+    named: dict[str, int] = {}
+    for s in specs:
+        if s.name in overrides:
+            ov = list(overrides[s.name])
+            if len(ov) != len(s.shape):
+                raise UsageError(f"--input-shape {s.name}: rank {len(ov)} but the model input has rank {len(s.shape)}")
+            for d, v in zip(s.shape, ov):
+                if isinstance(d, int) and d != v:
+                    raise UsageError(f"--input-shape {s.name}: dim {d} of the model is fixed, got {v}")
+                if isinstance(d, str):
+                    named.setdefault(d, v)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for s in specs:
+        if s.name in overrides:
+            shapes[s.name] = tuple(overrides[s.name])
+            continue
+        dims = []
+        for i, d in enumerate(s.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif isinstance(d, str) and d in named:
+                dims.append(named[d])
+            else:
+                v = batch if i == 0 else other
+                if isinstance(d, str):
+                    named[d] = v
+                dims.append(v)
+        shapes[s.name] = tuple(dims)
+    return shapes
+
+
+def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for s in specs:
+        shape = shapes[s.name]
+        dt = s.dtype
+        if dt.kind == "f":
+            feeds[s.name] = rng.standard_normal(shape).astype(dt)
+        elif dt.kind == "b":
+            feeds[s.name] = rng.integers(0, 2, shape).astype(bool)
+        elif dt.kind in "iu":
+            hi = 256 if dt.itemsize == 1 and dt.kind == "u" else 4
+            lo = -128 if dt.itemsize == 1 and dt.kind == "i" else 0
+            hi = 128 if lo < 0 else hi
+            feeds[s.name] = rng.integers(lo, hi, shape).astype(dt)
+        else:
+            raise InputError(f"input '{s.name}' has dtype {dt}; Rooftop cannot generate data for it (use --inputs)")
+    return feeds
+
+
+def make_session(model: ModelProto, *, optimization: str = "disable", threads: int = 0, profile_prefix: str | None = None):
+    """An onnxruntime CPU session for a ModelProto (large models go through a temp file)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    src = ort_source(model)
+    if src is not None:
+        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    with materialized(model) as path:
+        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def run_model(model: ModelProto, feeds: Mapping[str, np.ndarray], session=None) -> dict[str, np.ndarray]:
+    sess = session or make_session(model)
+    names = [o.name for o in sess.get_outputs()]
+    outs = sess.run(names, dict(feeds))
+    return dict(zip(names, outs))
+
+
+def quantized_outputs(model: ModelProto) -> set[str]:
+    """Graph outputs produced by QuantizeLinear: compared within one quantization step."""
+    return {o for n in model.graph.node if n.op_type == "QuantizeLinear" for o in n.output}
+
+
+def compare_outputs(
+    ref: Mapping[str, np.ndarray],
+    got: Mapping[str, np.ndarray],
+    *,
+    rtol: float,
+    atol: float,
+    quantized: set[str] = frozenset(),  # type: ignore[assignment]
+) -> VerifyResult:
+    checks: list[OutputCheck] = []
+    for name, r in ref.items():
+        if name not in got:
+            checks.append(OutputCheck(name, False, float("inf"), "output missing"))
+            continue
+        g = np.asarray(got[name])
+        r = np.asarray(r)
+        if g.shape != r.shape:
+            checks.append(OutputCheck(name, False, float("inf"), f"shape {g.shape} != {r.shape}"))
+            continue
+        if g.dtype != r.dtype:
+            checks.append(OutputCheck(name, False, float("inf"), f"dtype {g.dtype} != {r.dtype}"))
+            continue
+        if r.size == 0:
+            checks.append(OutputCheck(name, True, 0.0))
+            continue
+        if r.dtype.kind in "fc":
+            r64, g64 = r.astype(np.float64), g.astype(np.float64)
+            nan_r, nan_g = np.isnan(r64), np.isnan(g64)
+            if not np.array_equal(nan_r, nan_g):
+                checks.append(OutputCheck(name, False, float("nan"), "NaN pattern differs"))
+                continue
+            finite = ~nan_r
+            with np.errstate(invalid="ignore"):
+                diff = np.abs(g64 - r64)
+                inf_mismatch = np.isinf(r64) & (g64 != r64)
+            diff = np.where(np.isinf(r64) & ~inf_mismatch, 0.0, diff)
+            max_abs = float(diff[finite].max()) if finite.any() else 0.0
+            bad = finite & ((diff > atol + rtol * np.abs(np.where(np.isinf(r64), 0, r64))) | inf_mismatch)
+            n_bad = int(bad.sum())
+            checks.append(
+                OutputCheck(name, n_bad == 0, max_abs, f"{n_bad} of {r.size} elements beyond rtol={rtol:g} atol={atol:g}" if n_bad else "")
+            )
+        elif r.dtype.kind in "iu":
+            diff = np.abs(g.astype(np.int64) - r.astype(np.int64))
+            max_abs = float(diff.max())
+            tol = 1 if name in quantized else 0
+            n_bad = int((diff > tol).sum())
+            what = "one quantization step" if tol else "exact equality"
+            checks.append(OutputCheck(name, n_bad == 0, max_abs, f"{n_bad} of {r.size} elements beyond {what}" if n_bad else ""))
+        else:
+            eq = bool(np.array_equal(g, r))
+            checks.append(OutputCheck(name, eq, 0.0 if eq else float("inf"), "" if eq else "values differ"))
+    ok = all(c.ok for c in checks)
+    max_abs = max((c.max_abs_error for c in checks), default=0.0)
+    msg = "; ".join(f"output '{c.name}': {c.reason}" for c in checks if not c.ok)
+    return VerifyResult(ok, max_abs, checks, msg)
+
+
+@dataclass
+class InputSet:
+    label: str
+    feeds: dict[str, np.ndarray]
+    reference: dict[str, np.ndarray]
+
+
+class Verifier:
+    """Reference outputs of the original model, and the check every candidate goes through."""
+
+    def __init__(
+        self,
+        original: ModelProto,
+        *,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+        inputs_npz: str | os.PathLike[str] | None = None,
+        rtol: float = 1e-4,
+        atol: float = 1e-5,
+        seed: int = 0,
+    ) -> None:
+        self.rtol, self.atol = rtol, atol
+        self.sets: list[InputSet] = []
+        self.notes: list[str] = []
+        self.available = True
+        self.reason = ""
+        self.quantized = quantized_outputs(original)
+        try:
+            specs = graph_inputs(original)
+        except InputError as e:
+            self._unavailable(str(e))
+            return
+        overrides = dict(input_shapes or {})
+        unknown = set(overrides) - {s.name for s in specs}
+        if unknown:
+            raise UsageError(
+                f"--input-shape names unknown input(s) {', '.join(sorted(unknown))}; the model's inputs are "
+                + ", ".join(s.name for s in specs)
+            )
+        try:
+            session = make_session(original)
+        except Exception as e:  # noqa: BLE001 - custom ops, unsupported opsets...
+            self._unavailable(f"onnxruntime cannot run the original model ({_first_line(e)})")
+            return
+        if inputs_npz is not None:
+            feeds = _load_npz(inputs_npz, specs)
+            self.sets.append(InputSet("user inputs", feeds, self._run(original, feeds, session, "user inputs")))
+            return
+        candidates = [(1, 32), (1, 224), (1, 64), (1, 16), (1, 8), (1, 128), (1, 1)] if is_dynamic(specs) else [(1, 1)]
+        first_err = None
+        for batch, other in candidates:
+            try:
+                shapes = bind_shapes(specs, overrides, batch, other)
+                feeds = random_inputs(specs, shapes, seed)
+                ref = run_model(original, feeds, session)
+            except UsageError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                first_err = first_err or e
+                if overrides and not is_dynamic([s for s in specs if s.name not in overrides]):
+                    break
+                continue
+            self.sets.append(InputSet(_label(shapes), feeds, ref))
+            break
+        if not self.sets:
+            if overrides:
+                raise InputError(f"the original model does not run at the given --input-shape: {_first_line(first_err)}")
+            self._unavailable(
+                f"the original model does not run on generated inputs ({_first_line(first_err)}); "
+                "bind dynamic dims with --input-shape or give --inputs data.npz"
+            )
+            return
+        if is_dynamic(specs):
+            # A second size of every dynamic axis: dynamic axes must stay dynamic.
+            first = {k: v for k, v in zip([s.name for s in specs], [self.sets[0].feeds[s.name].shape for s in specs])}
+            for bmul, omul in ((2, 2), (2, 1), (1, 2)):
+                shapes2 = _scaled(specs, first, bmul, omul)
+                if shapes2 == first:
+                    continue
+                try:
+                    feeds = random_inputs(specs, shapes2, seed + 1)
+                    ref = run_model(original, feeds, session)
+                except Exception:  # noqa: BLE001
+                    continue
+                self.sets.append(InputSet(_label(shapes2), feeds, ref))
+                break
+            else:
+                self.notes.append("dynamic model verified at one size only: the original does not run at a second size")
+
+    def _unavailable(self, reason: str) -> None:
+        self.available = False
+        self.reason = reason
+
+    def _run(self, model, feeds, session, label):
+        try:
+            return run_model(model, feeds, session)
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"the original model does not run on {label}: {_first_line(e)}") from e
+
+    def describe(self) -> str:
+        if not self.available:
+            return f"verification skipped: {self.reason}"
+        return "verified on " + " and ".join(s.label for s in self.sets)
+
+    def check(self, candidate: ModelProto) -> VerifyResult:
+        if not self.available:
+            return VerifyResult(True, 0.0, message=self.reason, skipped=True)
+        try:
+            session = make_session(candidate)
+        except Exception as e:  # noqa: BLE001
+            return VerifyResult(False, float("inf"), message=f"onnxruntime cannot load the rewritten model: {_first_line(e)}")
+        worst = VerifyResult(True, 0.0)
+        for s in self.sets:
+            try:
+                got = run_model(candidate, s.feeds, session)
+            except Exception as e:  # noqa: BLE001
+                return VerifyResult(False, float("inf"), message=f"onnxruntime fails on {s.label}: {_first_line(e)}")
+            res = compare_outputs(s.reference, got, rtol=self.rtol, atol=self.atol, quantized=self.quantized)
+            if not res.ok:
+                res.message = f"on {s.label}: {res.message}"
+                return res
+            if res.max_abs_error >= worst.max_abs_error:
+                worst = res
+        return worst
+
+
+def _scaled(specs, first, bmul, omul):
+    shapes = {}
+    for s in specs:
+        dims = []
+        for i, (d, v) in enumerate(zip(s.shape, first[s.name])):
+            if isinstance(d, int):
+                dims.append(v)
+            else:
+                dims.append(v * (bmul if i == 0 else omul))
+        shapes[s.name] = tuple(dims)
+    return shapes
+
+
+def _label(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{k}={'x'.join(map(str, v)) or 'scalar'}" for k, v in shapes.items())
+
+
+def _first_line(e: BaseException | None) -> str:
+    if e is None:
+        return "unknown error"
+    s = str(e).strip()
+    for line in s.splitlines():
+        line = line.strip()
+        if line:
+            return line[:300]
+    return type(e).__name__
+
+
+def _load_npz(path, specs) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            feeds = {k: data[k] for k in data.files}
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: no such file") from e
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: not a readable .npz file ({_first_line(e)})") from e
+    missing = [s.name for s in specs if s.name not in feeds]
+    if missing:
+        raise InputError(f"{path}: missing arrays for model inputs {', '.join(missing)}")
+    for s in specs:
+        if feeds[s.name].dtype != s.dtype:
+            warnings.warn(f"{path}: input '{s.name}' cast from {feeds[s.name].dtype} to {s.dtype}", stacklevel=2)
+            feeds[s.name] = feeds[s.name].astype(s.dtype)
+    return {s.name: feeds[s.name] for s in specs}
