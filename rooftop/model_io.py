@@ -30,19 +30,20 @@ EXTERNAL_DATA_THRESHOLD = int(1.8 * 2**30)
 
 
 def _tensor_nbytes(t: TensorProto) -> int:
+    """Bytes of a tensor's data, from its dims and dtype (reading ``raw_data`` would copy it)."""
     if t.data_location == TensorProto.EXTERNAL:
         for kv in t.external_data:
             if kv.key == "length":
                 return int(kv.value)
-    if t.raw_data:
-        return len(t.raw_data)
     n = 1
     for d in t.dims:
         n *= d
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    except Exception:  # noqa: BLE001 - exotic dtypes (strings): count one byte each
-        itemsize = 1
+    except Exception:  # noqa: BLE001 - strings and exotic dtypes: the serialized size
+        return t.ByteSize()
+    if t.data_type in (TensorProto.INT4, TensorProto.UINT4):
+        return (n + 1) // 2
     return n * itemsize
 
 
@@ -150,7 +151,7 @@ def check_model(model: ModelProto, name: str = "model", path_on_disk: Path | Non
     try:
         if weights_nbytes(model) < EXTERNAL_DATA_THRESHOLD:
             onnx.checker.check_model(model)
-        elif path_on_disk is not None:
+        elif path_on_disk is not None and Path(path_on_disk).is_file():
             onnx.checker.check_model(str(path_on_disk))
         else:
             with materialized(model) as mpath:
@@ -206,17 +207,7 @@ def save_model(model: ModelProto, path: str | os.PathLike[str], *, external_data
             data_name = out.name + ".data"
             tmpdir = tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent)
             try:
-                m = ModelProto()
-                m.CopyFrom(model)
-                onnx.save_model(
-                    m,
-                    os.path.join(tmpdir, out.name),
-                    save_as_external_data=True,
-                    all_tensors_to_one_file=True,
-                    location=data_name,
-                    size_threshold=1024,
-                )
-                del m
+                write_with_external_data(model, os.path.join(tmpdir, out.name), data_name)
                 os.replace(os.path.join(tmpdir, data_name), parent / data_name)
                 os.replace(os.path.join(tmpdir, out.name), out)
                 written += [out, parent / data_name]
@@ -231,13 +222,67 @@ def save_model(model: ModelProto, path: str | os.PathLike[str], *, external_data
     return written
 
 
+def write_with_external_data(model: ModelProto, path: str | os.PathLike[str], data_name: str) -> None:
+    """Write ``model`` to ``path`` with initializers over 1 KiB in ``data_name`` beside it.
+
+    Unlike ``onnx.save_model(save_as_external_data=True)`` this neither rewrites
+    ``model`` nor copies it whole: a skeleton holds the graph and external
+    references, and each large tensor's bytes are streamed to the data file.
+    """
+    out = Path(path)
+    skeleton = ModelProto()
+    graph = model.graph
+    # everything but the initializers' bytes (a cheap copy: nodes and metadata only)
+    skeleton.ir_version = model.ir_version
+    skeleton.producer_name, skeleton.producer_version = model.producer_name, model.producer_version
+    skeleton.domain, skeleton.model_version, skeleton.doc_string = model.domain, model.model_version, model.doc_string
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.metadata_props.extend(model.metadata_props)
+    skeleton.functions.extend(model.functions)
+    g = skeleton.graph
+    g.name, g.doc_string = graph.name, graph.doc_string
+    g.node.extend(graph.node)
+    g.input.extend(graph.input)
+    g.output.extend(graph.output)
+    g.value_info.extend(graph.value_info)
+    g.sparse_initializer.extend(graph.sparse_initializer)
+    offset = 0
+    with open(out.parent / data_name, "wb") as f:
+        for t in graph.initializer:
+            nt = g.initializer.add()
+            if t.data_location == TensorProto.EXTERNAL or _tensor_nbytes(t) <= 1024 or not t.HasField("raw_data"):
+                nt.CopyFrom(t)
+                continue
+            nt.name, nt.data_type, nt.doc_string = t.name, t.data_type, t.doc_string
+            nt.dims.extend(t.dims)
+            pad = (-offset) % 4096  # page-aligned offsets let onnxruntime memory-map the tensors
+            if pad:
+                f.write(b"\0" * pad)
+                offset += pad
+            data = t.raw_data
+            f.write(data)
+            nt.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(len(data)))):
+                e = nt.external_data.add()
+                e.key, e.value = k, v
+            offset += len(data)
+            del data
+    with open(out, "wb") as f:
+        f.write(skeleton.SerializeToString())
+
+
 @contextlib.contextmanager
 def materialized(model: ModelProto) -> Iterator[str]:
     """A path to ``model`` on disk (with external data), for tools that need a file (large models)."""
     with tempfile.TemporaryDirectory(prefix="rooftop-") as d:
         p = os.path.join(d, "model.onnx")
-        save_model(model, p, external_data=True)
+        write_with_external_data(model, p, "model.onnx.data")
         yield p
+
+
+def is_large(model: ModelProto) -> bool:
+    """Too large for one protobuf: must go to disk with external data to be checked or run."""
+    return weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD
 
 
 def ort_source(model: ModelProto) -> bytes | None:

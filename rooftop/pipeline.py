@@ -127,17 +127,26 @@ def optimize(
     else:
         warnings.append("verification disabled (--no-verify): outputs were not compared")
 
-    def after_pass(name: str, candidate: ModelProto) -> Validation:
+    last_verified: list[Any] = []
+
+    def validate(name: str, candidate: ModelProto, path: str | None) -> Validation:
         try:
-            model_io.check_model(candidate, f"after {name}")
+            model_io.check_model(candidate, f"after {name}", path_on_disk=Path(path) if path else None)
         except InputError as e:
             return Validation(False, f"onnx.checker rejects the result: {e}")
         if verifier is None or not verifier.available:
             return Validation(True)
-        res = verifier.check(candidate)
+        res = verifier.check(candidate, path=path)
+        last_verified[:] = [candidate, res]
         if not res.ok:
-            return Validation(False, f"outputs changed: {res.message}", res.max_abs_error, verified=True)
-        return Validation(True, max_abs_error=res.max_abs_error, verified=True)
+            return Validation(False, f"outputs changed: {res.message}", res.max_abs_error, verified=True, extra={"_result": res})
+        return Validation(True, max_abs_error=res.max_abs_error, verified=True, extra={"_result": res})
+
+    def after_pass(name: str, candidate: ModelProto) -> Validation:
+        if model_io.is_large(candidate):  # write it once; check and run it from disk
+            with model_io.materialized(candidate) as path:
+                return validate(name, candidate, path)
+        return validate(name, candidate, None)
 
     ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=opts.channel_multiple)
     manager = PassManager(
@@ -149,18 +158,29 @@ def optimize(
         on_end=on_pass_end,
         debug=opts.debug,
     )
-    # The manager may hand the same ModelProto object back; never let a pass see the caller's.
-    work = ModelProto()
-    work.CopyFrom(original)
+    nodes_before, params_before = len(original.graph.node), count_params(original)
+    if model_path is None:
+        # the caller's ModelProto must not change: passes work on a copy
+        work = ModelProto()
+        work.CopyFrom(original)
+    else:
+        work = original  # loaded here: nobody else holds it
+    del original
     optimized = manager.run(work)
+    del work
     for rec in manager.records:
         if rec.status == "rolled back":
             warnings.append(f"pass {rec.name} rolled back: {rec.reason}")
 
     final: VerifyResult | None = None
     if verifier is not None and verifier.available:
-        stage("verifying final model")
-        final = verifier.check(optimized)
+        if last_verified and last_verified[0] is optimized:
+            final = last_verified[1]  # the last accepted pass's output was verified as it stands
+        elif not any(r.status == "applied" for r in manager.records):
+            final = VerifyResult(True, 0.0, message="model unchanged")
+        else:
+            stage("verifying final model")
+            final = after_pass("final", optimized).extra.get("_result") or verifier.check(optimized)
         if not final.ok:
             culprit = next((r.name for r in reversed(manager.records) if r.status == "applied"), None)
             raise VerificationError(f"optimized model diverges from the original after pass {culprit}: {final.message}", culprit)
@@ -178,9 +198,9 @@ def optimize(
         model_path=model_path,
         output_paths=written,
         target=opts.target,
-        nodes_before=len(original.graph.node),
+        nodes_before=nodes_before,
         nodes_after=len(optimized.graph.node),
-        params_before=count_params(original),
+        params_before=params_before,
         params_after=count_params(optimized),
         passes=manager.records,
         verification=verifier.describe() if verifier is not None else "verification disabled",

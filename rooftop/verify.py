@@ -160,7 +160,14 @@ def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ..
     return feeds
 
 
-def make_session(model: ModelProto, *, optimization: str = "disable", threads: int = 0, profile_prefix: str | None = None):
+def make_session(
+    model: ModelProto,
+    *,
+    optimization: str = "disable",
+    threads: int = 0,
+    profile_prefix: str | None = None,
+    path: str | None = None,
+):
     """An onnxruntime CPU session for a ModelProto (large models go through a temp file)."""
     import onnxruntime as ort
 
@@ -178,6 +185,8 @@ def make_session(model: ModelProto, *, optimization: str = "disable", threads: i
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
+    if path is not None:
+        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     src = ort_source(model)
     if src is not None:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
@@ -357,11 +366,12 @@ class Verifier:
             return f"verification skipped: {self.reason}"
         return "verified on " + " and ".join(s.label for s in self.sets)
 
-    def check(self, candidate: ModelProto) -> VerifyResult:
+    def check(self, candidate: ModelProto, path: str | None = None) -> VerifyResult:
+        """Compare ``candidate`` (or the same model already written at ``path``) with the references."""
         if not self.available:
             return VerifyResult(True, 0.0, message=self.reason, skipped=True)
         try:
-            session = make_session(candidate)
+            session = make_session(candidate, path=path)
         except Exception as e:  # noqa: BLE001
             return VerifyResult(False, float("inf"), message=f"onnxruntime cannot load the rewritten model: {_first_line(e)}")
         worst = VerifyResult(True, 0.0)

@@ -22,6 +22,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
+from rooftop.model_io import is_large
+
 
 @dataclass
 class PassContext:
@@ -98,7 +100,7 @@ class ModelPass(Pass):
 
 def with_shapes(model: ModelProto) -> ModelProto:
     """The model annotated by onnx shape inference (with data propagation); unchanged if inference fails."""
-    if sum(len(t.raw_data) for t in model.graph.initializer) > int(1.8 * 2**30):
+    if is_large(model):
         return model
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)

@@ -22,13 +22,9 @@ import sys
 
 from onnx import ModelProto
 
+from rooftop.model_io import is_large
 from rooftop.passes.base import ModelPass, PassContext, PassResult, graph_signature
 
-_LARGE = int(1.8 * 2**30)
-
-
-def _weights(model: ModelProto) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
 
 
 @contextlib.contextmanager
@@ -62,7 +58,7 @@ class Simplify(ModelPass):
     summary = "onnxsim constant folding and shape inference (folded tensors capped by --fold-limit)"
 
     def run_model(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
-        if _weights(model) > _LARGE:
+        if is_large(model):
             return model, PassResult(0, ["skipped: weights over 1.8 GB (onnxsim works on an in-memory protobuf)"])
         import onnxsim
 

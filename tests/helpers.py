@@ -1,0 +1,63 @@
+"""Builders and runners shared by the tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+
+
+def vi(name: str, shape: Sequence[int | str | None], dtype: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, dtype, list(shape))
+
+
+def init(name: str, arr: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(arr), name)
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[onnx.ValueInfoProto],
+    outputs: Sequence[onnx.ValueInfoProto],
+    initializers: Sequence[TensorProto] = (),
+    opset: int = 17,
+    extra_opsets: Mapping[str, int] | None = None,
+) -> onnx.ModelProto:
+    g = helper.make_graph(list(nodes), "g", list(inputs), list(outputs), list(initializers))
+    ops = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]
+    m = helper.make_model(g, opset_imports=ops, producer_name="rooftop-tests")
+    m.ir_version = 8
+    return m
+
+
+def run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run in onnxruntime with its own graph optimizations off."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return s.run(None, dict(feeds))
+
+
+def ops(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real command in a subprocess (exit codes, stderr, no traceback)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rooftop", *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=600
+    )
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
