@@ -19,7 +19,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from rooftop.passes._graph import bypass, const_value
-from rooftop.passes.base import Pass, PassContext, PassResult
+from onnx import ModelProto
+
+from rooftop.passes.base import Pass, PassContext, PassResult, export_like
 
 
 class Cleanup(Pass):
@@ -45,14 +47,35 @@ class Cleanup(Pass):
                 data_in, data_out = node.inputs[0], node.outputs[0]
                 if bypass(graph, node, data_in, data_out):
                     removed_dropout += 1
-        nodes_before = len(graph.nodes) - removed_identity - removed_dropout
-        inits_before = len([t for t in graph.tensors().values() if isinstance(t, gs.Constant)])
-        graph.cleanup(remove_unused_graph_inputs=False)
-        dead = nodes_before - len(graph.nodes)
-        inits_after = len([t for t in graph.tensors().values() if isinstance(t, gs.Constant)])
-        unused = max(0, inits_before - inits_after)
-        res.rewrites = removed_identity + removed_dropout + max(dead, 0) + unused
-        for n, what in ((removed_identity, "Identity"), (removed_dropout, "Dropout"), (dead, "dead node"), (unused, "unused initializer")):
+        res.rewrites = removed_identity + removed_dropout
+        for n, what in ((removed_identity, "Identity"), (removed_dropout, "Dropout")):
+            if n > 0:
+                res.notes.append(f"removed {n} {what}")
+        return res
+
+    def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
+        graph = gs.import_onnx(model)
+        res = self.run(graph, ctx)
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        out = export_like(graph, model)
+        nodes = len(model.graph.node) - len(out.graph.node) - res.rewrites
+        inits = len(model.graph.initializer) - len(out.graph.initializer)
+        for n, what in ((nodes, "dead node"), (inits, "unused initializer")):
             if n > 0:
                 res.notes.append(f"removed {n} {what}{'s' if n != 1 else ''}")
-        return res
+        res.rewrites += max(nodes, 0) + max(inits, 0)
+        if res.rewrites == 0 and _toposorted(model):
+            return model, res
+        if res.rewrites == 0:
+            res.rewrites = 1
+            res.notes.append("restored topological order")
+        return out, res
+
+
+def _toposorted(model: ModelProto) -> bool:
+    known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    for node in model.graph.node:
+        if any(i not in known for i in node.input):
+            return False
+        known.update(node.output)
+    return True

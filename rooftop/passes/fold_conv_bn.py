@@ -102,7 +102,7 @@ def _per_channel(c: np.ndarray, C: int, out_rank: int | None, chan_axis: int) ->
     return c.reshape(-1).astype(np.float64)
 
 
-def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear) -> tuple[np.ndarray, np.ndarray] | str:
+def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear, graph: gs.Graph) -> tuple[np.ndarray, np.ndarray] | str:
     """(a, b) of a per-channel affine follower of ``y``, or the reason it is not one."""
     C = lin.channels
     if node.op == "BatchNormalization":
@@ -110,7 +110,7 @@ def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear) -> tuple[np.ndarr
             return "BN reads the tensor as a parameter"
         if int(node.attrs.get("training_mode", 0)) != 0:
             return "training-mode BatchNormalization"
-        if any(o.outputs for o in node.outputs[1:]):
+        if any(o.outputs or is_graph_output(graph, o) for o in node.outputs[1:]):
             return "BatchNormalization running statistics are used"
         if lin.chan_axis != 1 and lin.out_rank != 2:
             return "BatchNormalization channel axis is not the producer's output-channel axis"
@@ -194,7 +194,7 @@ def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
         y = node.outputs[0]
         nxt = single_consumer(y)
         if nxt is not None and nxt.op == "Add" and not is_graph_output(graph, y):
-            ab = _follower_affine(nxt, y, lin)
+            ab = _follower_affine(nxt, y, lin, graph)
             if not isinstance(ab, str) and np.all(ab[0] == 1):
                 lin.bias = ab[1]
                 lin.bias_add = nxt
@@ -266,7 +266,7 @@ class FoldConvBN(Pass):
                 f = single_consumer(y)
                 if f is None:
                     break
-                ab = _follower_affine(f, y, lin)
+                ab = _follower_affine(f, y, lin, graph)
                 if isinstance(ab, str):
                     break
                 a, b = ab
@@ -299,7 +299,8 @@ class FoldConvBN(Pass):
                 x = bn.inputs[0]
                 bn.op = "Add"
                 bn.attrs.clear()
-                del bn.outputs[1:]
+                while len(bn.outputs) > 1:
+                    bn.outputs.pop()
                 bn.inputs.clear()
                 bn.inputs.extend([x, gs.Constant(f"{bn.name or x.name}_shift", b.astype(dtype))])
                 folded["BatchNormalization→Add"] = folded.get("BatchNormalization→Add", 0) + 1

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+from helpers import init, make_model, ops, run, vi
+from onnx import TensorProto, helper
+
+from rooftop.passes import PassContext
+from rooftop.passes.cleanup import Cleanup
+
+
+def apply(m):
+    return Cleanup().apply(m, PassContext())
+
+
+def test_identity_chain_and_output_name_kept():
+    nodes = [
+        helper.make_node("Identity", ["x"], ["a"]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Identity", ["b"], ["y"]),
+    ]
+    m = make_model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])])
+    out, res = apply(m)
+    assert res.rewrites == 2
+    assert ops(out) == ["Relu"]
+    assert [o.name for o in out.graph.output] == ["y"] and [i.name for i in out.graph.input] == ["x"]
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(m, {"x": x})[0])
+
+
+def test_identity_output_also_consumed_elsewhere():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Identity", ["r"], ["y"]),
+        helper.make_node("Neg", ["r"], ["z"]),
+    ]
+    m = make_model(nodes, [vi("x", [4])], [vi("y", [4]), vi("z", [4])])
+    out, res = apply(m)
+    assert res.rewrites == 1 and sorted(ops(out)) == ["Neg", "Relu"]
+    x = np.arange(-2, 2, dtype=np.float32)
+    for a, b in zip(run(out, {"x": x}), run(m, {"x": x})):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_identity_between_input_and_output_is_kept():
+    m = make_model([helper.make_node("Identity", ["x"], ["y"])], [vi("x", [4])], [vi("y", [4])])
+    out, res = apply(m)
+    assert res.rewrites == 0 and ops(out) == ["Identity"]
+
+
+def test_dropout_inference_removed_but_not_with_mask_or_training():
+    nodes = [helper.make_node("Dropout", ["x"], ["y"])]
+    m = make_model(nodes, [vi("x", [4])], [vi("x_dummy", [4])][:0] + [vi("y", [4])])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Dropout", ["r", "ratio"], ["y"])]
+    m = make_model(nodes, [vi("x", [4])], [vi("y", [4])], [init("ratio", np.array(0.5, np.float32))])
+    out, res = apply(m)
+    assert ops(out) == ["Relu"] and res.rewrites >= 1
+    assert not out.graph.initializer  # the ratio went with it
+
+    with_mask = make_model(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Dropout", ["r"], ["y", "mask"])],
+        [vi("x", [4])],
+        [vi("y", [4]), vi("mask", [4], TensorProto.BOOL)],
+    )
+    out, res = apply(with_mask)
+    assert "Dropout" in ops(out) and res.rewrites == 0
+
+    training = make_model(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Dropout", ["r", "ratio", "train"], ["y"])],
+        [vi("x", [4])],
+        [vi("y", [4])],
+        [init("ratio", np.array(0.5, np.float32)), init("train", np.array(True))],
+    )
+    out, res = apply(training)
+    assert "Dropout" in ops(out) and res.rewrites == 0
+
+
+def test_dead_nodes_and_unused_initializers():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["y"]),
+        helper.make_node("Add", ["x", "w"], ["dead1"]),
+        helper.make_node("Neg", ["dead1"], ["dead2"]),
+    ]
+    m = make_model(nodes, [vi("x", [4])], [vi("y", [4])], [init("w", np.ones(4, np.float32)), init("unused", np.ones(3, np.float32))])
+    out, res = apply(m)
+    assert ops(out) == ["Relu"]
+    assert not out.graph.initializer
+    assert res.rewrites == 4  # two dead nodes, two initializers
+    out2, res2 = apply(out)
+    assert res2.rewrites == 0 and out2 is out  # idempotent
+
+
+def test_unused_graph_input_kept():
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [4]), vi("unused", [2])], [vi("y", [4])])
+    out, _ = apply(m)
+    assert [i.name for i in out.graph.input] == ["x", "unused"]
+
+
+def test_unsorted_graph_is_sorted():
+    nodes = [helper.make_node("Neg", ["r"], ["y"]), helper.make_node("Relu", ["x"], ["r"])]
+    m = make_model(nodes, [vi("x", [4])], [vi("y", [4])])
+    out, res = apply(m)
+    assert ops(out) == ["Relu", "Neg"] and res.rewrites == 1
+    out2, res2 = apply(out)
+    assert res2.rewrites == 0
