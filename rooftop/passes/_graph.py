@@ -72,3 +72,80 @@ def single_consumer(t: gs.Tensor) -> gs.Node | None:
 def tensor_users(graph: gs.Graph, t: gs.Tensor) -> int:
     """Number of uses of ``t`` as node input plus as graph output."""
     return len(t.outputs) + (1 if is_graph_output(graph, t) else 0)
+
+
+def eval_const(t: gs.Tensor | None, limit: int = 1 << 20, _depth: int = 0) -> np.ndarray | None:
+    """Evaluate ``t`` if it is computed from constants by a small chain of cheap ops.
+
+    Handles initializers and Constant nodes, and Cast, CastLike (the dtype of its
+    second input is static even when its value is not), Expand, ConstantOfShape,
+    Shape of a tensor whose shape is fully static, Identity, Reshape, Unsqueeze,
+    Squeeze. Results larger than ``limit`` bytes are not materialized. Returns
+    None when anything is unknown.
+    """
+    v = const_value(t)
+    if v is not None or t is None or _depth > 16 or len(t.inputs) != 1:
+        return v
+    node = t.inputs[0]
+    op = node.op
+
+    def arg(i: int) -> np.ndarray | None:
+        if i >= len(node.inputs) or not node.inputs[i].name:
+            return None
+        return eval_const(node.inputs[i], limit, _depth + 1)
+
+    out: np.ndarray | None = None
+    try:
+        if op == "Identity":
+            out = arg(0)
+        elif op == "Cast":
+            x = arg(0)
+            if x is not None:
+                import onnx
+
+                out = x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"])))
+        elif op == "CastLike":
+            x = arg(0)
+            like = node.inputs[1]
+            dt = like.dtype if like.dtype is not None else None
+            if x is not None and dt is not None:
+                out = x.astype(np.dtype(dt))
+        elif op == "Shape":
+            shape = node.inputs[0].shape
+            if shape is not None and all(isinstance(d, int) and d >= 0 for d in shape):
+                s = np.array(shape, dtype=np.int64)
+                start = int(node.attrs.get("start", 0))
+                end = node.attrs.get("end")
+                out = s[start:] if end is None else s[start : int(end)]
+        elif op == "ConstantOfShape":
+            shape = arg(0)
+            if shape is not None and int(np.prod(shape)) * 8 <= limit:
+                val = node.attrs.get("value")
+                fill = np.asarray(val.values if isinstance(val, gs.Constant) else (val if val is not None else np.float32(0)))
+                out = np.full(tuple(int(d) for d in shape), fill.reshape(-1)[0], dtype=fill.dtype)
+        elif op == "Expand":
+            x, shape = arg(0), arg(1)
+            if x is not None and shape is not None:
+                target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))
+                if int(np.prod(target)) * x.dtype.itemsize <= limit:
+                    out = np.broadcast_to(x, target).copy()
+        elif op == "Reshape":
+            x, shape = arg(0), arg(1)
+            if x is not None and shape is not None:
+                dims = [x.shape[i] if d == 0 and not node.attrs.get("allowzero", 0) else int(d) for i, d in enumerate(shape)]
+                out = x.reshape(dims)
+        elif op in ("Unsqueeze", "Squeeze"):
+            x = arg(0)
+            axes = arg(1) if len(node.inputs) > 1 else node.attrs.get("axes")
+            if x is not None:
+                if op == "Squeeze":
+                    out = np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in np.atleast_1d(axes)))
+                elif axes is not None:
+                    out = x
+                    for a in sorted(int(a) % (x.ndim + len(np.atleast_1d(axes))) for a in np.atleast_1d(axes)):
+                        out = np.expand_dims(out, a)
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    if out is not None and out.nbytes > limit:
+        return None
+    return out

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import const_value, is_graph_output, single_consumer
+from rooftop.passes._graph import const_value, eval_const, is_graph_output, single_consumer
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -114,7 +114,7 @@ def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear, graph: gs.Graph) 
             return "BatchNormalization running statistics are used"
         if lin.chan_axis != 1 and lin.out_rank != 2:
             return "BatchNormalization channel axis is not the producer's output-channel axis"
-        vals = [const_value(t) for t in node.inputs[1:5]]
+        vals = [eval_const(t) for t in node.inputs[1:5]]
         if any(v is None for v in vals):
             return "BatchNormalization parameters are not constant"
         scale, bias, mean, var = (np.asarray(v, dtype=np.float64).reshape(-1) for v in vals)  # type: ignore[arg-type]
@@ -130,7 +130,7 @@ def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear, graph: gs.Graph) 
         return "both operands are the producer's output"
     y_first = node.inputs[0] is y
     other = node.inputs[1] if y_first else node.inputs[0]
-    c = const_value(other)
+    c = eval_const(other)
     if c is None:
         return f"{node.op} operand is not constant"
     if c.dtype.kind != "f":
@@ -160,7 +160,8 @@ def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
             return "weights are not a float constant"
         B = None
         if len(node.inputs) > 2 and node.inputs[2].name:
-            B = const_value(node.inputs[2])
+            # exporters may build a zero bias at run time (Expand/CastLike of constants): evaluate it
+            B = eval_const(node.inputs[2])
             if B is None:
                 return "bias is not constant"
         if node.op == "Conv":
@@ -177,7 +178,7 @@ def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
         N = B.shape[0] if transB else B.shape[1]
         bias = None
         if len(node.inputs) > 2 and node.inputs[2].name:
-            c = const_value(node.inputs[2])
+            c = eval_const(node.inputs[2])
             if c is None:
                 return "Gemm C is not constant"
             if c.size not in (1, N) or (c.ndim == 2 and c.shape[0] != 1):
