@@ -5,6 +5,7 @@ from __future__ import annotations
 from rooftop.passes.base import ModelPass, Pass, PassContext, PassManager, PassRecord, PassResult, Validation
 from rooftop.passes.cleanup import Cleanup
 from rooftop.passes.fold_conv_bn import FoldConvBN
+from rooftop.passes.shape_chains import ShapeChains
 from rooftop.passes.simplify import Simplify
 
 REGISTRY: dict[str, type[Pass]] = {
@@ -12,13 +13,14 @@ REGISTRY: dict[str, type[Pass]] = {
     for p in (
         Cleanup,
         Simplify,
+        ShapeChains,
         FoldConvBN,
     )
 }
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "fold-conv-bn", "cleanup"]
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "cleanup"]
 
 __all__ = [
     "REGISTRY",

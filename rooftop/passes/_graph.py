@@ -14,11 +14,19 @@ def const_value(t: gs.Tensor | None) -> np.ndarray | None:
         return np.asarray(t.values)
     if len(t.inputs) == 1:
         prod = t.inputs[0]
-        if prod.op == "Constant" and "value" in prod.attrs:
-            v = prod.attrs["value"]
-            if isinstance(v, gs.Constant):
-                return np.asarray(v.values)
-            return np.asarray(v)
+        if prod.op == "Constant":
+            a = prod.attrs
+            if "value" in a:
+                v = a["value"]
+                return np.asarray(v.values) if isinstance(v, gs.Constant) else np.asarray(v)
+            if "value_float" in a:
+                return np.array(a["value_float"], dtype=np.float32)
+            if "value_floats" in a:
+                return np.array(a["value_floats"], dtype=np.float32)
+            if "value_int" in a:
+                return np.array(a["value_int"], dtype=np.int64)
+            if "value_ints" in a:
+                return np.array(a["value_ints"], dtype=np.int64)
     return None
 
 

@@ -5,7 +5,10 @@ by its value; with ``tensor_size_threshold`` set to the context's fold limit
 (``--fold-limit``, default 1 MiB) a folded tensor larger than that is not
 materialized, so a ``ConstantOfShape``/``Tile``/``Expand`` of a large shape
 stays a small op instead of bloating the file. onnxsim's BatchNorm fusion is
-switched off: ``fold-conv-bn`` does that with more patterns and reports it.
+switched off: ``fold-conv-bn`` does that with more patterns and reports it. So
+is onnxsim's batched MatMul+Add → Reshape/Gemm/Reshape rewrite: with a dynamic
+batch or sequence its Reshape targets are computed by new Shape/Slice/Concat
+chains at run time, which is the opposite of what Rooftop is for.
 
 Refuses: models whose weights do not fit a 2 GB protobuf (onnxsim would have to
 round-trip them through external data; the pass reports that and leaves the
@@ -68,6 +71,9 @@ class Simplify(ModelPass):
                 model,
                 check_n=0,
                 skip_fuse_bn=True,
+                # the batched MatMul+Add -> Reshape/Gemm/Reshape rewrite builds Reshape targets from
+                # Shape/Slice/Concat of the input: under dynamic axes it *adds* run-time shape ops
+                skipped_optimizers=["fuse_matmul_add_bias_into_gemm_batched"],
                 tensor_size_threshold=f"{max(int(ctx.fold_limit), 1)}B",
                 skip_shape_inference=False,
             )

@@ -1,0 +1,482 @@
+"""shape-chains: fold shape computations, also under dynamic axes.
+
+Exporters compute shapes at run time: ``x.view(x.size(0), -1)`` becomes
+Shape → Gather → Unsqueeze → Concat → Reshape. Each is a kernel launch and a
+tiny tensor round trip, and a run-time Reshape target blocks other fusions.
+onnxsim folds such chains only when every dim is static; this pass reasons
+about the dims symbolically instead.
+
+Symbolic values. Every 0-D or 1-D integer tensor of a shape computation is
+evaluated to a list of elements, each an ``int`` or a symbol:
+``("param", name)`` for a named dynamic dim (equal names are equal dims, across
+tensors), ``("dim", tensor, axis)`` for an anonymous dim of one tensor, or
+``(op, a, b)`` for arithmetic on those. Shape, Gather, Slice, Concat,
+Unsqueeze, Squeeze, Cast, Identity, Reshape, Add/Sub/Mul/Div propagate them;
+any node whose inputs are all known constants (Range, Equal, Where, ... through
+onnx's reference evaluator) is evaluated, and ConstantOfShape/Expand/Tile
+results only under ``--fold-limit``.
+
+Rewrites:
+- a tensor whose value is fully known (``Shape→Gather(1)`` of a
+  ``[batch, 3, 224, 224]`` tensor is the constant 3) becomes a constant;
+- a Reshape whose target mixes constants and dims of its own input becomes a
+  constant target: the dim at the same position → ``0`` (copy; only when
+  ``allowzero=0``), at most one other symbolic element → ``-1``;
+- Squeeze∘Unsqueeze and Unsqueeze∘Squeeze on the same axes, Transpose∘Transpose
+  (merged, or removed when the composition is the identity), identity Transpose,
+  Reshape∘Reshape (when the second target copies nothing with 0), Cast to the
+  dtype it already has, Expand to the shape it already has, Slice over the whole
+  tensor, Reshape to the shape it already has, Flatten of a rank-2 tensor on
+  axis 1: removed or merged.
+
+Dynamic axes stay dynamic: a symbol is never replaced by a number, only by
+``0``/``-1`` in a Reshape target where ONNX semantics make that exact. Refuses:
+values over the fold limit, nodes in custom domains, Reshape with
+``allowzero=1`` (0 would mean an empty dim), anything whose shapes or ranks it
+cannot infer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from rooftop.passes._graph import bypass, const_value, is_graph_output
+from rooftop.passes.base import Pass, PassContext, PassResult
+
+Elem = Any  # int | tuple
+INT_TYPES = (np.int64, np.int32)
+BIG = 2**62
+NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+FOLDABLE = {
+    "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "CastLike", "Identity", "Reshape",
+    "Add", "Sub", "Mul", "Div", "Range", "Equal", "Where", "Less", "Greater", "Not", "And", "Or", "Min", "Max",
+    "Abs", "Neg", "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "ConstantOfShape", "Expand", "Tile",
+    "Size", "Floor", "Ceil", "Sqrt", "Mod", "GatherElements", "Transpose", "Flatten", "Constant",
+}
+
+
+class Val:
+    """A shape-like value: fully constant (``const``) or a 0-D/1-D list of symbolic elements."""
+
+    __slots__ = ("const", "elems", "scalar")
+
+    def __init__(self, const: np.ndarray | None = None, elems: list[Elem] | None = None, scalar: bool = False) -> None:
+        self.const = const
+        self.elems = elems
+        self.scalar = scalar
+
+    @staticmethod
+    def of_elems(elems: list[Elem], scalar: bool = False) -> Val:
+        if all(isinstance(e, int) for e in elems):
+            arr = np.array(elems, dtype=np.int64)
+            return Val(const=arr.reshape(()) if scalar else arr, elems=list(elems), scalar=scalar)
+        return Val(elems=list(elems), scalar=scalar)
+
+    def as_elems(self) -> list[Elem] | None:
+        if self.elems is not None:
+            return self.elems
+        c = self.const
+        if c is not None and c.dtype.kind in "iu" and c.ndim <= 1 and c.size <= 64:
+            return [int(v) for v in c.reshape(-1)]
+        return None
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.scalar if self.const is None else self.const.ndim == 0
+
+
+def dim_elem(t: gs.Tensor, axis: int) -> Elem | None:
+    shape = t.shape
+    if shape is None or axis >= len(shape):
+        return None
+    d = shape[axis]
+    if isinstance(d, (int, np.integer)) and d >= 0:
+        return int(d)
+    if isinstance(d, str) and d:
+        return ("param", d)
+    return ("dim", t.name, axis)
+
+
+def _arith(op: str, a: Elem, b: Elem) -> Elem:
+    if isinstance(a, int) and isinstance(b, int):
+        if op == "Add":
+            return a + b
+        if op == "Sub":
+            return a - b
+        if op == "Mul":
+            return a * b
+        if op == "Div" and b != 0:
+            q = abs(a) // abs(b)
+            return q if (a >= 0) == (b > 0) else -q  # ONNX integer Div truncates
+        return (op, a, b)
+    if op == "Mul" and (a == 1 or b == 1):
+        return b if a == 1 else a
+    if op in ("Add", "Sub") and b == 0:
+        return a
+    if op == "Add" and a == 0:
+        return b
+    if op == "Div" and b == 1:
+        return a
+    return (op, a, b)
+
+
+def _axes(node: gs.Node, vals: dict[str, Val]) -> list[int] | None:
+    if len(node.inputs) > 1 and node.inputs[1].name:
+        v = vals.get(node.inputs[1].name)
+        if v is None or v.const is None:
+            return None
+        return [int(a) for a in np.atleast_1d(v.const)]
+    ax = node.attrs.get("axes")
+    return None if ax is None else [int(a) for a in ax]
+
+
+class ShapeChains(Pass):
+    name = "shape-chains"
+    summary = "fold Shape/Gather/Unsqueeze/Concat chains (also with dynamic axes), constant Reshape targets with 0/-1, cancel Squeeze/Unsqueeze, Transpose, Reshape, Cast pairs"
+    needs_shapes = True
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        self.limit = int(ctx.fold_limit)
+        counts: Counter[str] = Counter()
+        for _ in range(8):
+            n = self._round(graph, counts)
+            if not n:
+                break
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        res = PassResult(sum(counts.values()))
+        res.notes = [f"{what}: {n}" for what, n in sorted(counts.items())]
+        return res
+
+    # -- one round: evaluate, then apply every rule once --------------------------------------
+
+    def _round(self, graph: gs.Graph, counts: Counter[str]) -> int:
+        vals = self._evaluate(graph)
+        n = 0
+        n += self._fold_constants(graph, vals, counts)
+        n += self._reshape_targets(graph, vals, counts)
+        n += self._cancel(graph, vals, counts)
+        return n
+
+    def _evaluate(self, graph: gs.Graph) -> dict[str, Val]:
+        vals: dict[str, Val] = {}
+        for t in graph.tensors().values():
+            if isinstance(t, gs.Constant):
+                c = const_value(t)
+                if c is not None and c.nbytes <= self.limit:
+                    vals[t.name] = Val(const=c)
+        for node in graph.nodes:
+            if node.domain not in ("", "ai.onnx", None):
+                continue
+            try:
+                out = self._eval_node(node, vals)
+            except Exception:  # noqa: BLE001 - an op we cannot evaluate is simply unknown
+                out = None
+            if out is None:
+                continue
+            for t, v in zip(node.outputs, out):
+                if v is not None and t.name:
+                    if v.const is not None and v.const.nbytes > self.limit:
+                        continue
+                    vals[t.name] = v
+        return vals
+
+    def _eval_node(self, node: gs.Node, vals: dict[str, Val]) -> list[Val | None] | None:
+        op = node.op
+        ins = [vals.get(t.name) if t.name else None for t in node.inputs]
+        if op == "Constant":
+            c = const_value(node.outputs[0])
+            return [Val(const=c)] if c is not None else None
+        if op == "Shape":
+            x = node.inputs[0]
+            if x.shape is None:
+                return None
+            elems = [dim_elem(x, i) for i in range(len(x.shape))]
+            start = int(node.attrs.get("start", 0))
+            end = node.attrs.get("end")
+            elems = elems[start:] if end is None else elems[start : int(end)]
+            return [Val.of_elems(elems)]
+        if op == "Size":
+            x = node.inputs[0]
+            if x.shape is not None and all(isinstance(d, int) for d in x.shape):
+                return [Val(const=np.array(int(np.prod(x.shape)), np.int64))]
+            return None
+        if op == "Identity" and ins[0] is not None:
+            return [ins[0]]
+        if op == "CastLike" and ins[0] is not None and node.inputs[1].dtype is not None:
+            # only the dtype of the second input matters, and it is static
+            to = np.dtype(node.inputs[1].dtype)
+            if ins[0].const is not None:
+                return [Val(const=ins[0].const.astype(to))]
+            return [ins[0]] if to.kind in "iu" else None
+        if all(v is not None and v.const is not None for v in ins if True) and all(
+            (not t.name) or vals.get(t.name) is not None for t in node.inputs
+        ):
+            if op in FOLDABLE and op not in NONDETERMINISTIC and op != "Constant":
+                return self._fold_node(node, vals)
+            return None
+        # partially symbolic propagation
+        if op == "Gather" and ins[0] is not None and ins[1] is not None and ins[1].const is not None:
+            elems = ins[0].as_elems()
+            if elems is None or int(node.attrs.get("axis", 0)) != 0 or ins[0].is_scalar:
+                return None
+            idx = ins[1].const
+            picked = [elems[int(i)] for i in np.atleast_1d(idx).reshape(-1)]
+            return [Val.of_elems(picked, scalar=idx.ndim == 0)]
+        if op == "Unsqueeze" and ins[0] is not None:
+            axes = _axes(node, vals)
+            if ins[0].is_scalar and axes in ([0], [-1]):
+                return [Val.of_elems(ins[0].as_elems() or [], scalar=False)]
+            return None
+        if op == "Squeeze" and ins[0] is not None:
+            elems = ins[0].as_elems()
+            axes = _axes(node, vals)
+            if elems is not None and len(elems) == 1 and not ins[0].is_scalar and axes in (None, [0], [-1]):
+                return [Val.of_elems(elems, scalar=True)]
+            return None
+        if op == "Concat" and int(node.attrs.get("axis", 0)) in (0, -1):
+            parts = []
+            for v in ins:
+                if v is None or v.is_scalar:
+                    return None
+                e = v.as_elems()
+                if e is None:
+                    return None
+                parts += e
+            return [Val.of_elems(parts)]
+        if op == "Cast" and ins[0] is not None:
+            to = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
+            if np.dtype(to).kind in "iu":
+                return [ins[0]]
+            return None
+        if op == "Reshape" and ins[0] is not None and ins[1] is not None and ins[1].const is not None:
+            tgt = ins[1].const.reshape(-1)
+            e = ins[0].as_elems()
+            if e is not None and (list(tgt) in ([-1], [len(e)])):
+                return [Val.of_elems(e)]
+            if e is not None and len(e) == 1 and tgt.size == 0:
+                return [Val.of_elems(e, scalar=True)]
+            return None
+        if op == "Slice" and ins[0] is not None and not ins[0].is_scalar:
+            e = ins[0].as_elems()
+            rest = [v.const if v is not None else None for v in ins[1:]]
+            if e is None or any(r is None for r in rest[:2]) or (len(rest) > 2 and node.inputs[3].name and rest[2] is None):
+                return None
+            starts, ends = int(rest[0].reshape(-1)[0]), int(rest[1].reshape(-1)[0])
+            if len(rest) > 2 and rest[2] is not None and int(rest[2].reshape(-1)[0]) not in (0, -1):
+                return None
+            steps = int(rest[3].reshape(-1)[0]) if len(rest) > 3 and rest[3] is not None else 1
+            return [Val.of_elems(e[slice(*slice(starts, min(ends, BIG), steps).indices(len(e)))])]
+        if op in ("Add", "Sub", "Mul", "Div") and ins[0] is not None and ins[1] is not None:
+            a, b = ins[0].as_elems(), ins[1].as_elems()
+            if a is None or b is None:
+                return None
+            if len(a) != len(b):
+                if len(a) == 1:
+                    a = a * len(b)
+                elif len(b) == 1:
+                    b = b * len(a)
+                else:
+                    return None
+            return [Val.of_elems([_arith(op, x, y) for x, y in zip(a, b)], scalar=ins[0].is_scalar and ins[1].is_scalar)]
+        return None
+
+    def _fold_node(self, node: gs.Node, vals: dict[str, Val]) -> list[Val | None] | None:
+        from onnx.reference import ReferenceEvaluator
+        from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+        feeds = {t.name: vals[t.name].const for t in node.inputs if t.name}
+        if sum(v.nbytes for v in feeds.values()) > self.limit:
+            return None
+        proto = OnnxExporter.export_node(node)
+        opset = getattr(self, "_opset", None) or onnx.defs.onnx_opset_version()
+        ev = ReferenceEvaluator(proto, opsets={"": opset})
+        outs = ev.run(None, feeds)
+        res: list[Val | None] = []
+        for o in outs:
+            o = np.asarray(o)
+            res.append(Val(const=o) if o.nbytes <= self.limit else None)
+        return res
+
+    # -- rules ---------------------------------------------------------------------------------
+
+    def _fold_constants(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+        n = 0
+        for node in list(graph.nodes):
+            if node.op == "Constant" or node.domain not in ("", "ai.onnx", None) or not node.outputs:
+                continue
+            outs = node.outputs
+            if not all(t.name in vals and vals[t.name].const is not None for t in outs if t.outputs or is_graph_output(graph, t)):
+                continue
+            if any(is_graph_output(graph, t) for t in outs):
+                continue
+            if not any(t.outputs for t in outs):
+                continue
+            for t in list(outs):
+                if not t.outputs:
+                    continue
+                c = vals[t.name].const
+                const = gs.Constant(t.name + "_folded", np.ascontiguousarray(c))
+                for consumer in list(t.outputs):
+                    for i, inp in enumerate(consumer.inputs):
+                        if inp is t:
+                            consumer.inputs[i] = const
+            counts[f"folded {node.op}"] += 1
+            n += 1
+        return n
+
+    def _reshape_targets(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+        n = 0
+        for node in graph.nodes:
+            if node.op != "Reshape" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
+                continue
+            v = vals.get(node.inputs[1].name)
+            if v is None or v.elems is None:
+                continue
+            x = node.inputs[0]
+            allowzero = int(node.attrs.get("allowzero", 0))
+            new: list[int] = []
+            unknown = 0
+            for k, e in enumerate(v.elems):
+                if isinstance(e, int):
+                    if e == 0 and allowzero:
+                        new.append(0)
+                    elif e == -1:
+                        unknown += 1
+                        new.append(-1)
+                    else:
+                        new.append(e)
+                elif not allowzero and x.shape is not None and k < len(x.shape) and dim_elem(x, k) == e:
+                    new.append(0)
+                else:
+                    unknown += 1
+                    new.append(-1)
+            if unknown > 1:
+                continue
+            node.inputs[1] = gs.Constant(f"{node.name or node.outputs[0].name}_shape", np.array(new, dtype=np.int64))
+            counts["Reshape target made constant"] += 1
+            n += 1
+        return n
+
+    def _cancel(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+        n = 0
+        for node in list(graph.nodes):
+            if not node.outputs or not node.inputs or node.domain not in ("", "ai.onnx", None):
+                continue
+            x = node.inputs[0]
+            y = node.outputs[0]
+            prev = x.inputs[0] if len(x.inputs) == 1 else None
+            what = None
+            keep: gs.Tensor | None = None
+            if node.op in ("Squeeze", "Unsqueeze") and prev is not None and prev.op in ("Squeeze", "Unsqueeze") and prev.op != node.op:
+                a1, a2 = _axes(prev, vals), _axes(node, vals)
+                rank = len(x.shape) if x.shape is not None else None  # the larger-rank tensor for both is:
+                big = x if node.op == "Squeeze" else prev.inputs[0]
+                rank = len(big.shape) if big.shape is not None else None
+                if a1 is not None and a2 is not None and (rank is not None or all(a >= 0 for a in a1 + a2)):
+                    norm = (lambda ax: sorted(a % rank for a in ax)) if rank is not None else sorted
+                    if norm(a1) == norm(a2):
+                        keep, what = prev.inputs[0], f"{prev.op}/{node.op} pair removed"
+            elif node.op == "Transpose":
+                perm = node.attrs.get("perm")
+                if perm is None:
+                    continue
+                perm = list(perm)
+                if perm == list(range(len(perm))):
+                    keep, what = x, "identity Transpose removed"
+                elif prev is not None and prev.op == "Transpose" and prev.attrs.get("perm") is not None:
+                    p1 = list(prev.attrs["perm"])
+                    q = [p1[i] for i in perm]
+                    if q == list(range(len(q))):
+                        keep, what = prev.inputs[0], "Transpose pair cancelled"
+                    else:
+                        node.inputs[0] = prev.inputs[0]
+                        node.attrs["perm"] = q
+                        counts["Transpose pair merged"] += 1
+                        n += 1
+                        continue
+            elif node.op == "Reshape" and len(node.inputs) > 1:
+                tgt = const_value(node.inputs[1])
+                if tgt is not None and prev is not None and prev.op == "Reshape" and not int(prev.attrs.get("allowzero", 0)):
+                    if not np.any(tgt == 0):
+                        node.inputs[0] = prev.inputs[0]
+                        counts["Reshape pair merged"] += 1
+                        n += 1
+                        continue
+                if tgt is not None and self._same_shape_target(x, tgt, int(node.attrs.get("allowzero", 0)), y):
+                    keep, what = x, "no-op Reshape removed"
+            elif node.op == "Cast":
+                to = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
+                if x.dtype is not None and np.dtype(x.dtype) == np.dtype(to):
+                    keep, what = x, "no-op Cast removed"
+            elif node.op == "Expand" and len(node.inputs) > 1:
+                v = vals.get(node.inputs[1].name)
+                e = v.as_elems() if v is not None else None
+                if e is not None and x.shape is not None and len(e) == len(x.shape):
+                    if all(el == 1 or el == dim_elem(x, k) for k, el in enumerate(e)):
+                        keep, what = x, "no-op Expand removed"
+            elif node.op == "Slice" and self._whole_slice(node, vals):
+                keep, what = x, "whole-tensor Slice removed"
+            elif node.op == "Flatten" and x.shape is not None and len(x.shape) == 2 and int(node.attrs.get("axis", 1)) in (1, -1):
+                keep, what = x, "no-op Flatten removed"
+            if keep is not None and what is not None and keep is not y:
+                if bypass(graph, node, keep, y):
+                    counts[what] += 1
+                    n += 1
+        return n
+
+    @staticmethod
+    def _same_shape_target(x: gs.Tensor, tgt: np.ndarray, allowzero: int, y: gs.Tensor) -> bool:
+        shape = x.shape
+        if shape is None or tgt.ndim != 1 or len(tgt) != len(shape):
+            return False
+        unknown = 0
+        for k, t in enumerate(int(v) for v in tgt):
+            d = shape[k]
+            if t == 0 and not allowzero:
+                continue
+            if t == -1:
+                unknown += 1
+                continue
+            if not (isinstance(d, int) and d == t):
+                return False
+        if unknown == 0:
+            return True
+        # one -1 among otherwise equal dims: it infers the remaining dim, which is then equal too
+        return unknown == 1
+
+    @staticmethod
+    def _whole_slice(node: gs.Node, vals: dict[str, Val]) -> bool:
+        x = node.inputs[0]
+        if x.shape is None or len(node.inputs) < 3:
+            return False
+        get = [const_value(t) if t.name else None for t in node.inputs[1:]]
+        starts, ends = get[0], get[1]
+        axes = get[2] if len(get) > 2 else None
+        steps = get[3] if len(get) > 3 else None
+        if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3].name and axes is None):
+            return False
+        if len(node.inputs) > 4 and node.inputs[4].name and steps is None:
+            return False
+        rank = len(x.shape)
+        axes_l = [int(a) % rank for a in (axes if axes is not None else range(len(starts)))]
+        for i, ax in enumerate(axes_l):
+            s, e = int(starts[i]), int(ends[i])
+            st = int(steps[i]) if steps is not None else 1
+            if st != 1 or s != 0:
+                return False
+            d = x.shape[ax]
+            if e >= 2**31 - 1:
+                continue
+            if isinstance(d, int) and e >= d:
+                continue
+            return False
+        return True
+
+    def apply(self, model, ctx):  # noqa: ANN001 - see Pass.apply
+        self._opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        return super().apply(model, ctx)
