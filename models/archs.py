@@ -250,3 +250,161 @@ def export(
                     external_data=False,
                 )
     return path
+
+
+# ---- transformers (written the way HF-style code writes them: shapes from x.size()) --------
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d: int, heads: int, causal: bool = False) -> None:
+        super().__init__()
+        self.h, self.d, self.causal = heads, d, causal
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.o = nn.Linear(d, d)
+
+    def split(self, t):
+        b, s, _ = t.size()
+        return t.view(b, s, self.h, self.d // self.h).permute(0, 2, 1, 3)
+
+    def forward(self, x, mask=None):
+        b, s = x.size(0), x.size(1)
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        att = torch.matmul(q, k.transpose(-1, -2)) / (self.d // self.h) ** 0.5
+        if self.causal:
+            causal = torch.tril(torch.ones(s, s, dtype=torch.bool, device=x.device)).view(1, 1, s, s)
+            att = att.masked_fill(~causal, float("-inf"))
+        if mask is not None:
+            att = att + mask
+        att = torch.softmax(att, dim=-1)
+        y = torch.matmul(att, v).permute(0, 2, 1, 3).contiguous()
+        return self.o(y.view(b, s, self.d))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, d: int, heads: int, causal: bool = False, pre_norm: bool = False) -> None:
+        super().__init__()
+        self.att = SelfAttention(d, heads, causal)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.pre = pre_norm
+
+    def forward(self, x, mask=None):
+        if self.pre:
+            x = x + self.att(self.ln1(x), mask)
+            return x + self.ff(self.ln2(x))
+        x = self.ln1(x + self.att(x, mask))
+        return self.ln2(x + self.ff(x))
+
+
+class BertEncoder(nn.Module):
+    """BERT-style: token + position + type embeddings, attention mask from the input ids, N post-norm layers."""
+
+    def __init__(self, vocab: int = 1000, d: int = 256, layers: int = 4, heads: int = 4, max_len: int = 512) -> None:
+        super().__init__()
+        self.tok, self.pos, self.typ = nn.Embedding(vocab, d), nn.Embedding(max_len, d), nn.Embedding(2, d)
+        self.ln = nn.LayerNorm(d)
+        self.layers = nn.ModuleList(TransformerLayer(d, heads) for _ in range(layers))
+        self.pool = nn.Linear(d, d)
+
+    def forward(self, ids):
+        b, s = ids.size(0), ids.size(1)
+        pos = torch.arange(s, device=ids.device).unsqueeze(0).expand(b, s)
+        x = self.ln(self.tok(ids) + self.pos(pos) + self.typ(torch.zeros_like(ids)))
+        mask = (1.0 - (ids > 0).float()).view(b, 1, 1, s) * -10000.0
+        for layer in self.layers:
+            x = layer(x, mask)
+        return torch.tanh(self.pool(x[:, 0]))
+
+
+class GPT2Decoder(nn.Module):
+    """GPT-2-style: causal mask built from the run-time sequence length, pre-norm layers, tied LM head."""
+
+    def __init__(self, vocab: int = 1000, d: int = 256, layers: int = 4, heads: int = 4, max_len: int = 512) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(max_len, d)
+        self.layers = nn.ModuleList(TransformerLayer(d, heads, causal=True, pre_norm=True) for _ in range(layers))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, ids):
+        s = ids.size(1)
+        x = self.tok(ids) + self.pos(torch.arange(s, device=ids.device)).unsqueeze(0)
+        for layer in self.layers:
+            x = layer(x)
+        return torch.matmul(self.ln(x), self.tok.weight.t())
+
+
+class ViT(nn.Module):
+    """ViT: patch-embedding Conv, a class token expanded to the batch, pre-norm layers."""
+
+    def __init__(self, image: int = 224, patch: int = 16, d: int = 192, layers: int = 4, heads: int = 3, classes: int = 1000) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, d, patch, patch)
+        n = (image // patch) ** 2
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
+        self.layers = nn.ModuleList(TransformerLayer(d, heads, pre_norm=True) for _ in range(layers))
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        b = x.size(0)
+        x = self.embed(x)
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(b, -1, -1), x], dim=1) + self.pos
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.ln(x)[:, 0])
+
+
+class YoloLike(nn.Module):
+    """YOLO-style detector: CSP-ish Conv-BN-SiLU backbone, upsample + concat neck, heads reshaped with x.shape."""
+
+    def __init__(self, classes: int = 20, anchors: int = 3, w: int = 16) -> None:
+        super().__init__()
+
+        def cbs(cin, cout, k=3, s=1):
+            return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), nn.SiLU())
+
+        self.na, self.no = anchors, classes + 5
+        self.b1 = nn.Sequential(cbs(3, w, 3, 2), cbs(w, 2 * w, 3, 2), cbs(2 * w, 2 * w))
+        self.b2 = nn.Sequential(cbs(2 * w, 4 * w, 3, 2), cbs(4 * w, 4 * w))
+        self.b3 = nn.Sequential(cbs(4 * w, 8 * w, 3, 2), cbs(8 * w, 8 * w))
+        self.lat = cbs(8 * w, 4 * w, 1)
+        self.fuse = cbs(8 * w, 4 * w)
+        self.h1 = nn.Conv2d(4 * w, anchors * self.no, 1)
+        self.h2 = nn.Conv2d(8 * w, anchors * self.no, 1)
+
+    def head(self, conv, x):
+        y = conv(x)
+        b, _, h, w = y.shape
+        y = y.view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous()
+        return y.view(b, -1, self.no)
+
+    def forward(self, x):
+        p3 = self.b2(self.b1(x))
+        p4 = self.b3(p3)
+        up = nn.functional.interpolate(self.lat(p4), size=(p3.shape[2], p3.shape[3]), mode="nearest")
+        n3 = self.fuse(torch.cat([up, p3], 1))
+        return torch.cat([self.head(self.h1, n3), self.head(self.h2, p4)], 1)
+
+
+def export_dynamic(model: nn.Module, example: torch.Tensor, path: str | Path, axes: dict[int, str], exporter: str = "legacy", opset: int = 17) -> Path:
+    """Export with named dynamic axes on the single input (and the output's batch)."""
+    path = Path(path)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "legacy":
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, input_names=["input"], output_names=["output"],
+                dynamic_axes={"input": axes, "output": {0: axes.get(0, "batch")}} if 0 in axes else {"input": axes},
+                opset_version=opset,
+            )
+        else:
+            import contextlib
+            import io
+
+            dims = {i: torch.export.Dim(n, min=2, max=4096) for i, n in axes.items()}
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"], output_names=["output"],
+                                  dynamic_shapes={list(__import__("inspect").signature(model.forward).parameters)[0]: dims})
+    return path
