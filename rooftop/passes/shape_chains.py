@@ -125,6 +125,11 @@ def _arith(op: str, a: Elem, b: Elem) -> Elem:
     return (op, a, b)
 
 
+def _is_dim(e: Elem) -> bool:
+    """True for a symbol that stands for a tensor dimension (never negative)."""
+    return isinstance(e, tuple) and e[0] in ("param", "dim")
+
+
 def _axes(node: gs.Node, vals: dict[str, Val]) -> list[int] | None:
     if len(node.inputs) > 1 and node.inputs[1].name:
         v = vals.get(node.inputs[1].name)
@@ -158,7 +163,9 @@ class ShapeChains(Pass):
         vals = self._evaluate(graph)
         n = 0
         n += self._fold_constants(graph, vals, counts)
+        n += self._dedupe(graph, vals, counts)
         n += self._reshape_targets(graph, vals, counts)
+        n += self._rebuild(graph, vals, counts)
         n += self._cancel(graph, vals, counts)
         return n
 
@@ -271,6 +278,36 @@ class ShapeChains(Pass):
                 return None
             steps = int(rest[3].reshape(-1)[0]) if len(rest) > 3 and rest[3] is not None else 1
             return [Val.of_elems(e[slice(*slice(starts, min(ends, BIG), steps).indices(len(e)))])]
+        if op == "Equal" and ins[0] is not None and ins[1] is not None:
+            a, b = ins[0].as_elems(), ins[1].as_elems()
+            if a is None or b is None:
+                return None
+            if len(a) != len(b):
+                a, b = (a * len(b), b) if len(a) == 1 else (a, b * len(a)) if len(b) == 1 else (None, None)
+                if a is None:
+                    return None
+            out = []
+            for x, y in zip(a, b):
+                if isinstance(x, int) and isinstance(y, int):
+                    out.append(x == y)
+                elif (isinstance(y, int) and y < 0 and _is_dim(x)) or (isinstance(x, int) and x < 0 and _is_dim(y)):
+                    out.append(False)  # a dim is never negative
+                elif x == y:
+                    out.append(True)
+                else:
+                    return None
+            arr = np.array(out, dtype=bool)
+            return [Val(const=arr.reshape(()) if ins[0].is_scalar and ins[1].is_scalar else arr)]
+        if op == "Where" and all(v is not None for v in ins) and ins[0].const is not None:
+            cond = np.atleast_1d(ins[0].const).astype(bool)
+            a, b = ins[1].as_elems(), ins[2].as_elems()
+            if a is None or b is None:
+                return None
+            n_out = max(len(cond), len(a), len(b))
+            if any(len(z) not in (1, n_out) for z in (cond, a, b)):
+                return None
+            pick = lambda z, i: z[0] if len(z) == 1 else z[i]  # noqa: E731
+            return [Val.of_elems([pick(a, i) if pick(cond, i) else pick(b, i) for i in range(n_out)])]
         if op in ("Add", "Sub", "Mul", "Div") and ins[0] is not None and ins[1] is not None:
             a, b = ins[0].as_elems(), ins[1].as_elems()
             if a is None or b is None:
@@ -328,6 +365,119 @@ class ShapeChains(Pass):
             counts[f"folded {node.op}"] += 1
             n += 1
         return n
+
+    def _dedupe(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+        """Tensors that hold the same symbolic shape value (say ``[batch, seq]`` computed again in
+        every layer) are computed once: later copies read the first one."""
+        first: dict[tuple, gs.Tensor] = {}
+        n = 0
+        for node in list(graph.nodes):
+            for t in node.outputs:
+                v = vals.get(t.name)
+                if v is None or v.elems is None or v.const is not None or t.dtype is None:
+                    continue
+                key = (tuple(v.elems), v.is_scalar, np.dtype(t.dtype).str)
+                keep = first.get(key)
+                if keep is None:
+                    first[key] = t
+                    continue
+                if keep is t or is_graph_output(graph, t) or not t.outputs:
+                    continue
+                for consumer in list(t.outputs):
+                    for i, inp in enumerate(consumer.inputs):
+                        if inp is t:
+                            consumer.inputs[i] = keep
+                counts["shape value computed once"] += 1
+                n += 1
+        return n
+
+    def _rebuild(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+        """A 1-D shape value made of dims and constants, assembled by Shape→Gather→Unsqueeze→Concat,
+        is rebuilt as ``Concat(Shape(t, start, end), const, ...)``: one Shape node per run of
+        consecutive dims of one tensor (opset 15+)."""
+        if (self._opset or 0) < 15:
+            return 0
+        by_name = graph.tensors()
+        # where each named dim can first be read: graph inputs, then node outputs in topological order
+        param_src: dict[str, tuple[gs.Tensor, int]] = {}
+        for t in list(graph.inputs) + [o for nd in graph.nodes for o in nd.outputs]:
+            for i, d in enumerate(t.shape or []):
+                if isinstance(d, str) and d:
+                    param_src.setdefault(d, (t, i))
+        n = 0
+        done: dict[str, gs.Tensor] = {}
+        for node in list(graph.nodes):
+            if node.op in ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity"):
+                continue  # rebuild where the value is used, not inside the chain
+            for i, t in enumerate(list(node.inputs)):
+                if not t.name or isinstance(t, gs.Constant) or t.name in done:
+                    if t.name in done:
+                        node.inputs[i] = done[t.name]
+                    continue
+                v = vals.get(t.name)
+                if v is None or v.elems is None or v.const is not None or v.is_scalar or not t.inputs:
+                    continue
+                if np.dtype(t.dtype or np.int64) != np.int64 or self._canonical(t):
+                    continue
+                pieces = self._pieces(v.elems, by_name, param_src)
+                if pieces is None:
+                    continue
+                parts: list[gs.Tensor] = []
+                for kind, a, b in pieces:
+                    if isinstance(kind, str):
+                        parts.append(gs.Constant(f"{t.name}_c{len(parts)}", np.array(a, dtype=np.int64)))
+                    else:
+                        out = gs.Variable(f"{t.name}_s{len(parts)}", dtype=np.int64, shape=[b - a])
+                        graph.nodes.append(gs.Node("Shape", f"{t.name}_shape{len(parts)}", {"start": a, "end": b}, [kind], [out]))
+                        parts.append(out)
+                if len(parts) == 1 and isinstance(parts[0], gs.Variable):
+                    new = parts[0]
+                else:
+                    new = gs.Variable(f"{t.name}_rebuilt", dtype=np.int64, shape=[len(v.elems)])
+                    graph.nodes.append(gs.Node("Concat", f"{t.name}_concat", {"axis": 0}, parts, [new]))
+                node.inputs[i] = new
+                done[t.name] = new
+                counts["shape value rebuilt from Shape(start, end)"] += 1
+                n += 1
+        return n
+
+    @staticmethod
+    def _canonical(t: gs.Tensor) -> bool:
+        p = t.inputs[0]
+        if p.op == "Shape":
+            return True
+        if p.op == "Concat":
+            return all(isinstance(x, gs.Constant) or (x.inputs and x.inputs[0].op in ("Shape", "Constant")) for x in p.inputs)
+        return False
+
+    @staticmethod
+    def _pieces(elems, by_name, param_src) -> list[tuple] | None:
+        """[("const", [ints], None) | (tensor, start, end)] covering ``elems`` in order."""
+        out: list[list] = []
+        for e in elems:
+            if isinstance(e, int):
+                if out and isinstance(out[-1][0], str):
+                    out[-1][1].append(e)
+                else:
+                    out.append(["const", [e], None])
+                continue
+            if not _is_dim(e):
+                return None
+            if e[0] == "dim":
+                src = by_name.get(e[1])
+                if src is None:
+                    return None
+                axis = e[2]
+            else:
+                if e[1] not in param_src:
+                    return None
+                src, axis = param_src[e[1]]
+            last = out[-1] if out else None
+            if last is not None and last[0] is src and last[2] == axis:
+                last[2] = axis + 1
+            else:
+                out.append([src, axis, axis + 1])
+        return [tuple(p) for p in out]
 
     def _reshape_targets(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
         n = 0
