@@ -150,27 +150,31 @@ def tools(shape_args: list[str]) -> dict[str, list[str]]:
 
 
 def run_tool(cmd: list[str], src: Path, dst: Path, timeout: float = 1800) -> dict:
-    argv = [a.replace("{src}", str(src)).replace("{dst}", str(dst)) for a in cmd]
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        return {"ok": False, "error": "timeout"}
-    wall = time.perf_counter() - t0
-    # peak RSS of that child alone
-    try:
-        ru = os.wait4(p.pid, os.WNOHANG)[2]
-        rss = ru.ru_maxrss * 1024
-    except ChildProcessError:
-        import resource
+    """Run one tool in its own process; wall time and that process's own peak RSS (wait4)."""
+    import tempfile
 
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    ok = p.returncode == 0 and dst.exists()
-    res = {"ok": ok, "seconds": round(wall, 2), "peak_rss_mb": round(rss / 2**20, 1)}
+    argv = [a.replace("{src}", str(src)).replace("{dst}", str(dst)) for a in cmd]
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        deadline = t0 + timeout
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                p.kill()
+                os.wait4(p.pid, 0)
+                return {"ok": False, "error": "timeout"}
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        code = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read()
+    ok = code == 0 and dst.exists()
+    res = {"ok": ok, "seconds": round(wall, 2), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}
     if not ok:
-        res["error"] = (err.strip().splitlines() or ["exit %d" % p.returncode])[-1][:200]
+        res["error"] = (text.strip().splitlines() or [f"exit {code}"])[-1][:200]
     return res
 
 

@@ -146,10 +146,15 @@ def _load_external(model: ModelProto, p: Path, name: str) -> None:
         raise InputError(f"{name}: cannot load external data: {e}") from e
 
 
-def check_model(model: ModelProto, name: str = "model", path_on_disk: Path | None = None) -> None:
-    """Run onnx.checker (by path for models too large to serialize); raise InputError on failure."""
+def check_model(
+    model: ModelProto, name: str = "model", path_on_disk: Path | None = None, data: bytes | None = None
+) -> None:
+    """Run onnx.checker (on ``data``, the model already serialized, if given; by path for models too
+    large to serialize); raise InputError on failure."""
     try:
-        if weights_nbytes(model) < EXTERNAL_DATA_THRESHOLD:
+        if data is not None:
+            onnx.checker.check_model(data)
+        elif weights_nbytes(model) < EXTERNAL_DATA_THRESHOLD:
             onnx.checker.check_model(model)
         elif path_on_disk is not None and Path(path_on_disk).is_file():
             onnx.checker.check_model(str(path_on_disk))

@@ -130,13 +130,14 @@ def optimize(
     last_verified: list[Any] = []
 
     def validate(name: str, candidate: ModelProto, path: str | None) -> Validation:
+        data = None if path else candidate.SerializeToString()  # serialized once: checker and onnxruntime
         try:
-            model_io.check_model(candidate, f"after {name}", path_on_disk=Path(path) if path else None)
+            model_io.check_model(candidate, f"after {name}", path_on_disk=Path(path) if path else None, data=data)
         except InputError as e:
             return Validation(False, f"onnx.checker rejects the result: {e}")
         if verifier is None or not verifier.available:
             return Validation(True)
-        res = verifier.check(candidate, path=path)
+        res = verifier.check(candidate, path=path, data=data)
         last_verified[:] = [candidate, res]
         if not res.ok:
             return Validation(False, f"outputs changed: {res.message}", res.max_abs_error, verified=True, extra={"_result": res})

@@ -167,6 +167,7 @@ def make_session(
     threads: int = 0,
     profile_prefix: str | None = None,
     path: str | None = None,
+    data: bytes | None = None,
 ):
     """An onnxruntime CPU session for a ModelProto (large models go through a temp file)."""
     import onnxruntime as ort
@@ -187,7 +188,7 @@ def make_session(
         so.profile_file_prefix = profile_prefix
     if path is not None:
         return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    src = ort_source(model)
+    src = data if data is not None else ort_source(model)
     if src is not None:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     with materialized(model) as path:
@@ -231,22 +232,7 @@ def compare_outputs(
             checks.append(OutputCheck(name, True, 0.0))
             continue
         if r.dtype.kind in "fc":
-            r64, g64 = r.astype(np.float64), g.astype(np.float64)
-            nan_r, nan_g = np.isnan(r64), np.isnan(g64)
-            if not np.array_equal(nan_r, nan_g):
-                checks.append(OutputCheck(name, False, float("nan"), "NaN pattern differs"))
-                continue
-            finite = ~nan_r
-            with np.errstate(invalid="ignore"):
-                diff = np.abs(g64 - r64)
-                inf_mismatch = np.isinf(r64) & (g64 != r64)
-            diff = np.where(np.isinf(r64) & ~inf_mismatch, 0.0, diff)
-            max_abs = float(diff[finite].max()) if finite.any() else 0.0
-            bad = finite & ((diff > atol + rtol * np.abs(np.where(np.isinf(r64), 0, r64))) | inf_mismatch)
-            n_bad = int(bad.sum())
-            checks.append(
-                OutputCheck(name, n_bad == 0, max_abs, f"{n_bad} of {r.size} elements beyond rtol={rtol:g} atol={atol:g}" if n_bad else "")
-            )
+            checks.append(_compare_float(name, r, g, rtol, atol))
         elif r.dtype.kind in "iu":
             diff = np.abs(g.astype(np.int64) - r.astype(np.int64))
             max_abs = float(diff.max())
@@ -261,6 +247,32 @@ def compare_outputs(
     max_abs = max((c.max_abs_error for c in checks), default=0.0)
     msg = "; ".join(f"output '{c.name}': {c.reason}" for c in checks if not c.ok)
     return VerifyResult(ok, max_abs, checks, msg)
+
+
+def _compare_float(name: str, r: np.ndarray, g: np.ndarray, rtol: float, atol: float) -> OutputCheck:
+    """|g - r| <= atol + rtol * |r| element-wise; NaN must match NaN, +-inf must match exactly."""
+    wide = np.float64 if r.dtype.itemsize > 4 or r.dtype.kind == "c" else np.float32
+    r_ = r.astype(wide, copy=False)
+    g_ = g.astype(wide, copy=False)
+    finite_r = np.isfinite(r_)
+    if finite_r.all() and np.isfinite(g_).all():
+        diff = np.abs(g_ - r_)
+        bad = diff > (atol + rtol * np.abs(r_))
+        n_bad = int(np.count_nonzero(bad))
+        max_abs = float(diff.max())
+    else:
+        nan_r, nan_g = np.isnan(r_), np.isnan(g_)
+        if not np.array_equal(nan_r, nan_g):
+            return OutputCheck(name, False, float("nan"), "NaN pattern differs")
+        inf_r = np.isinf(r_)
+        if not np.array_equal(g_[inf_r], r_[inf_r]):
+            return OutputCheck(name, False, float("inf"), "infinities differ")
+        fin = finite_r
+        diff = np.abs(g_[fin] - r_[fin])
+        n_bad = int(np.count_nonzero(~np.isfinite(diff) | (diff > atol + rtol * np.abs(r_[fin]))))
+        max_abs = float(diff.max()) if diff.size else 0.0
+    reason = f"{n_bad} of {r.size} elements beyond rtol={rtol:g} atol={atol:g}" if n_bad else ""
+    return OutputCheck(name, n_bad == 0, max_abs, reason)
 
 
 @dataclass
@@ -366,12 +378,13 @@ class Verifier:
             return f"verification skipped: {self.reason}"
         return "verified on " + " and ".join(s.label for s in self.sets)
 
-    def check(self, candidate: ModelProto, path: str | None = None) -> VerifyResult:
-        """Compare ``candidate`` (or the same model already written at ``path``) with the references."""
+    def check(self, candidate: ModelProto, path: str | None = None, data: bytes | None = None) -> VerifyResult:
+        """Compare ``candidate`` (or the same model already serialized as ``data`` or written at ``path``)
+        with the references."""
         if not self.available:
             return VerifyResult(True, 0.0, message=self.reason, skipped=True)
         try:
-            session = make_session(candidate, path=path)
+            session = make_session(candidate, path=path, data=data)
         except Exception as e:  # noqa: BLE001
             return VerifyResult(False, float("inf"), message=f"onnxruntime cannot load the rewritten model: {_first_line(e)}")
         worst = VerifyResult(True, 0.0)

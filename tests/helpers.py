@@ -36,6 +36,16 @@ def make_model(
     ops = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]
     m = helper.make_model(g, opset_imports=ops, producer_name="rooftop-tests")
     m.ir_version = 8
+    # outputs declared without a shape (vi(name, None)) get the inferred one: the checker wants a shape
+    if any(not o.type.tensor_type.HasField("shape") for o in m.graph.output):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+            by_name = {o.name: o for o in inferred.graph.output}
+            for o in m.graph.output:
+                if not o.type.tensor_type.HasField("shape") and by_name[o.name].type.tensor_type.HasField("shape"):
+                    o.CopyFrom(by_name[o.name])
+        except Exception:  # noqa: BLE001 - tests of invalid graphs build them on purpose
+            pass
     return m
 
 

@@ -22,7 +22,6 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from rooftop.model_io import is_large
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Pass:
         raise NotImplementedError
 
     def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
-        graph = gs.import_onnx(with_shapes(model) if self.needs_shapes else model)
+        graph = import_with_shapes(model) if self.needs_shapes else gs.import_onnx(model)
         result = self.run(graph, ctx)
         if result.rewrites == 0:
             return model, result
@@ -98,14 +97,49 @@ class ModelPass(Pass):
         return self.run_model(model, ctx)
 
 
-def with_shapes(model: ModelProto) -> ModelProto:
-    """The model annotated by onnx shape inference (with data propagation); unchanged if inference fails."""
-    if is_large(model):
-        return model
+def infer_value_info(model: ModelProto) -> list[onnx.ValueInfoProto]:
+    """ONNX shape inference (with data propagation) on a copy of the graph that leaves large weights
+    out, so nothing big is copied or serialized: weights over 64 KiB enter as typed graph inputs
+    (their values only matter for shape arithmetic, which uses small tensors)."""
+    skeleton = ModelProto()
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    g, src = skeleton.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    have = {i.name for i in src.input}
+    for t in src.initializer:
+        if _numel(t) * 4 > (1 << 16) and t.data_location != onnx.TensorProto.EXTERNAL:
+            if t.name not in have:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            g.initializer.append(t)
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - shapes are a help, never a requirement
-        return model
+        return []
+    return list(inferred.graph.value_info) + [o for o in inferred.graph.output]
+
+
+def import_with_shapes(model: ModelProto) -> gs.Graph:
+    """A graphsurgeon graph whose tensors carry inferred dtypes and (symbolic) shapes.
+
+    The inferred annotations are put on ``model`` only for the import and removed after,
+    so the model itself is left as it was.
+    """
+    infos = infer_value_info(model)
+    if not infos:
+        return gs.import_onnx(model)
+    outputs = {o.name for o in model.graph.output}
+    n_before = len(model.graph.value_info)
+    model.graph.value_info.extend(i for i in infos if i.name not in outputs)
+    try:
+        return gs.import_onnx(model)
+    finally:
+        del model.graph.value_info[n_before:]
 
 
 def export_like(graph: gs.Graph, original: ModelProto) -> ModelProto:
@@ -139,10 +173,21 @@ def graph_signature(model: ModelProto) -> str:
         h.update(n.SerializeToString(deterministic=True))
     for t in model.graph.initializer:
         h.update(t.name.encode())
-        h.update(t.SerializeToString(deterministic=True))
+        if t.HasField("raw_data") and len(t.dims) and _numel(t) > (1 << 18):
+            # large weights: name, type and shape (hashing their bytes costs seconds on big models)
+            h.update(repr((t.data_type, tuple(t.dims), t.data_location)).encode())
+        else:
+            h.update(t.SerializeToString(deterministic=True))
     for o in model.graph.output:
         h.update(o.name.encode())
     return h.hexdigest()
+
+
+def _numel(t: onnx.TensorProto) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n
 
 
 def count_nodes(model: ModelProto) -> int:
