@@ -25,7 +25,7 @@ class Options:
     target: str = "portable"
     fold_limit: int = 1 << 20
     channel_multiple: int | None = None
-    hardware: str = "host"
+    hardware: str = "host"  # a built-in profile name, "host" (measured), or a JSON file
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     inputs_npz: str | None = None
     rtol: float = 1e-4
@@ -36,6 +36,11 @@ class Options:
     force: bool = False
     strict: bool = False
     debug: bool = False
+    analyze: bool = True  # roofline cost of the model before, after, and after every pass
+    time: bool = True  # onnxruntime latency per pass and for the final model
+    time_budget: float = 1.0  # seconds of interleaved timing per comparison
+    threads: int = 0  # onnxruntime intra-op threads for timing (0: physical cores)
+    profile_nodes: bool = True  # per-operator times from onnxruntime's profiler
 
 
 @dataclass
@@ -80,6 +85,13 @@ def count_params(model: ModelProto) -> int:
     return n
 
 
+@dataclass
+class _State:
+    current: ModelProto | None = None
+    current_cost: Any = None
+    last_verified: tuple[ModelProto, VerifyResult] | None = None
+
+
 def optimize(
     model_or_path: ModelProto | str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -115,6 +127,11 @@ def optimize(
         model_io.check_output_path(output, None)
 
     warnings: list[str] = []
+    hw = None
+    if opts.analyze:
+        from rooftop.analysis import hardware
+
+        hw = hardware.get_profile(opts.hardware, progress=lambda s: stage(f"measuring this machine: {s}"))
     verifier: Verifier | None = None
     if opts.verify:
         stage("computing reference outputs")
@@ -127,7 +144,24 @@ def optimize(
     else:
         warnings.append("verification disabled (--no-verify): outputs were not compared")
 
-    last_verified: list[Any] = []
+    feeds = _timing_feeds(original, verifier, opts) if opts.time else None
+    if opts.time and feeds is None:
+        warnings.append("timing skipped: onnxruntime cannot run the model")
+
+    def cost(model: ModelProto):
+        from rooftop.analysis import costs, roofline
+
+        try:
+            return roofline.roofline(costs.analyze(model, opts.input_shapes), hw)
+        except Exception as e:  # noqa: BLE001 - analysis must never cost the user the model
+            warnings.append(f"cost analysis failed: {type(e).__name__}: {e}")
+            return None
+
+    state = _State()
+    if hw is not None:
+        stage("analyzing the original model")
+        state.current_cost = cost(original)
+    before_cost = state.current_cost
 
     def validate(name: str, candidate: ModelProto, path: str | None) -> Validation:
         data = None if path else candidate.SerializeToString()  # serialized once: checker and onnxruntime
@@ -138,18 +172,31 @@ def optimize(
         if verifier is None or not verifier.available:
             return Validation(True)
         res = verifier.check(candidate, path=path, data=data)
-        last_verified[:] = [candidate, res]
+        state.last_verified = (candidate, res)
         if not res.ok:
-            return Validation(False, f"outputs changed: {res.message}", res.max_abs_error, verified=True, extra={"_result": res})
-        return Validation(True, max_abs_error=res.max_abs_error, verified=True, extra={"_result": res})
+            return Validation(False, f"outputs changed: {res.message}", res.max_abs_error, verified=True)
+        return Validation(True, max_abs_error=res.max_abs_error, verified=True)
 
     def after_pass(name: str, candidate: ModelProto) -> Validation:
         if model_io.is_large(candidate):  # write it once; check and run it from disk
             with model_io.materialized(candidate) as path:
-                return validate(name, candidate, path)
-        return validate(name, candidate, None)
+                v = validate(name, candidate, path)
+        else:
+            v = validate(name, candidate, None)
+        if not v.ok:
+            return v
+        if hw is not None:
+            stage(f"analyzing after {name}")
+            new_cost = cost(candidate)
+            v.extra.update(_cost_delta(state.current_cost, new_cost))
+            state.current_cost = new_cost
+        if feeds is not None and state.current is not None:
+            stage(f"timing {name} (interleaved, ORT_DISABLE_ALL)")
+            v.extra.update(_latency(state.current, candidate, feeds, opts, "disable"))
+        state.current = candidate
+        return v
 
-    ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=opts.channel_multiple)
+    ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=opts.channel_multiple, hardware=hw)
     manager = PassManager(
         [REGISTRY[n]() for n in names],
         ctx,
@@ -166,22 +213,30 @@ def optimize(
         work.CopyFrom(original)
     else:
         work = original  # loaded here: nobody else holds it
+    keep_original = feeds is not None  # timing compares the final model with the original
+    state.current = work
+    if keep_original and model_path is not None:
+        original_for_timing = ModelProto()
+        original_for_timing.CopyFrom(work)
+    else:
+        original_for_timing = original if keep_original else None
     del original
     optimized = manager.run(work)
     del work
+    _fill_unchanged_costs(manager.records, before_cost)
     for rec in manager.records:
         if rec.status == "rolled back":
             warnings.append(f"pass {rec.name} rolled back: {rec.reason}")
 
     final: VerifyResult | None = None
     if verifier is not None and verifier.available:
-        if last_verified and last_verified[0] is optimized:
-            final = last_verified[1]  # the last accepted pass's output was verified as it stands
+        if state.last_verified and state.last_verified[0] is optimized:
+            final = state.last_verified[1]  # the last accepted pass's output was verified as it stands
         elif not any(r.status == "applied" for r in manager.records):
             final = VerifyResult(True, 0.0, message="model unchanged")
         else:
             stage("verifying final model")
-            final = after_pass("final", optimized).extra.get("_result") or verifier.check(optimized)
+            final = verifier.check(optimized)
         if not final.ok:
             culprit = next((r.name for r in reversed(manager.records) if r.status == "applied"), None)
             raise VerificationError(f"optimized model diverges from the original after pass {culprit}: {final.message}", culprit)
@@ -189,6 +244,31 @@ def optimize(
         for rec in manager.records:
             if rec.status == "rolled back" and rec.reason.startswith("outputs changed"):
                 raise VerificationError(f"pass {rec.name} changed the outputs ({rec.reason}); --strict: nothing written", rec.name)
+
+    extra: dict[str, Any] = {}
+    if hw is not None:
+        extra["_hardware"] = hw
+        extra["_before"] = before_cost
+        extra["_after"] = state.current_cost
+    if feeds is not None and original_for_timing is not None:
+        lat: dict[str, Any] = {}
+        for level in ("disable", "all"):
+            stage(f"timing the final model against the original ({'ORT_DISABLE_ALL' if level == 'disable' else 'ORT_ENABLE_ALL'})")
+            lat[level] = _latency(original_for_timing, optimized, feeds, opts, level, budget_factor=2.0)
+        extra["latency"] = lat
+        if opts.profile_nodes and hw is not None:
+            from rooftop.analysis import timing
+
+            stage("profiling operators (onnxruntime profiler)")
+            try:
+                for key, model in (("_before", original_for_timing), ("_after", optimized)):
+                    rl = extra.get(key)
+                    if rl is not None:
+                        times = timing.profile_nodes(model, feeds, threads=opts.threads)
+                        timing.join_measured(rl.rows, times)
+            except Exception as e:  # noqa: BLE001
+                warnings.append(f"operator profiling failed: {e}")
+    del original_for_timing
 
     written: list[str] = []
     if output is not None:
@@ -209,8 +289,76 @@ def optimize(
         warnings=warnings,
         seconds=time.perf_counter() - t0,
         pipeline=names,
+        extra=extra,
     )
     return optimized, report
+
+
+def _timing_feeds(model: ModelProto, verifier: Verifier | None, opts: Options) -> dict | None:
+    if verifier is not None and verifier.available and verifier.sets:
+        return verifier.sets[0].feeds
+    from rooftop.verify import bind_shapes, graph_inputs, make_session, random_inputs
+
+    try:
+        specs = graph_inputs(model)
+        feeds = random_inputs(specs, bind_shapes(specs, opts.input_shapes, 1, 32), seed=0)
+        make_session(model).run(None, feeds)
+        return feeds
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _latency(a: ModelProto, b: ModelProto, feeds: dict, opts: Options, level: str, budget_factor: float = 1.0) -> dict:
+    from rooftop.analysis import timing
+
+    try:
+        c = timing.compare(a, b, feeds, level=level, threads=opts.threads, budget_s=opts.time_budget * budget_factor)
+    except Exception as e:  # noqa: BLE001
+        return {"latency_error": str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}
+    d = c.as_dict()
+    return {
+        "latency_ms_before": d["latency_ms_before"],
+        "latency_ms_after": d["latency_ms_after"],
+        "latency_spread": [d["ratio_q1"], d["ratio_q3"]],
+        "latency_ratio": d["ratio"],
+        "latency_verdict": d["verdict"],
+        "latency_rounds": d["rounds"],
+        "ort_level": d["level"],
+        "threads": d["threads"],
+    }
+
+
+def _cost_delta(before, after) -> dict:
+    if before is None or after is None:
+        return {}
+    return {
+        "flops_before": before.flops,
+        "flops_after": after.flops,
+        "int_ops_before": before.int_ops,
+        "int_ops_after": after.int_ops,
+        "bytes_before": before.bytes,
+        "bytes_after": after.bytes,
+        "predicted_s_before": before.predicted_s,
+        "predicted_s_after": after.predicted_s,
+    }
+
+
+def _fill_unchanged_costs(records: list[PassRecord], start) -> None:
+    """Passes that changed nothing (or were rolled back) leave the figures as they were."""
+    current = start
+    for r in records:
+        if "flops_after" in r.extra:
+            current = r.extra
+            continue
+        if current is None:
+            continue
+        if isinstance(current, dict):
+            vals = {k.replace("_after", ""): current[k] for k in current if k.endswith("_after") and not k.startswith("latency")}
+        else:
+            vals = {"flops": current.flops, "int_ops": current.int_ops, "bytes": current.bytes, "predicted_s": current.predicted_s}
+        for k, v in vals.items():
+            r.extra.setdefault(f"{k}_before", v)
+            r.extra.setdefault(f"{k}_after", v)
 
 
 def list_passes() -> list[tuple[str, str, bool]]:

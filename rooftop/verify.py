@@ -168,6 +168,7 @@ def make_session(
     profile_prefix: str | None = None,
     path: str | None = None,
     data: bytes | None = None,
+    spinning: bool = True,
 ):
     """An onnxruntime CPU session for a ModelProto (large models go through a temp file)."""
     import onnxruntime as ort
@@ -183,6 +184,11 @@ def make_session(
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+    if not spinning:
+        # idle intra-op threads must not spin: with two sessions timed in turn, one's spinning
+        # threads would steal cores from the other
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix

@@ -122,17 +122,19 @@ class Comparison:
 def session(model: ModelProto, level: str = "disable", threads: int = 0):
     from rooftop.verify import make_session
 
-    return make_session(model, optimization=level, threads=threads or physical_cores())
+    return make_session(model, optimization=level, threads=threads or physical_cores(), spinning=False)
 
 
-def _runner(sess, feeds: Mapping[str, np.ndarray]) -> Callable[[], float]:
+def _runner(sess, feeds: Mapping[str, np.ndarray], repeat: int = 1) -> Callable[[], float]:
+    """A callable that runs the session ``repeat`` times and returns the mean seconds per run."""
     names = [o.name for o in sess.get_outputs()]
     feeds = dict(feeds)
 
     def once() -> float:
         t0 = time.perf_counter()
-        sess.run(names, feeds)
-        return time.perf_counter() - t0
+        for _ in range(repeat):
+            sess.run(names, feeds)
+        return (time.perf_counter() - t0) / repeat
 
     return once
 
@@ -150,6 +152,7 @@ def compare(
     max_rounds: int = 10_000,
     labels: tuple[str, str] = ("before", "after"),
     progress: Callable[[float], None] | None = None,
+    min_round_s: float = 0.01,
 ) -> Comparison:
     """Time ``a`` and ``b`` interleaved on the same inputs until ``budget_s`` is spent."""
     threads = threads or physical_cores()
@@ -158,6 +161,12 @@ def compare(
     for _ in range(warmup):
         ra()
         rb()
+    # a round of sub-millisecond models is several runs long, so one scheduler hiccup
+    # does not decide a round's ratio
+    single = max(min(ra(), rb()), 1e-6)
+    repeat = max(1, min(1000, int(round(min_round_s / single))))
+    if repeat > 1:
+        ra, rb = _runner(sa, feeds, repeat), _runner(sb, feeds, repeat)
     ta, tb, ratios = Timing(labels[0]), Timing(labels[1]), []
     start = time.perf_counter()
     i = 0
@@ -192,3 +201,71 @@ def compare_many(models: Sequence[tuple[str, ModelProto]], feeds, **kw) -> list[
     """Each model against the first, pairwise interleaved."""
     base_label, base = models[0]
     return [compare(base, m, feeds, labels=(base_label, label), **kw) for label, m in models[1:]]
+
+
+def profile_nodes(
+    model: ModelProto, feeds: Mapping[str, np.ndarray], *, level: str = "disable", threads: int = 0, runs: int = 10
+) -> dict[str, float]:
+    """Median time per run of every node, from onnxruntime's profiler (node name -> seconds).
+
+    Nodes without a name are named after their first output (as the roofline rows are), so
+    measured and predicted rows join by name. At ``disable`` no node is fused or renamed.
+    """
+    import json
+    import tempfile
+
+    from rooftop.verify import make_session
+
+    m = ModelProto()
+    m.CopyFrom(model)
+    for n in m.graph.node:
+        if not n.name:
+            n.name = n.output[0] if n.output else n.op_type
+    with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
+        sess = make_session(m, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"))
+        names = [o.name for o in sess.get_outputs()]
+        for _ in range(2):
+            sess.run(names, dict(feeds))  # warm-up (profiled too; dropped below)
+        for _ in range(runs):
+            sess.run(names, dict(feeds))
+        path = sess.end_profiling()
+        with open(path) as f:
+            events = json.load(f)
+    per: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        per.setdefault(e["name"][: -len("_kernel_time")], []).append(float(e.get("dur", 0)) * 1e-6)
+    return {k: float(np.median(v[2:] if len(v) > 2 else v)) for k, v in per.items()}
+
+
+def join_measured(rows, times: Mapping[str, float]) -> int:
+    """Put measured seconds on roofline rows by node name; returns how many rows matched."""
+    n = 0
+    for r in rows:
+        t = times.get(r.name)
+        if t is not None:
+            r.measured_s = t
+            n += 1
+    return n
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Rank correlation of predicted and measured per-op times (None with fewer than 3 pairs)."""
+    if len(a) < 3:
+        return None
+
+    def ranks(x):
+        x = np.asarray(x, dtype=np.float64)
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        # average ties
+        _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inv, weights=r)
+        return sums[inv] / counts[inv]
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])

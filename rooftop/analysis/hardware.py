@@ -1,0 +1,282 @@
+"""Hardware profiles: peak FLOP/s per dtype, memory bandwidth, channel alignment, per-op overhead.
+
+Built-in profiles carry paper figures (vendor datasheets; never reached in practice)
+and say so in ``source``. ``host`` is measured on this machine by micro-benchmarks
+and cached per machine (``~/.cache/rooftop``; ``optimize --measure-hardware``
+measures again):
+
+- peak FLOP/s: a large fp32 MatMul in onnxruntime (all physical cores), best of
+  several runs; int8 the same with MatMulInteger;
+- bandwidth: a STREAM-like copy and add over arrays of 256 MiB each, far beyond any
+  cache, in onnxruntime (multi-threaded) and numpy; the best rate counts, with
+  bytes = reads + writes;
+- per-op overhead: a chain of tiny Adds in onnxruntime, time per node;
+- channel alignment: 16 with AVX-512, 8 with AVX2, else 4 (the block onnxruntime's
+  NCHWc layout uses).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rooftop.errors import UsageError
+
+
+@dataclass
+class HardwareProfile:
+    name: str
+    peak_flops: dict[str, float]  # dtype -> FLOP/s (fp32, fp16, int8)
+    bandwidth: float  # bytes/s
+    channel_multiple: int = 8
+    overhead_s: float = 0.0  # per operator launch
+    source: str = ""
+    kind: str = "paper"  # paper | measured | user
+    details: dict = field(default_factory=dict)
+
+    def peak(self, dtype: str) -> float:
+        if dtype in self.peak_flops:
+            return self.peak_flops[dtype]
+        if dtype == "fp64":
+            return self.peak_flops.get("fp32", 1.0) / 2
+        return self.peak_flops.get("fp32", 1.0)
+
+    def ridge(self, dtype: str = "fp32") -> float:
+        """FLOPs per byte at which compute and memory take equally long."""
+        return self.peak(dtype) / self.bandwidth
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["bandwidth_bytes_per_s"] = d.pop("bandwidth")
+        d["ridge_flops_per_byte"] = round(self.ridge(), 3)
+        return d
+
+
+T, G = 1e12, 1e9
+BUILTIN: dict[str, HardwareProfile] = {
+    "xeon-avx512": HardwareProfile(
+        "xeon-avx512", {"fp32": 4.608 * T, "fp16": 4.608 * T, "int8": 18.43 * T}, 96 * G, 16, 2e-6,
+        "paper: 16-core AVX-512 Xeon, 2 FMA units x 16 fp32 lanes x 2 FLOP x 16 cores x 4.5 GHz; int8 VNNI 4x; "
+        "6-channel DDR4-2000 96 GB/s", "paper",
+    ),
+    "v100": HardwareProfile(
+        "v100", {"fp32": 15.7 * T, "fp16": 125 * T, "int8": 62.8 * T}, 900 * G, 8, 5e-6,
+        "paper: NVIDIA V100 SXM2 datasheet (fp16 tensor cores, int8 DP4A), HBM2 900 GB/s", "paper",
+    ),
+    "a100": HardwareProfile(
+        "a100", {"fp32": 19.5 * T, "tf32": 156 * T, "fp16": 312 * T, "int8": 624 * T}, 2039 * G, 8, 5e-6,
+        "paper: NVIDIA A100 80GB SXM datasheet (dense tensor core figures), HBM2e 2039 GB/s", "paper",
+    ),
+    "h100": HardwareProfile(
+        "h100", {"fp32": 67 * T, "tf32": 495 * T, "fp16": 989 * T, "int8": 1979 * T}, 3350 * G, 8, 4e-6,
+        "paper: NVIDIA H100 SXM datasheet (dense tensor core figures), HBM3 3.35 TB/s", "paper",
+    ),
+    "cortex-a76": HardwareProfile(
+        "cortex-a76", {"fp32": 166 * G, "fp16": 333 * G, "int8": 666 * G}, 34 * G, 4, 10e-6,
+        "paper: 4x Cortex-A76 at 2.6 GHz, 2x128-bit NEON FMA (16 fp32 FLOP/cycle/core), fp16 2x, int8 SDOT 4x; "
+        "LPDDR4X-4266 64-bit 34 GB/s", "paper",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("ROOFTOP_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rooftop")
+    return Path(base)
+
+
+def _cpu_flags() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("", platform.machine()):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                if flags and model:
+                    pass
+    except OSError:
+        pass
+    return model, flags
+
+
+def host_key() -> str:
+    import onnxruntime
+
+    model, flags = _cpu_flags()
+    from rooftop.analysis.timing import physical_cores
+
+    raw = f"{model}|{physical_cores()}|{os.cpu_count()}|{onnxruntime.__version__}|{'avx512f' in flags}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+
+def _alignment(flags: set[str]) -> int:
+    if "avx512f" in flags:
+        return 16
+    if "avx2" in flags:
+        return 8
+    return 4
+
+
+def _model_bytes(nodes, inputs, outputs, inits=()) -> bytes:
+    import onnx
+    from onnx import helper
+
+    g = helper.make_graph(nodes, "bench", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def _session(data: bytes, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def _best(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_host(progress=None) -> HardwareProfile:
+    """Micro-benchmarks of this machine (takes ~10-20 s)."""
+    from onnx import TensorProto, helper
+
+    from rooftop.analysis.timing import physical_cores
+
+    threads = physical_cores()
+    model, flags = _cpu_flags()
+    say = progress or (lambda s: None)
+    rng = np.random.default_rng(0)
+
+    say("peak fp32 FLOP/s (onnxruntime MatMul 2048^3)")
+    n = 2048
+    mm = _session(_model_bytes([helper.make_node("MatMul", ["a", "b"], ["c"])],
+                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])]), threads)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    t = _best(lambda: mm.run(None, {"a": a, "b": b}), 5)
+    fp32 = 2.0 * n**3 / t
+
+    say("peak int8 ops/s (onnxruntime MatMulInteger 2048^3)")
+    mi = _session(_model_bytes([helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+                               [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]), helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
+                               [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])]), threads)
+    ai = rng.integers(0, 255, (n, n), dtype=np.uint8)
+    bi = rng.integers(-127, 127, (n, n), dtype=np.int8)
+    ti = _best(lambda: mi.run(None, {"a": ai, "b": bi}), 5)
+    int8 = 2.0 * n**3 / ti
+
+    say("memory bandwidth (copy and add over 256 MiB arrays)")
+    size = 64 * 2**20  # float32 elements: 256 MiB per array
+    x = rng.standard_normal(size, dtype=np.float32)
+    y = rng.standard_normal(size, dtype=np.float32)
+    out = np.empty_like(x)
+    t_copy = _best(lambda: np.copyto(out, x), 5)
+    t_add = _best(lambda: np.add(x, y, out=out), 5)
+    bw_numpy = max(2 * x.nbytes / t_copy, 3 * x.nbytes / t_add)
+    add = _session(_model_bytes([helper.make_node("Add", ["x", "y"], ["z"])],
+                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size]), helper.make_tensor_value_info("y", TensorProto.FLOAT, [size])],
+                                [helper.make_tensor_value_info("z", TensorProto.FLOAT, [size])]), threads)
+    t_ort = _best(lambda: add.run(None, {"x": x, "y": y}), 5)
+    bw_ort = 3 * x.nbytes / t_ort
+    bandwidth = max(bw_numpy, bw_ort)
+    del x, y, out
+
+    say("per-operator overhead (chain of 200 tiny Adds)")
+    k = 200
+    nodes = [helper.make_node("Add", [f"t{i}", "one"], [f"t{i + 1}"]) for i in range(k)]
+    chain = _session(_model_bytes(nodes, [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [4])],
+                                  [helper.make_tensor_value_info(f"t{k}", TensorProto.FLOAT, [4])],
+                                  [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])]), threads)
+    v = np.zeros(4, np.float32)
+    overhead = _best(lambda: chain.run(None, {"t0": v}), 20) / k
+
+    return HardwareProfile(
+        name="host",
+        peak_flops={"fp32": fp32, "fp16": fp32, "int8": int8},
+        bandwidth=bandwidth,
+        channel_multiple=_alignment(flags),
+        overhead_s=overhead,
+        source=(f"measured on this machine ({model}, {threads} physical cores): onnxruntime MatMul 2048^3 "
+                f"fp32, MatMulInteger int8, copy/add of 256 MiB arrays (numpy {bw_numpy / G:.1f} GB/s, "
+                f"onnxruntime {bw_ort / G:.1f} GB/s), 200-Add chain for per-op overhead"),
+        kind="measured",
+        details={"cpu": model, "threads": threads, "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
+                 "bandwidth_numpy": bw_numpy, "bandwidth_onnxruntime": bw_ort, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")},
+    )
+
+
+def host_profile(remeasure: bool = False, progress=None) -> HardwareProfile:
+    path = cache_dir() / f"host-{host_key()}.json"
+    if not remeasure and path.exists():
+        try:
+            return from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            pass
+    prof = measure_host(progress)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(prof.as_dict(), indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return prof
+
+
+def from_dict(d: dict) -> HardwareProfile:
+    bw = d.get("bandwidth_bytes_per_s", d.get("bandwidth"))
+    if not isinstance(d.get("peak_flops"), dict) or bw is None:
+        raise KeyError("peak_flops (a dict of dtype -> FLOP/s) and bandwidth_bytes_per_s are required")
+    return HardwareProfile(
+        name=str(d.get("name", "custom")),
+        peak_flops={k: float(v) for k, v in d["peak_flops"].items()},
+        bandwidth=float(bw),
+        channel_multiple=int(d.get("channel_multiple", 8)),
+        overhead_s=float(d.get("overhead_s", 0.0)),
+        source=str(d.get("source", "")),
+        kind=str(d.get("kind", "user")),
+        details=dict(d.get("details", {})),
+    )
+
+
+def get_profile(name: str, progress=None) -> HardwareProfile:
+    """A built-in name, ``host``, or a path to a JSON profile."""
+    if name == "host":
+        return host_profile(progress=progress)
+    if name in BUILTIN:
+        return BUILTIN[name]
+    p = Path(name)
+    if p.suffix.lower() == ".json" or p.exists():
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError as e:
+            raise UsageError(f"--hardware {name}: no such file") from e
+        except ValueError as e:
+            raise UsageError(f"--hardware {name}: not valid JSON ({e})") from e
+        try:
+            prof = from_dict(d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"--hardware {name}: {e}") from e
+        if prof.kind == "paper" and not prof.source:
+            prof.kind = "user"
+        return prof
+    raise UsageError(f"--hardware {name}: unknown profile; use host, {', '.join(BUILTIN)} or a .json file")
