@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance for float outputs (default 1e-5)")
     v.add_argument("--no-verify", action="store_true", help="do not compare outputs (not recommended)")
     v.add_argument("--strict", action="store_true", help="fail (exit 3, nothing written) if any pass changed the outputs, instead of rolling it back")
+    a = p.add_argument_group("analysis and timing")
+    a.add_argument("--hardware", default="host", metavar="NAME|FILE.json", help="roofline profile: host (measured here, cached), xeon-avx512, v100, a100, h100, cortex-a76, or a JSON file")
+    a.add_argument("--measure-hardware", action="store_true", help="measure this machine's peak FLOP/s, bandwidth and per-op overhead, print them and exit")
+    a.add_argument("--no-analysis", action="store_true", help="skip the roofline cost analysis")
+    a.add_argument("--no-time", action="store_true", help="skip onnxruntime latency measurements")
+    a.add_argument("--time-budget", type=float, default=1.0, metavar="SECONDS", help="seconds of interleaved timing per comparison (default 1)")
+    a.add_argument("--threads", type=int, default=0, help="onnxruntime threads for timing (default: physical cores)")
     o = p.add_argument_group("output")
     o.add_argument("--external-data", action="store_true", help="save weights to <output>.data beside the model (automatic above ~1.8 GB)")
     o.add_argument("--force", action="store_true", help="allow -o to overwrite the input model")
@@ -102,11 +109,15 @@ def _main(args: argparse.Namespace) -> int:
     from rooftop.verify import parse_shape_overrides
 
     out_console = Console(soft_wrap=True)
+    if not out_console.is_terminal:
+        out_console = Console(soft_wrap=True, width=200)  # piped or in CI: do not squeeze the tables to 80 columns
     err_console = Console(stderr=True)
     if args.list_passes:
         for name, summary, default in pipeline.list_passes():
             out_console.print(f"{name:16s} {'(default) ' if default else '          '}{summary}")
         return errors.EXIT_OK
+    if args.measure_hardware:
+        return _measure_hardware(out_console, err_console)
     if not args.model:
         raise errors.UsageError("no model given (usage: optimize MODEL.onnx -o OUT.onnx --report)")
     reports = args.report or []
@@ -136,7 +147,14 @@ def _main(args: argparse.Namespace) -> int:
         force=args.force,
         strict=args.strict,
         debug=args.debug,
+        hardware=args.hardware,
+        analyze=not args.no_analysis,
+        time=not args.no_time and not args.check,
+        time_budget=args.time_budget,
+        threads=args.threads,
     )
+    if args.time_budget <= 0:
+        raise errors.UsageError("--time-budget must be positive")
     show_progress = not args.quiet and err_console.is_terminal
     status = err_console.status("starting", spinner="dots") if show_progress else None
 
@@ -177,7 +195,15 @@ def _main(args: argparse.Namespace) -> int:
     if args.check:
         changed = [f"{r.name} ({r.rewrites} rewrites)" for r in report.passes if r.status == "applied" and r.rewrites]
         if changed:
-            out_console.print("would change: " + ", ".join(changed))
+            out_console.print("would change: " + ", ".join(changed), highlight=False)
+            before, after = report.extra.get("_before"), report.extra.get("_after")
+            if before is not None and after is not None and before.bytes:
+                out_console.print(
+                    f"projected: memory traffic -{(before.bytes - after.bytes) / 1e6:.3g} MB "
+                    f"({100 * (before.bytes - after.bytes) / before.bytes:.1f}%), predicted time "
+                    f"{before.predicted_s * 1e3:.3g} ms → {after.predicted_s * 1e3:.3g} ms on {report.extra['_hardware'].name}",
+                    highlight=False,
+                )
             return errors.EXIT_CHECK_CHANGES
         out_console.print("nothing to change")
         return errors.EXIT_OK
@@ -185,6 +211,29 @@ def _main(args: argparse.Namespace) -> int:
         err_console.print("no -o given: the optimized model was not written", highlight=False)
     elif not reports and not args.quiet:
         err_console.print(f"wrote {', '.join(report.output_paths)} (nodes {report.nodes_before} → {report.nodes_after})", highlight=False)
+    return errors.EXIT_OK
+
+
+def _measure_hardware(out, err) -> int:
+    from rooftop.analysis import hardware
+
+    status = err.status("measuring this machine", spinner="dots") if err.is_terminal else None
+    if status is not None:
+        status.start()
+    try:
+        prof = hardware.host_profile(remeasure=True, progress=(lambda s: status.update(s)) if status else None)
+    finally:
+        if status is not None:
+            status.stop()
+    out.print(f"host: {prof.details.get('cpu', '?')}, {prof.details.get('threads')} threads (measured)", highlight=False)
+    out.print(f"  peak fp32      {prof.peak('fp32') / 1e9:8.1f} GFLOP/s   (onnxruntime MatMul 2048^3)", highlight=False)
+    out.print(f"  peak int8      {prof.peak('int8') / 1e9:8.1f} GOP/s     (onnxruntime MatMulInteger 2048^3)", highlight=False)
+    out.print(f"  bandwidth      {prof.bandwidth / 1e9:8.1f} GB/s      (copy/add of 256 MiB arrays; numpy "
+              f"{prof.details['bandwidth_numpy'] / 1e9:.1f}, onnxruntime {prof.details['bandwidth_onnxruntime'] / 1e9:.1f})", highlight=False)
+    out.print(f"  ridge point    {prof.ridge():8.1f} FLOP/byte", highlight=False)
+    out.print(f"  per-op overhead {prof.overhead_s * 1e6:7.2f} µs", highlight=False)
+    out.print(f"  channel multiple {prof.channel_multiple}", highlight=False)
+    out.print(f"cached in {hardware.cache_dir()}", highlight=False)
     return errors.EXIT_OK
 
 

@@ -62,11 +62,30 @@ def ops(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in model.graph.node]
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real command in a subprocess (exit codes, stderr, no traceback)."""
+FAST = ("--no-time", "--hardware", "xeon-avx512")
+
+
+def cli(*args: str, cwd: Path | None = None, fast: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real command in a subprocess (exit codes, stderr, no traceback).
+
+    ``fast``: no latency measurement and a built-in hardware profile, unless the test asks
+    for them; the tests of timing and of the host profile pass ``fast=False``.
+    """
+    extra: tuple[str, ...] = ()
+    if fast and "--list-passes" not in args and "--measure-hardware" not in args:
+        extra = ("--no-time",) + (() if "--hardware" in args else ("--hardware", "xeon-avx512"))
     return subprocess.run(
-        [sys.executable, "-m", "rooftop", *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=600
+        [sys.executable, "-m", "rooftop", *args, *extra], capture_output=True, text=True, cwd=cwd or ROOT, timeout=600
     )
+
+
+def optimize(*args, **kwargs):
+    """rooftop.optimize without timing and with a paper hardware profile unless asked otherwise."""
+    import rooftop
+
+    kwargs.setdefault("time", False)
+    kwargs.setdefault("hardware", "xeon-avx512")
+    return rooftop.optimize(*args, **kwargs)
 
 
 def rng(seed: int = 0) -> np.random.Generator:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import ROOT, run
+from helpers import ROOT, run, optimize
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(ROOT / "models"))
@@ -59,7 +59,7 @@ def test_real_export(case, tmp_path):
     original = onnx.load(src)
     n_bn = sum(n.op_type == "BatchNormalization" for n in original.graph.node)
     assert n_bn > 0 or case == "split-bn"
-    out, report = rooftop.optimize(src, tmp_path / "o.onnx")
+    out, report = optimize(src, tmp_path / "o.onnx")
     fold = next(r for r in report.passes if r.name == "fold-conv-bn")
     assert fold.status == "applied", fold.reason
     assert fold.rewrites >= n_bn
@@ -74,7 +74,7 @@ def test_mobilenet_onnxruntime_target_fuses(tmp_path):
     net = archs.mobilenet_v2(0.35, 10)
     x = torch.randn(1, 3, 64, 64)
     src = archs.export(net, x, tmp_path / "m.onnx", fold=False)
-    out, report = rooftop.optimize(src, target="onnxruntime")
+    out, report = optimize(src, target="onnxruntime")
     types = [n.op_type for n in out.graph.node]
     assert "FusedConv" in types and "Clip" not in types  # every ReLU6 went into a FusedConv
     assert report.final_check.ok

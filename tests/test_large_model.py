@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import init, make_model, vi
+from helpers import init, make_model, vi, optimize
 from onnx import helper
 
 import rooftop
@@ -31,7 +31,7 @@ def test_over_2gb_model(tmp_path):
     onnx.save(m, src, save_as_external_data=True, location="big.onnx.data", size_threshold=1024)
     del m
     out = tmp_path / "out.onnx"
-    model, report = rooftop.optimize(src, out)
+    model, report = optimize(src, out)
     fold = next(p for p in report.passes if p.name == "fold-conv-bn")
     assert fold.status == "applied" and fold.rewrites == 1 and fold.verified
     assert report.final_check is not None and report.final_check.ok

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import MODELS, cli, init, make_model, ops, run, vi
+from helpers import MODELS, cli, init, make_model, ops, run, vi, optimize
 from onnx import TensorProto, helper
 
 import rooftop
@@ -75,7 +75,7 @@ def test_samples_optimize_and_verify(model, tmp_path):
 
 def test_broken_pass_is_rolled_back(extra_passes, tmp_path):
     src = MODELS / "resnet_bn.onnx"
-    model, report = rooftop.optimize(src, tmp_path / "o.onnx", passes=["test-explodes", "fold-conv-bn", "test-wrong", "test-invalid"])
+    model, report = optimize(src, tmp_path / "o.onnx", passes=["test-explodes", "fold-conv-bn", "test-wrong", "test-invalid"])
     recs = {r.name: r for r in report.passes}
     assert recs["test-explodes"].status == "rolled back" and "boom" in recs["test-explodes"].reason
     assert recs["test-wrong"].status == "rolled back" and "outputs changed" in recs["test-wrong"].reason
@@ -89,7 +89,7 @@ def test_broken_pass_is_rolled_back(extra_passes, tmp_path):
 
 def test_strict_fails_with_pass_name_and_writes_nothing(extra_passes, tmp_path):
     with pytest.raises(VerificationError) as ei:
-        rooftop.optimize(MODELS / "resnet_bn.onnx", tmp_path / "o.onnx", passes=["test-wrong"], strict=True)
+        optimize(MODELS / "resnet_bn.onnx", tmp_path / "o.onnx", passes=["test-wrong"], strict=True)
     assert ei.value.pass_name == "test-wrong"
     assert not (tmp_path / "o.onnx").exists()
 
@@ -107,7 +107,7 @@ def test_strict_cli_exit_code(tmp_path, monkeypatch):
 def test_input_model_object_not_mutated():
     m = onnx.load(MODELS / "resnet_bn.onnx")
     before = m.SerializeToString()
-    out, _ = rooftop.optimize(m)
+    out, _ = optimize(m)
     assert m.SerializeToString() == before
     assert len(out.graph.node) < len(m.graph.node)
 
@@ -198,40 +198,40 @@ def test_check_mode_exit_codes(tmp_path):
 
 
 def test_skip_and_passes(tmp_path):
-    _, rep = rooftop.optimize(MODELS / "resnet_bn.onnx", skip=["simplify"])
+    _, rep = optimize(MODELS / "resnet_bn.onnx", skip=["simplify"])
     assert [r.name for r in rep.passes] == [n for n in P.DEFAULT_PIPELINE if n != "simplify"]
-    _, rep = rooftop.optimize(MODELS / "resnet_bn.onnx", passes=["cleanup"])
+    _, rep = optimize(MODELS / "resnet_bn.onnx", passes=["cleanup"])
     assert [r.name for r in rep.passes] == ["cleanup"]
 
 
 def test_fixed_point_stops_when_nothing_changes():
-    _, rep = rooftop.optimize(MODELS / "resnet_bn.onnx", fixed_point=True)
+    _, rep = optimize(MODELS / "resnet_bn.onnx", fixed_point=True)
     iterations = max(r.iteration for r in rep.passes)
     assert iterations == 2  # the second round finds nothing and ends the loop
     assert all(r.status == "unchanged" for r in rep.passes if r.iteration == 2)
 
 
 def test_dynamic_model_verified_at_two_sizes():
-    _, rep = rooftop.optimize(MODELS / "encoder_dynamic.onnx")
+    _, rep = optimize(MODELS / "encoder_dynamic.onnx")
     assert " and " in rep.verification, rep.verification
 
 
 def test_inputs_npz(tmp_path):
     x = np.random.default_rng(5).standard_normal((3, 3, 32, 32)).astype(np.float32)
     np.savez(tmp_path / "in.npz", input=x)
-    _, rep = rooftop.optimize(MODELS / "resnet_bn.onnx", inputs_npz=str(tmp_path / "in.npz"))
+    _, rep = optimize(MODELS / "resnet_bn.onnx", inputs_npz=str(tmp_path / "in.npz"))
     assert "input=3x3x32x32" not in rep.verification and "user inputs" in rep.verification
     assert rep.final_check is not None and rep.final_check.ok
 
 
 def test_no_verify_warns():
-    _, rep = rooftop.optimize(MODELS / "resnet_bn.onnx", verify=False)
+    _, rep = optimize(MODELS / "resnet_bn.onnx", verify=False)
     assert any("verification disabled" in w for w in rep.warnings)
     assert not any(r.verified for r in rep.passes)
 
 
 def test_input_shape_binding(tmp_path):
-    _, rep = rooftop.optimize(MODELS / "encoder_dynamic.onnx", input_shapes={"input": [3, 5, 32]})
+    _, rep = optimize(MODELS / "encoder_dynamic.onnx", input_shapes={"input": [3, 5, 32]})
     assert "input=3x5x32" in rep.verification
 
 
@@ -262,9 +262,9 @@ def test_large_constant_is_not_materialized_by_folding(tmp_path):
         helper.make_node("Add", ["x", "big"], ["y"]),
     ]
     m = make_model(nodes, [vi("x", [1024, 4096])], [vi("y", [1024, 4096])], [init("shape", np.array([1024, 4096], np.int64))])
-    out, rep = rooftop.optimize(m, passes=["simplify"])
+    out, rep = optimize(m, passes=["simplify"])
     assert "ConstantOfShape" in ops(out)
     assert out.ByteSize() < 100_000
-    out2, _ = rooftop.optimize(m, passes=["simplify"], fold_limit=64 << 20)
+    out2, _ = optimize(m, passes=["simplify"], fold_limit=64 << 20)
     assert "ConstantOfShape" not in ops(out2)
     assert out2.ByteSize() > 16 << 20

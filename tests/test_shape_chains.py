@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS, init, make_model, ops, run, vi
+from helpers import MODELS, init, make_model, ops, run, vi, optimize
 from onnx import TensorProto, helper
 
 import rooftop
@@ -283,7 +283,7 @@ def test_constant_of_shape_respects_fold_limit():
 def test_encoder_sample_has_no_shape_ops_left_and_runs_at_two_sizes():
     src = MODELS / "encoder_dynamic.onnx"
     original = onnx.load(src)
-    out, rep = rooftop.optimize(src)
+    out, rep = optimize(src)
     assert not [n for n in out.graph.node if n.op_type in {"Shape", "Gather", "Unsqueeze", "Concat"}]
     assert rep.verification.count("input=") == 2
     r = np.random.default_rng(3)
@@ -313,7 +313,7 @@ def test_torch_view_batch(tmp_path):
     src = archs.export(Net().eval(), torch.randn(2, 3, 8, 8), tmp_path / "v.onnx", dynamic_batch=True)
     before = onnx.load(src)
     assert "Shape" in ops(before)
-    out, rep = rooftop.optimize(src)
+    out, rep = optimize(src)
     assert not set(ops(out)) & SHAPE_OPS
     assert rep.verification.count("input=") == 2
     for b in (1, 7):
