@@ -186,7 +186,7 @@ def _main(args: argparse.Namespace) -> int:
     for w in report.warnings:
         if not w.startswith("pass ") and not args.quiet:
             err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    if reports or args.check:
+    if "-" in reports or args.check:
         rep.print_terminal(report, out_console)
     for r in files:
         rep.write_report(report, r)
@@ -209,7 +209,7 @@ def _main(args: argparse.Namespace) -> int:
         return errors.EXIT_OK
     if not args.output and not args.quiet:
         err_console.print("no -o given: the optimized model was not written", highlight=False)
-    elif not reports and not args.quiet:
+    elif "-" not in reports and not args.quiet:
         err_console.print(f"wrote {', '.join(report.output_paths)} (nodes {report.nodes_before} → {report.nodes_after})", highlight=False)
     return errors.EXIT_OK
 
