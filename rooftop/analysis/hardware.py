@@ -40,6 +40,7 @@ class HardwareProfile:
     source: str = ""
     kind: str = "paper"  # paper | measured | user
     details: dict = field(default_factory=dict)
+    pad_pays: bool = False  # does padding channels to channel_multiple pay on this hardware (default pipeline)
 
     def peak(self, dtype: str) -> float:
         if dtype in self.peak_flops:
@@ -64,19 +65,19 @@ BUILTIN: dict[str, HardwareProfile] = {
     "xeon-avx512": HardwareProfile(
         "xeon-avx512", {"fp32": 4.608 * T, "fp16": 4.608 * T, "int8": 18.43 * T}, 96 * G, 16, 2e-6,
         "paper: 16-core AVX-512 Xeon, 2 FMA units x 16 fp32 lanes x 2 FLOP x 16 cores x 4.5 GHz; int8 VNNI 4x; "
-        "6-channel DDR4-2000 96 GB/s", "paper",
+        "6-channel DDR4-2000 96 GB/s", "paper", pad_pays=True,
     ),
     "v100": HardwareProfile(
         "v100", {"fp32": 15.7 * T, "fp16": 125 * T, "int8": 62.8 * T}, 900 * G, 8, 5e-6,
-        "paper: NVIDIA V100 SXM2 datasheet (fp16 tensor cores, int8 DP4A), HBM2 900 GB/s", "paper",
+        "paper: NVIDIA V100 SXM2 datasheet (fp16 tensor cores, int8 DP4A), HBM2 900 GB/s", "paper", pad_pays=True,
     ),
     "a100": HardwareProfile(
         "a100", {"fp32": 19.5 * T, "tf32": 156 * T, "fp16": 312 * T, "int8": 624 * T}, 2039 * G, 8, 5e-6,
-        "paper: NVIDIA A100 80GB SXM datasheet (dense tensor core figures), HBM2e 2039 GB/s", "paper",
+        "paper: NVIDIA A100 80GB SXM datasheet (dense tensor core figures), HBM2e 2039 GB/s", "paper", pad_pays=True,
     ),
     "h100": HardwareProfile(
         "h100", {"fp32": 67 * T, "tf32": 495 * T, "fp16": 989 * T, "int8": 1979 * T}, 3350 * G, 8, 4e-6,
-        "paper: NVIDIA H100 SXM datasheet (dense tensor core figures), HBM3 3.35 TB/s", "paper",
+        "paper: NVIDIA H100 SXM datasheet (dense tensor core figures), HBM3 3.35 TB/s", "paper", pad_pays=True,
     ),
     "cortex-a76": HardwareProfile(
         "cortex-a76", {"fp32": 166 * G, "fp16": 333 * G, "int8": 666 * G}, 34 * G, 4, 10e-6,
@@ -219,6 +220,7 @@ def measure_host(progress=None) -> HardwareProfile:
                 f"fp32, MatMulInteger int8, copy/add of 256 MiB arrays (numpy {bw_numpy / G:.1f} GB/s, "
                 f"onnxruntime {bw_ort / G:.1f} GB/s), 200-Add chain for per-op overhead"),
         kind="measured",
+        pad_pays="avx512f" in flags or "avx2" in flags,
         details={"cpu": model, "threads": threads, "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
                  "bandwidth_numpy": bw_numpy, "bandwidth_onnxruntime": bw_ort, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")},
     )
@@ -255,6 +257,7 @@ def from_dict(d: dict) -> HardwareProfile:
         source=str(d.get("source", "")),
         kind=str(d.get("kind", "user")),
         details=dict(d.get("details", {})),
+        pad_pays=bool(d.get("pad_pays", False)),
     )
 
 

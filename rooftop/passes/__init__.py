@@ -5,6 +5,7 @@ from __future__ import annotations
 from rooftop.passes.base import ModelPass, Pass, PassContext, PassManager, PassRecord, PassResult, Validation
 from rooftop.passes.cleanup import Cleanup
 from rooftop.passes.fold_conv_bn import FoldConvBN
+from rooftop.passes.pad_channels import PadChannels
 from rooftop.passes.shape_chains import ShapeChains
 from rooftop.passes.simplify import Simplify
 
@@ -15,12 +16,13 @@ REGISTRY: dict[str, type[Pass]] = {
         Simplify,
         ShapeChains,
         FoldConvBN,
+        PadChannels,
     )
 }
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "cleanup"]
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "pad-channels", "cleanup"]
 
 __all__ = [
     "REGISTRY",
