@@ -6,6 +6,7 @@ from rooftop.passes.base import ModelPass, Pass, PassContext, PassManager, PassR
 from rooftop.passes.cleanup import Cleanup
 from rooftop.passes.fold_conv_bn import FoldConvBN
 from rooftop.passes.pad_channels import PadChannels
+from rooftop.passes.requant import Requant
 from rooftop.passes.shape_chains import ShapeChains
 from rooftop.passes.simplify import Simplify
 
@@ -16,13 +17,14 @@ REGISTRY: dict[str, type[Pass]] = {
         Simplify,
         ShapeChains,
         FoldConvBN,
+        Requant,
         PadChannels,
     )
 }
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "pad-channels", "cleanup"]
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "requant", "pad-channels", "cleanup"]
 
 __all__ = [
     "REGISTRY",

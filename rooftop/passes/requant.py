@@ -1,0 +1,261 @@
+"""requant: keep int8 graphs in int8 — integer ops instead of DequantizeLinear → float op → QuantizeLinear.
+
+A QDQ model (what ``onnxruntime.quantization.quantize_static`` writes, and what QAT
+exports produce) expresses every quantized op as DQ → float op → Q. A runtime that
+does not fuse those groups moves every activation as int8, then as fp32 into the op
+and fp32 out of it, then as int8 again: more bytes than the fp32 model. Rewrites:
+
+1. ``DQ(s, z) → Q(s, z)`` with equal scale, zero point and type: removed (exact).
+2. Data movement between a DQ and a Q with the same parameters — MaxPool, Reshape,
+   Transpose, Flatten, Squeeze, Unsqueeze, Slice, Gather, Resize (nearest), Identity,
+   and Concat whose inputs all share them — runs on the int8 tensor directly (exact:
+   these ops commute with the monotonic affine map, and ``Q(DQ(x)) == x``).
+3. ``DQ(x) → Conv → [Relu] → Q`` becomes QLinearConv and ``DQ(a) → MatMul → [Relu] → Q``
+   (constant 2-D weights) becomes QLinearMatMul (standard domain), with per-tensor or
+   per-channel weight scales; the Conv bias, when it is ``DQ(int32, x_scale·w_scale)``
+   as quantizers write it, is used as is, a float bias is quantized at
+   ``x_scale·w_scale``. A Relu before the Q is absorbed when the Q's zero point is
+   the bottom of its range (then ``Q(relu(v)) == Q(v)`` for every v); otherwise the
+   group is left alone. These integer kernels accumulate in int32 and requantize
+   once, so a result may differ from the float path by one quantization step.
+4. A QLinear producer whose only consumer is ``DQ(s1) → Q(s2)`` takes ``s2`` (and its
+   zero point) as its output scale: a true requantize (within one step). Different
+   scales are never merged anywhere else (onnxruntime's DoubleQDQPairsRemover does,
+   and changes outputs by a full step).
+
+Refuses: blocked quantization, int4/uint4 and float8 types (passed through),
+non-constant scales or zero points, weights that are not int8/uint8 constants, a
+DQ→op→Q group whose float tensor is observed elsewhere (another consumer or a graph
+output), mismatched activation types between input and output. Verification compares
+quantized outputs within one quantization step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from rooftop.passes._graph import bypass, const_value, is_graph_output, single_consumer
+from rooftop.passes.base import Pass, PassContext, PassResult
+
+MOVEMENT = {"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Resize", "Identity"}
+INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+
+
+class QParams:
+    """Constant scale / zero point of a Q or DQ node."""
+
+    def __init__(self, node: gs.Node) -> None:
+        self.node = node
+        self.scale = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
+        zp = const_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+        self.zp = zp
+        self.axis = int(node.attrs.get("axis", 1))
+        self.block = int(node.attrs.get("block_size", 0))
+
+    @property
+    def ok(self) -> bool:
+        if self.scale is None or self.block:
+            return False
+        if self.zp is None:
+            return False  # default zero point means uint8 0; be explicit and refuse
+        return self.zp.dtype in INT8
+
+    @property
+    def per_tensor(self) -> bool:
+        return self.scale is not None and self.scale.size == 1 and (self.zp is None or self.zp.size == 1)
+
+    def same(self, other: QParams) -> bool:
+        return (
+            self.ok and other.ok and self.per_tensor and other.per_tensor
+            and self.zp.dtype == other.zp.dtype
+            and np.array_equal(self.scale.astype(np.float32), other.scale.astype(np.float32))
+            and np.array_equal(self.zp, other.zp)
+        )
+
+    @property
+    def qmin(self) -> int:
+        return -128 if self.zp.dtype == np.int8 else 0
+
+
+def _dq(t: gs.Tensor) -> QParams | None:
+    if len(t.inputs) != 1 or t.inputs[0].op != "DequantizeLinear":
+        return None
+    p = QParams(t.inputs[0])
+    return p if p.ok else None
+
+
+def _q_after(graph: gs.Graph, t: gs.Tensor) -> QParams | None:
+    if is_graph_output(graph, t):
+        return None
+    c = single_consumer(t)
+    if c is None or c.op != "QuantizeLinear" or c.inputs[0] is not t:
+        return None
+    p = QParams(c)
+    return p if p.ok else None
+
+
+class Requant(Pass):
+    name = "requant"
+    summary = "int8 graphs stay int8: drop DQ→Q pairs, data movement on int8, DQ→Conv/MatMul→Q to QLinearConv/QLinearMatMul, fold requantize"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        counts: Counter[str] = Counter()
+        for _ in range(6):
+            n = self._round(graph, counts)
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            if not n:
+                break
+        res = PassResult(sum(counts.values()))
+        res.notes = [f"{k}: {v}" for k, v in sorted(counts.items())]
+        return res
+
+    def _round(self, graph: gs.Graph, counts: Counter[str]) -> int:
+        n = 0
+        for node in list(graph.nodes):
+            if not node.outputs or node.domain not in ("", "ai.onnx", None):
+                continue
+            if node.op == "QuantizeLinear":
+                n += self._dq_q(graph, node, counts)
+            elif node.op in MOVEMENT or node.op == "Concat":
+                n += self._movement(graph, node, counts)
+            elif node.op in ("Conv", "MatMul"):
+                n += self._qlinear(graph, node, counts)
+            elif node.op in ("QLinearConv", "QLinearMatMul"):
+                n += self._fold_requant(graph, node, counts)
+        return n
+
+    # 1. DQ -> Q with equal parameters
+    def _dq_q(self, graph: gs.Graph, q: gs.Node, counts: Counter[str]) -> int:
+        dq = _dq(q.inputs[0])
+        if dq is None:
+            return 0
+        qp = QParams(q)
+        if not qp.same(dq):
+            return 0
+        if bypass(graph, q, dq.node.inputs[0], q.outputs[0]):
+            counts["DQ→Q pair removed"] += 1
+            return 1
+        return 0
+
+    # 2. data movement on int8
+    def _movement(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+        y = node.outputs[0]
+        q = _q_after(graph, y)
+        if q is None or not q.per_tensor:
+            return 0
+        if node.op == "Resize":
+            mode = node.attrs.get("mode", "nearest")
+            if (mode.decode() if isinstance(mode, bytes) else mode) != "nearest":
+                return 0
+        data_idx = list(range(len(node.inputs))) if node.op == "Concat" else [0]
+        dqs = [_dq(node.inputs[i]) for i in data_idx]
+        if any(d is None or not d.same(q) for d in dqs):
+            return 0
+        for i, d in zip(data_idx, dqs):
+            node.inputs[i] = d.node.inputs[0]
+        qnode = q.node
+        out = qnode.outputs[0]
+        qnode.inputs.clear()
+        qnode.outputs.clear()
+        node.outputs[0] = out
+        counts[f"{node.op} on int8"] += 1
+        return 1
+
+    # 3. DQ -> Conv/MatMul [-> Relu] -> Q  ==>  QLinearConv / QLinearMatMul
+    def _qlinear(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+        if len(node.inputs) < 2:
+            return 0
+        x = _dq(node.inputs[0])
+        w = _dq(node.inputs[1])
+        if x is None or w is None or not x.per_tensor:
+            return 0
+        wq = const_value(w.node.inputs[0])
+        if wq is None or wq.dtype not in INT8:
+            return 0
+        y = node.outputs[0]
+        relu = None
+        c = single_consumer(y)
+        if c is not None and c.op == "Relu" and not is_graph_output(graph, y):
+            relu, y = c, c.outputs[0]
+        q = _q_after(graph, y)
+        if q is None or not q.per_tensor or q.zp.dtype != x.zp.dtype:
+            return 0
+        if relu is not None and int(q.zp.reshape(-1)[0]) != q.qmin:
+            return 0  # the Relu is not implied by the output range
+        if node.op == "Conv":
+            if wq.ndim < 3 or not (w.per_tensor or (w.axis in (0, -wq.ndim) and w.scale.size == wq.shape[0])):
+                return 0
+            inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
+            if len(node.inputs) > 2 and node.inputs[2].name:
+                bias = self._bias(node.inputs[2], x, w, wq.shape[0])
+                if bias is None:
+                    return 0
+                inputs.append(bias)
+            new_op, attrs = "QLinearConv", dict(node.attrs)
+        else:  # MatMul with constant 2-D weights [K, N]
+            if wq.ndim != 2 or not (w.per_tensor or (w.scale.size == wq.shape[1] and w.axis in (1, -1))):
+                return 0
+            inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
+            new_op, attrs = "QLinearMatMul", {}
+        out = q.node.outputs[0]
+        q.node.inputs.clear()
+        q.node.outputs.clear()
+        if relu is not None:
+            relu.inputs.clear()
+            relu.outputs.clear()
+        node.op = new_op
+        node.attrs = attrs
+        node.inputs.clear()
+        node.inputs.extend(inputs)
+        node.outputs.clear()
+        node.outputs.append(out)
+        counts[f"{new_op} from DQ→{'Conv' if new_op == 'QLinearConv' else 'MatMul'}{'→Relu' if relu is not None else ''}→Q"] += 1
+        return 1
+
+    @staticmethod
+    def _bias(t: gs.Tensor, x: QParams, w: QParams, cout: int) -> gs.Tensor | None:
+        """The int32 bias at scale x_scale * w_scale (per output channel)."""
+        target = (np.float64(x.scale.reshape(-1)[0]) * w.scale.astype(np.float64).reshape(-1)) * np.ones(cout)
+        if len(t.inputs) == 1 and t.inputs[0].op == "DequantizeLinear":
+            node = t.inputs[0]
+            bq, bs = const_value(node.inputs[0]), const_value(node.inputs[1])
+            bz = const_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+            if bq is None or bs is None or bq.dtype != np.int32 or (bz is not None and np.any(bz != 0)):
+                return None
+            if not np.allclose(bs.astype(np.float64) * np.ones(cout), target, rtol=1e-6, atol=0):
+                return None
+            return node.inputs[0]
+        fb = const_value(t)
+        if fb is None or fb.dtype.kind != "f":
+            return None
+        q = np.round(fb.astype(np.float64) / target)
+        if np.any(np.abs(q) > 2**31 - 1):
+            return None
+        return gs.Constant(f"{t.name}_int32", q.astype(np.int32))
+
+    # 4. QLinear producer -> DQ(s1) -> Q(s2): the producer writes at s2
+    def _fold_requant(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+        y = node.outputs[0]
+        if is_graph_output(graph, y):
+            return 0
+        dq = single_consumer(y)
+        if dq is None or dq.op != "DequantizeLinear":
+            return 0
+        p1 = QParams(dq)
+        if not p1.ok or not p1.per_tensor:
+            return 0
+        q = _q_after(graph, dq.outputs[0])
+        if q is None or not q.per_tensor or q.zp.dtype != p1.zp.dtype:
+            return 0
+        node.inputs[6] = q.node.inputs[1]
+        node.inputs[7] = q.node.inputs[2]
+        out = q.node.outputs[0]
+        for n in (q.node, dq):
+            n.inputs.clear()
+            n.outputs.clear()
+        node.outputs[0] = out
+        counts["requantize folded into producer"] += 1
+        return 1
