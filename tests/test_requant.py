@@ -1,0 +1,207 @@
+"""requant: QDQ models from onnxruntime.quantization.quantize_static (CNN and transformer-style MatMul,
+per-tensor and per-channel, uint8 and int8), hand-built positive and negative graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import MODELS, init, make_model, ops, optimize, run, vi
+from onnx import TensorProto, helper
+
+from rooftop.passes import PassContext
+from rooftop.passes.requant import Requant
+
+R = np.random.default_rng(0)
+
+
+def requant(m, target="portable"):
+    return Requant().apply(m, PassContext(target=target))
+
+
+def qdq_pair(x, y, s, z, q_dtype=np.uint8, prefix="p"):
+    """Q then DQ with the given params, as initializers."""
+    return (
+        [helper.make_node("QuantizeLinear", [x, f"{prefix}_s", f"{prefix}_z"], [f"{prefix}_q"]),
+         helper.make_node("DequantizeLinear", [f"{prefix}_q", f"{prefix}_s", f"{prefix}_z"], [y])],
+        [init(f"{prefix}_s", np.array(s, np.float32)), init(f"{prefix}_z", np.array(z, q_dtype))],
+    )
+
+
+def float_cnn(tmp_path):
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Reshape", ["r2", "shape"], ["f"]),
+        helper.make_node("MatMul", ["f", "Wfc"], ["y"]),
+    ]
+    m = make_model(
+        nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 10])],
+        [init("W1", R.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3), init("B1", R.standard_normal(8).astype(np.float32) * 0.1),
+         init("W2", R.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.2), init("B2", R.standard_normal(16).astype(np.float32) * 0.1),
+         init("shape", np.array([1, 256], np.int64)), init("Wfc", R.standard_normal((256, 10)).astype(np.float32) * 0.1)],
+        opset=17,
+    )
+    p = tmp_path / "float.onnx"
+    onnx.save(m, p)
+    return p, {"x": (1, 3, 8, 8)}
+
+
+def float_mlp(tmp_path):
+    """Transformer-style: [batch, seq, d] activations through 2-D weight MatMuls."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "W2"], ["y"]),
+    ]
+    m = make_model(nodes, [vi("x", [2, 5, 16])], [vi("y", [2, 5, 8])],
+                   [init("W1", R.standard_normal((16, 32)).astype(np.float32) * 0.3), init("W2", R.standard_normal((32, 8)).astype(np.float32) * 0.3)])
+    p = tmp_path / "mlp.onnx"
+    onnx.save(m, p)
+    return p, {"x": (2, 5, 16)}
+
+
+def quantize(src, shapes, dst, per_channel, activation):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            r = np.random.default_rng(1)
+            self.it = iter([{k: r.standard_normal(s).astype(np.float32) for k, s in shapes.items()} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8 if activation == "u8" else QuantType.QInt8, weight_type=QuantType.QInt8)
+    return dst
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+@pytest.mark.parametrize("activation", ["u8", "i8"])
+@pytest.mark.parametrize("build", [float_cnn, float_mlp], ids=["cnn", "mlp"])
+def test_quantize_static_models(tmp_path, build, per_channel, activation):
+    src, shapes = build(tmp_path)
+    q = quantize(src, shapes, tmp_path / "q.onnx", per_channel, activation)
+    original = onnx.load(q)
+    out, rep = optimize(q, passes=["requant", "cleanup"])
+    rec = next(r for r in rep.passes if r.name == "requant")
+    assert rec.status == "applied", rec.reason
+    assert rep.final_check.ok
+    kinds = ops(out)
+    # no Conv/MatMul left with DequantizeLinear inputs and a QuantizeLinear consumer
+    producers = {o: n for n in out.graph.node for o in n.output}
+    for n in out.graph.node:
+        if n.op_type in ("Conv", "MatMul"):
+            ins = [producers.get(i) for i in n.input[:1]]
+            assert not (ins[0] is not None and ins[0].op_type == "DequantizeLinear"), n.name
+    assert ("QLinearConv" in kinds) if build is float_cnn else ("QLinearMatMul" in kinds)
+    assert kinds.count("DequantizeLinear") < ops(original).count("DequantizeLinear")
+    # outputs within one quantization step of the output's scale
+    out_dq = next(n for n in original.graph.node if n.output[0] == original.graph.output[0].name)
+    step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer if t.name == out_dq.input[1]))))
+    r = np.random.default_rng(7)
+    feeds = {k: r.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    diff = np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max()
+    assert diff <= step * 1.0001
+    assert requant(out)[1].rewrites == 0  # idempotent
+
+
+def test_dq_q_with_equal_params_removed_exactly():
+    n1, i1 = qdq_pair("x", "d", 0.1, 128, prefix="a")
+    nodes = n1 + [helper.make_node("QuantizeLinear", ["d", "a_s", "a_z"], ["q2"]), helper.make_node("DequantizeLinear", ["q2", "a_s", "a_z"], ["r"]),
+                  helper.make_node("Relu", ["r"], ["y"])]
+    m = make_model(nodes, [vi("x", [4, 4])], [vi("y", [4, 4])], i1)
+    out, res = requant(m)
+    assert res.rewrites == 1
+    assert ops(out).count("QuantizeLinear") == 1
+    x = R.standard_normal((4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(m, {"x": x})[0])
+
+
+def test_dq_q_with_different_scales_kept():
+    n1, i1 = qdq_pair("x", "d", 0.1, 128, prefix="a")
+    n2, i2 = qdq_pair("d", "y", 0.2, 128, prefix="b")
+    m = make_model(n1 + n2, [vi("x", [4, 4])], [vi("y", [4, 4])], i1 + i2)
+    out, res = requant(m)
+    assert res.rewrites == 0  # merging different scales would change outputs by a step
+
+
+def test_maxpool_and_reshape_run_on_int8():
+    n1, i1 = qdq_pair("x", "d", 0.05, 10, prefix="a")
+    nodes = n1 + [
+        helper.make_node("MaxPool", ["d"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("QuantizeLinear", ["m", "a_s", "a_z"], ["mq"]),
+        helper.make_node("DequantizeLinear", ["mq", "a_s", "a_z"], ["md"]),
+        helper.make_node("Reshape", ["md", "shape"], ["rs"]),
+        helper.make_node("QuantizeLinear", ["rs", "a_s", "a_z"], ["y"]),
+    ]
+    m = make_model(nodes, [vi("x", [1, 2, 4, 4])], [vi("y", [1, 8], TensorProto.UINT8)], i1 + [init("shape", np.array([1, 8], np.int64))])
+    out, res = requant(m)
+    assert ops(out) == ["QuantizeLinear", "MaxPool", "Reshape"]
+    x = R.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(m, {"x": x})[0])
+
+
+def test_movement_with_mismatched_q_kept():
+    n1, i1 = qdq_pair("x", "d", 0.05, 10, prefix="a")
+    nodes = n1 + [helper.make_node("MaxPool", ["d"], ["m"], kernel_shape=[2, 2]),
+                  helper.make_node("QuantizeLinear", ["m", "b_s", "a_z"], ["y"])]
+    m = make_model(nodes, [vi("x", [1, 1, 4, 4])], [vi("y", [1, 1, 3, 3], TensorProto.UINT8)], i1 + [init("b_s", np.array(0.07, np.float32))])
+    out, res = requant(m)
+    assert res.rewrites == 0
+
+
+def test_float_tensor_observed_elsewhere_not_converted():
+    """The Conv's float output is also a graph output: converting would lose it."""
+    n1, i1 = qdq_pair("x", "xd", 0.05, 128, prefix="a")
+    nodes = n1 + [
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"]),
+        helper.make_node("Conv", ["xd", "w"], ["c"]),
+        helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["y"]),
+    ]
+    inits = i1 + [init("wq", R.integers(-5, 5, (4, 2, 1, 1)).astype(np.int8)), init("ws", np.array(0.02, np.float32)),
+                  init("wz", np.array(0, np.int8)), init("ys", np.array(0.1, np.float32)), init("yz", np.array(128, np.uint8))]
+    m = make_model(nodes, [vi("x", [1, 2, 3, 3])], [vi("y", [1, 4, 3, 3], TensorProto.UINT8), vi("c", [1, 4, 3, 3])], inits)
+    out, res = requant(m)
+    assert "QLinearConv" not in ops(out)
+    m.graph.output.pop()  # the negative twin's positive sibling
+    out2, res2 = requant(m)
+    assert "QLinearConv" in ops(out2) and res2.rewrites == 1
+    x = R.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(run(out2, {"x": x})[0], run(m, {"x": x})[0])
+
+
+def test_relu_absorbed_only_when_implied():
+    def build(zp):
+        n1, i1 = qdq_pair("x", "xd", 0.05, 128, prefix="a")
+        nodes = n1 + [
+            helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"]),
+            helper.make_node("Conv", ["xd", "w"], ["c"]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["y"]),
+        ]
+        inits = i1 + [init("wq", R.integers(-5, 5, (4, 2, 1, 1)).astype(np.int8)), init("ws", np.array(0.02, np.float32)),
+                      init("wz", np.array(0, np.int8)), init("ys", np.array(0.01, np.float32)), init("yz", np.array(zp, np.uint8))]
+        return make_model(nodes, [vi("x", [1, 2, 3, 3])], [vi("y", [1, 4, 3, 3], TensorProto.UINT8)], inits)
+
+    m = build(0)  # uint8 with zero point 0: Relu is implied by the range
+    out, res = requant(m)
+    assert ops(out) == ["QuantizeLinear", "QLinearConv"]
+    x = R.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    got, ref = run(out, {"x": x})[0].astype(int), run(m, {"x": x})[0].astype(int)
+    assert np.abs(got - ref).max() <= 1
+    m2 = build(100)  # zero point in the middle: the Relu matters
+    out2, res2 = requant(m2)
+    assert "Relu" in ops(out2) and "QLinearConv" not in ops(out2)
+
+
+def test_sample_qdq_model_end_to_end():
+    out, rep = optimize(MODELS / "resnet_qdq_int8.onnx")
+    rec = next(r for r in rep.passes if r.name == "requant")
+    assert rec.status == "applied" and ops(out).count("QLinearConv") == 9
+    assert rec.extra["bytes_after"] < rec.extra["bytes_before"]  # the fp32 traffic is gone
+    assert rep.final_check.ok
