@@ -205,3 +205,17 @@ def test_sample_qdq_model_end_to_end():
     assert rec.status == "applied" and ops(out).count("QLinearConv") == 9
     assert rec.extra["bytes_after"] < rec.extra["bytes_before"]  # the fp32 traffic is gone
     assert rep.final_check.ok
+
+
+def test_onnxruntime_target_leaves_no_float_islands():
+    out, rep = optimize(MODELS / "resnet_qdq_int8.onnx", target="onnxruntime")
+    kinds = ops(out)
+    assert kinds.count("QLinearAdd") == 3 and "QLinearGlobalAveragePool" in kinds and "QGemm" in kinds
+    producers = {o: n for n in out.graph.node for o in n.output}
+    for n in out.graph.node:
+        if n.op_type in ("Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat"):
+            assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input), n.name
+    assert kinds.count("DequantizeLinear") == 1 and kinds.count("QuantizeLinear") == 1  # the model's own input and output
+    assert rep.final_check.ok
+    portable, _ = optimize(MODELS / "resnet_qdq_int8.onnx")
+    assert not any(n.domain == "com.microsoft" for n in portable.graph.node)

@@ -23,6 +23,11 @@ and fp32 out of it, then as int8 again: more bytes than the fp32 model. Rewrites
    scales are never merged anywhere else (onnxruntime's DoubleQDQPairsRemover does,
    and changes outputs by a full step).
 
+5. With ``--target onnxruntime``: DQ → Add/Mul/Concat/AveragePool/GlobalAveragePool/
+   Sigmoid/LeakyRelu → Q become com.microsoft QLinearAdd, QLinearMul, QLinearConcat,
+   QLinearAveragePool, QLinearGlobalAveragePool, QLinearSigmoid, QLinearLeakyRelu,
+   and DQ → Gemm → Q becomes QGemm (int32 bias at a_scale·b_scale).
+
 Refuses: blocked quantization, int4/uint4 and float8 types (passed through),
 non-constant scales or zero points, weights that are not int8/uint8 constants, a
 DQ→op→Q group whose float tensor is observed elsewhere (another consumer or a graph
@@ -42,6 +47,11 @@ from rooftop.passes.base import Pass, PassContext, PassResult
 
 MOVEMENT = {"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Resize", "Identity"}
 INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+MS_QLINEAR = {
+    "Add": "QLinearAdd", "Mul": "QLinearMul", "Concat": "QLinearConcat", "AveragePool": "QLinearAveragePool",
+    "GlobalAveragePool": "QLinearGlobalAveragePool", "Sigmoid": "QLinearSigmoid", "LeakyRelu": "QLinearLeakyRelu",
+    "Gemm": "QGemm",
+}
 
 
 class QParams:
@@ -102,6 +112,7 @@ class Requant(Pass):
     summary = "int8 graphs stay int8: drop DQ→Q pairs, data movement on int8, DQ→Conv/MatMul→Q to QLinearConv/QLinearMatMul, fold requantize"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        self.target = ctx.target
         counts: Counter[str] = Counter()
         for _ in range(6):
             n = self._round(graph, counts)
@@ -125,7 +136,81 @@ class Requant(Pass):
                 n += self._qlinear(graph, node, counts)
             elif node.op in ("QLinearConv", "QLinearMatMul"):
                 n += self._fold_requant(graph, node, counts)
+            elif self.target == "onnxruntime" and node.op in MS_QLINEAR:
+                n += self._ms_qlinear(graph, node, counts)
         return n
+
+    # 5. (target onnxruntime) com.microsoft QLinear* for elementwise, pooling, concat, Gemm
+    def _ms_qlinear(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+        op = node.op
+        y = node.outputs[0]
+        q = _q_after(graph, y)
+        if q is None or not q.per_tensor:
+            return 0
+        if op == "Gemm":
+            return self._qgemm(graph, node, q, counts)
+        data = list(range(len(node.inputs))) if op in ("Add", "Mul", "Concat") else [0]
+        if op in ("Add", "Mul") and len(node.inputs) != 2:
+            return 0
+        if op not in ("Add", "Mul", "Concat") and any(t.name for t in node.inputs[1:]):
+            return 0
+        dqs = [_dq(node.inputs[i]) for i in data]
+        if any(d is None or not d.per_tensor or d.zp.dtype != q.zp.dtype for d in dqs):
+            return 0
+        triples = [[d.node.inputs[0], d.node.inputs[1], d.node.inputs[2]] for d in dqs]
+        ys, yz = q.node.inputs[1], q.node.inputs[2]
+        if op in ("Add", "Mul"):
+            inputs = triples[0] + triples[1] + [ys, yz]
+        elif op == "Concat":
+            inputs = [ys, yz] + [t for tr in triples for t in tr]
+        else:
+            inputs = triples[0] + [ys, yz]
+        attrs = dict(node.attrs)
+        if op in ("GlobalAveragePool", "AveragePool"):
+            attrs["channels_last"] = 0
+        out = q.node.outputs[0]
+        q.node.inputs.clear()
+        q.node.outputs.clear()
+        node.op, node.domain = MS_QLINEAR[op], "com.microsoft"
+        node.attrs = attrs
+        node.inputs.clear()
+        node.inputs.extend(inputs)
+        node.outputs.clear()
+        node.outputs.append(out)
+        counts[f"{MS_QLINEAR[op]} (com.microsoft)"] += 1
+        return 1
+
+    def _qgemm(self, graph: gs.Graph, node: gs.Node, q: QParams, counts: Counter[str]) -> int:
+        a, b = _dq(node.inputs[0]), _dq(node.inputs[1])
+        if a is None or b is None or not a.per_tensor or a.zp.dtype != q.zp.dtype:
+            return 0
+        bq = const_value(b.node.inputs[0])
+        if bq is None or bq.ndim != 2 or not (b.per_tensor or b.scale.size in bq.shape):
+            return 0
+        if float(node.attrs.get("beta", 1.0)) != 1.0:
+            return 0
+        transB = int(node.attrs.get("transB", 0))
+        n_out = bq.shape[0] if transB else bq.shape[1]
+        inputs = [a.node.inputs[0], a.node.inputs[1], a.node.inputs[2], b.node.inputs[0], b.node.inputs[1], b.node.inputs[2]]
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            bias = self._bias(node.inputs[2], a, b, n_out)
+            if bias is None:
+                return 0
+            inputs.append(bias)
+        else:
+            inputs.append(gs.Variable.empty())
+        inputs += [q.node.inputs[1], q.node.inputs[2]]
+        out = q.node.outputs[0]
+        q.node.inputs.clear()
+        q.node.outputs.clear()
+        attrs = {k: v for k, v in node.attrs.items() if k in ("transA", "transB", "alpha")}
+        node.op, node.domain, node.attrs = "QGemm", "com.microsoft", attrs
+        node.inputs.clear()
+        node.inputs.extend(inputs)
+        node.outputs.clear()
+        node.outputs.append(out)
+        counts["QGemm (com.microsoft)"] += 1
+        return 1
 
     # 1. DQ -> Q with equal parameters
     def _dq_q(self, graph: gs.Graph, q: gs.Node, counts: Counter[str]) -> int:
