@@ -338,14 +338,14 @@ class FoldConvBN(Pass):
                 hi = float(act.attrs["max"]) if "max" in act.attrs else None
                 if len(act.inputs) > 1 and act.inputs[1].name:
                     v = const_value(act.inputs[1])
-                    if v is None:
+                    if v is None or v.size != 1:
                         continue
-                    lo = float(v)
+                    lo = float(v.reshape(-1)[0])
                 if len(act.inputs) > 2 and act.inputs[2].name:
                     v = const_value(act.inputs[2])
-                    if v is None:
+                    if v is None or v.size != 1:
                         continue
-                    hi = float(v)
+                    hi = float(v.reshape(-1)[0])
                 params = [lo if lo is not None else -np.finfo(np.float32).max, hi if hi is not None else np.finfo(np.float32).max]
             node.op = "FusedConv"
             node.domain = "com.microsoft"
