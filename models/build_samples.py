@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
 
 def _torch():
@@ -30,47 +31,21 @@ def _torch():
     return torch
 
 
-def _randomize_bn(model) -> None:
-    """Give BatchNorm layers non-trivial statistics, as a trained net has."""
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 def build_cnn():
-    torch = _torch()
-    nn = torch.nn
+    """A small ResNet (3 basic blocks, 32x32 input) with BatchNorm statistics that are not trivial."""
+    _torch()
+    import torch
+    from torch import nn
 
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout)
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = torch.relu(self.b1(self.c1(x)))
-            y = self.b2(self.c2(y))
-            return torch.relu(y + (x if self.down is None else self.down(x)))
+    from archs import BasicBlock, randomize_bn
 
     class SmallResNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-            self.layer1 = Block(16, 16, 1)
-            self.layer2 = Block(16, 32, 2)
-            self.layer3 = Block(32, 64, 2)
+            self.layer1 = BasicBlock(16, 16, 1)
+            self.layer2 = BasicBlock(16, 32, 2)
+            self.layer3 = BasicBlock(32, 64, 2)
             self.fc = nn.Linear(64, 10)
 
         def forward(self, x):
@@ -78,9 +53,7 @@ def build_cnn():
             x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
             return self.fc(x)
 
-    m = SmallResNet().eval()
-    _randomize_bn(m)
-    return m
+    return randomize_bn(SmallResNet())
 
 
 def build_odd():

@@ -90,6 +90,18 @@ class QParams:
         return -128 if self.zp.dtype == np.int8 else 0
 
 
+def _become(node: gs.Node, q: QParams, op: str, inputs: list, attrs: dict, domain: str = "") -> None:
+    """``node`` turns into the integer ``op`` and writes the Q's output; the Q goes."""
+    out = q.node.outputs[0]
+    q.node.inputs.clear()
+    q.node.outputs.clear()
+    node.op, node.domain, node.attrs = op, domain, attrs
+    node.inputs.clear()
+    node.inputs.extend(inputs)
+    node.outputs.clear()
+    node.outputs.append(out)
+
+
 def _dq(t: gs.Tensor) -> QParams | None:
     if len(t.inputs) != 1 or t.inputs[0].op != "DequantizeLinear":
         return None
@@ -168,15 +180,7 @@ class Requant(Pass):
         attrs = dict(node.attrs)
         if op in ("GlobalAveragePool", "AveragePool"):
             attrs["channels_last"] = 0
-        out = q.node.outputs[0]
-        q.node.inputs.clear()
-        q.node.outputs.clear()
-        node.op, node.domain = MS_QLINEAR[op], "com.microsoft"
-        node.attrs = attrs
-        node.inputs.clear()
-        node.inputs.extend(inputs)
-        node.outputs.clear()
-        node.outputs.append(out)
+        _become(node, q, MS_QLINEAR[op], inputs, attrs, "com.microsoft")
         counts[f"{MS_QLINEAR[op]} (com.microsoft)"] += 1
         return 1
 
@@ -200,15 +204,8 @@ class Requant(Pass):
         else:
             inputs.append(gs.Variable.empty())
         inputs += [q.node.inputs[1], q.node.inputs[2]]
-        out = q.node.outputs[0]
-        q.node.inputs.clear()
-        q.node.outputs.clear()
         attrs = {k: v for k, v in node.attrs.items() if k in ("transA", "transB", "alpha")}
-        node.op, node.domain, node.attrs = "QGemm", "com.microsoft", attrs
-        node.inputs.clear()
-        node.inputs.extend(inputs)
-        node.outputs.clear()
-        node.outputs.append(out)
+        _become(node, q, "QGemm", inputs, attrs, "com.microsoft")
         counts["QGemm (com.microsoft)"] += 1
         return 1
 
@@ -285,18 +282,10 @@ class Requant(Pass):
                 return 0
             inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
             new_op, attrs = "QLinearMatMul", {}
-        out = q.node.outputs[0]
-        q.node.inputs.clear()
-        q.node.outputs.clear()
         if relu is not None:
             relu.inputs.clear()
             relu.outputs.clear()
-        node.op = new_op
-        node.attrs = attrs
-        node.inputs.clear()
-        node.inputs.extend(inputs)
-        node.outputs.clear()
-        node.outputs.append(out)
+        _become(node, q, new_op, inputs, attrs)
         counts[f"{new_op} from DQ→{'Conv' if new_op == 'QLinearConv' else 'MatMul'}{'→Relu' if relu is not None else ''}→Q"] += 1
         return 1
 
