@@ -114,7 +114,7 @@ def host_key() -> str:
     model, flags = _cpu_flags()
     from rooftop.analysis.timing import physical_cores
 
-    raw = f"{model}|{physical_cores()}|{os.cpu_count()}|{onnxruntime.__version__}|{'avx512f' in flags}"
+    raw = f"v2|{model}|{physical_cores()}|{os.cpu_count()}|{onnxruntime.__version__}|{'avx512f' in flags}"  # v2: pad_pays
     return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
 

@@ -184,7 +184,7 @@ def summary_lines(report: Any) -> list[str]:
         saved = before.bytes - after.bytes
         pct = 100 * saved / before.bytes if before.bytes else 0.0
         lines.append(
-            f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({pct:.1f}% saved), FLOPs {human(before.flops)} → {human(after.flops)}"
+            f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({f'{pct:.1f}% saved' if pct >= 0 else f'{-pct:.1f}% more'}), FLOPs {human(before.flops)} → {human(after.flops)}"
             + (f", int ops {human(before.int_ops)} → {human(after.int_ops)}" if before.int_ops or after.int_ops else "")
             + f", peak activations {_mb(before.peak_activation_bytes)} → {_mb(after.peak_activation_bytes)}"
         )
