@@ -213,23 +213,33 @@ def quantized_outputs(model: ModelProto) -> set[str]:
     return {o for n in model.graph.node if n.op_type == "QuantizeLinear" for o in n.output}
 
 
-def dequantized_output_steps(model: ModelProto) -> dict[str, float]:
-    """Float graph outputs produced by DequantizeLinear with a constant scale: one step of that scale.
+LIPSCHITZ_1 = {"Tanh", "Sigmoid", "Relu", "LeakyRelu", "Clip", "Identity", "Reshape", "Flatten", "Squeeze",
+               "Unsqueeze", "Transpose", "Dropout", "MaxPool", "GlobalMaxPool", "Softsign", "HardSigmoid"}
 
-    A model whose outputs come out of a DequantizeLinear is compared within one
-    quantization step of the output (integer kernels round once where the float path
-    rounds twice)."""
+
+def dequantized_output_steps(model: ModelProto) -> dict[str, float]:
+    """Float graph outputs that come out of a DequantizeLinear with a constant scale — directly or
+    through ops that never stretch a difference (Tanh, Sigmoid, Relu, Clip, reshapes ...) — are
+    compared within one quantization step of that scale: integer kernels round once where the
+    float path rounds twice."""
     from onnx import numpy_helper
 
     consts = {t.name: t for t in model.graph.initializer}
     for n in model.graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = n.attribute[0].t
-    outs = {o.name for o in model.graph.output}
+    producers = {o: n for n in model.graph.node for o in n.output}
     steps = {}
-    for n in model.graph.node:
-        if n.op_type == "DequantizeLinear" and n.output and n.output[0] in outs and len(n.input) > 1 and n.input[1] in consts:
-            steps[n.output[0]] = float(np.max(np.abs(numpy_helper.to_array(consts[n.input[1]]))))
+    for out in model.graph.output:
+        t, n = out.name, producers.get(out.name)
+        # walk back through elementwise ops that never stretch a difference (1-Lipschitz)
+        while n is not None and n.op_type in LIPSCHITZ_1 and n.input:
+            if n.op_type == "LeakyRelu" and any(a.name == "alpha" and abs(a.f) > 1 for a in n.attribute):
+                break
+            t = n.input[0]
+            n = producers.get(t)
+        if n is not None and n.op_type == "DequantizeLinear" and len(n.input) > 1 and n.input[1] in consts:
+            steps[out.name] = float(np.max(np.abs(numpy_helper.to_array(consts[n.input[1]]))))
     return steps
 
 

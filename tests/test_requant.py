@@ -219,3 +219,17 @@ def test_onnxruntime_target_leaves_no_float_islands():
     assert rep.final_check.ok
     portable, _ = optimize(MODELS / "resnet_qdq_int8.onnx")
     assert not any(n.domain == "com.microsoft" for n in portable.graph.node)
+
+
+def test_step_tolerance_follows_one_lipschitz_ops():
+    """An output computed as Tanh(DQ(q)) is compared within one step of the DQ's scale."""
+    from rooftop.verify import dequantized_output_steps
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+        helper.make_node("Tanh", ["d"], ["t"]),
+        helper.make_node("Exp", ["d"], ["e"]),
+    ]
+    m = make_model(nodes, [vi("x", [4])], [vi("t", [4]), vi("e", [4])], [init("s", np.array(0.25, np.float32)), init("z", np.array(0, np.uint8))])
+    assert dequantized_output_steps(m) == {"t": 0.25}  # Exp can stretch a difference: no step tolerance
