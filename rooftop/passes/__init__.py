@@ -5,6 +5,7 @@ from __future__ import annotations
 from rooftop.passes.base import ModelPass, Pass, PassContext, PassManager, PassRecord, PassResult, Validation
 from rooftop.passes.cleanup import Cleanup
 from rooftop.passes.fold_conv_bn import FoldConvBN
+from rooftop.passes.nhwc_int8 import NhwcInt8
 from rooftop.passes.pad_channels import PadChannels
 from rooftop.passes.requant import Requant
 from rooftop.passes.shape_chains import ShapeChains
@@ -18,13 +19,14 @@ REGISTRY: dict[str, type[Pass]] = {
         ShapeChains,
         FoldConvBN,
         Requant,
+        NhwcInt8,
         PadChannels,
     )
 }
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "requant", "pad-channels", "cleanup"]
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "requant", "nhwc-int8", "pad-channels", "cleanup"]
 
 __all__ = [
     "REGISTRY",

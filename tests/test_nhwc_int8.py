@@ -1,0 +1,36 @@
+"""nhwc-int8: quantized Convs channels-last for onnxruntime, transposes pushed away and cancelled."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from helpers import MODELS, ops, optimize, run
+
+from rooftop.passes import PassContext
+from rooftop.passes.nhwc_int8 import NhwcInt8
+
+
+def test_sample_runs_channels_last_with_two_transposes():
+    src = MODELS / "resnet_qdq_int8.onnx"
+    int8, _ = optimize(src, target="onnxruntime", skip=["nhwc-int8"])
+    out, res = NhwcInt8().apply(int8, PassContext(target="onnxruntime"))
+    assert res.rewrites == 9
+    convs = [n for n in out.graph.node if n.op_type == "QLinearConv"]
+    assert len(convs) == 9 and all(n.domain == "com.microsoft" for n in convs)
+    assert all(a.i == 1 for n in convs for a in n.attribute if a.name == "channels_last")
+    assert ops(out).count("Transpose") == 2  # into the first conv, out of the pooled features
+    onnx.checker.check_model(out)
+    original = onnx.load(src)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"input": x})[0], run(int8, {"input": x})[0])  # same kernels: exact
+    step = float(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer if t.name == "output_scale")))
+    assert np.abs(run(out, {"input": x})[0] - run(original, {"input": x})[0]).max() <= step * 1.0001
+    out2, res2 = NhwcInt8().apply(out, PassContext(target="onnxruntime"))
+    assert res2.rewrites == 0  # idempotent
+
+
+def test_portable_target_untouched():
+    int8, _ = optimize(MODELS / "resnet_qdq_int8.onnx")
+    out, res = NhwcInt8().apply(int8, PassContext(target="portable"))
+    assert res.rewrites == 0 and out is int8
+    assert not any(n.domain == "com.microsoft" for n in out.graph.node)
