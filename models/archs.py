@@ -388,14 +388,17 @@ class YoloLike(nn.Module):
         return torch.cat([self.head(self.h1, n3), self.head(self.h2, p4)], 1)
 
 
-def export_dynamic(model: nn.Module, example: torch.Tensor, path: str | Path, axes: dict[int, str], exporter: str = "legacy", opset: int = 17) -> Path:
+def export_dynamic(
+    model: nn.Module, example: torch.Tensor, path: str | Path, axes: dict[int, str], exporter: str = "legacy", opset: int = 17,
+    fold: bool = True,
+) -> Path:
     """Export with named dynamic axes on the single input (and the output's batch)."""
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if exporter == "legacy":
             torch.onnx.export(
-                model, (example,), str(path), dynamo=False, input_names=["input"], output_names=["output"],
+                model, (example,), str(path), dynamo=False, do_constant_folding=fold, input_names=["input"], output_names=["output"],
                 dynamic_axes={"input": axes, "output": {0: axes.get(0, "batch")}} if 0 in axes else {"input": axes},
                 opset_version=opset,
             )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -117,21 +116,7 @@ def build_dynamic():
     return TinyEncoder().eval()
 
 
-def export(model, example, path: Path, *, dynamic_axes=None, fold: bool = False) -> None:
-    torch = _torch()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            do_constant_folding=fold,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes=dynamic_axes,
-            opset_version=17,
-        )
+def report(path: Path) -> None:
     m = onnx.load(str(path))
     onnx.checker.check_model(m)
     print(f"wrote {path.relative_to(HERE.parent)}: {len(m.graph.node)} nodes, {os.path.getsize(path):,} bytes")
@@ -157,9 +142,7 @@ def quantize(src: Path, dst: Path, shape: tuple[int, ...]) -> None:
         weight_type=QuantType.QInt8,
         per_channel=False,
     )
-    m = onnx.load(str(dst))
-    onnx.checker.check_model(m)
-    print(f"wrote {dst.relative_to(HERE.parent)}: {len(m.graph.node)} nodes, {os.path.getsize(dst):,} bytes")
+    report(dst)
 
 
 def main() -> None:
@@ -167,12 +150,12 @@ def main() -> None:
     x = torch.randn(1, 3, 32, 32)
     cnn = build_cnn()
     # BN kept, as a legacy export with do_constant_folding=False leaves it
-    export(cnn, x, HERE / "resnet_bn.onnx", dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-    export(build_dynamic(), torch.randn(2, 7, 32), HERE / "encoder_dynamic.onnx",
-           dynamic_axes={"input": {0: "batch", 1: "seq"}, "output": {0: "batch"}})
-    export(build_odd(), x, HERE / "odd_channels.onnx", fold=True)
-    folded = HERE / "_resnet_folded.onnx"
-    export(cnn, x, folded, fold=True)
+    import archs
+
+    report(archs.export(cnn, x, HERE / "resnet_bn.onnx", fold=False, dynamic_batch=True))
+    report(archs.export_dynamic(build_dynamic(), torch.randn(2, 7, 32), HERE / "encoder_dynamic.onnx", {0: "batch", 1: "seq"}, fold=False))
+    report(archs.export(build_odd(), x, HERE / "odd_channels.onnx", fold=True))
+    folded = archs.export(cnn, x, HERE / "_resnet_folded.onnx", fold=True)
     quantize(folded, HERE / "resnet_qdq_int8.onnx", (1, 3, 32, 32))
     folded.unlink()
 
