@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +57,6 @@ def main() -> None:
             c = timing.compare(ref, model, feeds, level="all", threads=args.threads, budget_s=args.budget,
                                labels=("legacy BN folded", f"{label} {name}"))
             print(f"  {c.describe()}  [{c.a.median_ms:.2f} ms vs {c.b.median_ms:.2f} ms]")
-    np.random.seed(0)
 
 
 if __name__ == "__main__":

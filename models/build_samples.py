@@ -21,10 +21,9 @@ sys.path.insert(0, str(HERE))
 
 def _torch():
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         sys.exit("models/build_samples.py needs torch: pip install torch==2.13.0")
-    import torch
 
     torch.manual_seed(0)
     return torch

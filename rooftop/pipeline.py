@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnx
 from onnx import ModelProto
 
 from rooftop import model_io
@@ -207,22 +206,12 @@ def optimize(
         debug=opts.debug,
     )
     nodes_before, params_before = len(original.graph.node), count_params(original)
-    if model_path is None:
-        # the caller's ModelProto must not change: passes work on a copy
-        work = ModelProto()
-        work.CopyFrom(original)
-    else:
-        work = original  # loaded here: nobody else holds it
-    keep_original = feeds is not None  # timing compares the final model with the original
-    state.current = work
-    if keep_original and model_path is not None:
-        original_for_timing = ModelProto()
-        original_for_timing.CopyFrom(work)
-    else:
-        original_for_timing = original if keep_original else None
+    # Passes never change the model they are given (tests/test_pipeline.py checks it byte for
+    # byte), so the caller's model is the first state and needs no copy.
+    state.current = original
+    original_for_timing = original if feeds is not None else None  # the final timing compares against it
+    optimized = manager.run(original)
     del original
-    optimized = manager.run(work)
-    del work
     _fill_unchanged_costs(manager.records, before_cost)
     for rec in manager.records:
         if rec.status == "rolled back":
@@ -366,13 +355,4 @@ def list_passes() -> list[tuple[str, str, bool]]:
     return [(n, p.summary, n in DEFAULT_PIPELINE) for n, p in REGISTRY.items()]
 
 
-def file_size(path: str | os.PathLike[str]) -> int:
-    p = Path(path)
-    total = p.stat().st_size
-    data = p.with_name(p.name + ".data")
-    if data.exists():
-        total += data.stat().st_size
-    return total
-
-
-__all__ = ["Options", "Report", "optimize", "list_passes", "resolve_pipeline", "onnx"]
+__all__ = ["Options", "Report", "optimize", "list_passes", "resolve_pipeline"]

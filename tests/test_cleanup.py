@@ -48,8 +48,6 @@ def test_identity_between_input_and_output_is_kept():
 
 
 def test_dropout_inference_removed_but_not_with_mask_or_training():
-    nodes = [helper.make_node("Dropout", ["x"], ["y"])]
-    m = make_model(nodes, [vi("x", [4])], [vi("x_dummy", [4])][:0] + [vi("y", [4])])
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Dropout", ["r", "ratio"], ["y"])]
     m = make_model(nodes, [vi("x", [4])], [vi("y", [4])], [init("ratio", np.array(0.5, np.float32))])
     out, res = apply(m)

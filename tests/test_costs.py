@@ -90,7 +90,7 @@ def test_elementwise_add_moves_three_tensors():
 
 def test_integer_ops_counted_apart():
     # QLinearMatMul [4, 8] x [8, 6] int8
-    u8, i8 = TensorProto.UINT8, TensorProto.INT8
+    u8 = TensorProto.UINT8
     node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])
     inits = [
         init("as", np.array(0.1, np.float32)), init("az", np.array(0, np.uint8)),

@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, str(ROOT / "models"))
 import archs  # noqa: E402
 
-import rooftop  # noqa: E402
 
 LINEAR = {"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv"}
 AFFINE = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}

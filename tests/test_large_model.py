@@ -8,7 +8,6 @@ import pytest
 from helpers import init, make_model, vi, optimize
 from onnx import helper
 
-import rooftop
 from rooftop.model_io import load_model
 from rooftop.verify import make_session
 

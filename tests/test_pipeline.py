@@ -268,3 +268,18 @@ def test_large_constant_is_not_materialized_by_folding(tmp_path):
     out2, _ = optimize(m, passes=["simplify"], fold_limit=64 << 20)
     assert "ConstantOfShape" not in ops(out2)
     assert out2.ByteSize() > 16 << 20
+
+
+def test_no_pass_changes_the_model_it_is_given():
+    """A pass is a pure rewrite: the ModelProto handed to it is byte-identical afterwards
+    (graphsurgeon aliases opset_import; FusedConv/QLinear passes add com.microsoft)."""
+    from rooftop.passes import PassContext
+
+    for name in ("resnet_bn", "resnet_qdq_int8", "odd_channels", "encoder_dynamic"):
+        m = onnx.load(MODELS / f"{name}.onnx")
+        before = m.SerializeToString()
+        for cls in P.REGISTRY.values():
+            if cls.name.startswith("test-"):
+                continue
+            cls().apply(m, PassContext(target="onnxruntime", channel_multiple=16))
+            assert m.SerializeToString() == before, (name, cls.name)

@@ -9,7 +9,6 @@ import pytest
 from helpers import MODELS, init, make_model, ops, run, vi, optimize
 from onnx import TensorProto, helper
 
-import rooftop
 from rooftop.passes import PassContext
 from rooftop.passes.shape_chains import ShapeChains
 

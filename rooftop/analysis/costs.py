@@ -26,7 +26,6 @@ resolve are taken from one onnxruntime run of the model.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -163,7 +162,6 @@ def _bind_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -
     g = sk.graph
     g.node.extend(model.graph.node)
     g.output.extend(model.graph.output)
-    init_names = {t.name for t in model.graph.initializer}
     for vi in model.graph.input:
         new = g.input.add()
         new.CopyFrom(vi)
@@ -180,7 +178,6 @@ def _bind_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -
     del g.output[:]
     for o in model.graph.output:  # let inference fill in concrete output shapes
         g.output.append(onnx.helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None))
-    _ = init_names
     return sk, {k: list(v) for k, v in shapes.items()}
 
 
@@ -587,5 +584,3 @@ def human(n: float, unit: str = "") -> str:
             return f"{n / k:.3g} {s}{unit}"
     return f"{n:.3g} {unit}".rstrip()
 
-
-_ = re

@@ -101,8 +101,6 @@ def _cpu_flags() -> tuple[str, set[str]]:
                     model = line.split(":", 1)[1].strip()
                 elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                if flags and model:
-                    pass
     except OSError:
         pass
     return model, flags
@@ -127,7 +125,6 @@ def _alignment(flags: set[str]) -> int:
 
 
 def _model_bytes(nodes, inputs, outputs, inits=()) -> bytes:
-    import onnx
     from onnx import helper
 
     g = helper.make_graph(nodes, "bench", inputs, outputs, list(inits))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -283,5 +282,3 @@ def write_report(report: Any, path: str | os.PathLike[str]) -> None:
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, p)
 
-
-_ = html

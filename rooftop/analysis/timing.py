@@ -184,25 +184,6 @@ def compare(
     return Comparison(ta, tb, ratios, level, threads)
 
 
-def measure(model: ModelProto, feeds: Mapping[str, np.ndarray], *, level: str = "disable", threads: int = 0, budget_s: float = 1.0, warmup: int = 3, min_runs: int = 10, label: str = "model") -> Timing:
-    """Time one model alone (use ``compare`` to compare two)."""
-    threads = threads or physical_cores()
-    r = _runner(session(model, level, threads), feeds)
-    for _ in range(warmup):
-        r()
-    t = Timing(label)
-    start = time.perf_counter()
-    while len(t.times_s) < min_runs or time.perf_counter() - start < budget_s:
-        t.times_s.append(r())
-    return t
-
-
-def compare_many(models: Sequence[tuple[str, ModelProto]], feeds, **kw) -> list[Comparison]:
-    """Each model against the first, pairwise interleaved."""
-    base_label, base = models[0]
-    return [compare(base, m, feeds, labels=(base_label, label), **kw) for label, m in models[1:]]
-
-
 def profile_nodes(
     model: ModelProto, feeds: Mapping[str, np.ndarray], *, level: str = "disable", threads: int = 0, runs: int = 10
 ) -> dict[str, float]:

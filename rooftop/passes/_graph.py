@@ -77,11 +77,6 @@ def single_consumer(t: gs.Tensor) -> gs.Node | None:
     return t.outputs[0] if len(t.outputs) == 1 else None
 
 
-def tensor_users(graph: gs.Graph, t: gs.Tensor) -> int:
-    """Number of uses of ``t`` as node input plus as graph output."""
-    return len(t.outputs) + (1 if is_graph_output(graph, t) else 0)
-
-
 def eval_const(t: gs.Tensor | None, limit: int = 1 << 20, _depth: int = 0) -> np.ndarray | None:
     """Evaluate ``t`` if it is computed from constants by a small chain of cheap ops.
 

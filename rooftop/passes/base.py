@@ -11,10 +11,11 @@ pass, records why, and goes on with the next pass.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -79,12 +80,13 @@ class Pass:
         raise NotImplementedError
 
     def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
-        graph = import_with_shapes(model) if self.needs_shapes else gs.import_onnx(model)
-        result = self.run(graph, ctx)
-        if result.rewrites == 0:
-            return model, result
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        return export_like(graph, model), result
+        with untouched(model):
+            graph = import_with_shapes(model) if self.needs_shapes else import_graph(model)
+            result = self.run(graph, ctx)
+            if result.rewrites == 0:
+                return model, result
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            return export_like(graph, model), result
 
 
 class ModelPass(Pass):
@@ -124,6 +126,27 @@ def infer_value_info(model: ModelProto) -> list[onnx.ValueInfoProto]:
     return list(inferred.graph.value_info) + [o for o in inferred.graph.output]
 
 
+def import_graph(model: ModelProto) -> gs.Graph:
+    """``gs.import_onnx`` that leaves ``model`` as it was: graphsurgeon keeps the model's
+    ``opset_import`` container itself as ``graph.import_domains`` and export appends new
+    domains to it, which would change the caller's model. The graph gets its own copies."""
+    graph = gs.import_onnx(model)
+    graph.import_domains = [onnx.helper.make_opsetid(o.domain, o.version) for o in model.opset_import]
+    return graph
+
+
+@contextlib.contextmanager
+def untouched(model: ModelProto) -> Iterator[None]:
+    """graphsurgeon writes an empty name into the unnamed tensors of Constant nodes it imports
+    and exports; put them back as they were, so a pass never changes the model it was given."""
+    unnamed = [a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR and not a.t.HasField("name")]
+    try:
+        yield
+    finally:
+        for t in unnamed:
+            t.ClearField("name")
+
+
 def import_with_shapes(model: ModelProto) -> gs.Graph:
     """A graphsurgeon graph whose tensors carry inferred dtypes and (symbolic) shapes.
 
@@ -132,12 +155,12 @@ def import_with_shapes(model: ModelProto) -> gs.Graph:
     """
     infos = infer_value_info(model)
     if not infos:
-        return gs.import_onnx(model)
+        return import_graph(model)
     outputs = {o.name for o in model.graph.output}
     n_before = len(model.graph.value_info)
     model.graph.value_info.extend(i for i in infos if i.name not in outputs)
     try:
-        return gs.import_onnx(model)
+        return import_graph(model)
     finally:
         del model.graph.value_info[n_before:]
 
@@ -272,12 +295,3 @@ class PassManager:
                 return model, rec
         rec.status = "applied"
         return candidate, rec
-
-
-def opset_of(model_or_graph: ModelProto | gs.Graph, domain: str = "") -> int:
-    if isinstance(model_or_graph, gs.Graph):
-        return int(model_or_graph.opset)
-    for o in model_or_graph.opset_import:
-        if o.domain in (domain, "ai.onnx" if domain == "" else domain):
-            return int(o.version)
-    return onnx.defs.onnx_opset_version()

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 from rooftop.passes._graph import bypass, const_value
 from onnx import ModelProto
 
-from rooftop.passes.base import Pass, PassContext, PassResult, export_like
+from rooftop.passes.base import Pass, PassContext, PassResult, export_like, import_graph, untouched
 
 
 class Cleanup(Pass):
@@ -54,10 +54,11 @@ class Cleanup(Pass):
         return res
 
     def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
-        graph = gs.import_onnx(model)
-        res = self.run(graph, ctx)
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        out = export_like(graph, model)
+        with untouched(model):
+            graph = import_graph(model)
+            res = self.run(graph, ctx)
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            out = export_like(graph, model)
         nodes = len(model.graph.node) - len(out.graph.node) - res.rewrites
         inits = len(model.graph.initializer) - len(out.graph.initializer)
         for n, what in ((nodes, "dead node"), (inits, "unused initializer")):
