@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-time", action="store_true", help="skip onnxruntime latency measurements")
     a.add_argument("--time-budget", type=float, default=1.0, metavar="SECONDS", help="seconds of interleaved timing per comparison (default 1)")
     a.add_argument("--threads", type=int, default=0, help="onnxruntime threads for timing (default: physical cores)")
+    a.add_argument("--deploy-level", choices=("disable", "basic", "extended", "all"), default="all",
+                   help="onnxruntime graph optimization level the model will run at; passes are kept or rejected by "
+                        "latency measured there (default all: what an InferenceSession does by default)")
+    a.add_argument("--keep-slower", action="store_true", help="keep passes and a final model that measure slower at the deploy level")
+    a.add_argument("--noise-band", type=float, default=0.03, metavar="FRACTION",
+                   help="a measured ratio within 1 ± this (default 0.03) is noise: neither rejected nor claimed as a win")
     o = p.add_argument_group("output")
     o.add_argument("--external-data", action="store_true", help="save weights to <output>.data beside the model (automatic above ~1.8 GB)")
     o.add_argument("--force", action="store_true", help="allow -o to overwrite the input model")
@@ -105,6 +111,7 @@ def _main(args: argparse.Namespace) -> int:
 
     from rooftop import pipeline
     from rooftop.analysis import report as rep
+    from rooftop.records import Status
     from rooftop.verify import parse_shape_overrides
 
     out_console = Console(soft_wrap=True)
@@ -151,9 +158,11 @@ def _main(args: argparse.Namespace) -> int:
         time=not args.no_time and not args.check,
         time_budget=args.time_budget,
         threads=args.threads,
+        deploy_level=args.deploy_level,
+        keep_slower=args.keep_slower,
+        noise_band=args.noise_band,
+        profile_nodes=bool(files) or "-" in reports,  # per-operator times are only shown in a report
     )
-    if args.time_budget <= 0:
-        raise errors.UsageError("--time-budget must be positive")
     show_progress = not args.quiet and err_console.is_terminal
     status = err_console.status("starting", spinner="dots") if show_progress else None
 
@@ -165,8 +174,8 @@ def _main(args: argparse.Namespace) -> int:
         on_stage(f"pass {name}" + (f" (iteration {it})" if it > 1 else ""))
 
     def on_pass_end(rec) -> None:  # noqa: ANN001
-        if not args.quiet and rec.status == "rolled back":
-            err_console.print(f"[yellow]pass {rec.name} rolled back:[/] {rec.reason}", highlight=False)
+        if not args.quiet and rec.status in (Status.ROLLED_BACK, Status.REJECTED):
+            err_console.print(f"[yellow]pass {rec.name} {rec.status.value}:[/] {rec.reason}", highlight=False)
 
     if status is not None:
         status.start()
@@ -182,8 +191,9 @@ def _main(args: argparse.Namespace) -> int:
     finally:
         if status is not None:
             status.stop()
+    shown = {f"pass {r.name} {r.status.value}: {r.reason}" for r in report.passes}  # printed as each pass ended
     for w in report.warnings:
-        if not w.startswith("pass ") and not args.quiet:
+        if w not in shown and not args.quiet:
             err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if "-" in reports or args.check:
         rep.print_terminal(report, out_console)
@@ -192,17 +202,12 @@ def _main(args: argparse.Namespace) -> int:
         if not args.quiet:
             err_console.print(f"report written to {r}", highlight=False)
     if args.check:
-        changed = [f"{r.name} ({r.rewrites} rewrites)" for r in report.passes if r.status == "applied" and r.rewrites]
+        changed = [f"{r.name} ({r.rewrites} rewrite{'s' if r.rewrites != 1 else ''})" for r in report.passes if r.status is Status.APPLIED and r.rewrites]
         if changed:
             out_console.print("would change: " + ", ".join(changed), highlight=False)
-            before, after = report.extra.get("_before"), report.extra.get("_after")
-            if before is not None and after is not None and before.bytes:
-                out_console.print(
-                    f"projected: memory traffic -{(before.bytes - after.bytes) / 1e6:.3g} MB "
-                    f"({100 * (before.bytes - after.bytes) / before.bytes:.1f}%), predicted time "
-                    f"{before.predicted_s * 1e3:.3g} ms → {after.predicted_s * 1e3:.3g} ms on {report.extra['_hardware'].name}",
-                    highlight=False,
-                )
+            line = rep.projected_line(report)
+            if line:
+                out_console.print(line, highlight=False)
             return errors.EXIT_CHECK_CHANGES
         out_console.print("nothing to change")
         return errors.EXIT_OK

@@ -56,3 +56,14 @@ class InternalError(RooftopError):
     """Something in Rooftop itself went wrong."""
 
     exit_code = EXIT_INTERNAL
+
+
+def first_line(e: BaseException | None, default: str | None = None) -> str:
+    """The first non-empty line of an exception's message (at most 300 characters); the
+    exception's type name (or ``default``) when the message is empty."""
+    if e is None:
+        return "unknown error"
+    for line in str(e).strip().splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return type(e).__name__ if default is None else default

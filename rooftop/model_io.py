@@ -22,7 +22,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import ModelProto, TensorProto
 
-from rooftop.errors import InputError, OutputError
+from rooftop.errors import InputError, OutputError, first_line
 
 # Protobuf refuses to serialize messages of 2 GiB or more; keep a margin for the graph.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -162,7 +162,7 @@ def check_model(
             with materialized(model) as mpath:
                 onnx.checker.check_model(mpath)
     except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise InputError(f"{name}: invalid ONNX graph: {first}") from e
 
 

@@ -1,4 +1,18 @@
-"""One optimize run: load -> passes (each validated) -> final verification -> save -> report data."""
+"""One optimize run: load -> passes (each verified, costed, measured) -> final decision -> save -> report.
+
+Two safety nets, in this order, after every pass that changed the model:
+
+1. verification: onnx.checker and the outputs against the original (``rooftop.verify``);
+   a failure rolls the pass back;
+2. measurement: the pass's output timed against its input, interleaved, at the level the
+   model is deployed at (``deploy_level``, default ORT_ENABLE_ALL); a pass that is slower
+   beyond the noise band is rejected and the model goes on from before it.
+
+Then the final model is timed against the original at the deploy level. If it is slower
+beyond the noise (passes each within the noise can add up), the run backs off: it drops
+the kept pass that measured worst and runs the pipeline again, until the result is not
+slower; at worst the original graph is written unchanged, and the report says so.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +21,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from onnx import ModelProto
 
 from rooftop import model_io
-from rooftop.errors import InputError, UsageError, VerificationError
+from rooftop.errors import InputError, UsageError, VerificationError, first_line
 from rooftop.passes import DEFAULT_PIPELINE, REGISTRY, PassContext, PassManager, PassRecord, Validation
+from rooftop.records import NOISE_BAND, ORT_LEVEL_NAMES, Cause, CostDelta, Latency, OpGrowth, Status, Verdict
 from rooftop.verify import Verifier, VerifyResult
+
+if TYPE_CHECKING:
+    from rooftop.analysis.hardware import HardwareProfile
+    from rooftop.analysis.roofline import Roofline
+
+MAX_BACKOFF = 3  # re-runs without the worst pass before the original graph is written unchanged
+
+
+class Comparator(Protocol):
+    """Times ``after`` against ``before`` at an onnxruntime level; ``stop`` is ``gate``
+    (settle keep/reject) or ``verdict`` (settle faster/noise/slower). Returns None when it
+    cannot time the pair."""
+
+    def __call__(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None: ...
 
 
 @dataclass
@@ -36,15 +65,19 @@ class Options:
     strict: bool = False
     debug: bool = False
     analyze: bool = True  # roofline cost of the model before, after, and after every pass
-    time: bool = True  # onnxruntime latency per pass and for the final model
-    time_budget: float = 1.0  # seconds of interleaved timing per comparison
+    time: bool = True  # measure: decide per pass and for the final model, report the latency
+    time_budget: float = 1.0  # seconds of interleaved timing per comparison (at most; stops early once decided)
     threads: int = 0  # onnxruntime intra-op threads for timing (0: physical cores)
-    profile_nodes: bool = True  # per-operator times from onnxruntime's profiler
+    profile_nodes: bool = True  # per-operator times from onnxruntime's profiler, joined to the roofline rows
+    deploy_level: str = "all"  # the onnxruntime optimization level the model will run at: decisions are taken there
+    keep_slower: bool = False  # keep passes (and a final model) that measure slower
+    noise_band: float = NOISE_BAND
+    comparator: Comparator | None = None  # replaces onnxruntime timing on this machine (tests, remote devices)
 
 
 @dataclass
 class Report:
-    """Everything an optimize run learned; renderers in rooftop.analysis.report turn it into text."""
+    """Everything an optimize run learned; ``rooftop.analysis.report`` renders it."""
 
     model_path: str | None
     output_paths: list[str]
@@ -59,11 +92,25 @@ class Report:
     warnings: list[str]
     seconds: float
     pipeline: list[str]
-    extra: dict[str, Any] = field(default_factory=dict)
+    hardware: HardwareProfile | None = None
+    before: Roofline | None = None
+    after: Roofline | None = None
+    deploy_level: str = "all"
+    latency: dict[str, Latency] = field(default_factory=dict)  # final model against the original, by level
+    measured: bool = False  # whether measurements decided (timing on and the model runs)
+    backed_off: list[str] = field(default_factory=list)  # passes dropped because the final model was slower
+    reverted: bool = False  # the final model was slower even after backing off: the original graph is written
+    disagreement: str = ""  # one line when prediction and measurement point in opposite directions
 
     @property
     def changed(self) -> bool:
-        return any(r.status == "applied" and r.rewrites > 0 for r in self.passes)
+        return any(r.status is Status.APPLIED and r.rewrites > 0 for r in self.passes)
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write this report as .json, .md or .html (by the extension)."""
+        from rooftop.analysis.report import write_report
+
+        write_report(self, path)
 
 
 def resolve_pipeline(passes: Sequence[str] | None, skip: Sequence[str] = ()) -> list[str]:
@@ -84,11 +131,328 @@ def count_params(model: ModelProto) -> int:
     return n
 
 
-@dataclass
-class _State:
-    current: ModelProto | None = None
-    current_cost: Any = None
-    last_verified: tuple[ModelProto, VerifyResult] | None = None
+def _check_options(opts: Options) -> None:
+    if opts.target not in ("portable", "onnxruntime"):
+        raise UsageError(f"--target must be 'portable' or 'onnxruntime', got '{opts.target}'")
+    if opts.deploy_level not in ORT_LEVEL_NAMES:
+        raise UsageError(f"--deploy-level must be one of {', '.join(ORT_LEVEL_NAMES)}, got '{opts.deploy_level}'")
+    if opts.time_budget <= 0:
+        raise UsageError("--time-budget must be positive")
+    if not 0 <= opts.noise_band < 1:
+        raise UsageError("--noise-band must be between 0 and 1 (a fraction: 0.03 is 3%)")
+
+
+class OrtComparator:
+    """Interleaved onnxruntime timing on this machine. Keeps the session of the last model it
+    timed as "after", so the next pass's comparison (whose "before" it is) does not build it again."""
+
+    def __init__(self, feeds: dict, opts: Options) -> None:
+        self.feeds, self.opts = feeds, opts
+        self._cache: list[tuple[ModelProto, str, Any]] = []
+
+    def _session(self, model: ModelProto, level: str):
+        from rooftop.analysis import timing
+
+        for m, lv, s in self._cache:
+            if m is model and lv == level:
+                return s
+        s = timing.session(model, level, self.opts.threads)
+        if not model_io.is_large(model):  # a session holds its own copy of the weights
+            self._cache = (self._cache + [(model, level, s)])[-3:]
+        return s
+
+    def __call__(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
+        from rooftop.analysis import timing
+
+        threads = self.opts.threads or timing.physical_cores()
+        budget = self.opts.time_budget * (2.0 if stop == "verdict" else 1.0)
+        c = timing.compare_sessions(self._session(before, level), self._session(after, level), self.feeds, level=level,
+                                    threads=threads, budget_s=budget, band=self.opts.noise_band, stop=stop)
+        return c.latency()
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+class _Run:
+    """The state of one optimize run; each method is one step of ``optimize``."""
+
+    def __init__(self, original: ModelProto, opts: Options, stage: Callable[[str], None]) -> None:
+        self.original, self.opts, self.stage = original, opts, stage
+        self.warnings: list[str] = []
+        self.hw: HardwareProfile | None = None
+        self.verifier: Verifier | None = None
+        self.compare: Comparator | None = None
+        self.feeds: dict | None = None
+        self.before: Roofline | None = None
+        self.current: ModelProto = original
+        self.current_cost: Roofline | None = None
+        self.last_verified: tuple[ModelProto, VerifyResult] | None = None
+        self.gate = True  # per-pass measurement (off during back-off re-runs)
+
+    # -- prepare ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        opts = self.opts
+        if opts.analyze:
+            from rooftop.analysis import hardware
+
+            self.hw = hardware.get_profile(opts.hardware, progress=lambda s: self.stage(f"measuring this machine: {s}"))
+        if opts.verify:
+            self.stage("computing reference outputs")
+            self.verifier = Verifier(self.original, input_shapes=opts.input_shapes, inputs_npz=opts.inputs_npz,
+                                     rtol=opts.rtol, atol=opts.atol)
+            if not self.verifier.available:
+                self.warnings.append(f"verification skipped: {self.verifier.reason}")
+            self.warnings.extend(self.verifier.notes)
+        else:
+            self.warnings.append("verification disabled (--no-verify): outputs were not compared")
+        self._prepare_timing()
+        if self.hw is not None:
+            self.stage("analyzing the original model")
+            self.before = self.current_cost = self.cost(self.original)
+
+    def _prepare_timing(self) -> None:
+        opts = self.opts
+        if not opts.time:
+            self.warnings.append("measurement did not decide (--no-time): passes were kept on verification alone")
+            return
+        if opts.comparator is not None:
+            self.compare = opts.comparator
+            return
+        self.feeds = _timing_feeds(self.original, self.verifier, opts)
+        if self.feeds is None:
+            self.warnings.append("onnxruntime cannot run the model, so nothing was timed: passes were decided by "
+                                 "structure alone (a pass whose predicted time grows is rejected)")
+            return
+        self.compare = OrtComparator(self.feeds, opts)
+
+    def cost(self, model: ModelProto) -> Roofline | None:
+        from rooftop.analysis import costs, roofline
+
+        try:
+            return roofline.roofline(costs.analyze(model, self.opts.input_shapes), self.hw)
+        except Exception as e:  # noqa: BLE001 - analysis must never cost the user the model
+            self.warnings.append(f"cost analysis failed: {type(e).__name__}: {first_line(e)}")
+            return None
+
+    # -- after each pass -------------------------------------------------------------------
+    def after_pass(self, name: str, candidate: ModelProto) -> Validation:
+        if model_io.is_large(candidate):  # write it once; check and run it from disk
+            with model_io.materialized(candidate) as path:
+                v = self.validate(name, candidate, path)
+        else:
+            v = self.validate(name, candidate, None)
+        if not v.ok:
+            return v
+        new_cost = self.cost(candidate) if self.hw is not None else None
+        if self.current_cost is not None and new_cost is not None:
+            v.cost = CostDelta(self.current_cost.costs(), new_cost.costs())
+        self.decide(name, candidate, v)
+        if v.ok:
+            self.current, self.current_cost = candidate, new_cost
+        return v
+
+    def validate(self, name: str, candidate: ModelProto, path: str | None) -> Validation:
+        data = None if path else candidate.SerializeToString()  # serialized once: checker and onnxruntime
+        try:
+            model_io.check_model(candidate, f"after {name}", path_on_disk=Path(path) if path else None, data=data)
+        except InputError as e:
+            return Validation(Cause.INVALID, f"onnx.checker rejects the result: {e}")
+        if self.verifier is None or not self.verifier.available:
+            return Validation()
+        self.stage(f"verifying {name}")
+        res = self.verifier.check(candidate, path=path, data=data)
+        self.last_verified = (candidate, res)
+        if not res.ok:
+            return Validation(Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}", res.max_abs_error, verified=True)
+        return Validation(max_abs_error=res.max_abs_error, verified=True)
+
+    def decide(self, name: str, candidate: ModelProto, v: Validation) -> None:
+        """The measurement gate: reject a pass whose output is slower than its input beyond the noise."""
+        if not self.gate:
+            return
+        if self.compare is None:
+            if self.feeds is None and self.opts.time and self.opts.comparator is None:
+                self._decide_by_structure(v)
+            return
+        level = self.opts.deploy_level
+        self.stage(f"timing {name} against its input ({ORT_LEVEL_NAMES[level]})")
+        v.latency = self._measure(self.current, candidate, level, "gate")
+        if v.latency is None or v.latency.verdict is not Verdict.SLOWER or self.opts.keep_slower:
+            return
+        why = f"slower at {v.latency.level_name}: {v.latency.describe()}"
+        pred = v.cost.predicted_ratio if v.cost is not None else None
+        if pred is not None and pred < 1.0 - self.opts.noise_band:
+            why += f"; the roofline predicted ×{pred:.2f}"
+            grown = self.explain(self.current, candidate, level)
+            if grown:
+                why += "; measured time grew most in " + ", ".join(g.describe() for g in grown)
+        v.cause, v.reason = Cause.SLOWER, why
+
+    def _decide_by_structure(self, v: Validation) -> None:
+        pred = v.cost.predicted_ratio if v.cost is not None else None
+        if pred is not None and pred > 1.0 + self.opts.noise_band and not self.opts.keep_slower:
+            v.cause = Cause.SLOWER
+            v.reason = f"predicted slower on {self.hw.name if self.hw else 'the profile'}: ×{pred:.2f} (not measured: onnxruntime cannot run the model)"
+
+    def _measure(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
+        try:
+            return self.compare(before, after, level, stop) if self.compare is not None else None
+        except Exception as e:  # noqa: BLE001 - a failed measurement decides nothing
+            self.warnings.append(f"timing at {ORT_LEVEL_NAMES[level]} failed: {first_line(e)}")
+            return None
+
+    def explain(self, before: ModelProto, after: ModelProto, level: str, *, shrank: bool = False) -> list[OpGrowth]:
+        """The operator types whose measured time grew (``shrank``: fell) most (onnxruntime's profiler)."""
+        if self.feeds is None or not isinstance(self.compare, OrtComparator):
+            return []
+        from rooftop.analysis import timing
+
+        self.stage("profiling operators to explain a slowdown")
+        try:
+            a = timing.profile_op_types(before, self.feeds, level=level, threads=self.opts.threads)
+            b = timing.profile_op_types(after, self.feeds, level=level, threads=self.opts.threads)
+        except Exception:  # noqa: BLE001 - an explanation is a bonus
+            return []
+        return timing.op_growth(a, b, shrank=shrank)
+
+    # -- the passes --------------------------------------------------------------------------
+    def run_passes(self, names: Sequence[str], skip: dict[int, tuple[Status, Cause, str]], on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
+        opts = self.opts
+        hw = self.hw
+        multiple = opts.channel_multiple
+        ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=multiple, hardware=hw)
+        self.current, self.current_cost, self.last_verified = self.original, self.before, None
+        fill = _UnchangedCosts(self)
+
+        def ended(rec: PassRecord) -> None:
+            fill(rec)
+            if on_end:
+                on_end(rec)
+
+        manager = PassManager([REGISTRY[n]() for n in names], ctx, self.after_pass, fixed_point=opts.fixed_point,
+                              on_start=on_start, on_end=ended, debug=opts.debug, skip=skip)
+        # Passes never change the model they are given (tests/test_pipeline.py checks it byte
+        # for byte), so the caller's model is the first state and needs no copy.
+        optimized = manager.run(self.original)
+        return optimized, manager.records
+
+    # -- the final model ---------------------------------------------------------------------
+    def final_decision(self, names, optimized, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord], Latency | None, list[str]]:
+        """Compare the final model with the original at the deploy level; back off while slower."""
+        level = self.opts.deploy_level
+        if self.compare is None or optimized is self.original:
+            return optimized, records, None, []
+        self.stage(f"timing the optimized model against the original ({ORT_LEVEL_NAMES[level]})")
+        lat = self._measure(self.original, optimized, level, "verdict")
+        if lat is None or lat.verdict is not Verdict.SLOWER or self.opts.keep_slower:
+            return optimized, records, lat, []
+        why = f"the optimized model was slower than the original at {lat.level_name}: {lat.describe()}"
+        kept = sorted((r for r in records if r.status is Status.APPLIED),
+                      key=lambda r: r.latency.ratio if r.latency is not None else 1.0, reverse=True)
+        # passes rejected by the gate stay out of the re-runs (which are not gated)
+        skip = {r.position: (r.status, r.cause, r.reason) for r in records if r.status is Status.REJECTED}
+        dropped: list[str] = []
+        self.gate = False
+        for rec in kept[:MAX_BACKOFF]:
+            skip[rec.position] = (Status.SKIPPED, Cause.BACKED_OFF, f"backed off: {why}; this pass measured worst")
+            dropped.append(rec.name)
+            self.stage(f"backing off: pipeline without {', '.join(dropped)}")
+            optimized, records = self.run_passes(names, skip, on_start, on_end)
+            if optimized is self.original:
+                break
+            lat = self._measure(self.original, optimized, level, "verdict")
+            if lat is None or lat.verdict is not Verdict.SLOWER:
+                return optimized, records, lat, dropped
+        return self.revert(records, why), records, None, [r.name for r in kept]
+
+    def revert(self, records: list[PassRecord], why: str) -> ModelProto:
+        """The last resort: every kept pass is dropped and the original graph goes out unchanged."""
+        for r in records:
+            if r.status is Status.APPLIED:
+                r.status, r.cause = Status.SKIPPED, Cause.BACKED_OFF
+                r.reason = f"backed off: {why}; backing off did not help, the original graph is written unchanged"
+                r.nodes_after = r.nodes_before
+        self.warnings.append(f"{why}; the original graph is written unchanged (--keep-slower keeps the rewrites)")
+        self.last_verified = None
+        return self.original
+
+    def final_check(self, optimized: ModelProto, records: list[PassRecord]) -> VerifyResult | None:
+        v = self.verifier
+        if v is None or not v.available:
+            return None
+        if self.last_verified and self.last_verified[0] is optimized:
+            final = self.last_verified[1]  # the last accepted pass's output was verified as it stands
+        elif optimized is self.original:
+            final = VerifyResult(True, 0.0, message="model unchanged")
+        else:
+            self.stage("verifying final model")
+            final = v.check(optimized)
+        if not final.ok:
+            culprit = next((r.name for r in reversed(records) if r.status is Status.APPLIED), None)
+            raise VerificationError(f"optimized model diverges from the original after pass {culprit}: {final.message}", culprit)
+        return final
+
+    def final_latency(self, optimized: ModelProto, deploy: Latency | None) -> dict[str, Latency]:
+        """The final model against the original at ORT_DISABLE_ALL (our rewrites alone) and at the deploy level."""
+        out: dict[str, Latency] = {}
+        if self.compare is None or optimized is self.original:
+            return out
+        for level in dict.fromkeys(("disable", self.opts.deploy_level)):
+            if level == self.opts.deploy_level and deploy is not None:
+                out[level] = deploy
+                continue
+            self.stage(f"timing the optimized model against the original ({ORT_LEVEL_NAMES[level]})")
+            lat = self._measure(self.original, optimized, level, "verdict")
+            if lat is not None:
+                out[level] = lat
+        return out
+
+    def disagreement(self, after: Roofline | None, lat: Latency | None, optimized: ModelProto) -> str:
+        """One line when the roofline and the measurement point in opposite directions."""
+        if self.before is None or after is None or lat is None or not self.before.predicted_s:
+            return ""
+        pred = after.predicted_s / self.before.predicted_s
+        band = self.opts.noise_band
+        if pred < 1 - band and lat.verdict is Verdict.SLOWER:
+            line, shrank = f"the roofline predicted ×{pred:.2f} but the model measured {lat.describe()} at {lat.level_name}", False
+        elif pred > 1 + band and lat.verdict is Verdict.FASTER:
+            line, shrank = f"the roofline predicted ×{pred:.2f} (slower) but the model measured {lat.describe()} at {lat.level_name}", True
+        else:
+            return ""
+        moved = self.explain(self.original, optimized, lat.level, shrank=shrank)
+        if moved:
+            line += f"; measured time {'fell' if shrank else 'grew'} most in " + ", ".join(g.describe() for g in moved)
+        return line
+
+    def profile(self, optimized: ModelProto, after: Roofline | None) -> None:
+        """Measured per-operator times (ORT_DISABLE_ALL, node names intact) onto the roofline rows."""
+        if not self.opts.profile_nodes or self.feeds is None or self.before is None:
+            return
+        from rooftop.analysis import timing
+
+        self.stage("profiling operators (onnxruntime profiler)")
+        try:
+            for model, rl in ((self.original, self.before), (optimized, after)):
+                if rl is not None:
+                    timing.join_measured(rl.rows, timing.profile_nodes(model, self.feeds, threads=self.opts.threads))
+        except Exception as e:  # noqa: BLE001
+            self.warnings.append(f"operator profiling failed: {first_line(e)}")
+
+
+class _UnchangedCosts:
+    """Gives every record a cost delta: a pass that was not kept leaves the totals as they were."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def __call__(self, rec: PassRecord) -> None:
+        cur = self.run.current_cost
+        if cur is None or rec.status is Status.APPLIED:
+            return
+        if rec.status is Status.REJECTED and rec.cost is not None:
+            return  # a rejected pass keeps what it would have saved: the report sets it beside what it measured
+        rec.cost = CostDelta(cur.costs(), cur.costs())
 
 
 def optimize(
@@ -102,185 +466,78 @@ def optimize(
     **kwargs: Any,
 ) -> tuple[ModelProto, Report]:
     """Run the pipeline on a model; write ``output`` only if every check passes."""
-    opts = options or Options()
-    for k, v in kwargs.items():
-        if not hasattr(opts, k):
-            raise TypeError(f"optimize() got an unexpected keyword argument '{k}'")
-        setattr(opts, k, v)
+    opts = _with_kwargs(options or Options(), kwargs)
     stage = on_stage or (lambda s: None)
     t0 = time.perf_counter()
     names = resolve_pipeline(opts.passes, opts.skip)
-    if opts.target not in ("portable", "onnxruntime"):
-        raise UsageError(f"--target must be 'portable' or 'onnxruntime', got '{opts.target}'")
+    _check_options(opts)
+    original, model_path = _load(model_or_path, output, opts, stage)
 
-    model_path = None
-    if isinstance(model_or_path, ModelProto):
-        original = model_or_path
-    else:
-        model_path = str(model_or_path)
-        if output is not None:
-            model_io.check_output_path(output, model_path, force=opts.force)
-        stage("loading model")
-        original = model_io.load_model(model_path)
-    if output is not None and model_path is None:
-        model_io.check_output_path(output, None)
-
-    warnings: list[str] = []
-    hw = None
-    if opts.analyze:
-        from rooftop.analysis import hardware
-
-        hw = hardware.get_profile(opts.hardware, progress=lambda s: stage(f"measuring this machine: {s}"))
-    verifier: Verifier | None = None
-    if opts.verify:
-        stage("computing reference outputs")
-        verifier = Verifier(
-            original, input_shapes=opts.input_shapes, inputs_npz=opts.inputs_npz, rtol=opts.rtol, atol=opts.atol
-        )
-        if not verifier.available:
-            warnings.append(f"verification skipped: {verifier.reason}")
-        warnings.extend(verifier.notes)
-    else:
-        warnings.append("verification disabled (--no-verify): outputs were not compared")
-
-    feeds = _timing_feeds(original, verifier, opts) if opts.time else None
-    if opts.time and feeds is None:
-        warnings.append("timing skipped: onnxruntime cannot run the model")
-
-    def cost(model: ModelProto):
-        from rooftop.analysis import costs, roofline
-
-        try:
-            return roofline.roofline(costs.analyze(model, opts.input_shapes), hw)
-        except Exception as e:  # noqa: BLE001 - analysis must never cost the user the model
-            warnings.append(f"cost analysis failed: {type(e).__name__}: {e}")
-            return None
-
-    state = _State()
-    if hw is not None:
-        stage("analyzing the original model")
-        state.current_cost = cost(original)
-    before_cost = state.current_cost
-
-    def validate(name: str, candidate: ModelProto, path: str | None) -> Validation:
-        data = None if path else candidate.SerializeToString()  # serialized once: checker and onnxruntime
-        try:
-            model_io.check_model(candidate, f"after {name}", path_on_disk=Path(path) if path else None, data=data)
-        except InputError as e:
-            return Validation(False, f"onnx.checker rejects the result: {e}")
-        if verifier is None or not verifier.available:
-            return Validation(True)
-        res = verifier.check(candidate, path=path, data=data)
-        state.last_verified = (candidate, res)
-        if not res.ok:
-            return Validation(False, f"outputs changed: {res.message}", res.max_abs_error, verified=True)
-        return Validation(True, max_abs_error=res.max_abs_error, verified=True)
-
-    def after_pass(name: str, candidate: ModelProto) -> Validation:
-        if model_io.is_large(candidate):  # write it once; check and run it from disk
-            with model_io.materialized(candidate) as path:
-                v = validate(name, candidate, path)
-        else:
-            v = validate(name, candidate, None)
-        if not v.ok:
-            return v
-        if hw is not None:
-            stage(f"analyzing after {name}")
-            new_cost = cost(candidate)
-            v.extra.update(_cost_delta(state.current_cost, new_cost))
-            state.current_cost = new_cost
-        if feeds is not None and state.current is not None:
-            stage(f"timing {name} (interleaved, ORT_DISABLE_ALL)")
-            v.extra.update(_latency(state.current, candidate, feeds, opts, "disable"))
-        state.current = candidate
-        return v
-
-    ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=opts.channel_multiple, hardware=hw)
-    manager = PassManager(
-        [REGISTRY[n]() for n in names],
-        ctx,
-        after_pass,
-        fixed_point=opts.fixed_point,
-        on_start=on_pass_start,
-        on_end=on_pass_end,
-        debug=opts.debug,
-    )
+    run = _Run(original, opts, stage)
+    run.prepare()
     nodes_before, params_before = len(original.graph.node), count_params(original)
-    # Passes never change the model they are given (tests/test_pipeline.py checks it byte for
-    # byte), so the caller's model is the first state and needs no copy.
-    state.current = original
-    original_for_timing = original if feeds is not None else None  # the final timing compares against it
-    optimized = manager.run(original)
-    del original
-    _fill_unchanged_costs(manager.records, before_cost)
-    for rec in manager.records:
-        if rec.status == "rolled back":
-            warnings.append(f"pass {rec.name} rolled back: {rec.reason}")
-
-    final: VerifyResult | None = None
-    if verifier is not None and verifier.available:
-        if state.last_verified and state.last_verified[0] is optimized:
-            final = state.last_verified[1]  # the last accepted pass's output was verified as it stands
-        elif not any(r.status == "applied" for r in manager.records):
-            final = VerifyResult(True, 0.0, message="model unchanged")
-        else:
-            stage("verifying final model")
-            final = verifier.check(optimized)
-        if not final.ok:
-            culprit = next((r.name for r in reversed(manager.records) if r.status == "applied"), None)
-            raise VerificationError(f"optimized model diverges from the original after pass {culprit}: {final.message}", culprit)
+    optimized, records = run.run_passes(names, {}, on_pass_start, on_pass_end)
+    optimized, records, deploy_lat, backed_off = run.final_decision(names, optimized, records, on_pass_start, on_pass_end)
+    _warn_rollbacks(records, run.warnings)
+    final = run.final_check(optimized, records)
     if opts.strict:
-        for rec in manager.records:
-            if rec.status == "rolled back" and rec.reason.startswith("outputs changed"):
-                raise VerificationError(f"pass {rec.name} changed the outputs ({rec.reason}); --strict: nothing written", rec.name)
-
-    extra: dict[str, Any] = {}
-    if hw is not None:
-        extra["_hardware"] = hw
-        extra["_before"] = before_cost
-        extra["_after"] = state.current_cost
-    if feeds is not None and original_for_timing is not None:
-        lat: dict[str, Any] = {}
-        for level in ("disable", "all"):
-            stage(f"timing the final model against the original ({'ORT_DISABLE_ALL' if level == 'disable' else 'ORT_ENABLE_ALL'})")
-            lat[level] = _latency(original_for_timing, optimized, feeds, opts, level, budget_factor=2.0)
-        extra["latency"] = lat
-        if opts.profile_nodes and hw is not None:
-            from rooftop.analysis import timing
-
-            stage("profiling operators (onnxruntime profiler)")
-            try:
-                for key, model in (("_before", original_for_timing), ("_after", optimized)):
-                    rl = extra.get(key)
-                    if rl is not None:
-                        times = timing.profile_nodes(model, feeds, threads=opts.threads)
-                        timing.join_measured(rl.rows, times)
-            except Exception as e:  # noqa: BLE001
-                warnings.append(f"operator profiling failed: {e}")
-    del original_for_timing
+        _strict(records)
+    after = run.current_cost if optimized is not original else run.before
+    latency = run.final_latency(optimized, deploy_lat)
+    disagreement = run.disagreement(after, latency.get(opts.deploy_level), optimized)
+    run.profile(optimized, after)
+    if isinstance(run.compare, OrtComparator):
+        run.compare.forget()
 
     written: list[str] = []
     if output is not None:
         stage("writing model")
         written = [str(p) for p in model_io.save_model(optimized, output, external_data=opts.external_data)]
-
     report = Report(
-        model_path=model_path,
-        output_paths=written,
-        target=opts.target,
-        nodes_before=nodes_before,
-        nodes_after=len(optimized.graph.node),
-        params_before=params_before,
-        params_after=count_params(optimized),
-        passes=manager.records,
-        verification=verifier.describe() if verifier is not None else "verification disabled",
-        final_check=final,
-        warnings=warnings,
-        seconds=time.perf_counter() - t0,
-        pipeline=names,
-        extra=extra,
+        model_path=model_path, output_paths=written, target=opts.target,
+        nodes_before=nodes_before, nodes_after=len(optimized.graph.node),
+        params_before=params_before, params_after=count_params(optimized),
+        passes=records, verification=run.verifier.describe() if run.verifier is not None else "verification disabled",
+        final_check=final, warnings=run.warnings, seconds=time.perf_counter() - t0, pipeline=names,
+        hardware=run.hw, before=run.before, after=after, deploy_level=opts.deploy_level, latency=latency,
+        measured=run.compare is not None, backed_off=backed_off, reverted=bool(backed_off) and optimized is original,
+        disagreement=disagreement,
     )
     return optimized, report
+
+
+def _with_kwargs(opts: Options, kwargs: dict[str, Any]) -> Options:
+    for k, v in kwargs.items():
+        if not hasattr(opts, k):
+            raise TypeError(f"optimize() got an unexpected keyword argument '{k}'")
+        setattr(opts, k, v)
+    return opts
+
+
+def _load(model_or_path, output, opts: Options, stage) -> tuple[ModelProto, str | None]:
+    if isinstance(model_or_path, ModelProto):
+        if output is not None:
+            model_io.check_output_path(output, None)
+        return model_or_path, None
+    model_path = str(model_or_path)
+    if output is not None:
+        model_io.check_output_path(output, model_path, force=opts.force)
+    stage("loading model")
+    return model_io.load_model(model_path), model_path
+
+
+def _warn_rollbacks(records: list[PassRecord], warnings: list[str]) -> None:
+    for rec in records:
+        if rec.status is Status.ROLLED_BACK:
+            warnings.append(f"pass {rec.name} rolled back: {rec.reason}")
+        elif rec.status is Status.REJECTED:
+            warnings.append(f"pass {rec.name} rejected: {rec.reason}")
+
+
+def _strict(records: list[PassRecord]) -> None:
+    for rec in records:
+        if rec.status is Status.ROLLED_BACK and rec.cause is Cause.OUTPUTS_CHANGED:
+            raise VerificationError(f"pass {rec.name} changed the outputs ({rec.reason}); --strict: nothing written", rec.name)
 
 
 def _timing_feeds(model: ModelProto, verifier: Verifier | None, opts: Options) -> dict | None:
@@ -297,62 +554,9 @@ def _timing_feeds(model: ModelProto, verifier: Verifier | None, opts: Options) -
         return None
 
 
-def _latency(a: ModelProto, b: ModelProto, feeds: dict, opts: Options, level: str, budget_factor: float = 1.0) -> dict:
-    from rooftop.analysis import timing
-
-    try:
-        c = timing.compare(a, b, feeds, level=level, threads=opts.threads, budget_s=opts.time_budget * budget_factor)
-    except Exception as e:  # noqa: BLE001
-        return {"latency_error": str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}
-    d = c.as_dict()
-    return {
-        "latency_ms_before": d["latency_ms_before"],
-        "latency_ms_after": d["latency_ms_after"],
-        "latency_spread": [d["ratio_q1"], d["ratio_q3"]],
-        "latency_ratio": d["ratio"],
-        "latency_verdict": d["verdict"],
-        "latency_rounds": d["rounds"],
-        "ort_level": d["level"],
-        "threads": d["threads"],
-    }
-
-
-def _cost_delta(before, after) -> dict:
-    if before is None or after is None:
-        return {}
-    return {
-        "flops_before": before.flops,
-        "flops_after": after.flops,
-        "int_ops_before": before.int_ops,
-        "int_ops_after": after.int_ops,
-        "bytes_before": before.bytes,
-        "bytes_after": after.bytes,
-        "predicted_s_before": before.predicted_s,
-        "predicted_s_after": after.predicted_s,
-    }
-
-
-def _fill_unchanged_costs(records: list[PassRecord], start) -> None:
-    """Passes that changed nothing (or were rolled back) leave the figures as they were."""
-    current = start
-    for r in records:
-        if "flops_after" in r.extra:
-            current = r.extra
-            continue
-        if current is None:
-            continue
-        if isinstance(current, dict):
-            vals = {k.replace("_after", ""): current[k] for k in current if k.endswith("_after") and not k.startswith("latency")}
-        else:
-            vals = {"flops": current.flops, "int_ops": current.int_ops, "bytes": current.bytes, "predicted_s": current.predicted_s}
-        for k, v in vals.items():
-            r.extra.setdefault(f"{k}_before", v)
-            r.extra.setdefault(f"{k}_after", v)
-
-
 def list_passes() -> list[tuple[str, str, bool]]:
     """(name, summary, in default pipeline) for every registered pass."""
     return [(n, p.summary, n in DEFAULT_PIPELINE) for n, p in REGISTRY.items()]
 
 
-__all__ = ["Options", "Report", "optimize", "list_passes", "resolve_pipeline"]
+__all__ = ["Comparator", "Options", "OrtComparator", "Report", "optimize", "list_passes", "resolve_pipeline"]

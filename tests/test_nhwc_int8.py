@@ -8,6 +8,7 @@ from helpers import MODELS, ops, optimize, run
 
 from rooftop.passes import PassContext
 from rooftop.passes.nhwc_int8 import NhwcInt8
+from rooftop.verify import make_session
 
 
 def test_sample_runs_channels_last_with_two_transposes():
@@ -24,7 +25,11 @@ def test_sample_runs_channels_last_with_two_transposes():
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(run(out, {"input": x})[0], run(int8, {"input": x})[0])  # same kernels: exact
     step = float(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer if t.name == "output_scale")))
-    assert np.abs(run(out, {"input": x})[0] - run(original, {"input": x})[0]).max() <= step * 1.0001
+    # the documented rule for quantized outputs: one step, or as far as onnxruntime's own fused
+    # execution of the original lands from the float-emulated reference (x1.1)
+    ref = run(original, {"input": x})[0]
+    own = np.abs(make_session(original, optimization="all").run(None, {"input": x})[0] - ref).max()
+    assert np.abs(run(out, {"input": x})[0] - ref).max() <= max(step * 1.0001, 1.1 * own)
     out2, res2 = NhwcInt8().apply(out, PassContext(target="onnxruntime"))
     assert res2.rewrites == 0  # idempotent
 

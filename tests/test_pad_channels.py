@@ -147,7 +147,7 @@ def test_odd_channel_sample_every_conv_aligned():
     out, rep = optimize(src, channel_multiple=16)
     rec = next(r for r in rep.passes if r.name == "pad-channels")
     assert rec.status == "applied" and rec.rewrites == 6  # 23, 45, 45, 91, 37, 181 output channels
-    assert rec.extra["flops_after"] > rec.extra["flops_before"]  # the report shows what padding costs
+    assert rec.cost.after.flops > rec.cost.before.flops  # the report shows what padding costs
     for i, (cin, cout) in enumerate(conv_channels(out)):
         assert cout % 16 == 0, (i, cin, cout)
         assert i == 0 or cin % 16 == 0, (i, cin, cout)  # the stem reads the 3-channel image

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS, init, make_model, ops, optimize, run, vi
+from helpers import MODELS, init, make_model, ops, optimize, quantized_tolerance, run, vi
 from onnx import TensorProto, helper
 
 from rooftop.passes import PassContext
@@ -100,13 +100,13 @@ def test_quantize_static_models(tmp_path, build, per_channel, activation):
             assert not (ins[0] is not None and ins[0].op_type == "DequantizeLinear"), n.name
     assert ("QLinearConv" in kinds) if build is float_cnn else ("QLinearMatMul" in kinds)
     assert kinds.count("DequantizeLinear") < ops(original).count("DequantizeLinear")
-    # outputs within one quantization step of the output's scale
+    # outputs within one quantization step of the output's scale, or as far as onnxruntime's own fused run
     out_dq = next(n for n in original.graph.node if n.output[0] == original.graph.output[0].name)
     step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer if t.name == out_dq.input[1]))))
     r = np.random.default_rng(7)
     feeds = {k: r.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     diff = np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max()
-    assert diff <= step * 1.0001
+    assert diff <= quantized_tolerance(original, feeds, step)
     assert requant(out)[1].rewrites == 0  # idempotent
 
 
@@ -203,7 +203,7 @@ def test_sample_qdq_model_end_to_end():
     out, rep = optimize(MODELS / "resnet_qdq_int8.onnx")
     rec = next(r for r in rep.passes if r.name == "requant")
     assert rec.status == "applied" and ops(out).count("QLinearConv") == 9
-    assert rec.extra["bytes_after"] < rec.extra["bytes_before"]  # the fp32 traffic is gone
+    assert rec.cost.after.bytes < rec.cost.before.bytes  # the fp32 traffic is gone
     assert rep.final_check.ok
 
 

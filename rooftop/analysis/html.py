@@ -15,7 +15,7 @@ import html
 import io
 from typing import Any
 
-from rooftop.analysis.report import HEADERS, TOP_HEADERS, correlation, pass_rows, summary_lines, top_rows
+from rooftop.analysis.report import TOP_HEADERS, correlation, headers, not_kept, pass_rows, summary_lines, top_rows
 
 
 def _points(rl) -> list[tuple[float, float, str]]:
@@ -38,8 +38,8 @@ def roofline_svg(report: Any) -> tuple[str, int, int]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hw = report.extra.get("_hardware")
-    before, after = report.extra.get("_before"), report.extra.get("_after")
+    hw = report.hardware
+    before, after = report.before, report.after
     fig, ax = plt.subplots(figsize=(8, 5.2), dpi=100)
     pb = _points(before) if before is not None else []
     pa = _points(after) if after is not None else []
@@ -78,7 +78,7 @@ def scatter_svg(report: Any) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    after = report.extra.get("_after")
+    after = report.after
     if after is None:
         return None
     pts = [(r.predicted_s, r.measured_s) for r in after.rows if r.predicted_s and r.measured_s and r.bound != "meta"]
@@ -115,7 +115,7 @@ def _table(headers, rows) -> str:
 
 
 def top_measured(report: Any, k: int = 15) -> list[list[str]]:
-    after = report.extra.get("_after")
+    after = report.after
     if after is None:
         return []
     rows = sorted((r for r in after.rows if r.measured_s), key=lambda r: r.measured_s, reverse=True)[:k]
@@ -124,12 +124,12 @@ def top_measured(report: Any, k: int = 15) -> list[list[str]]:
 
 def html_page(report: Any) -> str:
     e = html.escape
-    svg, nb, na = roofline_svg(report) if report.extra.get("_hardware") is not None else ("<p>No cost analysis.</p>", 0, 0)
+    svg, nb, na = roofline_svg(report) if report.hardware is not None else ("<p>No cost analysis.</p>", 0, 0)
     sc = scatter_svg(report)
     summary = "".join(f"<li>{e(s)}</li>" for s in summary_lines(report))
     warn = "".join(f"<li>{e(w)}</li>" for w in report.warnings)
-    rb = "".join(f"<li><code>{e(r.name)}</code>: {e(r.reason)}</li>" for r in report.passes if r.status == "rolled back")
-    hw = report.extra.get("_hardware")
+    rb = "".join(f"<li><code>{e(r.name)}</code> {e(r.status.value)}: {e(r.reason)}</li>" for r in not_kept(report))
+    hw = report.hardware
     verified = e(report.verification)
     if report.final_check is not None and not report.final_check.skipped:
         verified += f"; final max abs error {report.final_check.max_abs_error:.3g}"
@@ -147,8 +147,8 @@ code{{background:#f3f3f3;padding:0 3px}}
 <p>Target <code>{e(report.target)}</code>; pipeline {e(', '.join(report.pipeline))}; {report.seconds:.1f} s.
 Hardware profile: {e(hw.name if hw else '-')} — {e(hw.source if hw else '')}</p>
 <h2>Summary</h2><ul>{summary}</ul>
-<h2>Passes</h2>{_table(HEADERS, pass_rows(report))}
-{('<h3>Rolled back</h3><ul>' + rb + '</ul>') if rb else ''}
+<h2>Passes</h2>{_table(headers(report), pass_rows(report))}
+{('<h3>Not kept</h3><ul>' + rb + '</ul>') if rb else ''}
 <h2>Roofline</h2>
 <p>{nb} operators before, {na} after. Each point is one operator at its arithmetic intensity and attained FLOP/s.</p>
 <div class="plots"><div id="roofline">{svg}</div>{('<div id="scatter">' + sc + '</div>') if sc else ''}</div>

@@ -6,12 +6,16 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from rooftop.analysis.costs import human
+from rooftop.records import ORT_LEVEL_NAMES, Cause, CostDelta, Latency, PassRecord, Status
+
+if TYPE_CHECKING:
+    from rooftop.pipeline import Report
 
 SCHEMA_VERSION = 1
 
@@ -54,64 +58,103 @@ def correlation(rl: Any) -> tuple[float | None, int]:
     return spearman([p for p, _ in pairs], [m for _, m in pairs]), len(pairs)
 
 
-def report_dict(report: Any) -> dict[str, Any]:
+def _latency_dict(lat: Latency | None) -> dict[str, Any]:
+    if lat is None:
+        return {}
+    return {
+        "latency_ms_before": round(lat.ms_before, 4),
+        "latency_ms_after": round(lat.ms_after, 4),
+        "latency_ratio": round(lat.ratio, 4),
+        "latency_ci": [round(lat.ci[0], 4), round(lat.ci[1], 4)],
+        "latency_spread": [round(lat.iqr[0], 4), round(lat.iqr[1], 4)],
+        "latency_verdict": lat.verdict.value,
+        "latency_rounds": lat.rounds,
+        "ort_level": lat.level_name,
+        "threads": lat.threads,
+    }
+
+
+_PASS_LATENCY_KEYS = ("latency_ms_before", "latency_ms_after", "latency_spread", "latency_ci", "latency_ratio", "latency_verdict", "ort_level")
+
+
+def _cost_dict(cost: CostDelta | None) -> dict[str, Any]:
+    if cost is None:
+        return {k: None for k in ("flops_before", "flops_after", "int_ops_before", "int_ops_after", "bytes_before",
+                                  "bytes_after", "predicted_s_before", "predicted_s_after")}
+    b, a = cost.before, cost.after
+    return {
+        "flops_before": b.flops, "flops_after": a.flops, "int_ops_before": b.int_ops, "int_ops_after": a.int_ops,
+        "bytes_before": b.bytes, "bytes_after": a.bytes, "predicted_s_before": b.predicted_s, "predicted_s_after": a.predicted_s,
+    }
+
+
+def _pass_dict(r: PassRecord) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "name": r.name,
+        "iteration": r.iteration,
+        "status": r.status.value,
+        "cause": None if r.cause is None else r.cause.value,
+        "rewrites": r.rewrites,
+        "nodes_before": r.nodes_before,
+        "nodes_after": r.nodes_after,
+        "seconds": round(r.seconds, 6),
+        "verified": r.verified,
+        "max_abs_error": _num(r.max_abs_error),
+        "reason": r.reason,
+        "notes": [n for n in r.notes if "Traceback" not in n],
+    }
+    d.update(_cost_dict(r.cost))
+    lat = _latency_dict(r.latency)
+    d.update({k: lat.get(k) for k in _PASS_LATENCY_KEYS})
+    return _clean(d)
+
+
+def _hardware_dict(hw: Any) -> dict[str, Any] | None:
+    if hw is None:
+        return None
+    return {
+        "name": hw.name,
+        "peak_flops": hw.peak_flops,
+        "bandwidth_bytes_per_s": hw.bandwidth,
+        "ridge_flops_per_byte": hw.ridge(),
+        "channel_multiple": hw.channel_multiple,
+        "overhead_s": hw.overhead_s,
+        "kind": hw.kind,
+        "source": hw.source,
+    }
+
+
+def report_dict(report: Report) -> dict[str, Any]:
     """The stable JSON shape of a report (documented in the README; fields are only ever added)."""
-    passes = []
-    for r in report.passes:
-        d = {
-            "name": r.name,
-            "iteration": r.iteration,
-            "status": r.status,
-            "rewrites": r.rewrites,
-            "nodes_before": r.nodes_before,
-            "nodes_after": r.nodes_after,
-            "seconds": round(r.seconds, 6),
-            "verified": r.verified,
-            "max_abs_error": _num(r.max_abs_error),
-            "reason": r.reason,
-            "notes": [n for n in r.notes if "Traceback" not in n],
-        }
-        for k in ("flops_before", "flops_after", "int_ops_before", "int_ops_after", "bytes_before", "bytes_after",
-                  "predicted_s_before", "predicted_s_after", "latency_ms_before", "latency_ms_after", "latency_spread",
-                  "latency_ratio", "latency_verdict", "ort_level"):
-            d[k] = _clean(r.extra.get(k))
-        passes.append(d)
-    hw = report.extra.get("_hardware")
-    before, after = report.extra.get("_before"), report.extra.get("_after")
-    rho_b, n_b = correlation(before)
-    rho_a, n_a = correlation(after)
-    out: dict[str, Any] = {
+    rho_b, n_b = correlation(report.before)
+    rho_a, n_a = correlation(report.after)
+    return {
         "schema_version": SCHEMA_VERSION,
         "model": {"path": report.model_path, "nodes": report.nodes_before, "params": report.params_before},
         "output": {"paths": report.output_paths, "nodes": report.nodes_after, "params": report.params_after},
         "target": report.target,
         "pipeline": report.pipeline,
-        "hardware": None if hw is None else {
-            "name": hw.name,
-            "peak_flops": hw.peak_flops,
-            "bandwidth_bytes_per_s": hw.bandwidth,
-            "ridge_flops_per_byte": hw.ridge(),
-            "channel_multiple": hw.channel_multiple,
-            "overhead_s": hw.overhead_s,
-            "kind": hw.kind,
-            "source": hw.source,
-        },
+        "deploy_level": ORT_LEVEL_NAMES[report.deploy_level],
+        "measured": report.measured,
+        "hardware": _hardware_dict(report.hardware),
         "verification": {
             "description": report.verification,
             "ok": None if report.final_check is None else report.final_check.ok,
             "max_abs_error": None if report.final_check is None else _num(report.final_check.max_abs_error),
         },
-        "passes": passes,
-        "before": _side(before),
-        "after": _side(after),
-        "latency": _clean(report.extra.get("latency")),
+        "passes": [_pass_dict(r) for r in report.passes],
+        "backed_off": report.backed_off,
+        "reverted": report.reverted,
+        "before": _side(report.before),
+        "after": _side(report.after),
+        "latency": {level: _clean(_latency_dict(lat)) for level, lat in report.latency.items()},
+        "disagreement": report.disagreement or None,
         "prediction_vs_measurement": {
             "spearman_before": rho_b, "operators_before": n_b, "spearman_after": rho_a, "operators_after": n_a,
         },
         "warnings": report.warnings,
         "seconds": round(report.seconds, 3),
     }
-    return out
 
 
 def _err(x: float | None) -> str:
@@ -138,43 +181,48 @@ def _ms(x: float) -> str:
     return f"{x * 1e3:.3g}ms"
 
 
-def _lat(e: dict) -> str:
-    if "latency_ms_after" not in e or e.get("latency_ms_after") is None:
+def _lat(lat: Latency | None) -> str:
+    if lat is None:
         return "-"
-    q1, q3 = e.get("latency_spread") or (None, None)
-    mark = {"faster": "", "slower": " slower", "noise": " (noise)"}.get(e.get("latency_verdict", ""), "")
-    return f"{e['latency_ms_before']:.3g}→{e['latency_ms_after']:.3g}ms ×{e['latency_ratio']:.2f} [{q1:.2f}-{q3:.2f}]{mark}"
+    mark = {"faster": "", "slower": " slower", "noise": " (noise)"}[lat.verdict.value]
+    return f"{lat.ms_before:.3g}→{lat.ms_after:.3g}ms {lat.describe()}{mark}"
 
 
-HEADERS = ["pass", "status", "rewrites", "nodes", "FLOPs", "traffic", "predicted", "measured (ORT_DISABLE_ALL)", "max error", "s"]
+def headers(report: Report) -> list[str]:
+    return ["pass", "status", "rewrites", "nodes", "FLOPs", "traffic", "predicted",
+            f"measured ({ORT_LEVEL_NAMES[report.deploy_level]})", "max error", "s"]
 
 
-def pass_rows(report: Any) -> list[list[str]]:
+def _shown(r: PassRecord) -> bool:
+    """Cost and latency columns are shown for passes that changed the model or were rejected for it."""
+    return r.status in (Status.APPLIED, Status.REJECTED)
+
+
+def pass_rows(report: Report) -> list[list[str]]:
     rows = []
     for r in report.passes:
-        e = r.extra
-        status = r.status if r.status != "rolled back" else "ROLLED BACK"
+        c = r.cost if _shown(r) else None
+        status = r.status.value.upper() if r.status in (Status.ROLLED_BACK, Status.REJECTED) else r.status.value
         rows.append(
             [
                 r.name + (f" #{r.iteration}" if r.iteration > 1 else ""),
                 status,
                 str(r.rewrites),
                 f"{r.nodes_before}→{r.nodes_after}" if r.nodes_before != r.nodes_after else str(r.nodes_after),
-                _delta(e.get("flops_before"), e.get("flops_after"), lambda v: human(v)) if r.status == "applied" else "",
-                _delta(e.get("bytes_before"), e.get("bytes_after"), _mb) if r.status == "applied" else "",
-                _delta(e.get("predicted_s_before"), e.get("predicted_s_after"), _ms) if r.status == "applied" else "",
-                _lat(e) if r.status == "applied" else "",
-                _err(r.max_abs_error) if r.verified else ("-" if r.status != "applied" else "unverified"),
+                _delta(c.before.flops, c.after.flops, lambda v: human(v)) if c else "",
+                _delta(c.before.bytes, c.after.bytes, _mb) if c else "",
+                _delta(c.before.predicted_s, c.after.predicted_s, _ms) if c else "",
+                _lat(r.latency) if _shown(r) else "",
+                _err(r.max_abs_error) if r.verified else ("-" if r.status is not Status.APPLIED else "unverified"),
                 f"{r.seconds:.2f}",
             ]
         )
     return rows
 
 
-def summary_lines(report: Any) -> list[str]:
+def summary_lines(report: Report) -> list[str]:
     lines = []
-    hw = report.extra.get("_hardware")
-    before, after = report.extra.get("_before"), report.extra.get("_after")
+    hw, before, after = report.hardware, report.before, report.after
     lines.append(
         f"nodes {report.nodes_before} → {report.nodes_after}, parameters {report.params_before:,} → {report.params_after:,}; "
         f"{report.verification}"
@@ -193,21 +241,23 @@ def summary_lines(report: Any) -> list[str]:
         )
         if after.unknown:
             lines.append(f"{len(after.unknown)} operators could not be costed: " + "; ".join(after.unknown[:3]) + (" ..." if len(after.unknown) > 3 else ""))
-    lat = report.extra.get("latency") or {}
-    for level in ("disable", "all"):
-        e = lat.get(level)
-        if e and "latency_ms_after" in e:
-            lines.append(f"measured {e['ort_level']} ({e['threads']} threads, {e['latency_rounds']} interleaved rounds): {_lat(e)}")
-        elif e and "latency_error" in e:
-            lines.append(f"timing at {level} failed: {e['latency_error']}")
+    for level, lat in report.latency.items():
+        deploy = " (deploy level)" if level == report.deploy_level else ""
+        lines.append(f"measured {lat.level_name}{deploy}, {lat.threads} threads, {lat.rounds} interleaved rounds: {_lat(lat)} "
+                     "(median of per-round ratios after/before [95% CI])")
+    if report.backed_off:
+        what = "the original graph is written unchanged" if report.reverted else "dropped " + ", ".join(report.backed_off)
+        lines.append(f"backed off (the optimized model measured slower than the original): {what}")
+    if report.disagreement:
+        lines.append(f"prediction and measurement disagree: {report.disagreement}")
     rho, n = correlation(after)
     if rho is not None:
         lines.append(f"predicted vs measured per-operator time: Spearman rank correlation {rho:.2f} over {n} operators")
     return lines
 
 
-def top_rows(report: Any, k: int = 8) -> list[list[str]]:
-    after = report.extra.get("_after")
+def top_rows(report: Report, k: int = 8) -> list[list[str]]:
+    after = report.after
     if after is None:
         return []
     rows = []
@@ -220,11 +270,26 @@ def top_rows(report: Any, k: int = 8) -> list[list[str]]:
 TOP_HEADERS = ["operator", "op", "FLOP/B", "traffic", "predicted", "measured"]
 
 
-def print_terminal(report: Any, console: Console | None = None) -> None:
+def projected_line(report: Report) -> str:
+    """``--check``: what the passes would save, as one line."""
+    before, after, hw = report.before, report.after, report.hardware
+    if before is None or after is None or hw is None or not before.bytes:
+        return ""
+    saved = before.bytes - after.bytes
+    verb = "saved" if saved >= 0 else "added"
+    return (f"projected: memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({_mb(abs(saved))} {verb}, "
+            f"{100 * abs(saved) / before.bytes:.1f}%), predicted time {_ms(before.predicted_s)} → {_ms(after.predicted_s)} on {hw.name}")
+
+
+def not_kept(report: Report) -> list[PassRecord]:
+    return [r for r in report.passes if r.status in (Status.ROLLED_BACK, Status.REJECTED) or r.cause is Cause.BACKED_OFF]
+
+
+def print_terminal(report: Report, console: Console | None = None) -> None:
     console = console or Console()
     title = f"Rooftop: {report.model_path or 'model'}  ({report.target} target)"
     t = Table(title=title, title_justify="left")
-    for h in HEADERS:
+    for h in headers(report):
         t.add_column(h, justify="left" if h in ("pass", "status") else "right")
     for row in pass_rows(report):
         t.add_row(*row)
@@ -239,32 +304,32 @@ def print_terminal(report: Any, console: Console | None = None) -> None:
         for row in top:
             tt.add_row(*row)
         console.print(tt)
-    for r in report.passes:
-        if r.status == "rolled back":
-            console.print(f"  {r.name}: rolled back — {r.reason}", highlight=False)
+    for r in not_kept(report):
+        console.print(f"  {r.name}: {r.status.value} — {r.reason}", highlight=False)
     if report.output_paths:
         console.print("wrote " + ", ".join(report.output_paths), highlight=False)
 
 
-def markdown(report: Any) -> str:
+def markdown(report: Report) -> str:
     lines = [f"# Rooftop report: `{report.model_path or 'model'}`", "", f"Target `{report.target}`.", ""]
     lines += [f"- {s}" for s in summary_lines(report)]
-    lines += ["", "## Passes", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    hs = headers(report)
+    lines += ["", "## Passes", "", "| " + " | ".join(hs) + " |", "|" + "---|" * len(hs)]
     for row in pass_rows(report):
         lines.append("| " + " | ".join(row) + " |")
     top = top_rows(report)
     if top:
         lines += ["", "## Top memory-bound operators (after)", "", "| " + " | ".join(TOP_HEADERS) + " |", "|" + "---|" * len(TOP_HEADERS)]
         lines += ["| " + " | ".join(r) + " |" for r in top]
-    rb = [r for r in report.passes if r.status == "rolled back"]
+    rb = not_kept(report)
     if rb:
-        lines += ["", "## Rolled back", ""] + [f"- `{r.name}`: {r.reason}" for r in rb]
+        lines += ["", "## Not kept", ""] + [f"- `{r.name}` {r.status.value}: {r.reason}" for r in rb]
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: Any, path: str | os.PathLike[str]) -> None:
+def write_report(report: Report, path: str | os.PathLike[str]) -> None:
     """Write a report file; the format follows the extension (.json, .md, .html)."""
     p = Path(path)
     ext = p.suffix.lower()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from rooftop.analysis.costs import ModelCost, NodeCost
 from rooftop.analysis.hardware import HardwareProfile
+from rooftop.records import Costs
 
 
 @dataclass
@@ -68,6 +69,9 @@ class Roofline:
             "predicted_s": self.predicted_s,
             "unknown_nodes": len(self.unknown),
         }
+
+    def costs(self) -> Costs:
+        return Costs(self.flops, self.int_ops, self.bytes, self.predicted_s)
 
     def top_memory_bound(self, k: int = 10) -> list[Row]:
         rows = [r for r in self.rows if r.bound == "memory" and r.predicted_s is not None]

@@ -3,12 +3,15 @@
 Two models are compared in rounds; in each round both run once, in alternating
 order (A B, then B A, ...), so drift of the machine (frequency, other load)
 falls on both. The per-round ratio B/A is the statistic: its median is the
-speed-up and its interquartile range the spread. A ratio whose interquartile
-range contains 1.0 is noise, not a win.
+speed-up, with a 95% confidence interval from order statistics. A comparison is
+slower (or faster) only when its median leaves the noise band (``NOISE_BAND``,
+3%) and its confidence interval excludes 1.0; anything else is noise, not a win.
+Rounds stop early once more of them cannot change the outcome.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,13 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import ModelProto
 
-LEVELS = ("disable", "basic", "extended", "all")
-ORT_LEVEL_NAMES = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
+from rooftop.records import NOISE_BAND, ORT_LEVEL_NAMES, Latency, OpGrowth, verdict
+
+LEVELS = tuple(ORT_LEVEL_NAMES)
 
 
 def physical_cores() -> int:
@@ -76,6 +75,7 @@ class Comparison:
     ratios: list[float]
     level: str
     threads: int
+    band: float = NOISE_BAND
 
     @property
     def ratio(self) -> float:
@@ -90,33 +90,60 @@ class Comparison:
         return float(np.percentile(self.ratios, 75))
 
     @property
+    def ci(self) -> tuple[float, float]:
+        return median_ci(self.ratios)
+
+    @property
     def verdict(self) -> str:
-        if self.ratio_q3 < 1.0:
-            return "faster"
-        if self.ratio_q1 > 1.0:
-            return "slower"
-        return "noise"
+        return verdict(self.ratio, self.ci, self.band).value
+
+    def latency(self) -> Latency:
+        return Latency(
+            level=self.level,
+            threads=self.threads,
+            rounds=len(self.ratios),
+            ms_before=self.a.median_ms,
+            ms_after=self.b.median_ms,
+            ratio=self.ratio,
+            ci=self.ci,
+            iqr=(self.ratio_q1, self.ratio_q3),
+            band=self.band,
+        )
 
     def describe(self) -> str:
+        lo, hi = self.ci
         return (
-            f"{self.b.label} / {self.a.label} = {self.ratio:.3f} (IQR {self.ratio_q1:.3f}-{self.ratio_q3:.3f}, "
+            f"{self.b.label} / {self.a.label} = {self.ratio:.3f} (95% CI of the median {lo:.3f}-{hi:.3f}, "
             f"{len(self.ratios)} interleaved rounds, {ORT_LEVEL_NAMES[self.level]}, {self.threads} threads): {self.verdict}"
         )
 
-    def as_dict(self) -> dict:
-        return {
-            "level": ORT_LEVEL_NAMES[self.level],
-            "threads": self.threads,
-            "rounds": len(self.ratios),
-            "latency_ms_before": round(self.a.median_ms, 4),
-            "latency_ms_after": round(self.b.median_ms, 4),
-            "latency_spread_ms_before": round(self.a.spread_ms, 4),
-            "latency_spread_ms_after": round(self.b.spread_ms, 4),
-            "ratio": round(self.ratio, 4),
-            "ratio_q1": round(self.ratio_q1, 4),
-            "ratio_q3": round(self.ratio_q3, 4),
-            "verdict": self.verdict,
-        }
+
+def median_ci(ratios: Sequence[float]) -> tuple[float, float]:
+    """95% confidence interval of the median from order statistics (distribution-free):
+    ranks (n - 1.96 sqrt n) / 2 and (n + 1.96 sqrt n) / 2 of the sorted rounds."""
+    x = np.sort(np.asarray(ratios, dtype=np.float64))
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan")
+    half = 1.96 * math.sqrt(n) / 2
+    lo = max(0, int(math.floor(n / 2 - half)) - 1)
+    hi = min(n - 1, int(math.ceil(n / 2 + half)) - 1)
+    return float(x[lo]), float(x[hi])
+
+
+def decided(ratios: Sequence[float], band: float, stop: str) -> bool:
+    """Whether more rounds can still change what the comparison is used for.
+
+    ``gate``: the keep/reject decision, settled once the CI lies wholly above 1 + band (slower)
+    or wholly below it (cannot be slower). ``verdict``: settled once the CI lies beyond the band
+    on either side or wholly inside it. ``budget``: never (spend the whole budget).
+    """
+    if stop == "budget":
+        return False
+    lo, hi = median_ci(ratios)
+    if stop == "gate":
+        return lo > 1.0 + band or hi < 1.0 + band
+    return lo > 1.0 + band or hi < 1.0 - band or (lo > 1.0 - band and hi < 1.0 + band)
 
 
 def session(model: ModelProto, level: str = "disable", threads: int = 0):
@@ -146,6 +173,20 @@ def compare(
     *,
     level: str = "disable",
     threads: int = 0,
+    **kwargs,
+) -> Comparison:
+    """Time ``a`` and ``b`` interleaved on the same inputs (see ``compare_sessions``)."""
+    threads = threads or physical_cores()
+    return compare_sessions(session(a, level, threads), session(b, level, threads), feeds, level=level, threads=threads, **kwargs)
+
+
+def compare_sessions(
+    sa,
+    sb,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    level: str,
+    threads: int,
     budget_s: float = 2.0,
     warmup: int = 3,
     min_rounds: int = 10,
@@ -153,10 +194,11 @@ def compare(
     labels: tuple[str, str] = ("before", "after"),
     progress: Callable[[float], None] | None = None,
     min_round_s: float = 0.01,
+    band: float = NOISE_BAND,
+    stop: str = "budget",
 ) -> Comparison:
-    """Time ``a`` and ``b`` interleaved on the same inputs until ``budget_s`` is spent."""
-    threads = threads or physical_cores()
-    sa, sb = session(a, level, threads), session(b, level, threads)
+    """Time two sessions interleaved until ``budget_s`` is spent, or earlier once ``stop``
+    (``gate``, ``verdict``) says more rounds cannot change the outcome."""
     ra, rb = _runner(sa, feeds), _runner(sb, feeds)
     for _ in range(warmup):
         ra()
@@ -181,17 +223,13 @@ def compare(
         i += 1
         if progress is not None:
             progress(min(1.0, (time.perf_counter() - start) / budget_s))
-    return Comparison(ta, tb, ratios, level, threads)
+        if i >= min_rounds and i % 2 == 0 and decided(ratios, band, stop):
+            break
+    return Comparison(ta, tb, ratios, level, threads, band)
 
 
-def profile_nodes(
-    model: ModelProto, feeds: Mapping[str, np.ndarray], *, level: str = "disable", threads: int = 0, runs: int = 10
-) -> dict[str, float]:
-    """Median time per run of every node, from onnxruntime's profiler (node name -> seconds).
-
-    Nodes without a name are named after their first output (as the roofline rows are), so
-    measured and predicted rows join by name. At ``disable`` no node is fused or renamed.
-    """
+def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: str, threads: int, runs: int) -> list[list[dict]]:
+    """onnxruntime profiler node events, one list per run after two warm-up runs."""
     import json
     import tempfile
 
@@ -204,20 +242,61 @@ def profile_nodes(
             n.name = n.output[0] if n.output else n.op_type
     with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
         sess = make_session(m, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"))
+        del m
         names = [o.name for o in sess.get_outputs()]
-        for _ in range(2):
-            sess.run(names, dict(feeds))  # warm-up (profiled too; dropped below)
-        for _ in range(runs):
+        for _ in range(2 + runs):
             sess.run(names, dict(feeds))
         path = sess.end_profiling()
         with open(path) as f:
             events = json.load(f)
-    per: dict[str, list[float]] = {}
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    per_run: list[list[dict]] = [[] for _ in spans]
     for e in events:
         if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
             continue
-        per.setdefault(e["name"][: -len("_kernel_time")], []).append(float(e.get("dur", 0)) * 1e-6)
-    return {k: float(np.median(v[2:] if len(v) > 2 else v)) for k, v in per.items()}
+        for i, (t0, t1) in enumerate(spans):
+            if t0 <= e["ts"] <= t1:
+                per_run[i].append(e)
+                break
+    return per_run[2:] if len(per_run) > 2 else per_run
+
+
+def profile_nodes(
+    model: ModelProto, feeds: Mapping[str, np.ndarray], *, level: str = "disable", threads: int = 0, runs: int = 10
+) -> dict[str, float]:
+    """Median time per run of every node, from onnxruntime's profiler (node name -> seconds).
+
+    Nodes without a name are named after their first output (as the roofline rows are), so
+    measured and predicted rows join by name. At ``disable`` no node is fused or renamed.
+    """
+    per: dict[str, list[float]] = {}
+    for run in _profile_events(model, feeds, level, threads, runs):
+        for e in run:
+            per.setdefault(e["name"][: -len("_kernel_time")], []).append(float(e.get("dur", 0)) * 1e-6)
+    return {k: float(np.median(v)) for k, v in per.items()}
+
+
+def profile_op_types(
+    model: ModelProto, feeds: Mapping[str, np.ndarray], *, level: str = "disable", threads: int = 0, runs: int = 5
+) -> dict[str, float]:
+    """Median seconds per run spent in each operator type (as the kernels onnxruntime runs at
+    ``level`` name themselves: fused and layout-changed kernels appear under their own names)."""
+    totals: dict[str, list[float]] = {}
+    event_runs = _profile_events(model, feeds, level, threads, runs)
+    for i, run in enumerate(event_runs):
+        for e in run:
+            op = str((e.get("args") or {}).get("op_name") or "?")
+            col = totals.setdefault(op, [0.0] * len(event_runs))
+            col[i] += float(e.get("dur", 0)) * 1e-6
+    return {k: float(np.median(v)) for k, v in totals.items()}
+
+
+def op_growth(before: Mapping[str, float], after: Mapping[str, float], k: int = 3, *, shrank: bool = False) -> list[OpGrowth]:
+    """The ``k`` operator types whose measured time grew most from ``before`` to ``after``
+    (``shrank``: fell most)."""
+    rows = [OpGrowth(op, before.get(op, 0.0) * 1e3, after.get(op, 0.0) * 1e3) for op in set(before) | set(after)]
+    rows.sort(key=lambda r: r.grew_ms, reverse=not shrank)
+    return [r for r in rows[:k] if (r.grew_ms < 0 if shrank else r.grew_ms > 0)]
 
 
 def join_measured(rows, times: Mapping[str, float]) -> int:

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,6 +23,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
+from rooftop.errors import first_line
+from rooftop.records import Cause, CostDelta, Latency, PassRecord, Status
 
 
 @dataclass
@@ -44,29 +46,22 @@ class PassResult:
 
 @dataclass
 class Validation:
-    """What the pipeline's after-pass callback says about a candidate model."""
+    """What the pipeline's after-pass callback says about a candidate model.
 
-    ok: bool
+    ``cause`` is None when the candidate is kept; otherwise it says why not, and decides the
+    record's status: ``Cause.SLOWER`` rejects the pass, any other cause rolls it back.
+    """
+
+    cause: Cause | None = None
     reason: str = ""
     max_abs_error: float | None = None
     verified: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    cost: CostDelta | None = None
+    latency: Latency | None = None
 
-
-@dataclass
-class PassRecord:
-    name: str
-    iteration: int = 1
-    status: str = "pending"  # applied | unchanged | rolled back
-    rewrites: int = 0
-    nodes_before: int = 0
-    nodes_after: int = 0
-    seconds: float = 0.0
-    reason: str = ""
-    notes: list[str] = field(default_factory=list)
-    verified: bool = False
-    max_abs_error: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    @property
+    def ok(self) -> bool:
+        return self.cause is None
 
 
 class Pass:
@@ -221,7 +216,11 @@ AfterPass = Callable[[str, ModelProto], Validation]
 
 
 class PassManager:
-    """Runs passes in order, validating each, rolling back the ones that fail."""
+    """Runs passes in order, validating each, rolling back the ones that fail.
+
+    ``skip`` maps pipeline positions not to run to the (status, cause, reason) their record gets
+    (the pipeline's back-off uses it); the model goes on unchanged past them.
+    """
 
     def __init__(
         self,
@@ -234,6 +233,7 @@ class PassManager:
         on_start: Callable[[str, int], None] | None = None,
         on_end: Callable[[PassRecord], None] | None = None,
         debug: bool = False,
+        skip: Mapping[int, tuple[Status, Cause, str]] | None = None,
     ) -> None:
         self.passes = list(passes)
         self.ctx = ctx
@@ -243,24 +243,34 @@ class PassManager:
         self.on_start = on_start
         self.on_end = on_end
         self.debug = debug
+        self.skip = dict(skip or {})
         self.records: list[PassRecord] = []
 
     def run(self, model: ModelProto) -> ModelProto:
+        position = 0
         for iteration in range(1, self.max_iterations + 1):
             changed = 0
             for p in self.passes:
-                model, rec = self._run_one(p, model, iteration)
+                if position in self.skip:
+                    status, cause, reason = self.skip[position]
+                    rec = PassRecord(name=p.name, iteration=iteration, status=status, cause=cause, reason=reason, position=position)
+                    rec.nodes_before = rec.nodes_after = count_nodes(model)
+                else:
+                    model, rec = self._run_one(p, model, iteration)
+                    rec.position = position
                 self.records.append(rec)
                 if self.on_end:
                     self.on_end(rec)
-                if rec.status == "applied":
+                if rec.status is Status.APPLIED:
                     changed += rec.rewrites
+                position += 1
             if not changed:
                 break
         return model
 
     def _run_one(self, p: Pass, model: ModelProto, iteration: int) -> tuple[ModelProto, PassRecord]:
         rec = PassRecord(name=p.name, iteration=iteration, nodes_before=count_nodes(model))
+        rec.nodes_after = rec.nodes_before
         if self.on_start:
             self.on_start(p.name, iteration)
         t0 = time.perf_counter()
@@ -268,30 +278,26 @@ class PassManager:
             candidate, result = p.apply(model, self.ctx)
         except Exception as e:  # noqa: BLE001 - one broken pass must never lose the model
             rec.seconds = time.perf_counter() - t0
-            rec.status = "rolled back"
-            rec.reason = f"pass raised {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
+            rec.status, rec.cause = Status.ROLLED_BACK, Cause.RAISED
+            rec.reason = f"pass raised {type(e).__name__}: {first_line(e, '')}".rstrip(": ")
             if self.debug:
                 rec.notes.append(traceback.format_exc())
-            rec.nodes_after = rec.nodes_before
             return model, rec
         rec.seconds = time.perf_counter() - t0
         rec.rewrites = result.rewrites
         rec.notes.extend(result.notes)
         if result.rewrites == 0 or candidate is model:
-            rec.status = "unchanged"
             rec.rewrites = 0
-            rec.nodes_after = rec.nodes_before
             return model, rec
-        rec.nodes_after = count_nodes(candidate)
         if self.after_pass is not None:
             v = self.after_pass(p.name, candidate)
-            rec.verified = v.verified
-            rec.max_abs_error = v.max_abs_error
-            rec.extra.update(v.extra)
+            rec.verified, rec.max_abs_error = v.verified, v.max_abs_error
+            rec.cost, rec.latency = v.cost, v.latency
             if not v.ok:
-                rec.status = "rolled back"
-                rec.reason = v.reason
-                rec.nodes_after = rec.nodes_before
+                rec.cause, rec.reason = v.cause, v.reason
+                rec.status = Status.REJECTED if v.cause is Cause.SLOWER else Status.ROLLED_BACK
                 return model, rec
-        rec.status = "applied"
+        rec.nodes_after = count_nodes(candidate)
+        rec.status = Status.APPLIED
         return candidate, rec
+
