@@ -1,0 +1,251 @@
+"""Measurement decides: a pass that makes the model slower at the deploy level is rejected; a
+final model slower than the original backs off, at worst to the original graph.
+
+Two kinds of test: with real onnxruntime timing (a pass that slows the model by far more than
+5x, a neutral pass), and with a deterministic comparator that prices a model by its marker
+nodes, so the back-off logic is tested exactly, without the machine's noise.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from helpers import cli, init, make_model, ops, run, vi
+
+import rooftop
+from rooftop import passes as P
+from rooftop.analysis.timing import decided, median_ci
+from rooftop.passes.base import Pass, PassResult
+from rooftop.records import Cause, Latency, Status, Verdict, verdict
+
+N = 96
+
+
+def base_model() -> onnx.ModelProto:
+    w = (np.random.default_rng(0).standard_normal((N, N)) / np.sqrt(N)).astype(np.float32)
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), onnx.helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    return make_model(nodes, [vi("x", [N, N])], [vi("y", [N, N])], [init("w", w)])
+
+
+class SlowsDown(Pass):
+    """y + 0 * (a chain of 40 extra MatMuls): the same outputs, far more work."""
+
+    name = "test-slow"
+    summary = "adds work that does not change the outputs"
+
+    def run(self, graph, ctx):
+        if any(n.name.startswith("slow") for n in graph.nodes):
+            return PassResult(0)
+        relu = next(n for n in graph.nodes if n.op == "Relu")
+        x = graph.inputs[0]
+        q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((N, N)))
+        w = gs.Constant("slow_w", (0.5 * q).astype(np.float32))
+        t = x
+        for i in range(40):
+            out = gs.Variable(f"slow_t{i}", dtype=np.float32)
+            graph.nodes.append(gs.Node("MatMul", f"slow_mm{i}", inputs=[t, w], outputs=[out]))
+            t = out
+        zero = gs.Constant("slow_zero", np.zeros((1,), np.float32))
+        z = gs.Variable("slow_z", dtype=np.float32)
+        graph.nodes.append(gs.Node("Mul", "slow_mul", inputs=[t, zero], outputs=[z]))
+        y = relu.outputs[0]
+        pre = gs.Variable("slow_pre", dtype=np.float32)
+        relu.outputs = [pre]
+        graph.nodes.append(gs.Node("Add", "slow_add", inputs=[pre, z], outputs=[y]))
+        return PassResult(1)
+
+
+class Renames(Pass):
+    """Renames one node: a change to the model that computes exactly the same, equally fast."""
+
+    name = "test-neutral"
+    summary = "renames a node"
+
+    def run(self, graph, ctx):
+        node = next((n for n in graph.nodes if n.name == "mm"), None)
+        if node is None:
+            return PassResult(0)
+        node.name = "mm_renamed"
+        return PassResult(1)
+
+
+def marker_pass(suffix: str) -> type[Pass]:
+    class Marker(Pass):
+        """Puts one Identity named marker_<suffix> before the graph output."""
+
+        name = f"test-marker-{suffix}"
+        summary = "adds a marker node"
+
+        def run(self, graph, ctx):
+            if any(n.name == f"marker_{suffix}" for n in graph.nodes):
+                return PassResult(0)
+            relu = next(n for n in graph.nodes if n.op == "Relu")
+            y = relu.outputs[0]
+            mid = gs.Variable(f"marker_{suffix}_in", dtype=np.float32)
+            relu.outputs = [mid]
+            graph.nodes.append(gs.Node("Identity", f"marker_{suffix}", inputs=[mid], outputs=[y]))
+            return PassResult(1)
+
+    return Marker
+
+
+MARKERS = [marker_pass(s) for s in "abcde"]
+
+
+def markers(m: onnx.ModelProto) -> int:
+    return sum(n.name.startswith("marker_") for n in m.graph.node)
+
+
+def priced(step: float):
+    """A comparator that prices a model at 1 + step per marker node, with no noise at all."""
+    calls: list[tuple[int, int, str, str]] = []
+
+    def compare(before, after, level, stop):
+        a, b = 1.0 + step * markers(before), 1.0 + step * markers(after)
+        calls.append((markers(before), markers(after), level, stop))
+        r = b / a
+        return Latency(level=level, threads=1, rounds=10, ms_before=a, ms_after=b, ratio=r, ci=(r, r), iqr=(r, r))
+
+    compare.calls = calls  # type: ignore[attr-defined]
+    return compare
+
+
+@pytest.fixture
+def test_passes(monkeypatch):
+    for cls in (SlowsDown, Renames, *MARKERS):
+        monkeypatch.setitem(P.REGISTRY, cls.name, cls)
+
+
+# -- the rule ---------------------------------------------------------------------------------
+
+def test_verdict_rule():
+    assert verdict(1.10, (1.05, 1.20)) is Verdict.SLOWER
+    assert verdict(1.10, (0.99, 1.20)) is Verdict.NOISE  # the CI reaches 1.0
+    assert verdict(1.02, (1.01, 1.03)) is Verdict.NOISE  # inside the 3% band
+    assert verdict(0.90, (0.85, 0.95)) is Verdict.FASTER
+    assert verdict(0.98, (0.97, 0.99)) is Verdict.NOISE
+    assert verdict(1.02, (1.01, 1.03), band=0.01) is Verdict.SLOWER
+
+
+def test_median_ci_narrows_with_rounds():
+    r = np.random.default_rng(0)
+    few = median_ci(1.0 + 0.05 * r.standard_normal(12))
+    many = median_ci(1.0 + 0.05 * r.standard_normal(400))
+    assert few[0] < 1.0 < few[1] and many[0] < 1.0 < many[1]
+    assert (many[1] - many[0]) < (few[1] - few[0]) / 2
+
+
+def test_adaptive_stop():
+    assert decided([2.0] * 10, 0.03, "gate")  # clearly slower
+    assert decided([1.0] * 10, 0.03, "gate")  # clearly not slower
+    assert not decided(list(np.linspace(0.9, 1.2, 10)), 0.03, "gate")  # could be either
+    assert not decided([2.0] * 10, 0.03, "budget")
+
+
+# -- real timing ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("level", ["all", "disable"])
+def test_slow_pass_rejected_neutral_kept(test_passes, level):
+    m = base_model()
+    out, rep = rooftop.optimize(m, passes=["test-slow", "test-neutral"], deploy_level=level, time_budget=0.5,
+                                hardware="xeon-avx512", profile_nodes=False)
+    slow, neutral = rep.passes
+    assert slow.status is Status.REJECTED and slow.cause is Cause.SLOWER
+    assert slow.latency is not None and slow.latency.ratio > 5 and slow.latency.verdict is Verdict.SLOWER
+    level_name = {"all": "ORT_ENABLE_ALL", "disable": "ORT_DISABLE_ALL"}[level]
+    assert slow.reason.startswith(f"slower at {level_name}: ×")
+    assert neutral.status is Status.APPLIED and neutral.latency is not None
+    assert neutral.latency.verdict is not Verdict.SLOWER
+    assert not any(n.name.startswith("slow") for n in out.graph.node)
+    assert [n.name for n in out.graph.node] == ["mm_renamed", "relu"]
+    assert set(rep.latency) == ({"disable", "all"} if level == "all" else {"disable"})
+    assert any(w.startswith("pass test-slow rejected: slower at") for w in rep.warnings)
+
+
+def test_keep_slower_keeps_it(test_passes):
+    out, rep = rooftop.optimize(base_model(), passes=["test-slow"], keep_slower=True, time_budget=0.3,
+                                hardware="xeon-avx512", profile_nodes=False)
+    assert rep.passes[0].status is Status.APPLIED
+    assert rep.latency["all"].verdict is Verdict.SLOWER and not rep.backed_off
+    x = np.random.default_rng(3).standard_normal((N, N)).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(base_model(), {"x": x})[0])
+
+
+def test_cli_reports_rejection(test_passes, tmp_path):
+    from rooftop.cli import main
+
+    src = tmp_path / "m.onnx"
+    onnx.save(base_model(), src)
+    code = main([str(src), "-o", str(tmp_path / "o.onnx"), "--passes", "test-slow", "--time-budget", "0.3",
+                 "--hardware", "xeon-avx512", "--report", str(tmp_path / "r.json"), "-q"])
+    assert code == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    p = rep["passes"][0]
+    assert p["status"] == "rejected" and p["cause"] == "slower" and p["latency_verdict"] == "slower"
+    assert p["ort_level"] == "ORT_ENABLE_ALL" and rep["deploy_level"] == "ORT_ENABLE_ALL"
+    assert ops(onnx.load(tmp_path / "o.onnx")) == ["MatMul", "Relu"]
+
+
+# -- the decision logic, priced exactly ---------------------------------------------------------
+
+def test_each_pass_in_noise_but_together_slower_backs_off(test_passes):
+    cmp = priced(0.02)  # each marker +2%: within the 3% band alone, 6% with three
+    out, rep = rooftop.optimize(base_model(), passes=[c.name for c in MARKERS[:3]], comparator=cmp, analyze=False)
+    assert [r.status for r in rep.passes] == [Status.SKIPPED, Status.SKIPPED, Status.APPLIED]
+    assert all(r.cause is Cause.BACKED_OFF and "slower than the original" in r.reason for r in rep.passes[:2])
+    assert rep.backed_off == ["test-marker-a", "test-marker-b"] and not rep.reverted
+    assert markers(out) == 1 and rep.latency["all"].verdict is Verdict.NOISE
+    # the per-pass gate ran once per pass in the first run, at the deploy level
+    assert [c for c in cmp.calls if c[3] == "gate"] == [(0, 1, "all", "gate"), (1, 2, "all", "gate"), (2, 3, "all", "gate")]
+
+
+def test_back_off_that_does_not_help_writes_the_original(test_passes, tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(base_model(), src)
+    out, rep = rooftop.optimize(str(src), tmp_path / "o.onnx", passes=[c.name for c in MARKERS], comparator=priced(0.02), analyze=False)
+    assert rep.reverted and markers(out) == 0
+    assert all(r.status is Status.SKIPPED and r.cause is Cause.BACKED_OFF for r in rep.passes)
+    written = onnx.load(tmp_path / "o.onnx")
+    assert [n.name for n in written.graph.node] == ["mm", "relu"]
+    assert any("original graph is written unchanged" in w for w in rep.warnings)
+
+
+def test_keep_slower_skips_back_off(test_passes):
+    out, rep = rooftop.optimize(base_model(), passes=[c.name for c in MARKERS[:3]], comparator=priced(0.02),
+                                analyze=False, keep_slower=True)
+    assert all(r.status is Status.APPLIED for r in rep.passes) and markers(out) == 3 and not rep.backed_off
+
+
+def test_gate_rejects_a_pass_priced_slower(test_passes):
+    out, rep = rooftop.optimize(base_model(), passes=["test-marker-a", "test-marker-b"], comparator=priced(0.5), analyze=False)
+    a, b = rep.passes
+    assert a.status is Status.REJECTED and b.status is Status.REJECTED  # each +50% against the state before it
+    assert markers(out) == 0 and not rep.backed_off
+
+
+def test_no_time_says_measurement_did_not_decide(test_passes):
+    _, rep = rooftop.optimize(base_model(), passes=["test-slow"], time=False, hardware="xeon-avx512")
+    assert rep.passes[0].status is Status.APPLIED  # kept on verification alone ...
+    assert sum("measurement did not decide" in w for w in rep.warnings) == 1  # ... and the run says so once
+
+
+def test_bad_deploy_level_is_a_usage_error(tmp_path):
+    res = cli("models/resnet_bn.onnx", "--deploy-level", "fastest")
+    assert res.returncode == 2 and "deploy-level" in res.stderr
+
+
+def test_model_onnxruntime_cannot_run_is_decided_by_structure(test_passes):
+    m = base_model()
+    m.graph.node.insert(0, onnx.helper.make_node("Mystery", ["x"], ["x_c"], name="custom", domain="acme"))
+    m.graph.node[1].input[0] = "x_c"
+    m.opset_import.append(onnx.helper.make_opsetid("acme", 1))
+    _, rep = rooftop.optimize(m, passes=["test-slow", "test-neutral"], hardware="xeon-avx512")
+    slow, neutral = rep.passes
+    assert slow.status is Status.REJECTED and slow.latency is None
+    assert slow.reason.startswith("predicted slower on xeon-avx512: ×") and "not measured" in slow.reason
+    assert neutral.status is Status.APPLIED
+    assert any("decided by structure alone" in w for w in rep.warnings)
