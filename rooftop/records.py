@@ -79,8 +79,8 @@ class CostDelta:
 
     @property
     def predicted_ratio(self) -> float | None:
-        if not self.before.predicted_s:
-            return None
+        if not self.before.predicted_s:  # nothing could be costed before
+            return None if not self.after.predicted_s else math.inf
         return self.after.predicted_s / self.before.predicted_s
 
 
