@@ -10,6 +10,7 @@ from rooftop.passes.pad_channels import PadChannels
 from rooftop.passes.requant import Requant
 from rooftop.passes.shape_chains import ShapeChains
 from rooftop.passes.simplify import Simplify
+from rooftop.passes.u8_activations import U8Activations
 
 REGISTRY: dict[str, type[Pass]] = {
     p.name: p
@@ -18,6 +19,7 @@ REGISTRY: dict[str, type[Pass]] = {
         Simplify,
         ShapeChains,
         FoldConvBN,
+        U8Activations,
         Requant,
         NhwcInt8,
         PadChannels,
@@ -26,7 +28,7 @@ REGISTRY: dict[str, type[Pass]] = {
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "requant", "nhwc-int8", "pad-channels", "cleanup"]
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "u8-activations", "requant", "nhwc-int8", "pad-channels", "cleanup"]
 
 __all__ = [
     "REGISTRY",

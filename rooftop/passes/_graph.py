@@ -152,3 +152,14 @@ def eval_const(t: gs.Tensor | None, limit: int = 1 << 20, _depth: int = 0) -> np
     if out is not None and out.nbytes > limit:
         return None
     return out
+
+
+def unique_name(graph: gs.Graph, base: str) -> str:
+    """A tensor name not used anywhere in ``graph`` (``base``, else ``base_1``, ``base_2``, ...)."""
+    taken = graph.tensors().keys()
+    if base not in taken:
+        return base
+    i = 1
+    while f"{base}_{i}" in taken:
+        i += 1
+    return f"{base}_{i}"

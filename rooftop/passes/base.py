@@ -21,10 +21,16 @@ from typing import Any, ClassVar
 
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
 from onnx import ModelProto
 
 from rooftop.errors import first_line
 from rooftop.records import Cause, CostDelta, Latency, PassRecord, Status
+
+# graphsurgeon logs to stdout/stderr on its own (a colour warning, a message before each exception
+# it raises): a pass's failure reaches the user once, as our one-line reason, not as its log text
+G_LOGGER.colors = False
+G_LOGGER.severity = G_LOGGER.CRITICAL + 10
 
 
 @dataclass
