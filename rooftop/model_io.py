@@ -71,7 +71,13 @@ def has_external_data(model: ModelProto) -> bool:
 
 
 def load_model(path: str | os.PathLike[str], *, check: bool = True) -> ModelProto:
-    """Load an ONNX model with its external data, or raise ``InputError`` with one clear line."""
+    """Load an ONNX model with its external data, or raise ``InputError`` with one clear line.
+    Models older than IR version 4 are raised to it (``upgrade_ir``)."""
+    return load_model_noted(path, check=check)[0]
+
+
+def load_model_noted(path: str | os.PathLike[str], *, check: bool = True) -> tuple[ModelProto, list[str]]:
+    """``load_model``, and the notes of what loading changed (an IR upgrade)."""
     p = Path(path)
     name = str(path)
     if not p.exists():
@@ -99,11 +105,31 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> ModelProt
     ):
         raise InputError(f"{name}: not an ONNX model (no ir_version or no graph)")
     _check_versions(model, name)
+    notes = [n for n in (upgrade_ir(model),) if n]
     if has_external_data(model):
         _load_external(model, p, name)
     if check:
         check_model(model, name, path_on_disk=p)
-    return model
+    return model, notes
+
+
+def upgrade_ir(model: ModelProto) -> str | None:
+    """IR version 3 and older: every initializer had to be listed as a graph input too (a
+    default value the caller could override). Passes that fold weights cannot keep that
+    invariant, and onnxruntime treats such weights as overridable and folds nothing. Raise
+    the IR version to 4 and list initializers only as initializers: what the model computes
+    for its real inputs is unchanged. Returns a note saying so, or None when nothing changed."""
+    if model.ir_version >= 4:
+        return None
+    inits = {t.name for t in model.graph.initializer}
+    listed = [i for i in model.graph.input if i.name in inits]
+    keep = [i for i in model.graph.input if i.name not in inits]
+    old = model.ir_version
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    model.ir_version = 4
+    what = f"; {len(listed)} initializers are no longer listed as graph inputs" if listed else ""
+    return f"IR version {old} raised to 4{what} (the model computes the same for its inputs)"
 
 
 def _check_versions(model: ModelProto, name: str) -> None:
@@ -283,6 +309,20 @@ def materialized(model: ModelProto) -> Iterator[str]:
         p = os.path.join(d, "model.onnx")
         write_with_external_data(model, p, "model.onnx.data")
         yield p
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps freed memory of
+    dropped onnxruntime sessions and protobuf copies otherwise, and the process's RSS stays at
+    its peak)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def is_large(model: ModelProto) -> bool:

@@ -238,8 +238,10 @@ class _Run:
     # -- after each pass -------------------------------------------------------------------
     def after_pass(self, name: str, candidate: ModelProto) -> Validation:
         if model_io.is_large(candidate):  # write it once; check and run it from disk
+            model_io.release_memory()  # the pass's graph and arrays are garbage now
             with model_io.materialized(candidate) as path:
                 v = self.validate(name, candidate, path)
+            model_io.release_memory()
         else:
             v = self.validate(name, candidate, None)
         if not v.ok:
@@ -471,9 +473,10 @@ def optimize(
     t0 = time.perf_counter()
     names = resolve_pipeline(opts.passes, opts.skip)
     _check_options(opts)
-    original, model_path = _load(model_or_path, output, opts, stage)
+    original, model_path, notes = _load(model_or_path, output, opts, stage)
 
     run = _Run(original, opts, stage)
+    run.warnings.extend(notes)
     run.prepare()
     nodes_before, params_before = len(original.graph.node), count_params(original)
     optimized, records = run.run_passes(names, {}, on_pass_start, on_pass_end)
@@ -514,16 +517,22 @@ def _with_kwargs(opts: Options, kwargs: dict[str, Any]) -> Options:
     return opts
 
 
-def _load(model_or_path, output, opts: Options, stage) -> tuple[ModelProto, str | None]:
+def _load(model_or_path, output, opts: Options, stage) -> tuple[ModelProto, str | None, list[str]]:
+    """The model to optimize, its path, and notes on what loading changed (IR upgrade)."""
     if isinstance(model_or_path, ModelProto):
         if output is not None:
             model_io.check_output_path(output, None)
-        return model_or_path, None
+        if model_or_path.ir_version < 4:
+            upgraded = ModelProto()
+            upgraded.CopyFrom(model_or_path)  # the caller's model is never changed
+            return upgraded, None, [n for n in (model_io.upgrade_ir(upgraded),) if n]
+        return model_or_path, None, []
     model_path = str(model_or_path)
     if output is not None:
         model_io.check_output_path(output, model_path, force=opts.force)
     stage("loading model")
-    return model_io.load_model(model_path), model_path
+    model, notes = model_io.load_model_noted(model_path)
+    return model, model_path, notes
 
 
 def _warn_rollbacks(records: list[PassRecord], warnings: list[str]) -> None:

@@ -22,7 +22,7 @@ import onnx
 from onnx import ModelProto
 
 from rooftop.errors import InputError, UsageError, first_line
-from rooftop.model_io import materialized, ort_source
+from rooftop.model_io import materialized, ort_source, release_memory
 
 DimValue = int | str | None
 
@@ -348,6 +348,7 @@ class Verifier:
         if self.available:
             self._ort_distance(original)
         self._tol = self.tolerances()
+        release_memory()  # the reference session is gone: give its memory back
 
     def _references(self, original: ModelProto, input_shapes, inputs_npz, seed: int) -> None:
         try:

@@ -57,20 +57,33 @@ class Cleanup(Pass):
         with untouched(model):
             graph = import_graph(model)
             res = self.run(graph, ctx)
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
-            out = export_like(graph, model)
-        nodes = len(model.graph.node) - len(out.graph.node) - res.rewrites
-        inits = len(model.graph.initializer) - len(out.graph.initializer)
-        for n, what in ((nodes, "dead node"), (inits, "unused initializer")):
-            if n > 0:
-                res.notes.append(f"removed {n} {what}{'s' if n != 1 else ''}")
-        res.rewrites += max(nodes, 0) + max(inits, 0)
-        if res.rewrites == 0 and _toposorted(model):
-            return model, res
+            nodes_before = len(model.graph.node)
+            graph.cleanup(remove_unused_graph_inputs=False)
+            nodes = nodes_before - len(graph.nodes) - res.rewrites
+            inits = len(model.graph.initializer) - _initializers(graph)
+            for n, what in ((nodes, "dead node"), (inits, "unused initializer")):
+                if n > 0:
+                    res.notes.append(f"removed {n} {what}{'s' if n != 1 else ''}")
+            res.rewrites += max(nodes, 0) + max(inits, 0)
+            # nothing removed and already in order: no export (it would copy every weight)
+            if res.rewrites == 0 and _toposorted(model) and not _has_subgraphs(model):
+                return model, res
+            out = export_like(graph.toposort(), model)
         if res.rewrites == 0:
             res.rewrites = 1
             res.notes.append("restored topological order")
         return out, res
+
+
+def _initializers(graph: gs.Graph) -> int:
+    """How many initializers the graph exports: constants read by its nodes or given as outputs."""
+    names = {t.name for n in graph.nodes for t in n.inputs if isinstance(t, gs.Constant)}
+    names |= {t.name for t in graph.outputs if isinstance(t, gs.Constant)}
+    return len(names)
+
+
+def _has_subgraphs(model: ModelProto) -> bool:
+    return any(a.type in (a.GRAPH, a.GRAPHS) for n in model.graph.node for a in n.attribute)
 
 
 def _toposorted(model: ModelProto) -> bool:

@@ -26,7 +26,8 @@ into it, an Add directly after it is its bias and BN/Mul after that Add fold
 into both; a BatchNormalization directly after a bias-less MatMul on a rank-2
 tensor becomes an Add of ``b``.
 
-Arithmetic is float64, cast back to the weight dtype (fp16 models stay fp16).
+Per-channel arithmetic is float64; weights are multiplied in float32 (float64 weights in float64)
+and cast back to the weight dtype (fp16 models stay fp16).
 New weights are always new initializers: a weight shared with another node is
 never changed under that node.
 
@@ -204,21 +205,27 @@ def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
 
 
 def _apply(lin: Linear, a: np.ndarray, b: np.ndarray) -> None:
-    """Fold ``z = a*y + b`` into ``lin`` in place (its arrays, not the graph)."""
-    W = lin.weight.astype(np.float64)
+    """Fold ``z = a*y + b`` into ``lin`` in place (its arrays, not the graph).
+
+    The per-channel factors are float64; the weight is multiplied in float32 (float64 weights
+    in float64) after rounding the factor once: one rounding per weight, and no float64 copy
+    of a weight that may be gigabytes."""
+    wide = np.float64 if lin.weight.dtype == np.float64 else np.float32
+    W = np.asarray(lin.weight).astype(wide, copy=False)
+    aw = a.astype(wide)
     node = lin.node
     if node.op == "Conv":
-        W = W * a.reshape((-1,) + (1,) * (W.ndim - 1))
+        W = W * aw.reshape((-1,) + (1,) * (W.ndim - 1))
     elif node.op == "ConvTranspose":
         g = int(node.attrs.get("group", 1))
         cin, cog = W.shape[0], W.shape[1]
         Wg = W.reshape((g, cin // g, cog) + W.shape[2:])
-        Wg = Wg * a.reshape((g, 1, cog) + (1,) * (W.ndim - 2))
+        Wg = Wg * aw.reshape((g, 1, cog) + (1,) * (W.ndim - 2))
         W = Wg.reshape(W.shape)
     elif node.op == "Gemm" and int(node.attrs.get("transB", 0)):
-        W = W * a[:, None]
+        W = W * aw[:, None]
     else:  # Gemm (B[K, N]) and MatMul
-        W = W * a[None, :]
+        W = W * aw[None, :]
     lin.weight = W
     base = lin.bias if lin.bias is not None else np.zeros(lin.channels)
     lin.bias = base * a + b
@@ -227,7 +234,7 @@ def _apply(lin: Linear, a: np.ndarray, b: np.ndarray) -> None:
 def _write(lin: Linear, dtype: np.dtype, name: str) -> None:
     """Put the folded weights and bias back on the node as fresh constants."""
     node = lin.node
-    node.inputs[1] = gs.Constant(f"{name}_W", lin.weight.astype(dtype))
+    node.inputs[1] = gs.Constant(f"{name}_W", lin.weight.astype(dtype, copy=False))
     bias = lin.bias
     if bias is None:
         return
