@@ -163,3 +163,37 @@ def unique_name(graph: gs.Graph, base: str) -> str:
     while f"{base}_{i}" in taken:
         i += 1
     return f"{base}_{i}"
+
+
+class Weight:
+    """A constant tensor's dtype and shape, its values read only when asked for: a pass can
+    look at every weight of a multi-GB model and load only those it rewrites."""
+
+    def __init__(self, tensor: gs.Tensor, values: np.ndarray | None = None) -> None:
+        self.tensor = tensor
+        self._values = values
+        if values is not None:
+            self.dtype, self.shape = values.dtype, tuple(values.shape)
+        else:
+            self.dtype, self.shape = np.dtype(tensor.dtype), tuple(tensor.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            self._values = const_value(self.tensor)
+        return self._values
+
+
+def const_weight(t: gs.Tensor | None) -> Weight | None:
+    """``const_value`` without reading an initializer's bytes until ``.values`` is asked for."""
+    if isinstance(t, gs.Constant):
+        try:
+            return Weight(t)
+        except TypeError:  # a dtype numpy has no name for: read it
+            pass
+    v = const_value(t)
+    return None if v is None else Weight(t, v)

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import const_value, eval_const, is_graph_output, single_consumer
+from rooftop.passes._graph import Weight, const_value, const_weight, eval_const, is_graph_output, single_consumer
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -62,7 +62,7 @@ class Linear:
     """A producer whose output channels can absorb a per-channel affine map."""
 
     node: gs.Node
-    weight: np.ndarray
+    weight: Weight | np.ndarray  # a Weight until folded (read only then), the folded array after
     bias: np.ndarray | None  # length C (already multiplied by Gemm's beta), or None
     channels: int
     out_rank: int | None  # rank of the output tensor when known
@@ -71,7 +71,7 @@ class Linear:
     out: gs.Tensor | None = None  # the tensor the followers read
 
 
-def _float(a: np.ndarray | None) -> bool:
+def _float(a: Weight | np.ndarray | None) -> bool:
     return a is not None and a.dtype.kind == "f"
 
 
@@ -156,7 +156,7 @@ def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear, graph: gs.Graph) 
 def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
     """Describe ``node`` as a foldable producer, or say why it is not one."""
     if node.op in ("Conv", "ConvTranspose"):
-        W = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
+        W = const_weight(node.inputs[1]) if len(node.inputs) > 1 else None
         if not _float(W):
             return "weights are not a float constant"
         B = None
@@ -172,7 +172,7 @@ def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
             C = W.shape[1] * g
         return Linear(node, W, None if B is None else B.astype(np.float64).reshape(-1), C, W.ndim, 1)
     if node.op == "Gemm":
-        B = const_value(node.inputs[1])
+        B = const_weight(node.inputs[1])
         if not _float(B) or B.ndim != 2:
             return "Gemm B is not a 2-D float constant"
         transB = int(node.attrs.get("transB", 0))
@@ -187,7 +187,7 @@ def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
             bias = np.broadcast_to(c.astype(np.float64).reshape(-1), (N,)) * float(node.attrs.get("beta", 1.0))
         return Linear(node, B, bias, N, 2, 1)
     if node.op == "MatMul":
-        B = const_value(node.inputs[1])
+        B = const_weight(node.inputs[1])
         if not _float(B) or B.ndim != 2:
             return "MatMul B is not a 2-D float constant"
         a_shape = node.inputs[0].shape if isinstance(node.inputs[0], gs.Variable) else None
@@ -211,7 +211,7 @@ def _apply(lin: Linear, a: np.ndarray, b: np.ndarray) -> None:
     in float64) after rounding the factor once: one rounding per weight, and no float64 copy
     of a weight that may be gigabytes."""
     wide = np.float64 if lin.weight.dtype == np.float64 else np.float32
-    W = np.asarray(lin.weight).astype(wide, copy=False)
+    W = np.asarray(lin.weight.values if isinstance(lin.weight, Weight) else lin.weight).astype(wide, copy=False)
     aw = a.astype(wide)
     node = lin.node
     if node.op == "Conv":
@@ -328,7 +328,7 @@ class FoldConvBN(Pass):
         for node in list(graph.nodes):
             if node.op != "Conv" or node.domain not in ("", "ai.onnx", None) or not node.outputs:
                 continue
-            W = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
+            W = const_weight(node.inputs[1]) if len(node.inputs) > 1 else None
             if W is None or W.dtype != np.float32:
                 continue
             y = node.outputs[0]

@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import bypass, const_value, is_graph_output
+from rooftop.passes._graph import bypass, const_value, const_weight, is_graph_output
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 Elem = Any  # int | tuple
@@ -173,9 +173,9 @@ class ShapeChains(Pass):
         vals: dict[str, Val] = {}
         for t in graph.tensors().values():
             if isinstance(t, gs.Constant):
-                c = const_value(t)
-                if c is not None and c.nbytes <= self.limit:
-                    vals[t.name] = Val(const=c)
+                w = const_weight(t)  # the size first: a weight over the limit is never read
+                if w is not None and int(np.prod(w.shape)) * w.dtype.itemsize <= self.limit:
+                    vals[t.name] = Val(const=w.values)
         for node in graph.nodes:
             if node.domain not in ("", "ai.onnx", None):
                 continue
