@@ -139,8 +139,8 @@ ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
 def tools(shape_args: list[str]) -> dict[str, list[str]]:
     py = sys.executable
     return {
-        "rooftop": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", *shape_args],
-        "rooftop-ort": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", "--target", "onnxruntime", "--no-time", *shape_args],
+        "rooftop": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", "--report", "{dst}.json", *shape_args],
+        "rooftop-ort": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", "--target", "onnxruntime", "--report", "{dst}.json", *shape_args],
         "rooftop-fast": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", "--no-verify", "--no-time", "--no-analysis", *shape_args],
         "onnxsim": [py, "-m", "onnxsim", "{src}", "{dst}"],
         "onnxslim": [py, "-m", "onnxslim", "{src}", "{dst}"],
@@ -228,13 +228,25 @@ def traffic(m: onnx.ModelProto, shape_overrides: dict) -> float | None:
         return None
 
 
+def not_kept(report: Path) -> list[str]:
+    """Passes a rooftop run rejected (slower at the deploy level), backed off or rolled back."""
+    if not report.exists():
+        return []
+    rep = json.loads(report.read_text())
+    out = [f"{p['name']} {p['status']}" + (f" ({p['latency_ratio']:.2f})" if p.get("latency_ratio") else "")
+           for p in rep["passes"] if p["status"] in ("rejected", "rolled back", "skipped")]
+    report.unlink()
+    return out
+
+
 def latency(orig: onnx.ModelProto, opt: onnx.ModelProto, feeds: dict, budget: float) -> dict:
     from rooftop.analysis import timing
 
     out = {}
     for level in ("disable", "all"):
         c = timing.compare(orig, opt, feeds, level=level, budget_s=budget)
-        out[level] = {"ratio": round(c.ratio, 3), "q1": round(c.ratio_q1, 3), "q3": round(c.ratio_q3, 3), "verdict": c.verdict,
+        lo, hi = c.ci
+        out[level] = {"ratio": round(c.ratio, 3), "q1": round(lo, 3), "q3": round(hi, 3), "verdict": c.verdict,
                       "ms_original": round(c.a.median_ms, 3), "ms": round(c.b.median_ms, 3)}
     return out
 
@@ -283,6 +295,7 @@ def main() -> None:
             r = run_tool(cmd, src, dst)
             if r["ok"]:
                 try:
+                    r["not_kept"] = not_kept(Path(f"{dst}.json"))
                     opt = onnx.load(dst)
                     r.update(counts(opt))
                     r["file_mb"] = round(sum(f.stat().st_size for f in OUT.glob(f"{name}.{tool}.onnx*")) / 2**20, 2)
@@ -315,11 +328,12 @@ def markdown(results: dict) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} logical cores, Python {platform.python_version()}; "
         f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, {versions}.",
         "",
-        "Latency: median of per-round ratios optimized/original, interleaved, with interquartile range; "
-        "`=` means the IQR contains 1.0 (noise).",
+        "Latency: median of per-round ratios optimized/original, interleaved, with the 95% confidence interval of "
+        "the median; `=` noise (within 3% or the CI contains 1.0), `✗` slower. `not kept`: passes rooftop "
+        "rejected (measured slower at ORT_ENABLE_ALL, with the ratio), rolled back or backed off.",
         "",
-        "| model | tool | ok | time s | RSS MB | nodes | BN | shape ops | Q/DQ | MB | max diff | traffic MB | DISABLE_ALL | ENABLE_ALL |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | tool | ok | time s | RSS MB | nodes | BN | shape ops | Q/DQ | MB | max diff | traffic MB | DISABLE_ALL | ENABLE_ALL | not kept |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def lat(r, level):
@@ -333,17 +347,18 @@ def markdown(results: dict) -> str:
         o = row["original"]
         tb = o.get("traffic_bytes")
         lines.append(f"| {name} | original | | | | {o['nodes']} | {o['bn']} | {o['shape_ops']} | {o['qdq']} | {o['file_mb']} | | "
-                     f"{'-' if tb is None else round(tb / 2**20, 1)} | | |")
+                     f"{'-' if tb is None else round(tb / 2**20, 1)} | | | |")
         for tool, r in row.items():
             if tool == "original":
                 continue
             if not r.get("ok"):
-                lines.append(f"| | {tool} | ✗ {r.get('error', '')[:60]} | {r.get('seconds', '')} | {r.get('peak_rss_mb', '')} | | | | | | | | | |")
+                lines.append(f"| | {tool} | ✗ {r.get('error', '')[:60]} | {r.get('seconds', '')} | {r.get('peak_rss_mb', '')} | | | | | | | | | | |")
                 continue
             tb = r.get("traffic_bytes")
             lines.append(
                 f"| | {tool} | ✓ | {r['seconds']} | {r['peak_rss_mb']} | {r['nodes']} | {r['bn']} | {r['shape_ops']} | {r['qdq']} | "
-                f"{r['file_mb']} | {r['max_abs_diff']:.1e} | {'-' if tb is None else round(tb / 2**20, 1)} | {lat(r, 'disable')} | {lat(r, 'all')} |"
+                f"{r['file_mb']} | {r['max_abs_diff']:.1e} | {'-' if tb is None else round(tb / 2**20, 1)} | {lat(r, 'disable')} | {lat(r, 'all')} | "
+                f"{'; '.join(r.get('not_kept') or []) if tool.startswith('rooftop') else ''} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -154,3 +154,39 @@ def test_odd_channel_sample_every_conv_aligned():
     original = onnx.load(src)
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     np.testing.assert_allclose(run(out, {"input": x})[0], run(original, {"input": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_two_unnamed_convs_absorbing_padding_get_their_own_weights():
+    """Regression: new weights were named from node.name, so unnamed Convs wrote the same
+    tensor name and read each other's weights."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ar"]),
+        helper.make_node("Conv", ["ar", "W2"], ["b"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["br"]),
+        helper.make_node("Conv", ["br", "W3"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    m = make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 8, 8, 8])],
+                   [init("W1", f32(23, 3, 3, 3)), init("W2", f32(21, 23, 3, 3)), init("W3", f32(8, 21, 3, 3))])
+    assert all(not n.name for n in m.graph.node)
+    out, res = pad(m)
+    assert res.rewrites == 2  # the 23- and 21-channel outputs
+    names = [t.name for t in out.graph.initializer]
+    assert len(names) == len(set(names))
+    assert conv_channels(out) == [(3, 24), (24, 24), (24, 8)]
+    same(m, out, (1, 3, 8, 8))
+
+
+def test_conv_with_a_run_time_bias_is_not_half_padded():
+    """Regression: the weights were padded before the bias was found not constant, leaving a
+    Conv with 24 output channels and a 23-channel bias."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "bias"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ar"]),
+        helper.make_node("Conv", ["ar", "W2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    m = make_model(nodes, [vi("x", [1, 3, 8, 8]), vi("bias", [23])], [vi("y", [1, 8, 8, 8])],
+                   [init("W1", f32(23, 3, 3, 3)), init("W2", f32(8, 23, 3, 3))])
+    out, res = pad(m)
+    assert res.rewrites == 0 and out is m
+    assert "left unpadded (bias not constant): 1" in res.notes

@@ -197,3 +197,19 @@ def const_weight(t: gs.Tensor | None) -> Weight | None:
             pass
     v = const_value(t)
     return None if v is None else Weight(t, v)
+
+
+class Namer:
+    """Fresh tensor and node names for one run of a pass over one graph: ``base``, else
+    ``base_1``, ``base_2``, ... — never a name the graph already has or this namer gave out."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.taken = set(graph.tensors().keys()) | {n.name for n in graph.nodes if n.name}
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.taken or not name:
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        return name

@@ -42,10 +42,12 @@ Conv through padding-carrying ops (nothing would absorb the padding).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import const_value
+from rooftop.passes._graph import Namer, const_value
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 UNARY = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Identity", "Dropout", "Neg", "Abs"}
@@ -104,12 +106,27 @@ class PadChannels(Pass):
             n = int(hw.channel_multiple)
         if n < 2:
             return PassResult(0)
+        return _Padder(graph, n).run()
+
+
+class _Padder:
+    """The state of one pad-channels run over one graph."""
+
+    def __init__(self, graph: gs.Graph, n: int) -> None:
         self.n = n
         self.graph = graph
         self.layouts: dict[int, Layout] = {}  # id(tensor) -> layout
         self.slices: dict[int, gs.Tensor] = {}
+        self.names = Namer(graph)
+        self.refused: Counter[str] = Counter()
+
+    def const(self, base: str, values: np.ndarray) -> gs.Constant:
+        """A new constant with a name no other tensor has (unnamed nodes give empty bases)."""
+        return gs.Constant(self.names.fresh(base), values)
+
+    def run(self) -> PassResult:
         padded = absorbed = 0
-        for node in list(graph.nodes):
+        for node in list(self.graph.nodes):
             if not _std(node):
                 self._observe_inputs(node)
                 continue
@@ -123,7 +140,8 @@ class PadChannels(Pass):
         self._observe_outputs()
         res = PassResult(padded)
         if padded:
-            res.notes.append(f"padded {padded} Conv outputs to multiples of {n}; {absorbed} consumers absorbed the padding")
+            res.notes.append(f"padded {padded} Conv outputs to multiples of {self.n}; {absorbed} consumers absorbed the padding")
+        res.notes += [f"left unpadded ({why}): {k}" for why, k in sorted(self.refused.items())]
         return res
 
     # -- padding a producer ------------------------------------------------------------------------
@@ -140,14 +158,16 @@ class PadChannels(Pass):
             return False
         if not self._reaches_conv(y):
             return False
-        cp = -(-c // self.n) * self.n
-        layout = Layout(np.arange(c), cp)
-        node.inputs[1] = gs.Constant(f"{node.name or y.name}_Wpad", _scatter(W, layout, 0.0))
+        B = None
         if len(node.inputs) > 2 and node.inputs[2].name:
             B = const_value(node.inputs[2])
-            if B is None:
+            if B is None:  # checked before anything changes: never a half-padded Conv
+                self.refused["bias not constant"] += 1
                 return False
-            node.inputs[2] = gs.Constant(f"{node.name or y.name}_Bpad", _scatter(B, layout, 0.0))
+        layout = Layout(np.arange(c), -(-c // self.n) * self.n)
+        node.inputs[1] = self.const(f"{node.name or y.name}_Wpad", _scatter(W, layout, 0.0))
+        if B is not None:
+            node.inputs[2] = self.const(f"{node.name or y.name}_Bpad", _scatter(B, layout, 0.0))
         self.layouts[id(y)] = layout
         return True
 
@@ -192,15 +212,18 @@ class PadChannels(Pass):
             if W is None:
                 return None
             if g == 1 and W.shape[1] == lay.real:
-                node.inputs[1] = gs.Constant(f"{node.name}_Win", _scatter(W, lay, 0.0, axis=1))
+                node.inputs[1] = self.const(f"{node.name or node.outputs[0].name}_Win", _scatter(W, lay, 0.0, axis=1))
                 return "absorbed"
             if g == lay.real and W.shape[0] == g and W.shape[1] == 1:  # depthwise: grow the groups
-                node.inputs[1] = gs.Constant(f"{node.name}_Wdw", _scatter(W, lay, 0.0, axis=0))
+                B = None
                 if len(node.inputs) > 2 and node.inputs[2].name:
                     B = const_value(node.inputs[2])
-                    if B is None:
+                    if B is None:  # before anything changes
+                        self.refused["bias not constant"] += 1
                         return None
-                    node.inputs[2] = gs.Constant(f"{node.name}_Bdw", _scatter(B, lay, 0.0))
+                node.inputs[1] = self.const(f"{node.name or node.outputs[0].name}_Wdw", _scatter(W, lay, 0.0, axis=0))
+                if B is not None:
+                    node.inputs[2] = self.const(f"{node.name or node.outputs[0].name}_Bdw", _scatter(B, lay, 0.0))
                 node.attrs["group"] = lay.total
                 self.layouts[id(node.outputs[0])] = lay
                 return "carried"
@@ -212,7 +235,7 @@ class PadChannels(Pass):
             if any(v is None or v.size != lay.real for v in vals):
                 return None
             for i, (v, fill) in enumerate(zip(vals, (1.0, 0.0, 0.0, 1.0)), start=1):
-                node.inputs[i] = gs.Constant(f"{node.name}_p{i}", _scatter(v.reshape(-1), lay, fill))
+                node.inputs[i] = self.const(f"{node.name or node.outputs[0].name}_p{i}", _scatter(v.reshape(-1), lay, fill))
             self.layouts[id(node.outputs[0])] = lay
             return "carried"
         if op in UNARY and lay is not None:
@@ -237,7 +260,7 @@ class PadChannels(Pass):
             k_axis = 1 if (op == "Gemm" and int(node.attrs.get("transB", 0))) else 0
             if B.shape[k_axis] != lay.real:
                 return None
-            node.inputs[1] = gs.Constant(f"{node.name}_Bpad", _scatter(B, lay, 0.0, axis=k_axis))
+            node.inputs[1] = self.const(f"{node.name or node.outputs[0].name}_Bpad", _scatter(B, lay, 0.0, axis=k_axis))
             return "absorbed"
         if op in POOL and lay is not None:
             self.layouts[id(node.outputs[0])] = lay
@@ -249,7 +272,7 @@ class PadChannels(Pass):
                     return None
                 s = sizes.copy()
                 s[1] = lay.total
-                node.inputs[3] = gs.Constant(f"{node.name}_sizes", s)
+                node.inputs[3] = self.const(f"{node.name or node.outputs[0].name}_sizes", s)
             self.layouts[id(node.outputs[0])] = lay
             return "carried"
         if op in BINARY and len(node.inputs) == 2:
@@ -273,7 +296,7 @@ class PadChannels(Pass):
             if c_full.ndim >= 2 and c_full.shape[1] == lay.real and lay.real > 1:
                 new = _scatter(c_full, lay, 1.0 if op == "Mul" else 0.0, axis=1)
                 new = new.reshape(new.shape[lead:])  # back to the constant's own rank (dropped dims are 1)
-                node.inputs[1 if a is not None else 0] = gs.Constant(f"{node.name}_c", new)
+                node.inputs[1 if a is not None else 0] = self.const(f"{node.name or node.outputs[0].name}_c", new)
             elif c_full.ndim >= 2 and c_full.shape[1] != 1:
                 return None
             self.layouts[id(node.outputs[0])] = lay
@@ -299,18 +322,17 @@ class PadChannels(Pass):
 
     def _slice_node(self, t: gs.Tensor, out: gs.Tensor) -> gs.Node:
         lay = self.layouts[id(t)]
-        self._k = getattr(self, "_k", 0) + 1
-        p = f"{t.name}_unpad{self._k}"
+        p = self.names.fresh(f"{t.name}_unpad")
         if lay.is_prefix():
             return gs.Node("Slice", p, inputs=[
-                t, gs.Constant(f"{p}_starts", np.array([0], np.int64)), gs.Constant(f"{p}_ends", np.array([lay.real], np.int64)),
-                gs.Constant(f"{p}_axes", np.array([1], np.int64))], outputs=[out])
-        return gs.Node("Gather", p, {"axis": 1}, inputs=[t, gs.Constant(f"{p}_idx", lay.pos)], outputs=[out])
+                t, self.const(f"{p}_starts", np.array([0], np.int64)), self.const(f"{p}_ends", np.array([lay.real], np.int64)),
+                self.const(f"{p}_axes", np.array([1], np.int64))], outputs=[out])
+        return gs.Node("Gather", p, {"axis": 1}, inputs=[t, self.const(f"{p}_idx", lay.pos)], outputs=[out])
 
     def _sliced(self, t: gs.Tensor) -> gs.Tensor:
         key = id(t)
         if key not in self.slices:
-            out = gs.Variable(f"{t.name}_unpadded", dtype=t.dtype)
+            out = gs.Variable(self.names.fresh(f"{t.name}_unpadded"), dtype=t.dtype)
             self.graph.nodes.append(self._slice_node(t, out))
             self.slices[key] = out
         return self.slices[key]
