@@ -87,7 +87,40 @@ class Pass:
             if result.rewrites == 0:
                 return model, result
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            distinct_names(graph)
             return export_like(graph, model), result
+
+
+def distinct_names(graph: gs.Graph) -> int:
+    """Give a fresh name to every tensor whose name another, different tensor already has: a
+    safety net under every pass (two new constants named alike would read each other's values
+    once exported). Graph inputs and outputs keep their names. Returns how many were renamed."""
+    keep = {id(t) for t in list(graph.inputs) + list(graph.outputs)}
+    owner: dict[str, gs.Tensor] = {}
+    clashes: list[gs.Tensor] = []
+    for node in graph.nodes:
+        for t in list(node.inputs) + list(node.outputs):
+            if not t.name:
+                continue
+            other = owner.setdefault(t.name, t)
+            if other is not t:
+                if id(t) in keep:
+                    owner[t.name] = t
+                    clashes.append(other)
+                else:
+                    clashes.append(t)
+    if not clashes:
+        return 0
+    taken = set(owner)
+    renamed = 0
+    for t in {id(t): t for t in clashes}.values():
+        i, base = 1, t.name
+        while f"{base}_{i}" in taken:
+            i += 1
+        t.name = f"{base}_{i}"
+        taken.add(t.name)
+        renamed += 1
+    return renamed
 
 
 class ModelPass(Pass):

@@ -1,0 +1,78 @@
+"""The pass manager and the pass template, without onnxruntime: statuses, skips, names."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from helpers import init, make_model, vi
+from onnx import helper
+
+from rooftop.passes.base import Pass, PassContext, PassManager, PassResult, Validation, distinct_names
+from rooftop.records import Cause, Status
+
+
+def model():
+    return make_model([helper.make_node("Add", ["x", "c"], ["y"])], [vi("x", [2])], [vi("y", [2])],
+                      [init("c", np.ones(2, np.float32))])
+
+
+class TwoConstantsOneName(Pass):
+    """Writes two different constants under one name: the template must keep them apart."""
+
+    name = "test-clash"
+
+    def run(self, graph, ctx):
+        add = graph.nodes[0]
+        a = gs.Constant("same", np.full(2, 2.0, np.float32))
+        b = gs.Constant("same", np.full(2, 3.0, np.float32))
+        mid = gs.Variable("mid", dtype=np.float32)
+        graph.nodes.append(gs.Node("Mul", inputs=[add.inputs[0], a], outputs=[mid]))
+        add.inputs = [mid, b]
+        return PassResult(1)
+
+
+def test_template_gives_clashing_tensors_distinct_names():
+    out, res = TwoConstantsOneName().apply(model(), PassContext())
+    names = [t.name for t in out.graph.initializer]
+    assert sorted(names) == ["same", "same_1"]
+    vals = {t.name: t for t in out.graph.initializer}
+    from onnx import numpy_helper
+    assert {float(numpy_helper.to_array(v)[0]) for v in vals.values()} == {2.0, 3.0}
+
+
+def test_distinct_names_keeps_graph_io_names():
+    x = gs.Variable("x", dtype=np.float32, shape=[2])
+    y = gs.Variable("x_out", dtype=np.float32, shape=[2])
+    clash = gs.Constant("x_out", np.ones(2, np.float32))
+    g = gs.Graph(nodes=[gs.Node("Add", inputs=[x, clash], outputs=[y])], inputs=[x], outputs=[y])
+    assert distinct_names(g) == 1
+    assert y.name == "x_out" and clash.name == "x_out_1"
+
+
+class Marks(Pass):
+    name = "test-marks"
+
+    def run(self, graph, ctx):
+        graph.nodes[0].name = "marked"
+        return PassResult(1)
+
+
+def test_manager_statuses_without_onnxruntime():
+    mgr = PassManager([Marks()], PassContext(), lambda name, m: Validation())
+    out = mgr.run(model())
+    assert mgr.records[0].status is Status.APPLIED and out.graph.node[0].name == "marked"
+    mgr = PassManager([Marks()], PassContext(), lambda name, m: Validation(Cause.SLOWER, "slower"))
+    out = mgr.run(model())
+    assert mgr.records[0].status is Status.REJECTED and mgr.records[0].cause is Cause.SLOWER
+    assert out.graph.node[0].name == ""  # the model from before the rejected pass goes on
+    mgr = PassManager([Marks()], PassContext(), lambda name, m: Validation(Cause.OUTPUTS_CHANGED, "outputs changed"))
+    mgr.run(model())
+    assert mgr.records[0].status is Status.ROLLED_BACK and mgr.records[0].cause is Cause.OUTPUTS_CHANGED
+
+
+def test_manager_skips_positions():
+    mgr = PassManager([Marks()], PassContext(), skip={0: (Status.SKIPPED, Cause.BACKED_OFF, "backed off: test")})
+    out = mgr.run(model())
+    rec = mgr.records[0]
+    assert rec.status is Status.SKIPPED and rec.cause is Cause.BACKED_OFF and rec.reason == "backed off: test"
+    assert out.graph.node[0].name == ""
