@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target", choices=("portable", "onnxruntime"), default="portable", help="portable: standard ops only (default); onnxruntime: com.microsoft fused ops allowed")
     g.add_argument("--fold-limit", type=parse_size, default=1 << 20, metavar="SIZE", help="largest tensor constant folding may create (default 1MiB)")
     g.add_argument("--channel-multiple", type=int, choices=(4, 8, 16, 32), help="pad channel counts to this multiple")
+    g.add_argument("--opset", type=int, metavar="N", help="convert the model to default-domain opset N first (onnx's version converter); "
+                   "makes old models runnable in onnxruntime, so they can be verified, and enables newer fused ops")
     v = p.add_argument_group("verification")
     v.add_argument("--input-shape", action="append", default=[], metavar="NAME=DxDx..", help="bind an input's shape (dynamic dims), e.g. input=1x3x224x224; repeatable")
     v.add_argument("--inputs", metavar="DATA.npz", help="verify on these inputs instead of seeded random data")
@@ -159,6 +161,7 @@ def _main(args: argparse.Namespace) -> int:
         time_budget=args.time_budget,
         threads=args.threads,
         deploy_level=args.deploy_level,
+        opset=args.opset,
         keep_slower=args.keep_slower,
         noise_band=args.noise_band,
         profile_nodes=bool(files) or "-" in reports,  # per-operator times are only shown in a report

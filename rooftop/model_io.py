@@ -132,6 +132,29 @@ def upgrade_ir(model: ModelProto) -> str | None:
     return f"IR version {old} raised to 4{what} (the model computes the same for its inputs)"
 
 
+def default_opset(model: ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def convert_opset(model: ModelProto, target: int, name: str = "model") -> tuple[ModelProto, str | None]:
+    """The model at default-domain opset ``target`` (onnx's version converter), and a note; the
+    model itself when it is there already. Lowering an opset is refused."""
+    current = default_opset(model)
+    if current is None or current == target:
+        return model, None
+    if target < current:
+        raise InputError(f"{name}: --opset {target} is lower than the model's opset {current}; Rooftop only raises opsets")
+    if target > onnx.defs.onnx_opset_version():
+        raise InputError(f"{name}: --opset {target} is newer than the installed onnx supports ({onnx.defs.onnx_opset_version()})")
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, target)
+    except Exception as e:  # noqa: BLE001 - the converter's errors name the op it cannot convert
+        raise InputError(f"{name}: onnx's version converter cannot take opset {current} to {target}: {first_line(e)}") from e
+    return converted, f"opset {current} converted to {target} (onnx version converter)"
+
+
 def _check_versions(model: ModelProto, name: str) -> None:
     if model.ir_version > onnx.IR_VERSION:
         raise InputError(

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from rooftop.analysis.roofline import Roofline
 
 MAX_BACKOFF = 3  # re-runs without the worst pass before the original graph is written unchanged
+CACHE_SESSIONS_UP_TO = 256 << 20  # timing sessions of models with more weights are built per comparison
 
 
 class Comparator(Protocol):
@@ -73,6 +74,7 @@ class Options:
     keep_slower: bool = False  # keep passes (and a final model) that measure slower
     noise_band: float = NOISE_BAND
     comparator: Comparator | None = None  # replaces onnxruntime timing on this machine (tests, remote devices)
+    opset: int | None = None  # convert the model to this default-domain opset before the passes
 
 
 @dataclass
@@ -157,8 +159,8 @@ class OrtComparator:
             if m is model and lv == level:
                 return s
         s = timing.session(model, level, self.opts.threads)
-        if not model_io.is_large(model):  # a session holds its own copy of the weights
-            self._cache = (self._cache + [(model, level, s)])[-3:]
+        if model_io.weights_nbytes(model) <= CACHE_SESSIONS_UP_TO:  # a session holds its own copy of the weights
+            self._cache = (self._cache + [(model, level, s)])[-2:]
         return s
 
     def __call__(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
@@ -172,6 +174,7 @@ class OrtComparator:
 
     def forget(self) -> None:
         self._cache.clear()
+        model_io.release_memory()
 
 
 class _Run:
@@ -202,7 +205,7 @@ class _Run:
             self.verifier = Verifier(self.original, input_shapes=opts.input_shapes, inputs_npz=opts.inputs_npz,
                                      rtol=opts.rtol, atol=opts.atol)
             if not self.verifier.available:
-                self.warnings.append(f"verification skipped: {self.verifier.reason}")
+                self.warnings.append(f"verification skipped: {self.verifier.reason}{_opset_hint(self.original)}")
             self.warnings.extend(self.verifier.notes)
         else:
             self.warnings.append("verification disabled (--no-verify): outputs were not compared")
@@ -486,6 +489,8 @@ def optimize(
     names = resolve_pipeline(opts.passes, opts.skip)
     _check_options(opts)
     original, model_path, notes = _load(model_or_path, output, opts, stage)
+    original, converted = _convert(original, opts, model_path or "model")
+    notes += converted
 
     run = _Run(original, opts, stage)
     run.warnings.extend(notes)
@@ -547,6 +552,13 @@ def _load(model_or_path, output, opts: Options, stage) -> tuple[ModelProto, str 
     return model, model_path, notes
 
 
+def _convert(model: ModelProto, opts: Options, name: str) -> tuple[ModelProto, list[str]]:
+    if opts.opset is None:
+        return model, []
+    converted, note = model_io.convert_opset(model, opts.opset, name)
+    return converted, [note] if note else []
+
+
 def _warn_rollbacks(records: list[PassRecord], warnings: list[str]) -> None:
     for rec in records:
         if rec.status is Status.ROLLED_BACK:
@@ -559,6 +571,14 @@ def _strict(records: list[PassRecord]) -> None:
     for rec in records:
         if rec.status is Status.ROLLED_BACK and rec.cause is Cause.OUTPUTS_CHANGED:
             raise VerificationError(f"pass {rec.name} changed the outputs ({rec.reason}); --strict: nothing written", rec.name)
+
+
+def _opset_hint(model: ModelProto) -> str:
+    """onnxruntime implements old operator versions only in part: point at --opset."""
+    v = model_io.default_opset(model)
+    if v is not None and v < 13:
+        return f"; the model is at opset {v}: `--opset 13` converts it to an opset onnxruntime implements"
+    return ""
 
 
 def _timing_feeds(model: ModelProto, verifier: Verifier | None, opts: Options) -> dict | None:

@@ -160,6 +160,14 @@ def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ..
     return feeds
 
 
+def quiet_onnxruntime() -> None:
+    """onnxruntime's process-wide logger prints warnings and errors of trial runs in colour on
+    stderr; Rooftop reports what matters itself."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)
+
+
 def make_session(
     model: ModelProto,
     *,
@@ -173,8 +181,9 @@ def make_session(
     """An onnxruntime CPU session for a ModelProto (large models go through a temp file)."""
     import onnxruntime as ort
 
+    quiet_onnxruntime()
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: errors reach the user once, as our own one-line message
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

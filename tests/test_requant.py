@@ -233,3 +233,54 @@ def test_step_tolerance_follows_one_lipschitz_ops():
     ]
     m = make_model(nodes, [vi("x", [4])], [vi("t", [4]), vi("e", [4])], [init("s", np.array(0.25, np.float32)), init("z", np.array(0, np.uint8))])
     assert dequantized_output_steps(m) == {"t": 0.25}  # Exp can stretch a difference: no step tolerance
+
+
+def float_attention(tmp_path):
+    """One attention head as exporters write it: projections, Q·Kᵀ, scale, Softmax, P·V, output."""
+    d, s = 16, 8
+    w = {k: init(k, (R.standard_normal((d, d)) * 0.3).astype(np.float32)) for k in ("Wq", "Wk", "Wv", "Wo")}
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "Wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "Wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+        helper.make_node("Softmax", ["scaled"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["o"]),
+        helper.make_node("MatMul", ["o", "Wo"], ["y"]),
+    ]
+    m = make_model(nodes, [vi("x", [1, s, d])], [vi("y", [1, s, d])], list(w.values()) + [init("scale", np.array(0.25, np.float32))])
+    p = tmp_path / "attn.onnx"
+    onnx.save(m, p)
+    return p, {"x": (1, s, d)}
+
+
+@pytest.mark.parametrize("activation", ["s8", "u8"])
+def test_attention_matmuls_of_two_activations_become_qlinear(tmp_path, activation):
+    from rooftop.passes.u8_activations import U8Activations
+
+    src, shapes = float_attention(tmp_path)
+    original = onnx.load(quantize(src, shapes, tmp_path / "q.onnx", False, activation))
+    u8, _ = U8Activations().apply(original, PassContext(target="onnxruntime"))
+    out, res = requant(u8, target="onnxruntime")
+    kinds = ops(out)
+    assert "MatMul" not in kinds and kinds.count("QLinearMatMul") == 6  # 4 projections + Q·Kᵀ + P·V
+    assert res.notes and any("QLinearMatMul" in n for n in res.notes)
+    # no float island: no MatMul/Gemm/Add/Mul reading a DequantizeLinear and feeding only QuantizeLinear
+    producers = {o: n for n in out.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in out.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for n in out.graph.node:
+        if n.op_type in ("MatMul", "Gemm", "Add", "Mul"):
+            reads_dq = any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)
+            only_q = all(c.op_type == "QuantizeLinear" for c in consumers.get(n.output[0], [])) and consumers.get(n.output[0])
+            assert not (reads_dq and only_q), f"float island left: {n.op_type} {n.name}"
+    onnx.checker.check_model(out)
+    r = np.random.default_rng(3)
+    feeds = {k: r.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer
+                                                        if t.name == next(n for n in original.graph.node if n.output[0] == "y").input[1]))))
+    assert np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max() <= quantized_tolerance(original, feeds, step)

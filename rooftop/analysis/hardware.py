@@ -138,7 +138,7 @@ def _session(data: bytes, threads: int):
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 

@@ -154,17 +154,6 @@ def eval_const(t: gs.Tensor | None, limit: int = 1 << 20, _depth: int = 0) -> np
     return out
 
 
-def unique_name(graph: gs.Graph, base: str) -> str:
-    """A tensor name not used anywhere in ``graph`` (``base``, else ``base_1``, ``base_2``, ...)."""
-    taken = graph.tensors().keys()
-    if base not in taken:
-        return base
-    i = 1
-    while f"{base}_{i}" in taken:
-        i += 1
-    return f"{base}_{i}"
-
-
 class Weight:
     """A constant tensor's dtype and shape, its values read only when asked for: a pass can
     look at every weight of a multi-GB model and load only those it rewrites."""

@@ -11,8 +11,9 @@ and fp32 out of it, then as int8 again: more bytes than the fp32 model. Rewrites
    and Concat whose inputs all share them — runs on the int8 tensor directly (exact:
    these ops commute with the monotonic affine map, and ``Q(DQ(x)) == x``).
 3. ``DQ(x) → Conv → [Relu] → Q`` becomes QLinearConv and ``DQ(a) → MatMul → [Relu] → Q``
-   (constant 2-D weights) becomes QLinearMatMul (standard domain), with per-tensor or
-   per-channel weight scales; the Conv bias, when it is ``DQ(int32, x_scale·w_scale)``
+   becomes QLinearMatMul (standard domain): with constant 2-D weights, per-tensor or
+   per-channel weight scales; with a second quantized activation (attention's scores and
+   value product: ``DQ(a) → MatMul ← DQ(b)``), per-tensor scales on both; the Conv bias, when it is ``DQ(int32, x_scale·w_scale)``
    as quantizers write it, is used as is, a float bias is quantized at
    ``x_scale·w_scale``. A Relu before the Q is absorbed when the Q's zero point is
    the bottom of its range (then ``Q(relu(v)) == Q(v)`` for every v); otherwise the
@@ -42,7 +43,7 @@ from collections import Counter
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import bypass, const_value, is_graph_output, single_consumer
+from rooftop.passes._graph import Namer, bypass, const_value, is_graph_output, single_consumer
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 MOVEMENT = {"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Resize", "Identity"}
@@ -109,6 +110,48 @@ def _dq(t: gs.Tensor) -> QParams | None:
     return p if p.ok else None
 
 
+def _scalar_as_quantized(graph: gs.Graph, t: gs.Tensor, dtype: np.dtype) -> QParams | None:
+    """A float scalar constant ``c`` written exactly as a quantized tensor of ``dtype``: the value
+    1 (or 0 with zero point 1, for a negative ``c`` in uint8) at scale ``|c|``, so that
+    ``(v - zp)·scale == c``. Attention's ``scores * 1/sqrt(d)`` then runs as QLinearMul."""
+    c = const_value(t)
+    if c is None or c.size != 1 or c.dtype.kind != "f" or not np.isfinite(c).all() or float(c.reshape(-1)[0]) == 0.0:
+        return None
+    v = float(c.reshape(-1)[0])
+    if dtype == np.uint8:
+        q, zp = (1, 0) if v > 0 else (0, 1)
+    else:
+        q, zp = (1 if v > 0 else -1), 0
+    base = t.name or "scalar"
+    namer = Namer(graph)
+    fresh = lambda suffix: namer.fresh(f"{base}_{suffix}")  # noqa: E731
+    dq = gs.Node("DequantizeLinear", inputs=[gs.Constant(fresh("q"), np.array(q, dtype)),
+                                              gs.Constant(fresh("scale"), np.array(abs(v), np.float32)),
+                                              gs.Constant(fresh("zp"), np.array(zp, dtype))],
+                 outputs=[gs.Variable(fresh("dq"), dtype=np.float32)])
+    p = QParams(dq)
+    return p if p.ok else None
+
+
+def _retyped(graph: gs.Graph, d: QParams, dtype: np.dtype) -> QParams | None:
+    """A DequantizeLinear of a constant, per-tensor, rewritten to the other 8-bit type
+    (int8 v, z  <->  uint8 v + 128, z + 128, same scale): the same dequantized values."""
+    v = const_value(d.node.inputs[0])
+    if v is None or not d.per_tensor or v.dtype not in INT8 or np.dtype(dtype) not in INT8 or v.dtype == dtype:
+        return None
+    shift = 128 if np.dtype(dtype) == np.uint8 else -128
+    base = d.node.inputs[0].name or "const"
+    namer = Namer(graph)
+    fresh = lambda suffix: namer.fresh(f"{base}_{suffix}")  # noqa: E731
+    dq = gs.Node("DequantizeLinear", inputs=[
+        gs.Constant(fresh("retyped"), np.asarray(v.astype(np.int16) + shift).astype(dtype)),
+        d.node.inputs[1],
+        gs.Constant(fresh("zp_retyped"), np.asarray(d.zp.astype(np.int16) + shift).astype(dtype))],
+        outputs=[gs.Variable(fresh("dq_retyped"), dtype=np.float32)])
+    p = QParams(dq)
+    return p if p.ok else None
+
+
 def _q_after(graph: gs.Graph, t: gs.Tensor) -> QParams | None:
     if is_graph_output(graph, t):
         return None
@@ -167,6 +210,11 @@ class Requant(Pass):
         if op not in ("Add", "Mul", "Concat") and any(t.name for t in node.inputs[1:]):
             return 0
         dqs = [_dq(node.inputs[i]) for i in data]
+        if op in ("Add", "Mul") and sum(d is None for d in dqs) == 1:
+            k = dqs.index(None)
+            dqs[k] = _scalar_as_quantized(graph, node.inputs[k], q.zp.dtype)  # a float constant: exact int8 form
+        if op in ("Add", "Mul"):  # a quantized constant of the other 8-bit type: shifted by 128, exactly
+            dqs = [_retyped(graph, d, q.zp.dtype) if d is not None and d.zp.dtype != q.zp.dtype else d for d in dqs]
         if any(d is None or not d.per_tensor or d.zp.dtype != q.zp.dtype for d in dqs):
             return 0
         triples = [[d.node.inputs[0], d.node.inputs[1], d.node.inputs[2]] for d in dqs]
@@ -255,7 +303,10 @@ class Requant(Pass):
         if x is None or w is None or not x.per_tensor:
             return 0
         wq = const_value(w.node.inputs[0])
-        if wq is None or wq.dtype not in INT8:
+        if wq is None:  # activation x activation (attention scores, the value product): MatMul only
+            if node.op != "MatMul" or not w.per_tensor:
+                return 0
+        elif wq.dtype not in INT8:
             return 0
         y = node.outputs[0]
         relu = None
@@ -277,9 +328,12 @@ class Requant(Pass):
                     return 0
                 inputs.append(bias)
             new_op, attrs = "QLinearConv", dict(node.attrs)
-        else:  # MatMul with constant 2-D weights [K, N]
+        elif wq is not None:  # MatMul with constant 2-D weights [K, N]
             if wq.ndim != 2 or not (w.per_tensor or (w.scale.size == wq.shape[1] and w.axis in (1, -1))):
                 return 0
+            inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
+            new_op, attrs = "QLinearMatMul", {}
+        else:  # two quantized activations, per-tensor: QLinearMatMul takes any rank
             inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
             new_op, attrs = "QLinearMatMul", {}
         if relu is not None:

@@ -30,7 +30,7 @@ from collections import Counter
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import const_value, is_graph_output, unique_name
+from rooftop.passes._graph import Namer, const_value, is_graph_output
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 
@@ -60,11 +60,11 @@ def _refusal(graph: gs.Graph, q: gs.Node) -> str | None:
     return None
 
 
-def _shift(graph: gs.Graph, node: gs.Node) -> None:
+def _shift(names: Namer, node: gs.Node) -> None:
     zp = _int8_zero_point(node)
     assert zp is not None
     u8 = np.asarray(zp.astype(np.int16) + 128).astype(np.uint8)
-    node.inputs[2] = gs.Constant(unique_name(graph, f"{node.inputs[2].name}_u8"), u8)
+    node.inputs[2] = gs.Constant(names.fresh(f"{node.inputs[2].name}_u8"), u8)
 
 
 class U8Activations(Pass):
@@ -76,6 +76,7 @@ class U8Activations(Pass):
             return PassResult(0, ["portable target: activations keep their type"])
         refused: Counter[str] = Counter()
         converted = 0
+        names = Namer(graph)
         for q in [n for n in graph.nodes if n.op == "QuantizeLinear"]:
             why = _refusal(graph, q)
             if why is not None:
@@ -84,8 +85,8 @@ class U8Activations(Pass):
                 continue
             y = q.outputs[0]
             for c in list(y.outputs):
-                _shift(graph, c)
-            _shift(graph, q)
+                _shift(names, c)
+            _shift(names, q)
             y.dtype = np.uint8
             converted += 1
         notes = [f"int8 activations made uint8: {converted}"] if converted else []

@@ -1,0 +1,90 @@
+"""Models from the wild: old IR versions, old opsets, the models shipped in the onnxruntime wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from helpers import cli, init, ops, optimize, run
+from onnx import TensorProto, helper
+
+from rooftop.records import Status
+
+R = np.random.default_rng(0)
+
+
+def conv_bn_relu(opset: int, ir: int, bn_attrs: dict | None = None) -> onnx.ModelProto:
+    """Conv -> BatchNormalization -> Relu written as old exporters did: at IR 3 every
+    initializer is also listed as a graph input."""
+    inits = [
+        init("W", R.standard_normal((8, 3, 3, 3)).astype(np.float32)),
+        init("scale", (R.random(8) + 0.5).astype(np.float32)),
+        init("bias", R.standard_normal(8).astype(np.float32)),
+        init("mean", R.standard_normal(8).astype(np.float32)),
+        init("var", (R.random(8) + 0.5).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"], **(bn_attrs or {})),
+        helper.make_node("Relu", ["b"], ["y"]),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    if ir < 4:
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
+    g = helper.make_graph(nodes, "old", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = ir
+    return m
+
+
+def test_ir3_model_gets_every_pass(tmp_path):
+    src = tmp_path / "ir3.onnx"
+    onnx.save(conv_bn_relu(opset=8, ir=3), src)
+    out, rep = optimize(src, tmp_path / "o.onnx")
+    assert not [r for r in rep.passes if r.status is Status.ROLLED_BACK]
+    fold = next(r for r in rep.passes if r.name == "fold-conv-bn")
+    assert fold.status is Status.APPLIED and fold.rewrites == 1 and fold.verified
+    assert "BatchNormalization" not in ops(out)
+    assert out.ir_version == 4 and [i.name for i in out.graph.input] == ["x"]
+    assert any("IR version 3 raised to 4" in w and "5 initializers" in w for w in rep.warnings)
+    x = R.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(onnx.load(src), {"x": x})[0], rtol=1e-4, atol=1e-5)
+    assert onnx.load(src).ir_version == 3  # the input file is never modified
+
+
+def test_onnxruntime_wheel_mul_1_loads_and_verifies():
+    import onnxruntime
+
+    src = Path(onnxruntime.__file__).parent / "datasets" / "mul_1.onnx"
+    if not src.exists():
+        pytest.skip("this onnxruntime wheel ships no datasets/mul_1.onnx")
+    out, rep = optimize(src)
+    assert rep.final_check is not None and rep.verification.startswith("verified on")
+
+
+def test_opset6_model_is_verifiable_with_opset_flag(tmp_path):
+    src = tmp_path / "op6.onnx"
+    onnx.save(conv_bn_relu(opset=6, ir=3, bn_attrs={"is_test": 1}), src)
+    plain = cli(str(src), "-o", str(tmp_path / "a.onnx"))
+    assert plain.returncode == 0
+    assert "verification skipped" in plain.stderr and "--opset 13" in plain.stderr
+    res = cli(str(src), "-o", str(tmp_path / "b.onnx"), "--opset", "13", "--report", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    assert "verification skipped" not in res.stderr
+    import json
+
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["verification"]["ok"] is True
+    assert any("opset 6 converted to 13" in w for w in rep["warnings"])
+    out = onnx.load(tmp_path / "b.onnx")
+    assert "BatchNormalization" not in ops(out)
+    assert next(o.version for o in out.opset_import if o.domain == "") == 13
+
+
+def test_opset_lower_than_the_model_is_refused(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_bn_relu(opset=13, ir=7), src)
+    res = cli(str(src), "--opset", "11")
+    assert res.returncode == 2 and "only raises opsets" in res.stderr and "Traceback" not in res.stderr
