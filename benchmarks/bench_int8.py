@@ -38,7 +38,23 @@ CONFIGS = {
     "s8s8-rr": {"reduce_range": True},
     "s8s8-sym": {"extra_options": {"ActivationSymmetric": True}},
 }
-BASES = {"resnet18": "resnet18", "mobilenetv2": "mobilenetv2-folded"}
+BASES = {"resnet18": "resnet18", "mobilenetv2": "mobilenetv2-folded", "encoder": None}
+
+
+def encoder_fp32() -> Path:
+    """A 4-layer BERT-style encoder (d=256, 4 heads, vocab 1000) at sequence 128, static shapes."""
+    import compare
+
+    path = compare.CACHE / "encoder4.onnx"
+    if not path.exists():
+        import torch
+
+        import archs
+
+        torch.manual_seed(0)
+        compare.CACHE.mkdir(parents=True, exist_ok=True)
+        archs.export(archs.BertEncoder(vocab=1000, d=256, layers=4, heads=4).eval(), torch.randint(1, 1000, (1, 128)), path)
+    return path
 
 
 def quantized(model: str, config: str) -> Path:
@@ -49,14 +65,19 @@ def quantized(model: str, config: str) -> Path:
         return dst
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    base = compare.build(BASES[model], compare.corpus()[BASES[model]], compare.corpus())
+    base = encoder_fp32() if model == "encoder" else compare.build(BASES[model], compare.corpus()[BASES[model]], compare.corpus())
     m = onnx.load(base)
     name = m.graph.input[0].name
     rng = np.random.default_rng(0)
 
+    def sample():
+        if model == "encoder":
+            return rng.integers(1, 1000, (1, 128)).astype(np.int64)
+        return rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.data = iter([{name: rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(4)])
+            self.data = iter([{name: sample()} for _ in range(4)])
 
         def get_next(self):
             return next(self.data, None)
@@ -91,6 +112,23 @@ def timed(a, b, feeds, level_a: str, level_b: str, budget: float) -> str:
     return f"{c.ratio:.2f} [{lo:.2f}–{hi:.2f}] {c.verdict}"
 
 
+def islands(m: onnx.ModelProto) -> int:
+    """MatMul/Gemm/Add/Mul nodes that read a DequantizeLinear and feed only QuantizeLinear: float
+    computation between quantized tensors."""
+    producers = {o: n for n in m.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    count = 0
+    for n in m.graph.node:
+        if n.op_type in ("MatMul", "Gemm", "Add", "Mul"):
+            dq = any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)
+            cs = consumers.get(n.output[0], [])
+            count += bool(dq and cs and all(c.op_type == "QuantizeLinear" for c in cs))
+    return count
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=4.0, help="seconds of interleaved timing per comparison")
@@ -101,8 +139,8 @@ def main() -> None:
     import rooftop
     from rooftop.verify import bind_shapes, graph_inputs, random_inputs
 
-    print("| model | quantization | tool | nodes | time ratio at ORT_ENABLE_ALL (output / original) | rooftop ort-target at ORT_DISABLE_ALL / original at ENABLE_ALL | rooftop decisions | optimize s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | quantization | tool | nodes | float islands | time ratio at ORT_ENABLE_ALL (output / original) | rooftop ort-target at ORT_DISABLE_ALL / original at ENABLE_ALL | rooftop decisions | optimize s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         for config in args.configs.split(","):
             src = quantized(model, config)
@@ -110,7 +148,7 @@ def main() -> None:
             specs = graph_inputs(original)
             feeds = random_inputs(specs, bind_shapes(specs, {}, 1, 32))
             row = f"| {model} | {config} |"
-            print(f"{row} original | {len(original.graph.node)} | 1 | | | |", flush=True)
+            print(f"{row} original | {len(original.graph.node)} | {islands(original)} | 1 | | | |", flush=True)
             for target in ("onnxruntime", "portable"):
                 t0 = time.perf_counter()
                 opt, rep = rooftop.optimize(src, target=target, hardware="xeon-avx512", profile_nodes=False)
@@ -121,10 +159,10 @@ def main() -> None:
                 if rep.backed_off:
                     dec += f"; backed off {', '.join(rep.backed_off)}"
                 dis = timed(original, opt, feeds, "all", "disable", args.budget) if target == "onnxruntime" else ""
-                print(f"{row} rooftop --target {target} | {len(opt.graph.node)} | {timed(original, opt, feeds, 'all', 'all', args.budget)} "
+                print(f"{row} rooftop --target {target} | {len(opt.graph.node)} | {islands(opt)} | {timed(original, opt, feeds, 'all', 'all', args.budget)} "
                       f"| {dis} | {dec} | {secs:.1f} |", flush=True)
             off = onnx.load(ort_offline(src, src.with_name(src.stem + ".ort-extended.onnx")))
-            print(f"{row} onnxruntime offline EXTENDED | {len(off.graph.node)} | {timed(original, off, feeds, 'all', 'all', args.budget)} | | | |", flush=True)
+            print(f"{row} onnxruntime offline EXTENDED | {len(off.graph.node)} | {islands(off)} | {timed(original, off, feeds, 'all', 'all', args.budget)} | | | |", flush=True)
 
 
 if __name__ == "__main__":
