@@ -21,6 +21,15 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * mult)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rooftop")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optimize",
@@ -28,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok; 1 --check found changes; 2 bad usage or input; 3 verification failed (nothing written); 4 internal error.",
     )
     p.add_argument("model", nargs="?", help="input .onnx model (never modified)")
+    p.add_argument("--version", action="version", version=f"rooftop {_version()}")
     p.add_argument("-o", "--output", help="where to write the optimized model (atomically)")
     p.add_argument(
         "--report",
