@@ -23,7 +23,14 @@ ORT_LEVEL_NAMES = {
 }
 
 
-class Status(str, Enum):
+class _Word(str, Enum):
+    """An enum whose value is the word reports print."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Status(_Word):
     """What became of a pass. The value is what reports print and the JSON carries."""
 
     APPLIED = "applied"  # changed the model, verified, not slower: kept
@@ -32,11 +39,8 @@ class Status(str, Enum):
     REJECTED = "rejected"  # computes the same, but measured slower at the deploy level
     SKIPPED = "skipped"  # not run (dropped when the final model backed off)
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Cause(str, Enum):
+class Cause(_Word):
     """Why a pass was not kept."""
 
     RAISED = "raised"
@@ -45,17 +49,11 @@ class Cause(str, Enum):
     SLOWER = "slower"
     BACKED_OFF = "backed off"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Verdict(str, Enum):
+class Verdict(_Word):
     FASTER = "faster"
     SLOWER = "slower"
     NOISE = "noise"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
