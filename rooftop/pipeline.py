@@ -321,8 +321,8 @@ class _Run:
 
     def explain(self, before: ModelProto, after: ModelProto, level: str, *, shrank: bool = False) -> list[OpGrowth]:
         """The operator types whose measured time grew (``shrank``: fell) most (onnxruntime's profiler)."""
-        if self.feeds is None or not isinstance(self.compare, OrtComparator):
-            return []
+        if self.feeds is None or not isinstance(self.compare, OrtComparator) or model_io.is_large(before):
+            return []  # (the profiler copies the model: not for one over 2 GB)
         from rooftop.analysis import timing
 
         self.stage("profiling operators to explain a slowdown")
@@ -336,9 +336,7 @@ class _Run:
     # -- the passes --------------------------------------------------------------------------
     def run_passes(self, names: Sequence[str], skip: dict[int, tuple[Status, Cause, str]], on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
         opts = self.opts
-        hw = self.hw
-        multiple = opts.channel_multiple
-        ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=multiple, hardware=hw)
+        ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=opts.channel_multiple, hardware=self.hw)
         self.current, self.current_cost, self.last_verified = self.original, self.before, None
         fill = _UnchangedCosts(self)
 
