@@ -95,3 +95,23 @@ def test_zero_point_shared_with_a_weight_is_not_changed():
     assert inits[zps["q"]].dtype == np.uint8 and inits[zps["q"]] == 123
     x = np.linspace(-20, 20, 4).astype(np.float32)
     np.testing.assert_array_equal(run(out, {"x": x})[0], run(m, {"x": x})[0])
+
+
+def test_dynamic_quantization_passes_through(tmp_path):
+    """quantize_dynamic's DynamicQuantizeLinear + MatMulInteger graph: nothing to convert, nothing broken."""
+    from onnxruntime.quantization import quantize_dynamic
+    from test_requant import float_mlp
+
+    import rooftop
+
+    src, shapes = float_mlp(tmp_path)
+    dst = tmp_path / "dyn.onnx"
+    quantize_dynamic(str(src), str(dst))
+    before = ops(onnx.load(dst))
+    assert "DynamicQuantizeLinear" in before and "MatMulInteger" in before
+    out, rep = rooftop.optimize(dst, target="onnxruntime", time=False, hardware="xeon-avx512")
+    after = ops(out)
+    assert after.count("DynamicQuantizeLinear") == before.count("DynamicQuantizeLinear")
+    assert after.count("MatMulInteger") == before.count("MatMulInteger")
+    assert next(r for r in rep.passes if r.name == "u8-activations").rewrites == 0
+    assert rep.final_check is not None and rep.final_check.ok
