@@ -266,6 +266,7 @@ def test_attention_matmuls_of_two_activations_become_qlinear(tmp_path, activatio
     out, res = requant(u8, target="onnxruntime")
     kinds = ops(out)
     assert "MatMul" not in kinds and kinds.count("QLinearMatMul") == 6  # 4 projections + Q·Kᵀ + P·V
+    assert "Softmax" not in kinds and kinds.count("QLinearSoftmax") == 1
     assert res.notes and any("QLinearMatMul" in n for n in res.notes)
     # no float island: no MatMul/Gemm/Add/Mul reading a DequantizeLinear and feeding only QuantizeLinear
     producers = {o: n for n in out.graph.node for o in n.output}
@@ -283,4 +284,51 @@ def test_attention_matmuls_of_two_activations_become_qlinear(tmp_path, activatio
     feeds = {k: r.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer
                                                         if t.name == next(n for n in original.graph.node if n.output[0] == "y").input[1]))))
+    assert np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max() <= quantized_tolerance(original, feeds, step)
+
+
+def test_pytorch_qat_export(tmp_path):
+    """QDQ as PyTorch's FX quantization flow exports it: FakeQuantize on activations (uint8) and on
+    float weights (Q(W) → DQ, per-channel int8). The weight Qs fold to int8 and the Convs and the
+    Linear become integer ops."""
+    torch = pytest.importorskip("torch")
+    from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+                                       QConfig, QConfigMapping, disable_observer)
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = torch.nn.Conv2d(16, 32, 3, padding=1, stride=2)
+            self.fc = torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.c2(torch.relu(self.c1(x))))
+            return self.fc(x.mean((2, 3)))
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 16, 16)
+    qc = QConfig(
+        activation=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8),
+        weight=FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
+                                      dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0))
+    prepared = prepare_qat_fx(Net().train(), QConfigMapping().set_global(qc), (x,))
+    for _ in range(4):
+        prepared(torch.randn(1, 3, 16, 16))
+    prepared.eval()
+    prepared.apply(disable_observer)
+    src = tmp_path / "qat.onnx"
+    torch.onnx.export(prepared, (x,), str(src), opset_version=13, dynamo=False, input_names=["input"], output_names=["output"])
+    original = onnx.load(src)
+    out, rep = optimize(src, target="onnxruntime", skip=["nhwc-int8"])
+    rec = next(r for r in rep.passes if r.name == "requant")
+    assert rec.status == "applied", rec.reason
+    assert "weight QuantizeLinear folded to int8: 3" in rec.notes
+    kinds = ops(out)
+    assert kinds.count("QLinearConv") == 2 and kinds.count("QGemm") == 1 and "Conv" not in kinds
+    assert rep.final_check.ok
+    feeds = {"input": np.random.default_rng(4).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer
+                                                        if t.name == next(n for n in original.graph.node if n.output[0] == "output").input[1]))))
     assert np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max() <= quantized_tolerance(original, feeds, step)

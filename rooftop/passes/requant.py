@@ -25,9 +25,12 @@ and fp32 out of it, then as int8 again: more bytes than the fp32 model. Rewrites
    and changes outputs by a full step).
 
 5. With ``--target onnxruntime``: DQ → Add/Mul/Concat/AveragePool/GlobalAveragePool/
-   Sigmoid/LeakyRelu → Q become com.microsoft QLinearAdd, QLinearMul, QLinearConcat,
-   QLinearAveragePool, QLinearGlobalAveragePool, QLinearSigmoid, QLinearLeakyRelu,
+   Sigmoid/LeakyRelu/Softmax → Q become com.microsoft QLinearAdd, QLinearMul, QLinearConcat,
+   QLinearAveragePool, QLinearGlobalAveragePool, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax,
    and DQ → Gemm → Q becomes QGemm (int32 bias at a_scale·b_scale).
+6. ``QuantizeLinear(float constant)`` — a weight as PyTorch's QAT export writes it — is folded
+   to the int8 constant the runtime would compute (round half to even, saturate), so the
+   DQ → Conv/MatMul/Gemm group it feeds can become an integer op.
 
 Refuses: blocked quantization, int4/uint4 and float8 types (passed through),
 non-constant scales or zero points, weights that are not int8/uint8 constants, a
@@ -51,7 +54,7 @@ INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 MS_QLINEAR = {
     "Add": "QLinearAdd", "Mul": "QLinearMul", "Concat": "QLinearConcat", "AveragePool": "QLinearAveragePool",
     "GlobalAveragePool": "QLinearGlobalAveragePool", "Sigmoid": "QLinearSigmoid", "LeakyRelu": "QLinearLeakyRelu",
-    "Gemm": "QGemm",
+    "Gemm": "QGemm", "Softmax": "QLinearSoftmax",
 }
 
 
@@ -152,6 +155,39 @@ def _retyped(graph: gs.Graph, d: QParams, dtype: np.dtype) -> QParams | None:
     return p if p.ok else None
 
 
+def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str]) -> int:
+    """``QuantizeLinear(float constant)`` (PyTorch's QDQ export writes weights so) becomes the
+    int8 constant the runtime would compute: ``sat(rint(w / scale) + zp)`` in float32, round half
+    to even, per tensor or per axis. Smaller than the float weight, and the DQ → Conv/MatMul
+    group it feeds can then become an integer op."""
+    p = QParams(q)
+    w = const_value(q.inputs[0])
+    if w is None or w.dtype != np.float32 or not p.ok or "output_dtype" in q.attrs or is_graph_output(graph, q.outputs[0]):
+        return 0
+    shape = [1] * w.ndim
+    if not p.per_tensor:
+        if w.ndim == 0:
+            return 0
+        axis = p.axis % w.ndim
+        if p.scale.size != w.shape[axis]:
+            return 0
+        shape[axis] = -1
+    scale = p.scale.astype(np.float32).reshape(shape if p.scale.size > 1 else ())
+    zp = p.zp.astype(np.int32).reshape(shape if p.zp.size > 1 else ())
+    info = np.iinfo(p.zp.dtype)
+    values = np.clip(np.rint(w / scale).astype(np.int64) + zp, info.min, info.max).astype(p.zp.dtype)
+    out = q.outputs[0]
+    q.inputs.clear()
+    q.outputs.clear()
+    const = gs.Constant(Namer(graph).fresh(f"{out.name}_int8"), values)
+    for c in list(out.outputs):
+        for i, t in enumerate(c.inputs):
+            if t is out:
+                c.inputs[i] = const
+    counts["weight QuantizeLinear folded to int8"] += 1
+    return 1
+
+
 def _q_after(graph: gs.Graph, t: gs.Tensor) -> QParams | None:
     if is_graph_output(graph, t):
         return None
@@ -184,7 +220,7 @@ class Requant(Pass):
             if not node.outputs or node.domain not in ("", "ai.onnx", None):
                 continue
             if node.op == "QuantizeLinear":
-                n += self._dq_q(graph, node, counts)
+                n += self._dq_q(graph, node, counts) or _fold_weight_q(graph, node, counts)
             elif node.op in MOVEMENT or node.op == "Concat":
                 n += self._movement(graph, node, counts)
             elif node.op in ("Conv", "MatMul"):
@@ -228,6 +264,8 @@ class Requant(Pass):
         attrs = dict(node.attrs)
         if op in ("GlobalAveragePool", "AveragePool"):
             attrs["channels_last"] = 0
+        if op == "Softmax":  # the axis means what it meant at the model's opset (it changed at 13)
+            attrs = {"axis": int(node.attrs.get("axis", -1 if (graph.opset or 13) >= 13 else 1)), "opset": int(graph.opset or 13)}
         _become(node, q, MS_QLINEAR[op], inputs, attrs, "com.microsoft")
         counts[f"{MS_QLINEAR[op]} (com.microsoft)"] += 1
         return 1

@@ -18,7 +18,8 @@ point shared with a weight's DequantizeLinear is never changed).
 
 Runs only with ``--target onnxruntime``: other runtimes (TensorRT among them) want int8
 symmetric activations. Refuses, by reason: a QuantizeLinear without an explicit zero
-point (its output is uint8 already), a zero point that is not an int8 constant, an
+point (its output is uint8 already), one that quantizes a constant (a weight written as
+Q(float W) → DQ, as PyTorch's QAT export does: weights stay int8), a zero point that is not an int8 constant, an
 ``output_dtype`` attribute, a quantized tensor that is a graph output (its type is
 observable), a consumer that is not a DequantizeLinear with a constant int8 zero point.
 """
@@ -41,14 +42,22 @@ def _int8_zero_point(node: gs.Node) -> np.ndarray | None:
     return zp if zp is not None and zp.dtype == np.int8 else None
 
 
+SILENT = {"no explicit zero point (uint8 already)", "uint8 already", "input is a constant (a weight, which stays int8)"}  # not activations
+
+
 def _refusal(graph: gs.Graph, q: gs.Node) -> str | None:
     """Why the output of QuantizeLinear ``q`` cannot become uint8 (None: it can)."""
     if len(q.inputs) < 3 or not q.inputs[2].name:
         return "no explicit zero point (uint8 already)"
+    zp = const_value(q.inputs[2])
+    if zp is not None and zp.dtype == np.uint8:
+        return "uint8 already"
     if _int8_zero_point(q) is None:
         return "zero point is not an int8 constant"
     if "output_dtype" in q.attrs:
         return "output_dtype attribute"
+    if const_value(q.inputs[0]) is not None:
+        return "input is a constant (a weight, which stays int8)"
     y = q.outputs[0]
     if is_graph_output(graph, y):
         return "quantized tensor is a graph output"
@@ -80,7 +89,7 @@ class U8Activations(Pass):
         for q in [n for n in graph.nodes if n.op == "QuantizeLinear"]:
             why = _refusal(graph, q)
             if why is not None:
-                if why != "no explicit zero point (uint8 already)":
+                if why not in SILENT:
                     refused[why] += 1
                 continue
             y = q.outputs[0]
