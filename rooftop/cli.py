@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--passes", help="comma-separated pipeline to run instead of the default")
     g.add_argument("--skip", action="append", default=[], help="pass(es) to leave out (comma-separated, repeatable)")
     g.add_argument("--list-passes", action="store_true", help="list the passes and exit")
+    g.add_argument("--explain", metavar="PASS", action="append", default=[],
+                   help="after the run, print what PASS rewrote and every node it looked at and left, with the reason (repeatable)")
     g.add_argument("--fixed-point", action="store_true", help="repeat the pipeline until nothing changes (at most 4 times)")
     g.add_argument("--target", choices=("portable", "onnxruntime"), default="portable", help="portable: standard ops only (default); onnxruntime: com.microsoft fused ops allowed")
     g.add_argument("--fold-limit", type=parse_size, default=1 << 20, metavar="SIZE", help="largest tensor constant folding may create (default 1MiB)")
@@ -149,6 +151,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.check and args.output:
         raise errors.UsageError("--check writes nothing; drop -o or drop --check")
     passes = _split([args.passes]) if args.passes else None
+    unknown = [e for e in args.explain if e not in pipeline.REGISTRY]
+    if unknown:
+        raise errors.UsageError(f"--explain {unknown[0]}: no such pass (optimize --list-passes)")
     opts = pipeline.Options(
         passes=passes,
         skip=_split(args.skip),
@@ -210,6 +215,9 @@ def _main(args: argparse.Namespace) -> int:
             err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if "-" in reports or args.check:
         rep.print_terminal(report, out_console)
+    for name in args.explain:
+        for line in rep.explain_lines(report, name):
+            out_console.print(line, highlight=False)
     for r in files:
         rep.write_report(report, r)
         if not args.quiet:

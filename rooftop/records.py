@@ -159,6 +159,8 @@ class PassRecord:
     cost: CostDelta | None = None  # the model's totals before and after this pass (equal if not kept)
     latency: Latency | None = None  # this pass's output timed against its input at the deploy level
     position: int = 0  # index of this run in the pipeline (with --fixed-point, across rounds)
+    counts: dict[str, int] = field(default_factory=dict)  # rewrites by kind
+    refusals: dict[str, list[str]] = field(default_factory=dict)  # reason -> names of the nodes left
 
     @property
     def kept(self) -> bool:

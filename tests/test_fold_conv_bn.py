@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import init, make_model, ops, run, vi
+from helpers import MODELS, cli, init, make_model, ops, run, vi
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
@@ -380,3 +380,52 @@ def test_property_conv_bn(groups, cin_per_group, cout_per_group, k, eps, bias, f
     tol = 2e-2 * max(1.0, float(np.abs(ref).max())) if fp16 else 1e-4
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
     assert fold(out)[1].rewrites == 0
+
+
+def _refusal_model(tmp_path):
+    """conv1 → bn_train (training mode) ; conv2 → relu → bn_after_relu: two BNs no rewrite can fold."""
+    C = 4
+    bn_params = [init(f"{p}{i}", v) for i in (1, 2) for p, v in (("s", np.ones(C, np.float32)), ("b", np.zeros(C, np.float32)),
+                                                                 ("m", np.zeros(C, np.float32)), ("v", np.ones(C, np.float32)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["c1"], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "s1", "b1", "m1", "v1"], ["y1"], name="bn_train", training_mode=1),
+        helper.make_node("Conv", ["x", "W2"], ["c2"], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu"),
+        helper.make_node("BatchNormalization", ["r2", "s2", "b2", "m2", "v2"], ["y2"], name="bn_after_relu"),
+    ]
+    m = make_model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y1", [1, C, 5, 5]), vi("y2", [1, C, 5, 5])],
+                   [init("W1", R.standard_normal((C, 3, 1, 1)).astype(np.float32)),
+                    init("W2", R.standard_normal((C, 3, 1, 1)).astype(np.float32))] + bn_params, opset=15)
+    p = tmp_path / "refuse.onnx"
+    onnx.save(m, p)
+    return p
+
+
+def test_refusals_name_the_nodes_and_the_reason(tmp_path):
+    out, res = FoldConvBN().apply(onnx.load(_refusal_model(tmp_path)), PassContext())
+    assert res.rewrites == 0
+    assert res.refusals == {"training-mode BatchNormalization": ["bn_train"],
+                            "follows Relu, not a Conv, ConvTranspose, Gemm or MatMul": ["bn_after_relu"]}
+
+
+def test_explain_cli_and_json(tmp_path):
+    import json
+
+    src = _refusal_model(tmp_path)
+    res = cli(str(src), "--passes", "fold-conv-bn", "--explain", "fold-conv-bn", "--report", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    assert "left 1: training-mode BatchNormalization\n    bn_train" in res.stdout
+    assert "bn_after_relu" in res.stdout
+    rep = json.loads((tmp_path / "r.json").read_text())
+    fold = rep["passes"][0]
+    assert fold["refusals"] == {"training-mode BatchNormalization": 1, "follows Relu, not a Conv, ConvTranspose, Gemm or MatMul": 1}
+    assert fold["refused_nodes"]["training-mode BatchNormalization"] == ["bn_train"]
+    bad = cli(str(src), "--explain", "no-such-pass")
+    assert bad.returncode == 2 and "no such pass" in bad.stderr
+
+
+def test_counts_name_each_kind_of_rewrite():
+    src = MODELS / "resnet_bn.onnx"
+    out, res = FoldConvBN().apply(onnx.load(src), PassContext())
+    assert res.counts == {"bn-into-conv": 9} and res.rewrites == 9

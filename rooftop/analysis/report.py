@@ -102,6 +102,9 @@ def _pass_dict(r: PassRecord) -> dict[str, Any]:
         "max_abs_error": _num(r.max_abs_error),
         "reason": r.reason,
         "notes": [n for n in r.notes if "Traceback" not in n],
+        "counts": dict(r.counts),
+        "refusals": {why: len(nodes) for why, nodes in r.refusals.items()},
+        "refused_nodes": {why: list(nodes) for why, nodes in r.refusals.items()},
     }
     d.update(_cost_dict(r.cost))
     lat = _latency_dict(r.latency)
@@ -281,6 +284,39 @@ def projected_line(report: Report) -> str:
             f"{100 * abs(saved) / before.bytes:.1f}%), predicted time {_ms(before.predicted_s)} → {_ms(after.predicted_s)} on {hw.name}")
 
 
+def kinds_lines(report: Report) -> list[str]:
+    """Per pass that did or refused something: rewrites by kind, refusals by reason (counts)."""
+    lines = []
+    for r in report.passes:
+        parts = []
+        if r.counts and r.status is Status.APPLIED:
+            parts.append(", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
+        if r.refusals:
+            parts.append("left: " + "; ".join(f"{why} ({len(n)})" for why, n in sorted(r.refusals.items())))
+        if parts:
+            lines.append(f"  {r.name}{f' #{r.iteration}' if r.iteration > 1 else ''}: " + " — ".join(parts))
+    return lines
+
+
+def explain_lines(report: Report, name: str) -> list[str]:
+    """``--explain PASS``: what the pass rewrote, and every node it looked at and left, with the reason."""
+    recs = [r for r in report.passes if r.name == name]
+    if not recs:
+        return [f"{name}: not in this run's pipeline ({', '.join(report.pipeline)})"]
+    lines = []
+    for r in recs:
+        head = f"{r.name}{f' #{r.iteration}' if r.iteration > 1 else ''}: {r.status.value}, {r.rewrites} rewrites"
+        lines.append(head + (f" ({', '.join(f'{k} {v}' for k, v in sorted(r.counts.items()))})" if r.counts else ""))
+        if r.reason:
+            lines.append(f"  reason: {r.reason}")
+        for why, nodes in sorted(r.refusals.items()):
+            lines.append(f"  left {len(nodes)}: {why}")
+            lines += [f"    {n}" for n in nodes]
+        if not r.refusals:
+            lines.append("  no candidate was left")
+    return lines
+
+
 def not_kept(report: Report) -> list[PassRecord]:
     return [r for r in report.passes if r.status in (Status.ROLLED_BACK, Status.REJECTED) or r.cause is Cause.BACKED_OFF]
 
@@ -294,7 +330,7 @@ def print_terminal(report: Report, console: Console | None = None) -> None:
     for row in pass_rows(report):
         t.add_row(*row)
     console.print(t)
-    for line in summary_lines(report):
+    for line in kinds_lines(report) + summary_lines(report):
         console.print(line, highlight=False)
     top = top_rows(report)
     if top:
@@ -317,6 +353,9 @@ def markdown(report: Report) -> str:
     lines += ["", "## Passes", "", "| " + " | ".join(hs) + " |", "|" + "---|" * len(hs)]
     for row in pass_rows(report):
         lines.append("| " + " | ".join(row) + " |")
+    kinds = kinds_lines(report)
+    if kinds:
+        lines += ["", "## Rewrites by kind, and what was left", ""] + [f"- {k.strip()}" for k in kinds]
     top = top_rows(report)
     if top:
         lines += ["", "## Top memory-bound operators (after)", "", "| " + " | ".join(TOP_HEADERS) + " |", "|" + "---|" * len(TOP_HEADERS)]

@@ -46,8 +46,20 @@ class PassContext:
 
 @dataclass
 class PassResult:
+    """What a pass did: ``rewrites`` in all, ``counts`` by kind of rewrite, ``refusals``: for
+    each reason a candidate was looked at and left, the names of the nodes left; ``notes`` free text."""
+
     rewrites: int = 0
     notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    refusals: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def modified(self) -> bool:
+        return self.rewrites > 0
+
+    def refuse(self, reason: str, node: gs.Node) -> None:
+        self.refusals.setdefault(reason, []).append(node.name or (node.outputs[0].name if node.outputs else node.op))
 
 
 @dataclass
@@ -325,6 +337,7 @@ class PassManager:
         rec.seconds = time.perf_counter() - t0
         rec.rewrites = result.rewrites
         rec.notes.extend(result.notes)
+        rec.counts, rec.refusals = dict(result.counts), {k: list(v) for k, v in result.refusals.items()}
         if result.rewrites == 0 or candidate is model:
             rec.rewrites = 0
             return model, rec

@@ -51,6 +51,7 @@ class Cleanup(Pass):
         for n, what in ((removed_identity, "Identity"), (removed_dropout, "Dropout")):
             if n > 0:
                 res.notes.append(f"removed {n} {what}")
+                res.counts[f"{what.lower()}-removed"] = n
         return res
 
     def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
@@ -64,6 +65,7 @@ class Cleanup(Pass):
             for n, what in ((nodes, "dead node"), (inits, "unused initializer")):
                 if n > 0:
                     res.notes.append(f"removed {n} {what}{'s' if n != 1 else ''}")
+                    res.counts[f"{what.replace(' ', '-')}-removed"] = n
             res.rewrites += max(nodes, 0) + max(inits, 0)
             # nothing removed and already in order: no export (it would copy every weight)
             if res.rewrites == 0 and _toposorted(model) and not _has_subgraphs(model):

@@ -103,6 +103,32 @@ def _per_channel(c: np.ndarray, C: int, out_rank: int | None, chan_axis: int) ->
     return c.reshape(-1).astype(np.float64)
 
 
+def _candidate(f: gs.Node) -> bool:
+    """A follower worth a refusal line: a BatchNormalization, or Mul/Add/Sub/Div by a constant."""
+    if f.op == "BatchNormalization":
+        return True
+    return f.op in ("Mul", "Add", "Sub", "Div") and any(isinstance(t, gs.Constant) for t in f.inputs)
+
+
+def _unreached_batchnorms(graph: gs.Graph, res: PassResult) -> None:
+    """BatchNormalizations no producer reached (after a Relu, a Concat, a graph input ...): say why."""
+    named = {n for names in res.refusals.values() for n in names}
+    for bn in graph.nodes:
+        if bn.op != "BatchNormalization" or not bn.inputs or (bn.name or bn.outputs[0].name) in named:
+            continue
+        x = bn.inputs[0]
+        prod = x.inputs[0] if len(x.inputs) == 1 else None
+        if prod is None:
+            res.refuse("input is not produced by a node (graph input or constant)", bn)
+        elif prod.op not in PRODUCERS:
+            res.refuse(f"follows {prod.op}, not a Conv, ConvTranspose, Gemm or MatMul", bn)
+        elif len(x.outputs) > 1 or is_graph_output(graph, x):
+            res.refuse(f"the {prod.op} output has other consumers", bn)
+        else:
+            why = _linear(prod, graph)
+            res.refuse(why if isinstance(why, str) else f"the {prod.op} cannot absorb it", bn)
+
+
 def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear, graph: gs.Graph) -> tuple[np.ndarray, np.ndarray] | str:
     """(a, b) of a per-channel affine follower of ``y``, or the reason it is not one."""
     C = lin.channels
@@ -276,6 +302,8 @@ class FoldConvBN(Pass):
                     break
                 ab = _follower_affine(f, y, lin, graph)
                 if isinstance(ab, str):
+                    if _candidate(f):
+                        res.refuse(ab, f)
                     break
                 a, b = ab
                 if node.op == "MatMul" and lin.bias_add is None and np.any(b != 0):
@@ -301,6 +329,8 @@ class FoldConvBN(Pass):
                 tail.outputs[0] = final_out
             for f in removed:
                 folded[f.op] = folded.get(f.op, 0) + 1
+                key = f"{'bn' if f.op == 'BatchNormalization' else 'affine'}-into-{node.op.lower()}"
+                res.counts[key] = res.counts.get(key, 0) + 1
             res.rewrites += len(removed)
             if bn_to_add is not None:
                 bn, b = bn_to_add
@@ -312,11 +342,14 @@ class FoldConvBN(Pass):
                 bn.inputs.clear()
                 bn.inputs.extend([x, gs.Constant(f"{bn.name or x.name}_shift", b.astype(dtype))])
                 folded["BatchNormalization→Add"] = folded.get("BatchNormalization→Add", 0) + 1
+                res.counts["bn-to-add"] = res.counts.get("bn-to-add", 0) + 1
                 res.rewrites += 1
+        _unreached_batchnorms(graph, res)
         if ctx.target == "onnxruntime":
             fused = self._fuse_activations(graph)
             if fused:
                 folded["activation→FusedConv"] = fused
+                res.counts["activation-into-fusedconv"] = fused
                 res.rewrites += fused
         for what, n in folded.items():
             res.notes.append(f"folded {n} {what}")

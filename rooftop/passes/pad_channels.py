@@ -42,7 +42,6 @@ Conv through padding-carrying ops (nothing would absorb the padding).
 
 from __future__ import annotations
 
-from collections import Counter
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -118,7 +117,7 @@ class _Padder:
         self.layouts: dict[int, Layout] = {}  # id(tensor) -> layout
         self.slices: dict[int, gs.Tensor] = {}
         self.names = Namer(graph)
-        self.refused: Counter[str] = Counter()
+        self.res = PassResult()
 
     def const(self, base: str, values: np.ndarray) -> gs.Constant:
         """A new constant with a name no other tensor has (unnamed nodes give empty bases)."""
@@ -138,10 +137,12 @@ class _Padder:
             if handled is None:
                 self._observe_inputs(node)
         self._observe_outputs()
-        res = PassResult(padded)
+        res = self.res
+        res.rewrites = padded
         if padded:
+            res.counts = {"conv-output-padded": padded, "consumer-absorbed-padding": absorbed}
             res.notes.append(f"padded {padded} Conv outputs to multiples of {self.n}; {absorbed} consumers absorbed the padding")
-        res.notes += [f"left unpadded ({why}): {k}" for why, k in sorted(self.refused.items())]
+        res.notes += [f"left unpadded ({why}): {len(nodes)}" for why, nodes in sorted(res.refusals.items())]
         return res
 
     # -- padding a producer ------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class _Padder:
         if len(node.inputs) > 2 and node.inputs[2].name:
             B = const_value(node.inputs[2])
             if B is None:  # checked before anything changes: never a half-padded Conv
-                self.refused["bias not constant"] += 1
+                self.res.refuse("bias not constant", node)
                 return False
         layout = Layout(np.arange(c), -(-c // self.n) * self.n)
         node.inputs[1] = self.const(f"{node.name or y.name}_Wpad", _scatter(W, layout, 0.0))
@@ -219,7 +220,7 @@ class _Padder:
                 if len(node.inputs) > 2 and node.inputs[2].name:
                     B = const_value(node.inputs[2])
                     if B is None:  # before anything changes
-                        self.refused["bias not constant"] += 1
+                        self.res.refuse("bias not constant", node)
                         return None
                 node.inputs[1] = self.const(f"{node.name or node.outputs[0].name}_Wdw", _scatter(W, lay, 0.0, axis=0))
                 if B is not None:

@@ -210,7 +210,7 @@ class Requant(Pass):
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
             if not n:
                 break
-        res = PassResult(sum(counts.values()))
+        res = PassResult(sum(counts.values()), counts=dict(counts))
         res.notes = [f"{k}: {v}" for k, v in sorted(counts.items())]
         return res
 

@@ -153,7 +153,7 @@ class ShapeChains(Pass):
             if not n:
                 break
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        res = PassResult(sum(counts.values()))
+        res = PassResult(sum(counts.values()), counts=dict(counts))
         res.notes = [f"{what}: {n}" for what, n in sorted(counts.items())]
         return res
 

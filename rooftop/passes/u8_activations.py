@@ -26,8 +26,6 @@ observable), a consumer that is not a DequantizeLinear with a constant int8 zero
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -83,14 +81,14 @@ class U8Activations(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         if ctx.target != "onnxruntime":
             return PassResult(0, ["portable target: activations keep their type"])
-        refused: Counter[str] = Counter()
+        res = PassResult()
         converted = 0
         names = Namer(graph)
         for q in [n for n in graph.nodes if n.op == "QuantizeLinear"]:
             why = _refusal(graph, q)
             if why is not None:
                 if why not in SILENT:
-                    refused[why] += 1
+                    res.refuse(why, q)
                 continue
             y = q.outputs[0]
             for c in list(y.outputs):
@@ -98,6 +96,9 @@ class U8Activations(Pass):
             _shift(names, q)
             y.dtype = np.uint8
             converted += 1
-        notes = [f"int8 activations made uint8: {converted}"] if converted else []
-        notes += [f"left int8 ({why}): {k}" for why, k in sorted(refused.items())]
-        return PassResult(converted, notes)
+        res.rewrites = converted
+        if converted:
+            res.counts["int8-activation-to-uint8"] = converted
+            res.notes.append(f"int8 activations made uint8: {converted}")
+        res.notes += [f"left int8 ({why}): {len(nodes)}" for why, nodes in sorted(res.refusals.items())]
+        return res
