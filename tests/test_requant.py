@@ -332,3 +332,21 @@ def test_pytorch_qat_export(tmp_path):
     step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer
                                                         if t.name == next(n for n in original.graph.node if n.output[0] == "output").input[1]))))
     assert np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max() <= quantized_tolerance(original, feeds, step)
+
+
+@pytest.mark.parametrize("shape", [(), (4,)], ids=["scalar", "vector"])
+def test_weight_quantize_of_a_constant_folds_exactly(shape):
+    """Regression: a scalar QuantizeLinear(constant) folded to a numpy scalar that graphsurgeon refused."""
+    c = np.asarray(R.standard_normal(shape).astype(np.float32))
+    nodes = [
+        helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
+        helper.make_node("Add", ["x", "cd"], ["y"]),
+    ]
+    m = make_model(nodes, [vi("x", [4])], [vi("y", [4])],
+                   [init("c", c), init("s", np.array(0.01, np.float32)), init("z", np.array(3, np.int8))])
+    out, res = requant(m)
+    assert res.counts == {"weight QuantizeLinear folded to int8": 1}
+    assert "QuantizeLinear" not in ops(out)
+    x = R.standard_normal(4).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(m, {"x": x})[0])  # the runtime's own rounding

@@ -175,7 +175,7 @@ def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str]) -> int:
     scale = p.scale.astype(np.float32).reshape(shape if p.scale.size > 1 else ())
     zp = p.zp.astype(np.int32).reshape(shape if p.zp.size > 1 else ())
     info = np.iinfo(p.zp.dtype)
-    values = np.clip(np.rint(w / scale).astype(np.int64) + zp, info.min, info.max).astype(p.zp.dtype)
+    values = np.asarray(np.clip(np.rint(w / scale).astype(np.int64) + zp, info.min, info.max)).astype(p.zp.dtype)
     out = q.outputs[0]
     q.inputs.clear()
     q.outputs.clear()
