@@ -350,3 +350,40 @@ def test_weight_quantize_of_a_constant_folds_exactly(shape):
     assert "QuantizeLinear" not in ops(out)
     x = R.standard_normal(4).astype(np.float32)
     np.testing.assert_array_equal(run(out, {"x": x})[0], run(m, {"x": x})[0])  # the runtime's own rounding
+
+
+@pytest.mark.parametrize("act", ["Relu", "Clip"])
+@pytest.mark.parametrize("zp_dtype,zp", [(np.int8, 0), (np.uint8, 128), (np.uint8, 0)])
+def test_relu_and_clip_between_equal_qdq_become_an_integer_clip(act, zp_dtype, zp):
+    """Symmetric activations keep ReLU/ReLU6 out of QLinearConv: DQ → Relu/Clip → Q with the same
+    parameters becomes Clip on the integers, exactly."""
+    extra = ["lo", "hi"] if act == "Clip" else []
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node(act, ["xd"] + extra, ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "s", "z"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["y"]),
+    ]
+    inits = [init("s", np.array(0.05, np.float32)), init("z", np.array(zp, zp_dtype))]
+    if act == "Clip":
+        inits += [init("lo", np.array(0.0, np.float32)), init("hi", np.array(6.0, np.float32))]
+    m = make_model(nodes, [vi("x", [64])], [vi("y", [64])], inits)
+    out, res = requant(m)
+    assert res.counts.get("Relu/Clip as an integer Clip") == 1
+    assert act not in ops(out) or act == "Clip"
+    assert ops(out).count("Clip") == 1 and ops(out).count("QuantizeLinear") == 1
+    x = np.linspace(-8, 9, 64).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(m, {"x": x})[0])
+
+
+def test_clip_with_a_run_time_bound_is_left():
+    nodes = [
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("Clip", ["xd", "lo"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "s", "z"], ["y"]),
+    ]
+    m = make_model(nodes, [vi("xq", [4], TensorProto.UINT8), vi("lo", [], TensorProto.FLOAT)], [vi("y", [4], TensorProto.UINT8)],
+                   [init("s", np.array(0.05, np.float32)), init("z", np.array(128, np.uint8))])
+    out, res = requant(m)
+    assert res.rewrites == 0

@@ -10,7 +10,7 @@ own layout optimizer:
    ``channels_last=1`` between ``Transpose(0,2,3,1)`` and ``Transpose(0,3,1,2)``
    (weights keep their OIHW layout; only activations change);
 2. a to-NCHW Transpose is pushed below ops that do not care about the layout when all
-   their activation inputs come from such transposes (QLinearAdd, QLinearMul, Relu,
+   their activation inputs come from such transposes (QLinearAdd, QLinearMul, Relu, Clip with scalar bounds,
    per-tensor QuantizeLinear/DequantizeLinear), below QLinearGlobalAveragePool (which
    gets ``channels_last=1``) and below a uint8/int8 MaxPool (which becomes NhwcMaxPool);
 3. Transpose pairs that compose to the identity cancel.
@@ -96,6 +96,8 @@ class NhwcInt8(Pass):
                 s = const_value(node.inputs[1])
                 if s is None or s.size != 1:
                     return 0
+        elif op == "Clip" and all(not t.name or (const_value(t) is not None and const_value(t).size == 1) for t in node.inputs[1:]):
+            data = [0]  # scalar bounds: elementwise, any layout
         elif op == "QLinearGlobalAveragePool" and not int(node.attrs.get("channels_last", 0)):
             data = [0]
         elif op == "MaxPool" and node.inputs[0].dtype in (np.uint8, np.int8) and len(node.outputs) == 1:

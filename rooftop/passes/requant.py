@@ -28,6 +28,9 @@ and fp32 out of it, then as int8 again: more bytes than the fp32 model. Rewrites
    Sigmoid/LeakyRelu/Softmax → Q become com.microsoft QLinearAdd, QLinearMul, QLinearConcat,
    QLinearAveragePool, QLinearGlobalAveragePool, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax,
    and DQ → Gemm → Q becomes QGemm (int32 bias at a_scale·b_scale).
+7. ``DQ(s, z) → Relu/Clip → Q(s, z)`` (same parameters, constant bounds) becomes a Clip on the
+   integers between ``Q(min)`` and ``Q(max)`` — exact, since Q∘clip∘DQ = clip∘(Q∘DQ) for a
+   monotonic affine map (symmetric int8 activations leave ReLU6 unabsorbed by QLinearConv).
 6. ``QuantizeLinear(float constant)`` — a weight as PyTorch's QAT export writes it — is folded
    to the int8 constant the runtime would compute (round half to even, saturate), so the
    DQ → Conv/MatMul/Gemm group it feeds can become an integer op.
@@ -188,6 +191,24 @@ def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str]) -> int:
     return 1
 
 
+def _clamp_bounds(node: gs.Node) -> tuple[float, float] | None:
+    """(min, max) of a Relu or a Clip with constant (or absent) bounds, else None."""
+    if node.op == "Relu":
+        return 0.0, float("inf")
+    if "min" in node.attrs or "max" in node.attrs:  # Clip before opset 11
+        return float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))
+    vals = []
+    for i, default in ((1, -np.inf), (2, np.inf)):
+        if len(node.inputs) > i and node.inputs[i].name:
+            v = const_value(node.inputs[i])
+            if v is None or v.size != 1:
+                return None
+            vals.append(float(v.reshape(-1)[0]))
+        else:
+            vals.append(default)
+    return vals[0], vals[1]
+
+
 def _q_after(graph: gs.Graph, t: gs.Tensor) -> QParams | None:
     if is_graph_output(graph, t):
         return None
@@ -225,6 +246,8 @@ class Requant(Pass):
                 n += self._movement(graph, node, counts)
             elif node.op in ("Conv", "MatMul"):
                 n += self._qlinear(graph, node, counts)
+            elif node.op in ("Relu", "Clip"):
+                n += self._int_clamp(graph, node, counts)
             elif node.op in ("QLinearConv", "QLinearMatMul"):
                 n += self._fold_requant(graph, node, counts)
             elif self.target == "onnxruntime" and node.op in MS_QLINEAR:
@@ -330,6 +353,36 @@ class Requant(Pass):
         qnode.outputs.clear()
         node.outputs[0] = out
         counts[f"{node.op} on int8"] += 1
+        return 1
+
+    # 2b. DQ(s, z) -> Relu/Clip -> Q(s, z)  ==>  Clip on the integers (exact)
+    def _int_clamp(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+        if (graph.opset or 0) < 12:  # Clip on int8/uint8 needs opset 12
+            return 0
+        q = _q_after(graph, node.outputs[0])
+        d = _dq(node.inputs[0])
+        if q is None or d is None or not q.per_tensor or not d.same(q):
+            return 0
+        bounds = _clamp_bounds(node)
+        if bounds is None:
+            return 0
+        s, z = float(q.scale.reshape(-1)[0]), int(q.zp.reshape(-1)[0])
+        info = np.iinfo(q.zp.dtype)
+
+        def level(v: float, default: int) -> int:
+            return default if not np.isfinite(v) else int(np.clip(np.rint(np.float32(v) / np.float32(s)) + z, info.min, info.max))
+
+        lo, hi = level(bounds[0], info.min), level(bounds[1], info.max)
+        names = Namer(graph)
+        out = q.node.outputs[0]
+        q.node.inputs.clear()
+        q.node.outputs.clear()
+        node.op, node.attrs = "Clip", {}
+        node.inputs.clear()
+        node.inputs.extend([d.node.inputs[0], gs.Constant(names.fresh(f"{out.name}_lo"), np.array(lo, q.zp.dtype)),
+                            gs.Constant(names.fresh(f"{out.name}_hi"), np.array(hi, q.zp.dtype))])
+        node.outputs[0] = out
+        counts["Relu/Clip as an integer Clip"] += 1
         return 1
 
     # 3. DQ -> Conv/MatMul [-> Relu] -> Q  ==>  QLinearConv / QLinearMatMul
