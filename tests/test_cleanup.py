@@ -100,3 +100,23 @@ def test_unsorted_graph_is_sorted():
     assert ops(out) == ["Relu", "Neg"] and res.rewrites == 1
     out2, res2 = apply(out)
     assert res2.rewrites == 0
+
+
+def test_simplify_never_widens_a_low_precision_weight():
+    """An int8 embedding widened by Cast at run time stays int8 (onnxsim folded it into fp32: 4x the bytes)."""
+    from onnx import TensorProto
+
+    from rooftop.passes import PassContext
+    from rooftop.passes.simplify import Simplify
+
+    w = np.random.default_rng(0).integers(-127, 127, (1000, 256)).astype(np.int8)
+    nodes = [helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["wf", "s"], ["ws"]),
+             helper.make_node("Gather", ["ws", "ids"], ["y"], axis=0)]
+    m = make_model(nodes, [vi("ids", [4], TensorProto.INT64)], [vi("y", [4, 256])], [init("w", w), init("s", np.array(0.01, np.float32))])
+    out, res = Simplify().apply(m, PassContext(fold_limit=64 << 20))
+    assert {t.name: t.data_type for t in out.graph.initializer}.get("w") == TensorProto.INT8
+    assert [i.name for i in out.graph.input] == ["ids"]
+    assert sum(t.ByteSize() for t in out.graph.initializer) <= sum(t.ByteSize() for t in m.graph.initializer)
+    ids = np.array([0, 5, 999, 3], np.int64)
+    np.testing.assert_array_equal(run(out, {"ids": ids})[0], run(m, {"ids": ids})[0])

@@ -10,6 +10,9 @@ is onnxsim's batched MatMul+Add → Reshape/Gemm/Reshape rewrite: with a dynamic
 batch or sequence its Reshape targets are computed by new Shape/Slice/Concat
 chains at run time, which is the opposite of what Rooftop is for.
 
+Low-precision weights widened at run time (int8/fp16 → Cast/DequantizeLinear) are never folded
+into float32: that would store and read more bytes, the opposite of their point.
+
 Refuses: models whose weights do not fit a 2 GB protobuf (onnxsim would have to
 round-trip them through external data; the pass reports that and leaves the
 model alone). If onnxsim raises (an op it cannot evaluate, a custom domain), the
@@ -23,6 +26,7 @@ import io
 import os
 import sys
 
+import onnx
 from onnx import ModelProto
 
 from rooftop.model_io import is_large
@@ -66,9 +70,10 @@ class Simplify(ModelPass):
         import onnxsim
 
         before = graph_signature(model)
+        work, kept = _hide_narrow_weights(model)
         with _quiet():
             out, ok = onnxsim.simplify(
-                model,
+                work,
                 check_n=0,
                 skip_fuse_bn=True,
                 # the batched MatMul+Add -> Reshape/Gemm/Reshape rewrite builds Reshape targets from
@@ -79,6 +84,7 @@ class Simplify(ModelPass):
             )
         if not ok:  # pragma: no cover - check_n=0 never fails the check
             raise RuntimeError("onnxsim reported failure")
+        _restore_narrow_weights(out, kept)
         del out.graph.value_info[:]
         if graph_signature(out) == before:
             return model, PassResult(0)
@@ -90,4 +96,50 @@ class Simplify(ModelPass):
         out.producer_name, out.producer_version = model.producer_name, model.producer_version
         if model.ir_version:
             out.ir_version = model.ir_version
+        if kept:
+            notes.append(f"kept {len(kept)} low-precision weights as stored (folding their Cast/DequantizeLinear would widen them)")
         return out, PassResult(rewrites, notes)
+
+
+NARROW_MIN_BYTES = 4096  # smaller low-precision constants may fold: they cannot bloat the file
+
+
+def _hide_narrow_weights(model: ModelProto) -> tuple[ModelProto, list[onnx.TensorProto]]:
+    """Weights stored narrower than float32 (int8, uint8, int16, fp16, bf16 ...) and widened at run time by
+    a Cast or DequantizeLinear: onnxsim would fold them into float32 initializers, four times the bytes
+    to store and to read (an int8 MiniLM grew from 22.9 MB to 90.3 MB). They go to onnxsim as graph
+    inputs, which it cannot fold, and come back as initializers afterwards."""
+    widening = {i for n in model.graph.node if n.op_type in ("Cast", "CastLike", "DequantizeLinear") for i in n.input[:1]}
+    kept = [t for t in model.graph.initializer
+            if t.name in widening and t.data_type not in WIDE and _nbytes(t) >= NARROW_MIN_BYTES]
+    if not kept:
+        return model, []
+    names = {t.name for t in kept}
+    work = ModelProto()
+    work.CopyFrom(model)
+    keep_inits = [t for t in work.graph.initializer if t.name not in names]
+    del work.graph.initializer[:]
+    work.graph.initializer.extend(keep_inits)
+    work.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in kept)
+    return work, kept
+
+
+def _restore_narrow_weights(out: ModelProto, kept: list[onnx.TensorProto]) -> None:
+    if not kept:
+        return
+    names = {t.name for t in kept}
+    still = {i.name for i in out.graph.input if i.name in names}
+    inputs = [i for i in out.graph.input if i.name not in names]
+    del out.graph.input[:]
+    out.graph.input.extend(inputs)
+    out.graph.initializer.extend(t for t in kept if t.name in still)
+
+
+WIDE = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT64, onnx.TensorProto.STRING, onnx.TensorProto.BOOL}
+
+
+def _nbytes(t: onnx.TensorProto) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n * (onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type != onnx.TensorProto.STRING else 1)
