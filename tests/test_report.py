@@ -132,3 +132,22 @@ def test_published_mac_counts(tmp_path):
         assert conv_gemm == pytest.approx(macs, rel=0.02), (conv_gemm, macs, biases)
         assert mc.totals.unknown == 0
         assert mc.totals.params == pytest.approx(params, rel=0.03)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS.glob("*.onnx")), ids=lambda p: p.stem)
+def test_terminal_output_fits_100_columns_without_truncation(model):
+    """At 100 columns nothing is cut with an ellipsis: names and numbers wrap if they must."""
+    from rich.console import Console
+
+    import rooftop
+    from rooftop.analysis.report import print_terminal
+
+    _, rep = rooftop.optimize(model, target="onnxruntime", hardware="xeon-avx512", time_budget=0.2, profile_nodes=False,
+                              keep_slower=True)
+    console = Console(width=100, record=True, file=open("/dev/null", "w"))
+    print_terminal(rep, console)
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for r in rep.passes:
+        assert r.name in text

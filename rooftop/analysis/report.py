@@ -8,11 +8,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from rooftop.analysis.costs import human
-from rooftop.records import ORT_LEVEL_NAMES, Cause, CostDelta, Latency, PassRecord, Status
+from rooftop.records import ORT_LEVEL_NAMES, Cause, CostDelta, Latency, PassRecord, Status, Verdict
 
 if TYPE_CHECKING:
     from rooftop.pipeline import Report
@@ -321,25 +322,44 @@ def not_kept(report: Report) -> list[PassRecord]:
     return [r for r in report.passes if r.status in (Status.ROLLED_BACK, Status.REJECTED) or r.cause is Cause.BACKED_OFF]
 
 
+WIDE_TERMINAL = 140  # narrower consoles get the compact pass table
+
+
+def narrow_rows(report: Report) -> list[list[str]]:
+    """The pass table for narrow terminals: no FLOPs, predicted time or seconds (the summary and the
+    JSON carry them), the measured ratio without the milliseconds."""
+    rows = []
+    for full, r in zip(pass_rows(report), report.passes):
+        lat = r.latency if _shown(r) else None
+        measured = "" if lat is None else f"{lat.describe()}{'' if lat.verdict is Verdict.FASTER else ' ' + lat.verdict.value}"
+        rows.append([full[0], full[1], full[2], full[3], full[5], measured, full[8]])
+    return rows
+
+
+def _table(title: str, heads: list[str], rows: list[list[str]], left: tuple[str, ...], narrow: bool) -> Table:
+    """A table that wraps a cell that does not fit instead of cutting it with an ellipsis."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, pad_edge=not narrow)
+    for h in heads:
+        t.add_column(h, justify="left" if h in left else "right", overflow="fold")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def print_terminal(report: Report, console: Console | None = None) -> None:
     console = console or Console()
+    narrow = console.width < WIDE_TERMINAL
     title = f"Rooftop: {report.model_path or 'model'}  ({report.target} target)"
-    t = Table(title=title, title_justify="left")
-    for h in headers(report):
-        t.add_column(h, justify="left" if h in ("pass", "status") else "right")
-    for row in pass_rows(report):
-        t.add_row(*row)
-    console.print(t)
+    if narrow:
+        heads = ["pass", "status", "rw", "nodes", "traffic", f"measured ({ORT_LEVEL_NAMES[report.deploy_level]})", "error"]
+        console.print(_table(title, heads, narrow_rows(report), ("pass", "status"), True))
+    else:
+        console.print(_table(title, headers(report), pass_rows(report), ("pass", "status"), False))
     for line in kinds_lines(report) + summary_lines(report):
         console.print(line, highlight=False)
     top = top_rows(report)
     if top:
-        tt = Table(title="top memory-bound operators after optimization", title_justify="left")
-        for h in TOP_HEADERS:
-            tt.add_column(h, justify="left" if h in ("operator", "op") else "right")
-        for row in top:
-            tt.add_row(*row)
-        console.print(tt)
+        console.print(_table("top memory-bound operators after optimization", TOP_HEADERS, top, ("operator", "op"), narrow))
     for r in not_kept(report):
         console.print(f"  {r.name}: {r.status.value} — {r.reason}", highlight=False)
     if report.output_paths:
