@@ -76,3 +76,19 @@ def test_manager_skips_positions():
     rec = mgr.records[0]
     assert rec.status is Status.SKIPPED and rec.cause is Cause.BACKED_OFF and rec.reason == "backed off: test"
     assert out.graph.node[0].name == ""
+
+
+def test_passes_keep_no_state_on_the_instance():
+    """Per-run state lives in a local object: after a run, a pass instance holds nothing."""
+    import onnx
+    from helpers import MODELS
+
+    from rooftop.passes import REGISTRY
+
+    for path in sorted(MODELS.glob("*.onnx")):
+        m = onnx.load(path)
+        for name, cls in REGISTRY.items():
+            p = cls()
+            for target in ("portable", "onnxruntime"):
+                p.apply(m, PassContext(target=target, channel_multiple=8))
+            assert vars(p) == {}, f"{name} keeps {sorted(vars(p))} on the instance"

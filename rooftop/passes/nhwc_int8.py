@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import bypass, const_value
+from rooftop.passes._graph import Namer, bypass, const_value
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 TO_NHWC = [0, 2, 3, 1]
@@ -47,7 +47,16 @@ class NhwcInt8(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         if ctx.target != "onnxruntime":
             return PassResult(0)
-        self.k = 0
+        return _Run(graph).run(graph)
+
+
+class _Run:
+    """The state of one nhwc-int8 run: fresh names for the transposes it writes."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.names = Namer(graph)
+
+    def run(self, graph: gs.Graph) -> PassResult:
         convs = 0
         for node in list(graph.nodes):
             if node.op == "QLinearConv" and node.domain in ("", "ai.onnx", None) and self._rank4(node):
@@ -65,7 +74,8 @@ class NhwcInt8(Pass):
             if not changed:
                 break
         cancelled = self._cancel(graph)
-        return PassResult(convs, [f"{convs} QLinearConv channels-last, {pushed} transposes pushed down, {cancelled} pairs cancelled"])
+        return PassResult(convs, [f"{convs} QLinearConv channels-last, {pushed} transposes pushed down, {cancelled} pairs cancelled"],
+                          counts={"qlinearconv-channels-last": convs, "transpose-pushed": pushed, "transpose-pair-cancelled": cancelled})
 
     @staticmethod
     def _rank4(node: gs.Node) -> bool:
@@ -73,9 +83,8 @@ class NhwcInt8(Pass):
         return w is not None and w.ndim == 4
 
     def _transpose(self, graph: gs.Graph, x: gs.Tensor, perm: list[int], out: gs.Tensor | None = None) -> gs.Tensor:
-        self.k += 1
-        y = out if out is not None else gs.Variable(f"{x.name}_t{self.k}", dtype=x.dtype)
-        graph.nodes.append(gs.Node("Transpose", f"{x.name}_transpose{self.k}", {"perm": perm}, [x], [y]))
+        y = out if out is not None else gs.Variable(self.names.fresh(f"{x.name}_t"), dtype=x.dtype)
+        graph.nodes.append(gs.Node("Transpose", self.names.fresh(f"{x.name}_transpose"), {"perm": perm}, [x], [y]))
         return y
 
     def _convert(self, graph: gs.Graph, node: gs.Node) -> None:

@@ -224,7 +224,16 @@ class Requant(Pass):
     summary = "int8 graphs stay int8: drop DQ→Q pairs, data movement on int8, DQ→Conv/MatMul→Q to QLinearConv/QLinearMatMul, fold requantize"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        self.target = ctx.target
+        return _Run(ctx.target).run(graph)
+
+
+class _Run:
+    """The state of one requant run: the target (portable or onnxruntime)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def run(self, graph: gs.Graph) -> PassResult:
         counts: Counter[str] = Counter()
         for _ in range(6):
             n = self._round(graph, counts)

@@ -146,7 +146,17 @@ class ShapeChains(Pass):
     needs_shapes = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        self.limit = int(ctx.fold_limit)
+        return _Run(int(ctx.fold_limit), graph.opset).run(graph)
+
+
+class _Run:
+    """The state of one shape-chains run: the fold limit and the graph's opset."""
+
+    def __init__(self, limit: int, opset: int | None) -> None:
+        self.limit = limit
+        self._opset = opset
+
+    def run(self, graph: gs.Graph) -> PassResult:
         counts: Counter[str] = Counter()
         for _ in range(8):
             n = self._round(graph, counts)
@@ -627,6 +637,3 @@ class ShapeChains(Pass):
             return False
         return True
 
-    def apply(self, model, ctx):  # noqa: ANN001 - see Pass.apply
-        self._opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        return super().apply(model, ctx)
