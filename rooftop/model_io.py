@@ -29,7 +29,7 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 2**30)
 
 
-def _tensor_nbytes(t: TensorProto) -> int:
+def tensor_nbytes(t: TensorProto) -> int:
     """Bytes of a tensor's data, from its dims and dtype (reading ``raw_data`` would copy it)."""
     if t.data_location == TensorProto.EXTERNAL:
         for kv in t.external_data:
@@ -63,7 +63,7 @@ def iter_graph_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
 
 def weights_nbytes(model: ModelProto) -> int:
     """Bytes of all stored tensors (initializers and Constant nodes)."""
-    return sum(_tensor_nbytes(t) for t in iter_graph_tensors(model.graph))
+    return sum(tensor_nbytes(t) for t in iter_graph_tensors(model.graph))
 
 
 def has_external_data(model: ModelProto) -> bool:
@@ -304,7 +304,7 @@ def write_with_external_data(model: ModelProto, path: str | os.PathLike[str], da
     with open(out.parent / data_name, "wb") as f:
         for t in graph.initializer:
             nt = g.initializer.add()
-            if t.data_location == TensorProto.EXTERNAL or _tensor_nbytes(t) <= 1024 or not t.HasField("raw_data"):
+            if t.data_location == TensorProto.EXTERNAL or tensor_nbytes(t) <= 1024 or not t.HasField("raw_data"):
                 nt.CopyFrom(t)
                 continue
             nt.name, nt.data_type, nt.doc_string = t.name, t.data_type, t.doc_string

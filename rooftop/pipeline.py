@@ -336,12 +336,10 @@ class _Run:
     # -- the passes --------------------------------------------------------------------------
     def run_passes(self, names: Sequence[str], skip: dict[int, tuple[Status, Cause, str]], on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
         opts = self.opts
-        ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=opts.channel_multiple, hardware=self.hw)
+        ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=self._channel_multiple())
         self.current, self.current_cost, self.last_verified = self.original, self.before, None
-        fill = _UnchangedCosts(self)
-
         def ended(rec: PassRecord) -> None:
-            fill(rec)
+            self._unchanged_cost(rec)
             if on_end:
                 on_end(rec)
 
@@ -351,6 +349,21 @@ class _Run:
         # for byte), so the caller's model is the first state and needs no copy.
         optimized = manager.run(self.original)
         return optimized, manager.records
+
+    def _channel_multiple(self) -> int | None:
+        """--channel-multiple, else the profile's block where the profile says padding pays."""
+        if self.opts.channel_multiple is not None:
+            return self.opts.channel_multiple
+        hw = self.hw
+        return int(hw.channel_multiple) if hw is not None and getattr(hw, "pad_pays", False) else None
+
+    def _unchanged_cost(self, rec: PassRecord) -> None:
+        """A pass that was not kept leaves the totals as they were; a rejected one keeps what it
+        would have saved, for the report to set beside what it measured."""
+        cur = self.current_cost
+        if cur is None or rec.status is Status.APPLIED or (rec.status is Status.REJECTED and rec.cost is not None):
+            return
+        rec.cost = CostDelta(cur.costs(), cur.costs())
 
     # -- the final model ---------------------------------------------------------------------
     def final_decision(self, names, optimized, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord], Latency | None, list[str]]:
@@ -453,21 +466,6 @@ class _Run:
                     timing.join_measured(rl.rows, timing.profile_nodes(model, self.feeds, threads=self.opts.threads))
         except Exception as e:  # noqa: BLE001
             self.warnings.append(f"operator profiling failed: {first_line(e)}")
-
-
-class _UnchangedCosts:
-    """Gives every record a cost delta: a pass that was not kept leaves the totals as they were."""
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
-
-    def __call__(self, rec: PassRecord) -> None:
-        cur = self.run.current_cost
-        if cur is None or rec.status is Status.APPLIED:
-            return
-        if rec.status is Status.REJECTED and rec.cost is not None:
-            return  # a rejected pass keeps what it would have saved: the report sets it beside what it measured
-        rec.cost = CostDelta(cur.costs(), cur.costs())
 
 
 def optimize(

@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -39,9 +39,9 @@ class PassContext:
 
     target: str = "portable"  # "portable": standard-domain ops only; "onnxruntime": com.microsoft ops allowed
     fold_limit: int = 1 << 20  # bytes: a folded constant larger than this is not materialized
+    # pad channels to this multiple; None: do not pad. The pipeline resolves it from --channel-multiple
+    # or, where the hardware profile says padding pays, from the profile.
     channel_multiple: int | None = None
-    hardware: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -98,11 +98,8 @@ class PadChannels(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         n = ctx.channel_multiple
-        hw = ctx.hardware
         if n is None:
-            if hw is None or not getattr(hw, "pad_pays", False):
-                return PassResult(0, ["not run: no --channel-multiple and the hardware profile does not say padding pays"])
-            n = int(hw.channel_multiple)
+            return PassResult(0, ["not run: no --channel-multiple and the hardware profile does not say padding pays"])
         if n < 2:
             return PassResult(0)
         return _Padder(graph, n).run()

@@ -116,7 +116,17 @@ def _dq(t: gs.Tensor) -> QParams | None:
     return p if p.ok else None
 
 
-def _scalar_as_quantized(graph: gs.Graph, t: gs.Tensor, dtype: np.dtype) -> QParams | None:
+def _constant_dq(names: Namer, base: str, values: np.ndarray, scale: gs.Tensor | np.ndarray, zp: np.ndarray) -> QParams | None:
+    """QParams of a DequantizeLinear of constants (not inserted in the graph: its inputs are what
+    the QLinear op that replaces the group reads)."""
+    scale_t = scale if isinstance(scale, gs.Tensor) else gs.Constant(names.fresh(f"{base}_scale"), scale)
+    dq = gs.Node("DequantizeLinear", inputs=[gs.Constant(names.fresh(f"{base}_q"), values), scale_t,
+                                              gs.Constant(names.fresh(f"{base}_zp"), zp)])
+    p = QParams(dq)
+    return p if p.ok else None
+
+
+def _scalar_as_quantized(names: Namer, t: gs.Tensor, dtype: np.dtype) -> QParams | None:
     """A float scalar constant ``c`` written exactly as a quantized tensor of ``dtype``: the value
     1 (or 0 with zero point 1, for a negative ``c`` in uint8) at scale ``|c|``, so that
     ``(v - zp)·scale == c``. Attention's ``scores * 1/sqrt(d)`` then runs as QLinearMul."""
@@ -128,37 +138,22 @@ def _scalar_as_quantized(graph: gs.Graph, t: gs.Tensor, dtype: np.dtype) -> QPar
         q, zp = (1, 0) if v > 0 else (0, 1)
     else:
         q, zp = (1 if v > 0 else -1), 0
-    base = t.name or "scalar"
-    namer = Namer(graph)
-    fresh = lambda suffix: namer.fresh(f"{base}_{suffix}")  # noqa: E731
-    dq = gs.Node("DequantizeLinear", inputs=[gs.Constant(fresh("q"), np.array(q, dtype)),
-                                              gs.Constant(fresh("scale"), np.array(abs(v), np.float32)),
-                                              gs.Constant(fresh("zp"), np.array(zp, dtype))],
-                 outputs=[gs.Variable(fresh("dq"), dtype=np.float32)])
-    p = QParams(dq)
-    return p if p.ok else None
+    return _constant_dq(names, t.name or "scalar", np.array(q, dtype), np.array(abs(v), np.float32), np.array(zp, dtype))
 
 
-def _retyped(graph: gs.Graph, d: QParams, dtype: np.dtype) -> QParams | None:
+def _retyped(names: Namer, d: QParams, dtype: np.dtype) -> QParams | None:
     """A DequantizeLinear of a constant, per-tensor, rewritten to the other 8-bit type
     (int8 v, z  <->  uint8 v + 128, z + 128, same scale): the same dequantized values."""
     v = const_value(d.node.inputs[0])
     if v is None or not d.per_tensor or v.dtype not in INT8 or np.dtype(dtype) not in INT8 or v.dtype == dtype:
         return None
     shift = 128 if np.dtype(dtype) == np.uint8 else -128
-    base = d.node.inputs[0].name or "const"
-    namer = Namer(graph)
-    fresh = lambda suffix: namer.fresh(f"{base}_{suffix}")  # noqa: E731
-    dq = gs.Node("DequantizeLinear", inputs=[
-        gs.Constant(fresh("retyped"), np.asarray(v.astype(np.int16) + shift).astype(dtype)),
-        d.node.inputs[1],
-        gs.Constant(fresh("zp_retyped"), np.asarray(d.zp.astype(np.int16) + shift).astype(dtype))],
-        outputs=[gs.Variable(fresh("dq_retyped"), dtype=np.float32)])
-    p = QParams(dq)
-    return p if p.ok else None
+    return _constant_dq(names, f"{d.node.inputs[0].name or 'const'}_retyped",
+                        np.asarray(v.astype(np.int16) + shift).astype(dtype), d.node.inputs[1],
+                        np.asarray(d.zp.astype(np.int16) + shift).astype(dtype))
 
 
-def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str]) -> int:
+def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str], names: Namer) -> int:
     """``QuantizeLinear(float constant)`` (PyTorch's QDQ export writes weights so) becomes the
     int8 constant the runtime would compute: ``sat(rint(w / scale) + zp)`` in float32, round half
     to even, per tensor or per axis. Smaller than the float weight, and the DQ → Conv/MatMul
@@ -182,7 +177,7 @@ def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str]) -> int:
     out = q.outputs[0]
     q.inputs.clear()
     q.outputs.clear()
-    const = gs.Constant(Namer(graph).fresh(f"{out.name}_int8"), values)
+    const = gs.Constant(names.fresh(f"{out.name}_int8"), values)
     for c in list(out.outputs):
         for i, t in enumerate(c.inputs):
             if t is out:
@@ -224,14 +219,15 @@ class Requant(Pass):
     summary = "int8 graphs stay int8: drop DQ→Q pairs, data movement on int8, DQ→Conv/MatMul→Q to QLinearConv/QLinearMatMul, fold requantize"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        return _Run(ctx.target).run(graph)
+        return _Run(ctx.target, graph).run(graph)
 
 
 class _Run:
     """The state of one requant run: the target (portable or onnxruntime)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, graph: gs.Graph) -> None:
         self.target = target
+        self.names = Namer(graph)  # one scan of the graph's names for every tensor this run creates
 
     def run(self, graph: gs.Graph) -> PassResult:
         counts: Counter[str] = Counter()
@@ -250,7 +246,7 @@ class _Run:
             if not node.outputs or node.domain not in ("", "ai.onnx", None):
                 continue
             if node.op == "QuantizeLinear":
-                n += self._dq_q(graph, node, counts) or _fold_weight_q(graph, node, counts)
+                n += self._dq_q(graph, node, counts) or _fold_weight_q(graph, node, counts, self.names)
             elif node.op in MOVEMENT or node.op == "Concat":
                 n += self._movement(graph, node, counts)
             elif node.op in ("Conv", "MatMul"):
@@ -280,9 +276,9 @@ class _Run:
         dqs = [_dq(node.inputs[i]) for i in data]
         if op in ("Add", "Mul") and sum(d is None for d in dqs) == 1:
             k = dqs.index(None)
-            dqs[k] = _scalar_as_quantized(graph, node.inputs[k], q.zp.dtype)  # a float constant: exact int8 form
+            dqs[k] = _scalar_as_quantized(self.names, node.inputs[k], q.zp.dtype)  # a float constant: exact int8 form
         if op in ("Add", "Mul"):  # a quantized constant of the other 8-bit type: shifted by 128, exactly
-            dqs = [_retyped(graph, d, q.zp.dtype) if d is not None and d.zp.dtype != q.zp.dtype else d for d in dqs]
+            dqs = [_retyped(self.names, d, q.zp.dtype) if d is not None and d.zp.dtype != q.zp.dtype else d for d in dqs]
         if any(d is None or not d.per_tensor or d.zp.dtype != q.zp.dtype for d in dqs):
             return 0
         triples = [[d.node.inputs[0], d.node.inputs[1], d.node.inputs[2]] for d in dqs]
@@ -382,7 +378,7 @@ class _Run:
             return default if not np.isfinite(v) else int(np.clip(np.rint(np.float32(v) / np.float32(s)) + z, info.min, info.max))
 
         lo, hi = level(bounds[0], info.min), level(bounds[1], info.max)
-        names = Namer(graph)
+        names = self.names
         out = q.node.outputs[0]
         q.node.inputs.clear()
         q.node.outputs.clear()

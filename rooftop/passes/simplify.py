@@ -29,7 +29,7 @@ import sys
 import onnx
 from onnx import ModelProto
 
-from rooftop.model_io import is_large
+from rooftop.model_io import is_large, tensor_nbytes
 from rooftop.passes.base import ModelPass, PassContext, PassResult, graph_signature
 
 
@@ -111,7 +111,7 @@ def _hide_narrow_weights(model: ModelProto) -> tuple[ModelProto, list[onnx.Tenso
     inputs, which it cannot fold, and come back as initializers afterwards."""
     widening = {i for n in model.graph.node if n.op_type in ("Cast", "CastLike", "DequantizeLinear") for i in n.input[:1]}
     kept = [t for t in model.graph.initializer
-            if t.name in widening and t.data_type not in WIDE and _nbytes(t) >= NARROW_MIN_BYTES]
+            if t.name in widening and t.data_type not in WIDE and tensor_nbytes(t) >= NARROW_MIN_BYTES]
     if not kept:
         return model, []
     names = {t.name for t in kept}
@@ -137,9 +137,3 @@ def _restore_narrow_weights(out: ModelProto, kept: list[onnx.TensorProto]) -> No
 
 WIDE = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT64, onnx.TensorProto.STRING, onnx.TensorProto.BOOL}
 
-
-def _nbytes(t: onnx.TensorProto) -> int:
-    n = 1
-    for d in t.dims:
-        n *= d
-    return n * (onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type != onnx.TensorProto.STRING else 1)
