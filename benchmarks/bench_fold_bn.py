@@ -14,6 +14,8 @@ from pathlib import Path
 
 import onnx
 
+from rooftop import runtime
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models"))
 CACHE = ROOT / "benchmarks" / "cache"
@@ -45,7 +47,7 @@ def main() -> None:
             archs.export(net, x, p, exporter=exporter, fold=fold)
     ref = onnx.load(paths["legacy BN folded"][0])
     feeds = {ref.graph.input[0].name: x.numpy()}
-    print(f"onnxruntime {__import__('onnxruntime').__version__}, threads={args.threads or timing.physical_cores()}, budget {args.budget}s per pair")
+    print(f"onnxruntime {__import__('onnxruntime').__version__}, threads={args.threads or runtime.physical_cores()}, budget {args.budget}s per pair")
     for label in ("dynamo BN kept (optimize=False)", "legacy BN kept (do_constant_folding=False)"):
         raw = onnx.load(paths[label][0])
         opt, rep = rooftop.optimize(raw)

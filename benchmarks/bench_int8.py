@@ -137,7 +137,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import rooftop
-    from rooftop.verify import bind_shapes, graph_inputs, random_inputs
+    from rooftop.runtime import bind_shapes, graph_inputs, random_inputs
 
     print("| model | quantization | tool | nodes | float islands | time ratio at ORT_ENABLE_ALL (output / original) | rooftop ort-target at ORT_DISABLE_ALL / original at ENABLE_ALL | rooftop decisions | optimize s |")
     print("|---|---|---|---|---|---|---|---|---|")

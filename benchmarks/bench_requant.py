@@ -30,7 +30,7 @@ def main() -> None:
 
     import rooftop
     from rooftop.analysis.timing import _runner, physical_cores, session
-    from rooftop.verify import bind_shapes, graph_inputs, random_inputs
+    from rooftop.runtime import bind_shapes, graph_inputs, random_inputs
 
     for name in args.models:
         src = ROOT / "benchmarks" / "cache" / f"{name}.onnx"

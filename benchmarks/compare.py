@@ -202,7 +202,7 @@ def counts(m: onnx.ModelProto) -> dict:
 
 
 def feeds_for(m: onnx.ModelProto, shape_overrides: dict) -> dict:
-    from rooftop.verify import bind_shapes, graph_inputs, random_inputs
+    from rooftop.runtime import bind_shapes, graph_inputs, random_inputs
 
     specs = graph_inputs(m)
     shapes = bind_shapes(specs, shape_overrides, 1, 128)
@@ -210,7 +210,7 @@ def feeds_for(m: onnx.ModelProto, shape_overrides: dict) -> dict:
 
 
 def max_diff(a: onnx.ModelProto, b: onnx.ModelProto, feeds: dict) -> float:
-    from rooftop.verify import make_session
+    from rooftop.runtime import make_session
 
     ra = make_session(a).run(None, feeds)
     rb = make_session(b).run(None, feeds)
@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--input-shape", action="append", default=[])
     args = ap.parse_args()
 
-    from rooftop.verify import parse_shape_overrides
+    from rooftop.runtime import parse_shape_overrides
 
     overrides = parse_shape_overrides(args.input_shape)
     specs = corpus()

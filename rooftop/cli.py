@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from rooftop import errors
-
-REPORT_EXTS = (".json", ".md", ".markdown", ".html", ".htm")
-
 
 def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*", text, re.I)
@@ -120,122 +116,116 @@ def main(argv: list[str] | None = None) -> int:
         return errors.EXIT_INTERNAL
 
 
-def _main(args: argparse.Namespace) -> int:
+def _consoles(args: argparse.Namespace):
     from rich.console import Console
 
-    from rooftop import pipeline
-    from rooftop.analysis import report as rep
-    from rooftop.records import Status
-    from rooftop.verify import parse_shape_overrides
+    out = Console(soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(soft_wrap=True, width=200)  # piped or in CI: do not squeeze the tables to 80 columns
+    return out, Console(stderr=True)
 
-    out_console = Console(soft_wrap=True)
-    if not out_console.is_terminal:
-        out_console = Console(soft_wrap=True, width=200)  # piped or in CI: do not squeeze the tables to 80 columns
-    err_console = Console(stderr=True)
-    if args.list_passes:
-        for name, summary, default in pipeline.list_passes():
-            out_console.print(f"{name:16s} {'(default) ' if default else '          '}{summary}")
-        return errors.EXIT_OK
-    if args.measure_hardware:
-        return _measure_hardware(out_console, err_console)
+
+def _options(args: argparse.Namespace, profile_nodes: bool):
+    from rooftop import pipeline
+    from rooftop.runtime import parse_shape_overrides
+
+    return pipeline.Options(
+        passes=_split([args.passes]) if args.passes else None, skip=_split(args.skip), target=args.target,
+        fold_limit=args.fold_limit, channel_multiple=args.channel_multiple, input_shapes=parse_shape_overrides(args.input_shape),
+        inputs_npz=args.inputs, rtol=args.rtol, atol=args.atol, verify=not args.no_verify, fixed_point=args.fixed_point,
+        external_data=True if args.external_data else None, force=args.force, strict=args.strict, debug=args.debug,
+        hardware=args.hardware, analyze=not args.no_analysis, time=not args.no_time and not args.check,
+        time_budget=args.time_budget, threads=args.threads, deploy_level=args.deploy_level, opset=args.opset,
+        keep_slower=args.keep_slower, noise_band=args.noise_band,
+        profile_nodes=profile_nodes,  # per-operator times are only shown in a report
+    )
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from rooftop import pipeline
+    from rooftop.report import check_path
+
     if not args.model:
         raise errors.UsageError("no model given (usage: optimize MODEL.onnx -o OUT.onnx --report)")
-    reports = args.report or []
-    files = [r for r in reports if r != "-"]
-    for r in files:
-        if Path(r).suffix.lower() not in REPORT_EXTS:
-            raise errors.UsageError(f"--report {r}: unknown format; use a .json, .md or .html path (or --report alone)")
-        parent = Path(r).resolve().parent
-        if not parent.is_dir():
-            raise errors.UsageError(f"--report {r}: folder {parent} does not exist")
+    for r in args.report or []:
+        if r != "-":
+            check_path(r)
     if args.check and args.output:
         raise errors.UsageError("--check writes nothing; drop -o or drop --check")
-    passes = _split([args.passes]) if args.passes else None
     unknown = [e for e in args.explain if e not in pipeline.REGISTRY]
     if unknown:
         raise errors.UsageError(f"--explain {unknown[0]}: no such pass (optimize --list-passes)")
-    opts = pipeline.Options(
-        passes=passes,
-        skip=_split(args.skip),
-        target=args.target,
-        fold_limit=args.fold_limit,
-        channel_multiple=args.channel_multiple,
-        input_shapes=parse_shape_overrides(args.input_shape),
-        inputs_npz=args.inputs,
-        rtol=args.rtol,
-        atol=args.atol,
-        verify=not args.no_verify,
-        fixed_point=args.fixed_point,
-        external_data=True if args.external_data else None,
-        force=args.force,
-        strict=args.strict,
-        debug=args.debug,
-        hardware=args.hardware,
-        analyze=not args.no_analysis,
-        time=not args.no_time and not args.check,
-        time_budget=args.time_budget,
-        threads=args.threads,
-        deploy_level=args.deploy_level,
-        opset=args.opset,
-        keep_slower=args.keep_slower,
-        noise_band=args.noise_band,
-        profile_nodes=bool(files) or "-" in reports,  # per-operator times are only shown in a report
-    )
-    show_progress = not args.quiet and err_console.is_terminal
-    status = err_console.status("starting", spinner="dots") if show_progress else None
 
-    def on_stage(s: str) -> None:
-        if status is not None:
-            status.update(s)
 
-    def on_pass_start(name: str, it: int) -> None:
-        on_stage(f"pass {name}" + (f" (iteration {it})" if it > 1 else ""))
+class _Progress:
+    """A spinner naming the running stage, and one line per pass as it ends (stderr, not with -q)."""
 
-    def on_pass_end(rec) -> None:  # noqa: ANN001
-        if not args.quiet and rec.status in (Status.ROLLED_BACK, Status.REJECTED):
-            err_console.print(f"[yellow]pass {rec.name} {rec.status.value}:[/] {rec.reason}", highlight=False)
+    def __init__(self, console, quiet: bool) -> None:
+        self.console, self.quiet = console, quiet
+        self.status = console.status("starting", spinner="dots") if not quiet and console.is_terminal else None
 
-    if status is not None:
-        status.start()
-    try:
-        _model, report = pipeline.optimize(
-            args.model,
-            None if args.check else args.output,
-            opts,
-            on_pass_start=on_pass_start,
-            on_pass_end=on_pass_end,
-            on_stage=on_stage,
-        )
-    finally:
-        if status is not None:
-            status.stop()
+    def __enter__(self) -> _Progress:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def stage(self, s: str) -> None:
+        if self.status is not None:
+            self.status.update(s)
+
+    def pass_start(self, name: str, it: int) -> None:
+        self.stage(f"pass {name}" + (f" (iteration {it})" if it > 1 else ""))
+
+    def pass_end(self, rec) -> None:  # noqa: ANN001
+        from rooftop.report.text import progress_line
+
+        line = progress_line(rec)
+        if line and not self.quiet:
+            self.console.print(line, highlight=False)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from rooftop import pipeline
+    from rooftop.report import terminal, text, write_report
+
+    out, err = _consoles(args)
+    if args.list_passes:
+        for name, summary, default in pipeline.list_passes():
+            out.print(f"{name:16s} {'(default) ' if default else '          '}{summary}")
+        return errors.EXIT_OK
+    if args.measure_hardware:
+        return _measure_hardware(out, err)
+    _validate(args)
+    reports = args.report or []
+    files = [r for r in reports if r != "-"]
+    opts = _options(args, profile_nodes=bool(reports))
+    with _Progress(err, args.quiet) as progress:
+        _model, report = pipeline.optimize(args.model, None if args.check else args.output, opts,
+                                           on_pass_start=progress.pass_start, on_pass_end=progress.pass_end, on_stage=progress.stage)
     shown = {f"pass {r.name} {r.status.value}: {r.reason}" for r in report.passes}  # printed as each pass ended
     for w in report.warnings:
-        if w not in shown and not args.quiet:
-            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        if not args.quiet and w not in shown:
+            err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if "-" in reports or args.check:
-        rep.print_terminal(report, out_console)
+        terminal.print_terminal(report, out)
     for name in args.explain:
-        for line in rep.explain_lines(report, name):
-            out_console.print(line, highlight=False)
+        for line in text.explain_lines(report, name):
+            out.print(line, highlight=False)
     for r in files:
-        rep.write_report(report, r)
+        write_report(report, r)
         if not args.quiet:
-            err_console.print(f"report written to {r}", highlight=False)
+            err.print(f"report written to {r}", highlight=False)
     if args.check:
-        changed = [f"{r.name} ({r.rewrites} rewrite{'s' if r.rewrites != 1 else ''})" for r in report.passes if r.status is Status.APPLIED and r.rewrites]
-        if changed:
-            out_console.print("would change: " + ", ".join(changed), highlight=False)
-            line = rep.projected_line(report)
-            if line:
-                out_console.print(line, highlight=False)
-            return errors.EXIT_CHECK_CHANGES
-        out_console.print("nothing to change")
-        return errors.EXIT_OK
-    if not args.output and not args.quiet:
-        err_console.print("no -o given: the optimized model was not written", highlight=False)
-    elif "-" not in reports and not args.quiet:
-        err_console.print(f"wrote {', '.join(report.output_paths)} (nodes {report.nodes_before} → {report.nodes_after})", highlight=False)
+        lines = text.check_lines(report)
+        for line in lines:
+            out.print(line, highlight=False)
+        return errors.EXIT_CHECK_CHANGES if text.would_change(report) else errors.EXIT_OK
+    if not args.quiet and "-" not in reports:  # the terminal report already ends with what was written
+        err.print(text.outcome_line(report, args.output), highlight=False)
     return errors.EXIT_OK
 
 

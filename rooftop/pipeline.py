@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from onnx import ModelProto
 
-from rooftop import model_io
+from rooftop import model_io, runtime
 from rooftop.errors import InputError, UsageError, VerificationError, first_line
 from rooftop.passes import DEFAULT_PIPELINE, REGISTRY, PassContext, PassManager, PassRecord, Validation
 from rooftop.records import NOISE_BAND, ORT_LEVEL_NAMES, Cause, CostDelta, Latency, OpGrowth, Status, Verdict
@@ -79,7 +79,7 @@ class Options:
 
 @dataclass
 class Report:
-    """Everything an optimize run learned; ``rooftop.analysis.report`` renders it."""
+    """Everything an optimize run learned; ``rooftop.report`` renders it."""
 
     model_path: str | None
     output_paths: list[str]
@@ -110,7 +110,7 @@ class Report:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write this report as .json, .md or .html (by the extension)."""
-        from rooftop.analysis.report import write_report
+        from rooftop.report import write_report
 
         write_report(self, path)
 
@@ -166,7 +166,7 @@ class OrtComparator:
     def __call__(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
         from rooftop.analysis import timing
 
-        threads = self.opts.threads or timing.physical_cores()
+        threads = self.opts.threads or runtime.physical_cores()
         budget = self.opts.time_budget * (2.0 if stop == "verdict" else 1.0)
         c = timing.compare_sessions(self._session(before, level), self._session(after, level), self.feeds, level=level,
                                     threads=threads, budget_s=budget, band=self.opts.noise_band, stop=stop)
@@ -580,12 +580,10 @@ def _opset_hint(model: ModelProto) -> str:
 def _timing_feeds(model: ModelProto, verifier: Verifier | None, opts: Options) -> dict | None:
     if verifier is not None and verifier.available and verifier.sets:
         return verifier.sets[0].feeds
-    from rooftop.verify import bind_shapes, graph_inputs, make_session, random_inputs
-
     try:
-        specs = graph_inputs(model)
-        feeds = random_inputs(specs, bind_shapes(specs, opts.input_shapes, 1, 32), seed=0)
-        make_session(model).run(None, feeds)
+        specs = runtime.graph_inputs(model)
+        feeds = runtime.random_inputs(specs, runtime.bind_shapes(specs, opts.input_shapes, 1, 32), seed=0)
+        runtime.make_session(model).run(None, feeds)
         return feeds
     except Exception:  # noqa: BLE001
         return None

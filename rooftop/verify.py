@@ -18,21 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 from onnx import ModelProto
 
 from rooftop.errors import InputError, UsageError, first_line
-from rooftop.model_io import materialized, ort_source, release_memory
-
-DimValue = int | str | None
-
-
-@dataclass
-class InputSpec:
-    name: str
-    dtype: np.dtype
-    shape: list[DimValue]
-
+from rooftop.model_io import release_memory
+from rooftop.runtime import bind_shapes, graph_inputs, is_dynamic, make_session, random_inputs, run_model
 
 @dataclass
 class OutputCheck:
@@ -56,165 +46,6 @@ class VerifyResult:
         if self.ok:
             return f"ok (max abs error {self.max_abs_error:.3g})"
         return f"FAILED: {self.message}"
-
-
-def parse_shape_overrides(items: Sequence[str]) -> dict[str, list[int]]:
-    """``["x=1x3x224x224", "ids=2x128"]`` -> ``{"x": [1, 3, 224, 224], ...}``."""
-    out: dict[str, list[int]] = {}
-    for item in items:
-        name, sep, dims = item.rpartition("=")
-        if not sep or not name:
-            raise UsageError(f"--input-shape '{item}': expected NAME=D1xD2x... e.g. input=1x3x224x224")
-        try:
-            shape = [int(d) for d in dims.replace(",", "x").split("x") if d != ""]
-        except ValueError as e:
-            raise UsageError(f"--input-shape '{item}': dimensions must be integers separated by 'x'") from e
-        if any(d <= 0 for d in shape):
-            raise UsageError(f"--input-shape '{item}': dimensions must be positive")
-        out[name] = shape
-    return out
-
-
-def graph_inputs(model: ModelProto) -> list[InputSpec]:
-    """Real (non-initializer) inputs of the main graph with dtype and possibly symbolic shape."""
-    inits = {t.name for t in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type"):
-            raise InputError(f"input '{vi.name}' is not a tensor; Rooftop cannot generate data for it (use --inputs)")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        shape: list[DimValue] = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value"):
-                shape.append(int(d.dim_value))
-            elif d.HasField("dim_param"):
-                shape.append(d.dim_param)
-            else:
-                shape.append(None)
-        specs.append(InputSpec(vi.name, np.dtype(dtype), shape))
-    return specs
-
-
-def is_dynamic(specs: Sequence[InputSpec]) -> bool:
-    return any(not isinstance(d, int) for s in specs for d in s.shape)
-
-
-def bind_shapes(
-    specs: Sequence[InputSpec], overrides: Mapping[str, Sequence[int]], batch: int, other: int
-) -> dict[str, tuple[int, ...]]:
-    """Concrete shapes: user overrides first, then symbolic dim 0 -> ``batch``, other symbolic dims -> ``other``.
-
-    Dims sharing a symbolic name get the same value (taken from an override if one binds it).
-    """
-    named: dict[str, int] = {}
-    for s in specs:
-        if s.name in overrides:
-            ov = list(overrides[s.name])
-            if len(ov) != len(s.shape):
-                raise UsageError(f"--input-shape {s.name}: rank {len(ov)} but the model input has rank {len(s.shape)}")
-            for d, v in zip(s.shape, ov):
-                if isinstance(d, int) and d != v:
-                    raise UsageError(f"--input-shape {s.name}: dim {d} of the model is fixed, got {v}")
-                if isinstance(d, str):
-                    named.setdefault(d, v)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for s in specs:
-        if s.name in overrides:
-            shapes[s.name] = tuple(overrides[s.name])
-            continue
-        dims = []
-        for i, d in enumerate(s.shape):
-            if isinstance(d, int):
-                dims.append(d)
-            elif isinstance(d, str) and d in named:
-                dims.append(named[d])
-            else:
-                v = batch if i == 0 else other
-                if isinstance(d, str):
-                    named[d] = v
-                dims.append(v)
-        shapes[s.name] = tuple(dims)
-    return shapes
-
-
-def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for s in specs:
-        shape = shapes[s.name]
-        dt = s.dtype
-        if dt.kind == "f":
-            feeds[s.name] = rng.standard_normal(shape).astype(dt)
-        elif dt.kind == "b":
-            feeds[s.name] = rng.integers(0, 2, shape).astype(bool)
-        elif dt.kind in "iu":
-            hi = 256 if dt.itemsize == 1 and dt.kind == "u" else 4
-            lo = -128 if dt.itemsize == 1 and dt.kind == "i" else 0
-            hi = 128 if lo < 0 else hi
-            feeds[s.name] = rng.integers(lo, hi, shape).astype(dt)
-        else:
-            raise InputError(f"input '{s.name}' has dtype {dt}; Rooftop cannot generate data for it (use --inputs)")
-    return feeds
-
-
-def quiet_onnxruntime() -> None:
-    """onnxruntime's process-wide logger prints warnings and errors of trial runs in colour on
-    stderr; Rooftop reports what matters itself."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(4)
-
-
-def make_session(
-    model: ModelProto,
-    *,
-    optimization: str = "disable",
-    threads: int = 0,
-    profile_prefix: str | None = None,
-    path: str | None = None,
-    data: bytes | None = None,
-    spinning: bool = True,
-):
-    """An onnxruntime CPU session for a ModelProto (large models go through a temp file)."""
-    import onnxruntime as ort
-
-    quiet_onnxruntime()
-    so = ort.SessionOptions()
-    so.log_severity_level = 4  # fatal only: errors reach the user once, as our own one-line message
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    if not spinning:
-        # idle intra-op threads must not spin: with two sessions timed in turn, one's spinning
-        # threads would steal cores from the other
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if profile_prefix:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile_prefix
-    if path is not None:
-        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    src = data if data is not None else ort_source(model)
-    if src is not None:
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-    with materialized(model) as path:
-        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def run_model(model: ModelProto, feeds: Mapping[str, np.ndarray], session=None) -> dict[str, np.ndarray]:
-    sess = session or make_session(model)
-    names = [o.name for o in sess.get_outputs()]
-    outs = sess.run(names, dict(feeds))
-    return dict(zip(names, outs))
 
 
 def quantized_outputs(model: ModelProto) -> set[str]:

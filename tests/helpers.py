@@ -96,7 +96,7 @@ def quantized_tolerance(original: onnx.ModelProto, feeds: dict, step: float) -> 
     """The documented rule for float outputs of quantized models: one quantization step, or 1.1x
     as far as onnxruntime's own ORT_ENABLE_ALL execution of the original lands from the
     float-emulated reference on the same inputs."""
-    from rooftop.verify import make_session
+    from rooftop.runtime import make_session
 
     ref = make_session(original).run(None, feeds)[0]
     own = make_session(original, optimization="all").run(None, feeds)[0]

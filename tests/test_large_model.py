@@ -16,7 +16,7 @@ import pytest
 from helpers import init, make_model, vi, optimize
 from onnx import TensorProto, helper
 
-from rooftop.verify import make_session
+from rooftop.runtime import make_session
 
 K, N = 8192, 33000  # two 1.08 GB weights: 2.16 GB in all, over protobuf's 2 GiB limit
 S = 256  # the small weight the fold rewrites

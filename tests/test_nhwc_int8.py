@@ -8,7 +8,7 @@ from helpers import MODELS, ops, optimize, run
 
 from rooftop.passes import PassContext
 from rooftop.passes.nhwc_int8 import NhwcInt8
-from rooftop.verify import make_session
+from rooftop.runtime import make_session
 
 
 def test_sample_runs_channels_last_with_two_transposes():

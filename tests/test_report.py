@@ -140,7 +140,7 @@ def test_terminal_output_fits_100_columns_without_truncation(model):
     from rich.console import Console
 
     import rooftop
-    from rooftop.analysis.report import print_terminal
+    from rooftop.report.terminal import print_terminal
 
     _, rep = rooftop.optimize(model, target="onnxruntime", hardware="xeon-avx512", time_budget=0.2, profile_nodes=False,
                               keep_slower=True)

@@ -33,6 +33,8 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
+from rooftop.runtime import bind_shapes, graph_inputs, make_session, random_inputs
+
 TRANSCENDENTAL = {
     "Exp", "Log", "Tanh", "Sigmoid", "Erf", "Gelu", "FastGelu", "BiasGelu", "Softplus", "Softsign", "Sqrt", "Pow",
     "Reciprocal", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Elu",
@@ -151,7 +153,6 @@ def _vi_info(vi: onnx.ValueInfoProto) -> TensorInfo:
 
 def _bind_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> tuple[ModelProto, dict[str, list[int]]]:
     """A weightless copy of ``model`` whose graph inputs have concrete shapes."""
-    from rooftop.verify import bind_shapes, graph_inputs
 
     specs = graph_inputs(model)
     shapes = bind_shapes(specs, dict(input_shapes), 1, 32)
@@ -213,7 +214,6 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
 
 def _shapes_from_run(model: ModelProto, bound: Mapping[str, Sequence[int]], names: list[str]) -> dict[str, TensorInfo]:
     """Run the model once with the missing tensors as extra outputs."""
-    from rooftop.verify import graph_inputs, make_session, random_inputs
 
     try:
         m = ModelProto()

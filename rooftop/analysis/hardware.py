@@ -110,7 +110,7 @@ def host_key() -> str:
     import onnxruntime
 
     model, flags = _cpu_flags()
-    from rooftop.analysis.timing import physical_cores
+    from rooftop.runtime import physical_cores
 
     raw = f"v2|{model}|{physical_cores()}|{os.cpu_count()}|{onnxruntime.__version__}|{'avx512f' in flags}"  # v2: pad_pays
     return hashlib.sha1(raw.encode()).hexdigest()[:12]
@@ -124,22 +124,22 @@ def _alignment(flags: set[str]) -> int:
     return 4
 
 
-def _model_bytes(nodes, inputs, outputs, inits=()) -> bytes:
+def _session(nodes, inputs, outputs, inits=(), *, threads: int):
+    """A session for a one-purpose benchmark graph, made like every other session (rooftop.runtime)."""
     from onnx import helper
+
+    from rooftop.runtime import make_session
 
     g = helper.make_graph(nodes, "bench", inputs, outputs, list(inits))
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
-    return m.SerializeToString()
+    return make_session(None, data=m.SerializeToString(), optimization="all", threads=threads)
 
 
-def _session(data: bytes, threads: int):
-    import onnxruntime as ort
+def _vi(name: str, elem: int, shape: list[int]):
+    from onnx import helper
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 4
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return helper.make_tensor_value_info(name, elem, shape)
 
 
 def _best(fn, repeats: int) -> float:
@@ -152,37 +152,21 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def measure_host(progress=None) -> HardwareProfile:
-    """Micro-benchmarks of this machine (takes ~10-20 s)."""
+def _peak_ops(op: str, a: np.ndarray, b: np.ndarray, out_elem: int, threads: int) -> float:
+    """Operations per second of an n×n×n product (MatMul or MatMulInteger), best of 5."""
+    from onnx import helper
+
+    n = a.shape[0]
+    elem = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
+    s = _session([helper.make_node(op, ["a", "b"], ["c"])], [_vi("a", elem[a.dtype], [n, n]), _vi("b", elem[b.dtype], [n, n])],
+                 [_vi("c", out_elem, [n, n])], threads=threads)
+    return 2.0 * n**3 / _best(lambda: s.run(None, {"a": a, "b": b}), 5)
+
+
+def _bandwidth(rng, threads: int) -> tuple[float, float]:
+    """Bytes per second of streaming 256 MiB arrays: (numpy copy/add, onnxruntime Add), best of 5."""
     from onnx import TensorProto, helper
 
-    from rooftop.analysis.timing import physical_cores
-
-    threads = physical_cores()
-    model, flags = _cpu_flags()
-    say = progress or (lambda s: None)
-    rng = np.random.default_rng(0)
-
-    say("peak fp32 FLOP/s (onnxruntime MatMul 2048^3)")
-    n = 2048
-    mm = _session(_model_bytes([helper.make_node("MatMul", ["a", "b"], ["c"])],
-                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])]), threads)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    t = _best(lambda: mm.run(None, {"a": a, "b": b}), 5)
-    fp32 = 2.0 * n**3 / t
-
-    say("peak int8 ops/s (onnxruntime MatMulInteger 2048^3)")
-    mi = _session(_model_bytes([helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
-                               [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]), helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
-                               [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])]), threads)
-    ai = rng.integers(0, 255, (n, n), dtype=np.uint8)
-    bi = rng.integers(-127, 127, (n, n), dtype=np.int8)
-    ti = _best(lambda: mi.run(None, {"a": ai, "b": bi}), 5)
-    int8 = 2.0 * n**3 / ti
-
-    say("memory bandwidth (copy and add over 256 MiB arrays)")
     size = 64 * 2**20  # float32 elements: 256 MiB per array
     x = rng.standard_normal(size, dtype=np.float32)
     y = rng.standard_normal(size, dtype=np.float32)
@@ -190,27 +174,46 @@ def measure_host(progress=None) -> HardwareProfile:
     t_copy = _best(lambda: np.copyto(out, x), 5)
     t_add = _best(lambda: np.add(x, y, out=out), 5)
     bw_numpy = max(2 * x.nbytes / t_copy, 3 * x.nbytes / t_add)
-    add = _session(_model_bytes([helper.make_node("Add", ["x", "y"], ["z"])],
-                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size]), helper.make_tensor_value_info("y", TensorProto.FLOAT, [size])],
-                                [helper.make_tensor_value_info("z", TensorProto.FLOAT, [size])]), threads)
-    t_ort = _best(lambda: add.run(None, {"x": x, "y": y}), 5)
-    bw_ort = 3 * x.nbytes / t_ort
-    bandwidth = max(bw_numpy, bw_ort)
-    del x, y, out
+    f = TensorProto.FLOAT
+    add = _session([helper.make_node("Add", ["x", "y"], ["z"])], [_vi("x", f, [size]), _vi("y", f, [size])], [_vi("z", f, [size])], threads=threads)
+    bw_ort = 3 * x.nbytes / _best(lambda: add.run(None, {"x": x, "y": y}), 5)
+    return bw_numpy, bw_ort
 
-    say("per-operator overhead (chain of 200 tiny Adds)")
-    k = 200
+
+def _overhead(threads: int, k: int = 200) -> float:
+    """Seconds per operator of a chain of ``k`` tiny Adds, best of 20."""
+    from onnx import TensorProto, helper
+
+    f = TensorProto.FLOAT
     nodes = [helper.make_node("Add", [f"t{i}", "one"], [f"t{i + 1}"]) for i in range(k)]
-    chain = _session(_model_bytes(nodes, [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [4])],
-                                  [helper.make_tensor_value_info(f"t{k}", TensorProto.FLOAT, [4])],
-                                  [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])]), threads)
+    chain = _session(nodes, [_vi("t0", f, [4])], [_vi(f"t{k}", f, [4])], [helper.make_tensor("one", f, [1], [1.0])], threads=threads)
     v = np.zeros(4, np.float32)
-    overhead = _best(lambda: chain.run(None, {"t0": v}), 20) / k
+    return _best(lambda: chain.run(None, {"t0": v}), 20) / k
 
+
+def measure_host(progress=None) -> HardwareProfile:
+    """Micro-benchmarks of this machine (takes ~10-20 s); every figure is the best of several repeats."""
+    from onnx import TensorProto
+
+    from rooftop.runtime import physical_cores
+
+    threads = physical_cores()
+    model, flags = _cpu_flags()
+    say = progress or (lambda s: None)
+    rng = np.random.default_rng(0)
+    n = 2048
+    say("peak fp32 FLOP/s (onnxruntime MatMul 2048^3)")
+    fp32 = _peak_ops("MatMul", rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32), TensorProto.FLOAT, threads)
+    say("peak int8 ops/s (onnxruntime MatMulInteger 2048^3)")
+    int8 = _peak_ops("MatMulInteger", rng.integers(0, 255, (n, n), dtype=np.uint8), rng.integers(-127, 127, (n, n), dtype=np.int8), TensorProto.INT32, threads)
+    say("memory bandwidth (copy and add over 256 MiB arrays)")
+    bw_numpy, bw_ort = _bandwidth(rng, threads)
+    say("per-operator overhead (chain of 200 tiny Adds)")
+    overhead = _overhead(threads)
     return HardwareProfile(
         name="host",
         peak_flops={"fp32": fp32, "fp16": fp32, "int8": int8},
-        bandwidth=bandwidth,
+        bandwidth=max(bw_numpy, bw_ort),
         channel_multiple=_alignment(flags),
         overhead_s=overhead,
         source=(f"measured on this machine ({model}, {threads} physical cores): onnxruntime MatMul 2048^3 "

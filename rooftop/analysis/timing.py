@@ -20,32 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import ModelProto
 
+from rooftop.runtime import make_session, physical_cores
 from rooftop.records import NOISE_BAND, ORT_LEVEL_NAMES, Latency, OpGrowth, verdict
 
 LEVELS = tuple(ORT_LEVEL_NAMES)
-
-
-def physical_cores() -> int:
-    """Physical cores (onnxruntime's own default), falling back to the logical count."""
-    try:
-        cores = set()
-        with open("/proc/cpuinfo") as f:
-            phys = core = None
-            for line in f:
-                if line.startswith("physical id"):
-                    phys = line.split(":")[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":")[1].strip()
-                elif not line.strip() and core is not None:
-                    cores.add((phys, core))
-                    phys = core = None
-            if core is not None:
-                cores.add((phys, core))
-        if cores:
-            return len(cores)
-    except OSError:
-        pass
-    return os.cpu_count() or 1
 
 
 @dataclass
@@ -147,8 +125,6 @@ def decided(ratios: Sequence[float], band: float, stop: str) -> bool:
 
 
 def session(model: ModelProto, level: str = "disable", threads: int = 0):
-    from rooftop.verify import make_session
-
     return make_session(model, optimization=level, threads=threads or physical_cores(), spinning=False)
 
 
@@ -232,8 +208,6 @@ def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: s
     """onnxruntime profiler node events, one list per run after two warm-up runs."""
     import json
     import tempfile
-
-    from rooftop.verify import make_session
 
     m = ModelProto()
     m.CopyFrom(model)

@@ -15,7 +15,7 @@ import html
 import io
 from typing import Any
 
-from rooftop.analysis.report import TOP_HEADERS, correlation, headers, not_kept, pass_rows, summary_lines, top_rows
+from rooftop.report.text import TOP_HEADERS, correlation, headers, not_kept, pass_rows, summary_lines, top_rows
 
 
 def _points(rl) -> list[tuple[float, float, str]]:

@@ -1,0 +1,48 @@
+"""The terminal report (rich): the pass table, wide or narrow by the console's width, then the summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from rooftop.records import ORT_LEVEL_NAMES
+from rooftop.report.text import TOP_HEADERS, headers, kinds_lines, narrow_rows, not_kept, pass_rows, summary_lines, top_rows
+
+if TYPE_CHECKING:
+    from rooftop.pipeline import Report
+
+
+WIDE_TERMINAL = 140  # narrower consoles get the compact pass table
+
+
+def _table(title: str, heads: list[str], rows: list[list[str]], left: tuple[str, ...], narrow: bool) -> Table:
+    """A table that wraps a cell that does not fit instead of cutting it with an ellipsis."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, pad_edge=not narrow)
+    for h in heads:
+        t.add_column(h, justify="left" if h in left else "right", overflow="fold")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def print_terminal(report: Report, console: Console | None = None) -> None:
+    console = console or Console()
+    narrow = console.width < WIDE_TERMINAL
+    title = f"Rooftop: {report.model_path or 'model'}  ({report.target} target)"
+    if narrow:
+        heads = ["pass", "status", "rw", "nodes", "traffic", f"measured ({ORT_LEVEL_NAMES[report.deploy_level]})", "error"]
+        console.print(_table(title, heads, narrow_rows(report), ("pass", "status"), True))
+    else:
+        console.print(_table(title, headers(report), pass_rows(report), ("pass", "status"), False))
+    for line in kinds_lines(report) + summary_lines(report):
+        console.print(line, highlight=False)
+    top = top_rows(report)
+    if top:
+        console.print(_table("top memory-bound operators after optimization", TOP_HEADERS, top, ("operator", "op"), narrow))
+    for r in not_kept(report):
+        console.print(f"  {r.name}: {r.status.value} — {r.reason}", highlight=False)
+    if report.output_paths:
+        console.print("wrote " + ", ".join(report.output_paths), highlight=False)

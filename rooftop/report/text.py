@@ -1,0 +1,244 @@
+"""The words and numbers every report format shares: cell formats, the pass rows, the summary lines,
+the refusals by reason. Terminal, Markdown and HTML lay these out; JSON carries the raw values."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from rooftop.analysis.costs import human
+from rooftop.records import ORT_LEVEL_NAMES, Cause, Latency, PassRecord, Status, Verdict
+
+if TYPE_CHECKING:
+    from rooftop.pipeline import Report
+
+
+def correlation(rl: Any) -> tuple[float | None, int]:
+    """Spearman rank correlation of predicted and measured time over operators with both."""
+    from rooftop.analysis.timing import spearman
+
+    if rl is None:
+        return None, 0
+    pairs = [(r.predicted_s, r.measured_s) for r in rl.rows if r.predicted_s is not None and r.measured_s is not None and r.bound != "meta"]
+    if not pairs:
+        return None, 0
+    return spearman([p for p, _ in pairs], [m for _, m in pairs]), len(pairs)
+
+
+def _err(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if math.isinf(x):
+        return "inf"
+    return f"{x:.1e}" if x else "0"
+
+
+def _delta(a: Any, b: Any, fmt) -> str:
+    if a is None or b is None:
+        return "-"
+    if a == b:
+        return fmt(b)
+    return f"{fmt(a)}→{fmt(b)}"
+
+
+def _mb(x: float) -> str:
+    return f"{x / 1e6:.3g}MB"
+
+
+def _ms(x: float) -> str:
+    return f"{x * 1e3:.3g}ms"
+
+
+def _lat(lat: Latency | None) -> str:
+    if lat is None:
+        return "-"
+    mark = {"faster": "", "slower": " slower", "noise": " (noise)"}[lat.verdict.value]
+    return f"{lat.ms_before:.3g}→{lat.ms_after:.3g}ms {lat.describe()}{mark}"
+
+
+def headers(report: Report) -> list[str]:
+    return ["pass", "status", "rewrites", "nodes", "FLOPs", "traffic", "predicted",
+            f"measured ({ORT_LEVEL_NAMES[report.deploy_level]})", "max error", "s"]
+
+
+def _shown(r: PassRecord) -> bool:
+    """Cost and latency columns are shown for passes that changed the model or were rejected for it."""
+    return r.status in (Status.APPLIED, Status.REJECTED)
+
+
+def pass_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for r in report.passes:
+        c = r.cost if _shown(r) else None
+        status = r.status.value.upper() if r.status in (Status.ROLLED_BACK, Status.REJECTED) else r.status.value
+        rows.append(
+            [
+                r.name + (f" #{r.iteration}" if r.iteration > 1 else ""),
+                status,
+                str(r.rewrites),
+                f"{r.nodes_before}→{r.nodes_after}" if r.nodes_before != r.nodes_after else str(r.nodes_after),
+                _delta(c.before.flops, c.after.flops, lambda v: human(v)) if c else "",
+                _delta(c.before.bytes, c.after.bytes, _mb) if c else "",
+                _delta(c.before.predicted_s, c.after.predicted_s, _ms) if c else "",
+                _lat(r.latency) if _shown(r) else "",
+                _err(r.max_abs_error) if r.verified else ("-" if r.status is not Status.APPLIED else "unverified"),
+                f"{r.seconds:.2f}",
+            ]
+        )
+    return rows
+
+
+def summary_lines(report: Report) -> list[str]:
+    lines = []
+    hw, before, after = report.hardware, report.before, report.after
+    lines.append(
+        f"nodes {report.nodes_before} → {report.nodes_after}, parameters {report.params_before:,} → {report.params_after:,}; "
+        f"{report.verification}"
+    )
+    if before is not None and after is not None and hw is not None:
+        saved = before.bytes - after.bytes
+        pct = 100 * saved / before.bytes if before.bytes else 0.0
+        lines.append(
+            f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({f'{pct:.1f}% saved' if pct >= 0 else f'{-pct:.1f}% more'}), FLOPs {human(before.flops)} → {human(after.flops)}"
+            + (f", int ops {human(before.int_ops)} → {human(after.int_ops)}" if before.int_ops or after.int_ops else "")
+            + f", peak activations {_mb(before.peak_activation_bytes)} → {_mb(after.peak_activation_bytes)}"
+        )
+        lines.append(
+            f"predicted on {hw.name} ({hw.kind} figures: {human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
+            f"ridge {hw.ridge():.1f} FLOP/B): {_ms(before.predicted_s)} → {_ms(after.predicted_s)}"
+        )
+        if after.unknown:
+            lines.append(f"{len(after.unknown)} operators could not be costed: " + "; ".join(after.unknown[:3]) + (" ..." if len(after.unknown) > 3 else ""))
+    for level, lat in report.latency.items():
+        deploy = " (deploy level)" if level == report.deploy_level else ""
+        lines.append(f"measured {lat.level_name}{deploy}, {lat.threads} threads, {lat.rounds} interleaved rounds: {_lat(lat)} "
+                     "(median of per-round ratios after/before [95% CI])")
+    if report.backed_off:
+        what = "the original graph is written unchanged" if report.reverted else "dropped " + ", ".join(report.backed_off)
+        lines.append(f"backed off (the optimized model measured slower than the original): {what}")
+    if report.disagreement:
+        lines.append(f"prediction and measurement disagree: {report.disagreement}")
+    rho, n = correlation(after)
+    if rho is not None:
+        lines.append(f"predicted vs measured per-operator time: Spearman rank correlation {rho:.2f} over {n} operators")
+    return lines
+
+
+def top_rows(report: Report, k: int = 8) -> list[list[str]]:
+    after = report.after
+    if after is None:
+        return []
+    rows = []
+    for r in after.top_memory_bound(k):
+        rows.append([r.name, r.op_type, f"{r.intensity:.2f}" if r.intensity not in (None, float("inf")) else "-",
+                     _mb(r.bytes_read + r.bytes_written), _ms(r.predicted_s or 0.0), "-" if r.measured_s is None else _ms(r.measured_s)])
+    return rows
+
+
+TOP_HEADERS = ["operator", "op", "FLOP/B", "traffic", "predicted", "measured"]
+
+
+def projected_line(report: Report) -> str:
+    """``--check``: what the passes would save, as one line."""
+    before, after, hw = report.before, report.after, report.hardware
+    if before is None or after is None or hw is None or not before.bytes:
+        return ""
+    saved = before.bytes - after.bytes
+    verb = "saved" if saved >= 0 else "added"
+    return (f"projected: memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({_mb(abs(saved))} {verb}, "
+            f"{100 * abs(saved) / before.bytes:.1f}%), predicted time {_ms(before.predicted_s)} → {_ms(after.predicted_s)} on {hw.name}")
+
+
+def kinds_lines(report: Report) -> list[str]:
+    """Per pass that did or refused something: rewrites by kind, refusals by reason (counts)."""
+    lines = []
+    for r in report.passes:
+        parts = []
+        if r.counts and r.status is Status.APPLIED:
+            parts.append(", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
+        if r.refusals:
+            parts.append("left: " + "; ".join(f"{why} ({len(n)})" for why, n in sorted(r.refusals.items())))
+        if parts:
+            lines.append(f"  {r.name}{f' #{r.iteration}' if r.iteration > 1 else ''}: " + " — ".join(parts))
+    return lines
+
+
+def explain_lines(report: Report, name: str) -> list[str]:
+    """``--explain PASS``: what the pass rewrote, and every node it looked at and left, with the reason."""
+    recs = [r for r in report.passes if r.name == name]
+    if not recs:
+        return [f"{name}: not in this run's pipeline ({', '.join(report.pipeline)})"]
+    lines = []
+    for r in recs:
+        head = f"{r.name}{f' #{r.iteration}' if r.iteration > 1 else ''}: {r.status.value}, {r.rewrites} rewrites"
+        lines.append(head + (f" ({', '.join(f'{k} {v}' for k, v in sorted(r.counts.items()))})" if r.counts else ""))
+        if r.reason:
+            lines.append(f"  reason: {r.reason}")
+        for why, nodes in sorted(r.refusals.items()):
+            lines.append(f"  left {len(nodes)}: {why}")
+            lines += [f"    {n}" for n in nodes]
+        if not r.refusals:
+            lines.append("  no candidate was left")
+    return lines
+
+
+def not_kept(report: Report) -> list[PassRecord]:
+    return [r for r in report.passes if r.status in (Status.ROLLED_BACK, Status.REJECTED) or r.cause is Cause.BACKED_OFF]
+
+
+def narrow_rows(report: Report) -> list[list[str]]:
+    """The pass table for narrow terminals: no FLOPs, predicted time or seconds (the summary and the
+    JSON carry them), the measured ratio without the milliseconds."""
+    rows = []
+    for full, r in zip(pass_rows(report), report.passes):
+        lat = r.latency if _shown(r) else None
+        measured = "" if lat is None else f"{lat.describe()}{'' if lat.verdict is Verdict.FASTER else ' ' + lat.verdict.value}"
+        rows.append([full[0], full[1], full[2], full[3], full[5], measured, full[8]])
+    return rows
+
+
+def progress_line(r: PassRecord) -> str:
+    """One line per pass as it ends: what it did, the traffic it moved, the measured verdict."""
+    it = f" #{r.iteration}" if r.iteration > 1 else ""
+    if r.status in (Status.ROLLED_BACK, Status.REJECTED):
+        return f"[yellow]pass {r.name} {r.status.value}:[/] {r.reason}"
+    if r.status is not Status.APPLIED:
+        return ""
+    parts = [f"{r.rewrites} rewrite{'s' if r.rewrites != 1 else ''}"]
+    if r.nodes_before != r.nodes_after:
+        parts.append(f"nodes {r.nodes_before}→{r.nodes_after}")
+    if r.cost is not None and r.cost.before.bytes != r.cost.after.bytes:
+        parts.append(f"traffic {_mb(r.cost.before.bytes)}→{_mb(r.cost.after.bytes)}")
+    if r.latency is not None:
+        parts.append(f"measured {r.latency.describe()} {r.latency.verdict.value}")
+    return f"  {r.name}{it}: " + ", ".join(parts)
+
+
+def would_change(report: Report) -> bool:
+    return any(r.status is Status.APPLIED and r.rewrites for r in report.passes)
+
+
+def check_lines(report: Report) -> list[str]:
+    """``--check``: which passes would change the model and what that would save."""
+    changed = [f"{r.name} ({r.rewrites} rewrite{'s' if r.rewrites != 1 else ''})" for r in report.passes if r.status is Status.APPLIED and r.rewrites]
+    if not changed:
+        return ["nothing to change"]
+    line = projected_line(report)
+    return ["would change: " + ", ".join(changed)] + ([line] if line else [])
+
+
+def outcome_line(report: Report, output: str | None) -> str:
+    """The one summary line of a run without ``--report``: what was written, bytes saved, measured ratio."""
+    if not output:
+        return "no -o given: the optimized model was not written"
+    parts = [f"nodes {report.nodes_before} → {report.nodes_after}"]
+    before, after = report.before, report.after
+    if before is not None and after is not None and before.bytes:
+        saved = before.bytes - after.bytes
+        pct = 100 * abs(saved) / before.bytes
+        change = f"{pct:.1f}% {'less' if saved > 0 else 'more'}" if saved else "unchanged"
+        parts.append(f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({change})")
+    lat = report.latency.get(report.deploy_level)
+    if lat is not None:
+        parts.append(f"measured at {lat.level_name}: {lat.describe()} ({lat.verdict.value})")
+    return f"wrote {', '.join(report.output_paths)}: " + "; ".join(parts)
