@@ -45,6 +45,7 @@ def test_identity_between_input_and_output_is_kept():
     m = make_model([helper.make_node("Identity", ["x"], ["y"])], [vi("x", [4])], [vi("y", [4])])
     out, res = apply(m)
     assert res.rewrites == 0 and ops(out) == ["Identity"]
+    assert list(res.refusals) == ["writes a graph output from a graph input, another graph output or a constant (both names must stay)"]
 
 
 def test_dropout_inference_removed_but_not_with_mask_or_training():
@@ -61,6 +62,7 @@ def test_dropout_inference_removed_but_not_with_mask_or_training():
     )
     out, res = apply(with_mask)
     assert "Dropout" in ops(out) and res.rewrites == 0
+    assert list(res.refusals) == ["its mask output is used"]
 
     training = make_model(
         [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Dropout", ["r", "ratio", "train"], ["y"])],
@@ -70,6 +72,7 @@ def test_dropout_inference_removed_but_not_with_mask_or_training():
     )
     out, res = apply(training)
     assert "Dropout" in ops(out) and res.rewrites == 0
+    assert list(res.refusals) == ["training_mode is true"]
 
 
 def test_dead_nodes_and_unused_initializers():

@@ -299,45 +299,6 @@ def test_non_constant_weight_not_folded():
     assert res.rewrites == 0
 
 
-# ---- onnxruntime target: FusedConv ------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "act,attrs,extra",
-    [
-        ("Relu", {}, []),
-        ("LeakyRelu", {"alpha": 0.2}, []),
-        ("Sigmoid", {}, []),
-        ("Tanh", {}, []),
-        ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, []),
-        ("Clip", {}, ["lo", "hi"]),
-    ],
-)
-def test_fused_conv_for_onnxruntime(act, attrs, extra):
-    c = 8
-    nodes = [
-        helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
-        bn("c", "b"),
-        helper.make_node(act, ["b"] + extra, ["y"], **attrs),
-    ]
-    inits = [init("W", f32(c, 3, 3, 3)), init("lo", np.array(0.0, np.float32)), init("hi", np.array(6.0, np.float32))]
-    m = make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, c, 8, 8])], inits + bn_params("bn", c))
-    out, res = fold(m, target="onnxruntime")
-    assert res.rewrites == 2
-    assert ops(out) == ["FusedConv"] and out.graph.node[0].domain == "com.microsoft"
-    x = f32(1, 3, 8, 8)
-    np.testing.assert_allclose(run(out, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-4, atol=1e-5)
-    portable, res_p = fold(m)
-    assert "FusedConv" not in ops(portable) and res_p.rewrites == 1
-
-
-def test_clip_with_dynamic_bound_not_fused():
-    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]), helper.make_node("Clip", ["c", "lo"], ["y"])]
-    m = make_model(nodes, [vi("x", [1, 3, 4, 4]), vi("lo", [])], [vi("y", [1, 4, 4, 4])], [init("W", f32(4, 3, 1, 1))])
-    out, res = fold(m, target="onnxruntime")
-    assert res.rewrites == 0 and ops(out) == ["Conv", "Clip"]
-
-
 # ---- properties ---------------------------------------------------------------------------
 
 

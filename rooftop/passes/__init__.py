@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rooftop.passes.base import ModelPass, Pass, PassContext, PassManager, PassRecord, PassResult, Validation
 from rooftop.passes.cleanup import Cleanup
+from rooftop.passes.conv_activation import ConvActivation
 from rooftop.passes.fold_conv_bn import FoldConvBN
 from rooftop.passes.nhwc_int8 import NhwcInt8
 from rooftop.passes.pad_channels import PadChannels
@@ -19,6 +20,7 @@ REGISTRY: dict[str, type[Pass]] = {
         Simplify,
         ShapeChains,
         FoldConvBN,
+        ConvActivation,
         U8Activations,
         Requant,
         NhwcInt8,
@@ -28,7 +30,7 @@ REGISTRY: dict[str, type[Pass]] = {
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "u8-activations", "requant", "nhwc-int8", "pad-channels", "cleanup"]
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "conv-activation", "u8-activations", "requant", "nhwc-int8", "pad-channels", "cleanup"]
 
 __all__ = [
     "REGISTRY",

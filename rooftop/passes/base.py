@@ -21,8 +21,8 @@ from typing import ClassVar
 
 import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.logger import G_LOGGER
 from onnx import ModelProto
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from rooftop.errors import first_line
 from rooftop.records import Cause, CostDelta, Latency, PassRecord, Status
@@ -92,13 +92,21 @@ class Pass:
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def tidied(self, graph: gs.Graph, model: ModelProto, result: PassResult) -> None:
+        """Called after ``run`` with the graph cleaned up (dead nodes gone) and in topological order,
+        before the template decides whether to export: a pass that counts what the tidying itself
+        removed (cleanup) adds it to ``result`` here. Most passes have nothing to add."""
+
     def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
+        """The one template: import, run, tidy, export only when something was rewritten (an
+        export copies every weight), with distinct tensor names as a safety net."""
         with untouched(model):
             graph = import_with_shapes(model) if self.needs_shapes else import_graph(model)
             result = self.run(graph, ctx)
+            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            self.tidied(graph, model, result)
             if result.rewrites == 0:
                 return model, result
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
             distinct_names(graph)
             return export_like(graph, model), result
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
-from rooftop.passes._graph import bypass, const_value
 from onnx import ModelProto
 
-from rooftop.passes.base import Pass, PassContext, PassResult, export_like, import_graph, untouched
+from rooftop.passes._graph import bypass, const_value
+from rooftop.passes.base import Pass, PassContext, PassResult
 
 
 class Cleanup(Pass):
@@ -35,18 +34,16 @@ class Cleanup(Pass):
             if node.op == "Identity" and len(node.inputs) == 1 and len(node.outputs) == 1:
                 if bypass(graph, node, node.inputs[0], node.outputs[0]):
                     removed_identity += 1
+                else:
+                    res.refuse("writes a graph output from a graph input, another graph output or a constant (both names must stay)", node)
             elif node.op == "Dropout" and node.inputs and node.outputs:
-                if len(node.outputs) > 1 and node.outputs[1].outputs:
-                    continue
-                if len(node.outputs) > 1 and any(o is node.outputs[1] for o in graph.outputs):
-                    continue
-                if len(node.inputs) >= 3 and node.inputs[2].name:
-                    tm = const_value(node.inputs[2])
-                    if tm is None or bool(np.asarray(tm).reshape(-1)[0]):
-                        continue
-                data_in, data_out = node.inputs[0], node.outputs[0]
-                if bypass(graph, node, data_in, data_out):
+                why = _dropout_refusal(graph, node)
+                if why:
+                    res.refuse(why, node)
+                elif bypass(graph, node, node.inputs[0], node.outputs[0]):
                     removed_dropout += 1
+                else:
+                    res.refuse("writes a graph output from a graph input, another graph output or a constant (both names must stay)", node)
         res.rewrites = removed_identity + removed_dropout
         for n, what in ((removed_identity, "Identity"), (removed_dropout, "Dropout")):
             if n > 0:
@@ -54,27 +51,33 @@ class Cleanup(Pass):
                 res.counts[f"{what.lower()}-removed"] = n
         return res
 
-    def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
-        with untouched(model):
-            graph = import_graph(model)
-            res = self.run(graph, ctx)
-            nodes_before = len(model.graph.node)
-            graph.cleanup(remove_unused_graph_inputs=False)
-            nodes = nodes_before - len(graph.nodes) - res.rewrites
-            inits = len(model.graph.initializer) - _initializers(graph)
-            for n, what in ((nodes, "dead node"), (inits, "unused initializer")):
-                if n > 0:
-                    res.notes.append(f"removed {n} {what}{'s' if n != 1 else ''}")
-                    res.counts[f"{what.replace(' ', '-')}-removed"] = n
-            res.rewrites += max(nodes, 0) + max(inits, 0)
-            # nothing removed and already in order: no export (it would copy every weight)
-            if res.rewrites == 0 and _toposorted(model) and not _has_subgraphs(model):
-                return model, res
-            out = export_like(graph.toposort(), model)
-        if res.rewrites == 0:
+    def tidied(self, graph: gs.Graph, model: ModelProto, res: PassResult) -> None:
+        """Count what graphsurgeon's cleanup removed (dead nodes, unused initializers) and whether
+        the model's node order had to change."""
+        nodes = len(model.graph.node) - len(graph.nodes) - res.rewrites
+        inits = len(model.graph.initializer) - _initializers(graph)
+        for n, what in ((nodes, "dead node"), (inits, "unused initializer")):
+            if n > 0:
+                res.notes.append(f"removed {n} {what}{'s' if n != 1 else ''}")
+                res.counts[f"{what.replace(' ', '-')}-removed"] = n
+                res.rewrites += n
+        if res.rewrites == 0 and not _toposorted(model):
             res.rewrites = 1
+            res.counts["order-restored"] = 1
             res.notes.append("restored topological order")
-        return out, res
+
+
+def _dropout_refusal(graph: gs.Graph, node: gs.Node) -> str:
+    """Why a Dropout is not an identity here ('' when it is one)."""
+    if len(node.outputs) > 1 and (node.outputs[1].outputs or any(o is node.outputs[1] for o in graph.outputs)):
+        return "its mask output is used"
+    if len(node.inputs) >= 3 and node.inputs[2].name:
+        tm = const_value(node.inputs[2])
+        if tm is None:
+            return "training_mode is not a constant"
+        if bool(np.asarray(tm).reshape(-1)[0]):
+            return "training_mode is true"
+    return ""
 
 
 def _initializers(graph: gs.Graph) -> int:
@@ -82,10 +85,6 @@ def _initializers(graph: gs.Graph) -> int:
     names = {t.name for n in graph.nodes for t in n.inputs if isinstance(t, gs.Constant)}
     names |= {t.name for t in graph.outputs if isinstance(t, gs.Constant)}
     return len(names)
-
-
-def _has_subgraphs(model: ModelProto) -> bool:
-    return any(a.type in (a.GRAPH, a.GRAPHS) for n in model.graph.node for a in n.attribute)
 
 
 def _toposorted(model: ModelProto) -> bool:

@@ -1,5 +1,5 @@
 """fold-conv-bn: fold BatchNormalization and per-channel constant affine ops into the weights
-of the linear op before them; with ``--target onnxruntime`` fuse the activation after a Conv.
+of the linear op before them (the activation after a Conv is conv-activation's work).
 
 Algebra. A linear producer computes, per output channel ``o``::
 
@@ -31,10 +31,6 @@ and cast back to the weight dtype (fp16 models stay fp16).
 New weights are always new initializers: a weight shared with another node is
 never changed under that node.
 
-With ``--target onnxruntime``, a float32 Conv whose only consumer is Relu,
-LeakyRelu, Sigmoid, Tanh, HardSigmoid or Clip with constant bounds becomes one
-com.microsoft FusedConv (activation applied in the Conv's output loop).
-
 Refuses (the node is left as it is): training-mode BatchNormalization
 (``training_mode=1`` or its extra outputs used); non-constant weights, bias or
 follower parameters; a producer output with another consumer or that is a
@@ -50,11 +46,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import Weight, const_value, const_weight, eval_const, is_graph_output, single_consumer
+from rooftop.passes._graph import Weight, const_weight, eval_const, is_graph_output, single_consumer
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Clip")
 
 
 @dataclass
@@ -280,7 +275,7 @@ def _write(lin: Linear, dtype: np.dtype, name: str) -> None:
 
 class FoldConvBN(Pass):
     name = "fold-conv-bn"
-    summary = "fold BatchNorm and per-channel Mul/Add/Sub/Div into Conv, ConvTranspose, Gemm, MatMul weights (+ FusedConv for onnxruntime)"
+    summary = "fold BatchNorm and per-channel Mul/Add/Sub/Div into Conv, ConvTranspose, Gemm, MatMul weights"
     needs_shapes = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -345,55 +340,6 @@ class FoldConvBN(Pass):
                 res.counts["bn-to-add"] = res.counts.get("bn-to-add", 0) + 1
                 res.rewrites += 1
         _unreached_batchnorms(graph, res)
-        if ctx.target == "onnxruntime":
-            fused = self._fuse_activations(graph)
-            if fused:
-                folded["activation→FusedConv"] = fused
-                res.counts["activation-into-fusedconv"] = fused
-                res.rewrites += fused
         for what, n in folded.items():
             res.notes.append(f"folded {n} {what}")
         return res
-
-    @staticmethod
-    def _fuse_activations(graph: gs.Graph) -> int:
-        n = 0
-        for node in list(graph.nodes):
-            if node.op != "Conv" or node.domain not in ("", "ai.onnx", None) or not node.outputs:
-                continue
-            W = const_weight(node.inputs[1]) if len(node.inputs) > 1 else None
-            if W is None or W.dtype != np.float32:
-                continue
-            y = node.outputs[0]
-            act = single_consumer(y)
-            if act is None or is_graph_output(graph, y) or act.op not in ACTIVATIONS:
-                continue
-            params: list[float] = []
-            if act.op == "LeakyRelu":
-                params = [float(act.attrs.get("alpha", 0.01))]
-            elif act.op == "HardSigmoid":
-                params = [float(act.attrs.get("alpha", 0.2)), float(act.attrs.get("beta", 0.5))]
-            elif act.op == "Clip":
-                lo = float(act.attrs["min"]) if "min" in act.attrs else None
-                hi = float(act.attrs["max"]) if "max" in act.attrs else None
-                if len(act.inputs) > 1 and act.inputs[1].name:
-                    v = const_value(act.inputs[1])
-                    if v is None or v.size != 1:
-                        continue
-                    lo = float(v.reshape(-1)[0])
-                if len(act.inputs) > 2 and act.inputs[2].name:
-                    v = const_value(act.inputs[2])
-                    if v is None or v.size != 1:
-                        continue
-                    hi = float(v.reshape(-1)[0])
-                params = [lo if lo is not None else -np.finfo(np.float32).max, hi if hi is not None else np.finfo(np.float32).max]
-            node.op = "FusedConv"
-            node.domain = "com.microsoft"
-            node.attrs["activation"] = act.op
-            if params:
-                node.attrs["activation_params"] = params
-            node.outputs[0] = act.outputs[0]
-            act.outputs.clear()
-            act.inputs.clear()
-            n += 1
-        return n
