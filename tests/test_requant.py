@@ -153,6 +153,7 @@ def test_movement_with_mismatched_q_kept():
     m = make_model(nodes, [vi("x", [1, 1, 4, 4])], [vi("y", [1, 1, 3, 3], TensorProto.UINT8)], i1 + [init("b_s", np.array(0.07, np.float32))])
     out, res = requant(m)
     assert res.rewrites == 0
+    assert res.refusals == {"MaxPool: input and output quantization differ": ["m"]}
 
 
 def test_float_tensor_observed_elsewhere_not_converted():
@@ -168,6 +169,7 @@ def test_float_tensor_observed_elsewhere_not_converted():
     m = make_model(nodes, [vi("x", [1, 2, 3, 3])], [vi("y", [1, 4, 3, 3], TensorProto.UINT8), vi("c", [1, 4, 3, 3])], inits)
     out, res = requant(m)
     assert "QLinearConv" not in ops(out)
+    assert res.refusals == {"Conv: its float output is used (no single QuantizeLinear after it)": ["c"]}
     m.graph.output.pop()  # the negative twin's positive sibling
     out2, res2 = requant(m)
     assert "QLinearConv" in ops(out2) and res2.rewrites == 1
@@ -197,6 +199,8 @@ def test_relu_absorbed_only_when_implied():
     m2 = build(100)  # zero point in the middle: the Relu matters
     out2, res2 = requant(m2)
     assert "Relu" in ops(out2) and "QLinearConv" not in ops(out2)
+    assert res2.refusals == {"Conv: the Relu after it is not implied by the output zero point": ["c"]}
+    assert not res.refusals
 
 
 def test_sample_qdq_model_end_to_end():
@@ -387,3 +391,18 @@ def test_clip_with_a_run_time_bound_is_left():
                    [init("s", np.array(0.05, np.float32)), init("z", np.array(128, np.uint8))])
     out, res = requant(m)
     assert res.rewrites == 0
+    assert res.refusals == {"Clip: bounds are not constant scalars": ["r"]}
+
+
+def test_resize_other_than_nearest_and_half_dequantized_matmul_say_why():
+    n1, i1 = qdq_pair("x", "d", 0.05, 10, prefix="a")
+    nodes = n1 + [helper.make_node("Resize", ["d", "", "sc"], ["r"], mode="linear"),
+                  helper.make_node("QuantizeLinear", ["r", "a_s", "a_z"], ["y"]),
+                  helper.make_node("MatMul", ["d", "wf"], ["mm"]),
+                  helper.make_node("QuantizeLinear", ["mm", "a_s", "a_z"], ["z"])]
+    inits = i1 + [init("sc", np.array([1, 1, 2, 2], np.float32)), init("wf", R.standard_normal((4, 4)).astype(np.float32))]
+    m = make_model(nodes, [vi("x", [1, 1, 4, 4])], [vi("y", [1, 1, 8, 8], TensorProto.UINT8), vi("z", [1, 1, 4, 4], TensorProto.UINT8)], inits)
+    out, res = requant(m)
+    assert res.rewrites == 0
+    assert res.refusals == {"Resize: mode is not nearest (interpolation is not exact on integers)": ["r"],
+                            "MatMul: one input is dequantized, the other is float": ["mm"]}

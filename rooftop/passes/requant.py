@@ -228,6 +228,17 @@ class _Run:
     def __init__(self, target: str, graph: gs.Graph) -> None:
         self.target = target
         self.names = Namer(graph)  # one scan of the graph's names for every tensor this run creates
+        self.left: dict[str, str] = {}  # node name -> why it was left, as of the latest round
+
+    def leave(self, node: gs.Node, reason: str) -> int:
+        """Record why a candidate stays as it is (a later round that rewrites it forgets this)."""
+        self.left[node.name or node.outputs[0].name] = reason
+        return 0
+
+    def took(self, node: gs.Node, n: int) -> int:
+        if n:
+            self.left.pop(node.name or (node.outputs[0].name if node.outputs else ""), None)
+        return n
 
     def run(self, graph: gs.Graph) -> PassResult:
         counts: Counter[str] = Counter()
@@ -238,6 +249,10 @@ class _Run:
                 break
         res = PassResult(sum(counts.values()), counts=dict(counts))
         res.notes = [f"{k}: {v}" for k, v in sorted(counts.items())]
+        live = {n.name or (n.outputs[0].name if n.outputs else '') for n in graph.nodes}
+        for name, why in self.left.items():
+            if name in live:
+                res.refusals.setdefault(why, []).append(name)
         return res
 
     def _round(self, graph: gs.Graph, counts: Counter[str]) -> int:
@@ -246,17 +261,20 @@ class _Run:
             if not node.outputs or node.domain not in ("", "ai.onnx", None):
                 continue
             if node.op == "QuantizeLinear":
-                n += self._dq_q(graph, node, counts) or _fold_weight_q(graph, node, counts, self.names)
+                k = self._dq_q(graph, node, counts) or _fold_weight_q(graph, node, counts, self.names)
             elif node.op in MOVEMENT or node.op == "Concat":
-                n += self._movement(graph, node, counts)
+                k = self._movement(graph, node, counts)
             elif node.op in ("Conv", "MatMul"):
-                n += self._qlinear(graph, node, counts)
+                k = self._qlinear(graph, node, counts)
             elif node.op in ("Relu", "Clip"):
-                n += self._int_clamp(graph, node, counts)
+                k = self._int_clamp(graph, node, counts)
             elif node.op in ("QLinearConv", "QLinearMatMul"):
-                n += self._fold_requant(graph, node, counts)
+                k = self._fold_requant(graph, node, counts)
             elif self.target == "onnxruntime" and node.op in MS_QLINEAR:
-                n += self._ms_qlinear(graph, node, counts)
+                k = self._ms_qlinear(graph, node, counts)
+            else:
+                continue
+            n += self.took(node, k)
         return n
 
     # 5. (target onnxruntime) com.microsoft QLinear* for elementwise, pooling, concat, Gemm
@@ -264,23 +282,27 @@ class _Run:
         op = node.op
         y = node.outputs[0]
         q = _q_after(graph, y)
-        if q is None or not q.per_tensor:
+        if q is None:
             return 0
+        if not q.per_tensor:
+            return self.leave(node, f"{op}: output quantized per channel")
         if op == "Gemm":
             return self._qgemm(graph, node, q, counts)
         data = list(range(len(node.inputs))) if op in ("Add", "Mul", "Concat") else [0]
         if op in ("Add", "Mul") and len(node.inputs) != 2:
             return 0
         if op not in ("Add", "Mul", "Concat") and any(t.name for t in node.inputs[1:]):
-            return 0
+            return self.leave(node, f"{op}: takes inputs the QLinear form has no place for")
         dqs = [_dq(node.inputs[i]) for i in data]
         if op in ("Add", "Mul") and sum(d is None for d in dqs) == 1:
             k = dqs.index(None)
             dqs[k] = _scalar_as_quantized(self.names, node.inputs[k], q.zp.dtype)  # a float constant: exact int8 form
         if op in ("Add", "Mul"):  # a quantized constant of the other 8-bit type: shifted by 128, exactly
             dqs = [_retyped(self.names, d, q.zp.dtype) if d is not None and d.zp.dtype != q.zp.dtype else d for d in dqs]
-        if any(d is None or not d.per_tensor or d.zp.dtype != q.zp.dtype for d in dqs):
-            return 0
+        if any(d is None for d in dqs):
+            return self.leave(node, f"{op}: an input is neither dequantized nor a constant")
+        if any(not d.per_tensor or d.zp.dtype != q.zp.dtype for d in dqs):
+            return self.leave(node, f"{op}: an input is quantized per channel or as another type than the output")
         triples = [[d.node.inputs[0], d.node.inputs[1], d.node.inputs[2]] for d in dqs]
         ys, yz = q.node.inputs[1], q.node.inputs[2]
         if op in ("Add", "Mul"):
@@ -300,20 +322,22 @@ class _Run:
 
     def _qgemm(self, graph: gs.Graph, node: gs.Node, q: QParams, counts: Counter[str]) -> int:
         a, b = _dq(node.inputs[0]), _dq(node.inputs[1])
-        if a is None or b is None or not a.per_tensor or a.zp.dtype != q.zp.dtype:
-            return 0
+        if a is None or b is None:
+            return self.leave(node, "Gemm: an input is not dequantized")
+        if not a.per_tensor or a.zp.dtype != q.zp.dtype:
+            return self.leave(node, "Gemm: input quantized per channel or as another type than the output")
         bq = const_value(b.node.inputs[0])
         if bq is None or bq.ndim != 2 or not (b.per_tensor or b.scale.size in bq.shape):
-            return 0
+            return self.leave(node, "Gemm: weight not a constant 2-D tensor with per-tensor or per-column scales")
         if float(node.attrs.get("beta", 1.0)) != 1.0:
-            return 0
+            return self.leave(node, "Gemm: beta is not 1")
         transB = int(node.attrs.get("transB", 0))
         n_out = bq.shape[0] if transB else bq.shape[1]
         inputs = [a.node.inputs[0], a.node.inputs[1], a.node.inputs[2], b.node.inputs[0], b.node.inputs[1], b.node.inputs[2]]
         if len(node.inputs) > 2 and node.inputs[2].name:
             bias = self._bias(node.inputs[2], a, b, n_out)
             if bias is None:
-                return 0
+                return self.leave(node, "bias is not an int32 constant at input scale × weight scale, nor a float constant")
             inputs.append(bias)
         else:
             inputs.append(gs.Variable.empty())
@@ -330,26 +354,30 @@ class _Run:
             return 0
         qp = QParams(q)
         if not qp.same(dq):
-            return 0
+            return 0  # a true requantize: _fold_requant takes it after a QLinear producer
         if bypass(graph, q, dq.node.inputs[0], q.outputs[0]):
             counts["DQ→Q pair removed"] += 1
             return 1
-        return 0
+        return self.leave(q, "DQ→Q joins a graph input or constant to a graph output")
 
     # 2. data movement on int8
     def _movement(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
         y = node.outputs[0]
         q = _q_after(graph, y)
-        if q is None or not q.per_tensor:
+        if q is None:
             return 0
+        if not q.per_tensor:
+            return self.leave(node, f"{node.op}: output quantized per channel")
         if node.op == "Resize":
             mode = node.attrs.get("mode", "nearest")
             if (mode.decode() if isinstance(mode, bytes) else mode) != "nearest":
-                return 0
+                return self.leave(node, "Resize: mode is not nearest (interpolation is not exact on integers)")
         data_idx = list(range(len(node.inputs))) if node.op == "Concat" else [0]
         dqs = [_dq(node.inputs[i]) for i in data_idx]
-        if any(d is None or not d.same(q) for d in dqs):
-            return 0
+        if any(d is None for d in dqs):
+            return self.leave(node, f"{node.op}: an input is not dequantized")
+        if any(not d.same(q) for d in dqs):
+            return self.leave(node, f"{node.op}: input and output quantization differ")
         for i, d in zip(data_idx, dqs):
             node.inputs[i] = d.node.inputs[0]
         qnode = q.node
@@ -362,15 +390,17 @@ class _Run:
 
     # 2b. DQ(s, z) -> Relu/Clip -> Q(s, z)  ==>  Clip on the integers (exact)
     def _int_clamp(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
-        if (graph.opset or 0) < 12:  # Clip on int8/uint8 needs opset 12
-            return 0
         q = _q_after(graph, node.outputs[0])
         d = _dq(node.inputs[0])
-        if q is None or d is None or not q.per_tensor or not d.same(q):
+        if q is None or d is None:
             return 0
+        if (graph.opset or 0) < 12:  # Clip on int8/uint8 needs opset 12
+            return self.leave(node, f"{node.op}: an integer Clip needs opset 12 (--opset 13)")
+        if not q.per_tensor or not d.same(q):
+            return self.leave(node, f"{node.op}: input and output quantization differ")
         bounds = _clamp_bounds(node)
         if bounds is None:
-            return 0
+            return self.leave(node, "Clip: bounds are not constant scalars")
         s, z = float(q.scale.reshape(-1)[0]), int(q.zp.reshape(-1)[0])
         info = np.iinfo(q.zp.dtype)
 
@@ -396,37 +426,43 @@ class _Run:
             return 0
         x = _dq(node.inputs[0])
         w = _dq(node.inputs[1])
-        if x is None or w is None or not x.per_tensor:
+        if x is None and w is None:
             return 0
+        if x is None or w is None:
+            return self.leave(node, f"{node.op}: one input is dequantized, the other is float")
+        if not x.per_tensor:
+            return self.leave(node, f"{node.op}: activation quantized per channel")
         wq = const_value(w.node.inputs[0])
         if wq is None:  # activation x activation (attention scores, the value product): MatMul only
             if node.op != "MatMul" or not w.per_tensor:
-                return 0
+                return self.leave(node, f"{node.op}: second input is a quantized activation with per-channel scales (or a Conv weight computed at run time)")
         elif wq.dtype not in INT8:
-            return 0
+            return self.leave(node, f"{node.op}: weight is {wq.dtype}, not int8/uint8")
         y = node.outputs[0]
         relu = None
         c = single_consumer(y)
         if c is not None and c.op == "Relu" and not is_graph_output(graph, y):
             relu, y = c, c.outputs[0]
         q = _q_after(graph, y)
-        if q is None or not q.per_tensor or q.zp.dtype != x.zp.dtype:
-            return 0
+        if q is None:
+            return self.leave(node, f"{node.op}: its float output is used (no single QuantizeLinear after it)")
+        if not q.per_tensor or q.zp.dtype != x.zp.dtype:
+            return self.leave(node, f"{node.op}: output quantized per channel or as another type than the input")
         if relu is not None and int(q.zp.reshape(-1)[0]) != q.qmin:
-            return 0  # the Relu is not implied by the output range
+            return self.leave(node, f"{node.op}: the Relu after it is not implied by the output zero point")
         if node.op == "Conv":
             if wq.ndim < 3 or not (w.per_tensor or (w.axis in (0, -wq.ndim) and w.scale.size == wq.shape[0])):
-                return 0
+                return self.leave(node, "Conv: weight scales neither per tensor nor per output channel")
             inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
             if len(node.inputs) > 2 and node.inputs[2].name:
                 bias = self._bias(node.inputs[2], x, w, wq.shape[0])
                 if bias is None:
-                    return 0
+                    return self.leave(node, "bias is not an int32 constant at input scale × weight scale, nor a float constant")
                 inputs.append(bias)
             new_op, attrs = "QLinearConv", dict(node.attrs)
         elif wq is not None:  # MatMul with constant 2-D weights [K, N]
             if wq.ndim != 2 or not (w.per_tensor or (w.scale.size == wq.shape[1] and w.axis in (1, -1))):
-                return 0
+                return self.leave(node, "MatMul: weight not 2-D with per-tensor or per-column scales")
             inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
             new_op, attrs = "QLinearMatMul", {}
         else:  # two quantized activations, per-tensor: QLinearMatMul takes any rank
