@@ -39,6 +39,7 @@ cannot infer.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,177 @@ def _axes(node: gs.Node, vals: dict[str, Val]) -> list[int] | None:
     return None if ax is None else [int(a) for a in ax]
 
 
+# ---- one rule an op type: the value of a node's output from its inputs' values (None: unknown) --
+
+Rule = Callable[[gs.Node, list[Val | None], dict[str, Val]], list[Val | None] | None]
+
+
+def _constant(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    c = const_value(node.outputs[0])
+    return [Val(const=c)] if c is not None else None
+
+
+def _shape(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    x = node.inputs[0]
+    if x.shape is None:
+        return None
+    elems = [dim_elem(x, i) for i in range(len(x.shape))]
+    start = int(node.attrs.get("start", 0))
+    end = node.attrs.get("end")
+    return [Val.of_elems(elems[start:] if end is None else elems[start : int(end)])]
+
+
+def _size(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    x = node.inputs[0]
+    if x.shape is not None and all(isinstance(d, int) for d in x.shape):
+        return [Val(const=np.array(int(np.prod(x.shape)), np.int64))]
+    return None
+
+
+def _identity(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    return [ins[0]] if ins[0] is not None else None
+
+
+def _cast_like(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    """Only the dtype of the second input matters, and it is static."""
+    if ins[0] is None or node.inputs[1].dtype is None:
+        return None
+    to = np.dtype(node.inputs[1].dtype)
+    if ins[0].const is not None:
+        return [Val(const=ins[0].const.astype(to))]
+    return [ins[0]] if to.kind in "iu" else None
+
+
+def _gather(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    if ins[0] is None or ins[1] is None or ins[1].const is None:
+        return None
+    elems = ins[0].as_elems()
+    if elems is None or int(node.attrs.get("axis", 0)) != 0 or ins[0].is_scalar:
+        return None
+    idx = ins[1].const
+    return [Val.of_elems([elems[int(i)] for i in np.atleast_1d(idx).reshape(-1)], scalar=idx.ndim == 0)]
+
+
+def _unsqueeze(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    if ins[0] is not None and ins[0].is_scalar and _axes(node, vals) in ([0], [-1]):
+        return [Val.of_elems(ins[0].as_elems() or [], scalar=False)]
+    return None
+
+
+def _squeeze(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    elems = ins[0].as_elems() if ins[0] is not None else None
+    if elems is not None and len(elems) == 1 and not ins[0].is_scalar and _axes(node, vals) in (None, [0], [-1]):
+        return [Val.of_elems(elems, scalar=True)]
+    return None
+
+
+def _concat(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    if int(node.attrs.get("axis", 0)) not in (0, -1):
+        return None
+    parts: list[Elem] = []
+    for v in ins:
+        e = v.as_elems() if v is not None and not v.is_scalar else None
+        if e is None:
+            return None
+        parts += e
+    return [Val.of_elems(parts)]
+
+
+def _cast(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    to = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
+    return [ins[0]] if ins[0] is not None and np.dtype(to).kind in "iu" else None
+
+
+def _reshape(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    if ins[0] is None or ins[1] is None or ins[1].const is None:
+        return None
+    tgt = ins[1].const.reshape(-1)
+    e = ins[0].as_elems()
+    if e is not None and (list(tgt) in ([-1], [len(e)])):
+        return [Val.of_elems(e)]
+    if e is not None and len(e) == 1 and tgt.size == 0:
+        return [Val.of_elems(e, scalar=True)]
+    return None
+
+
+def _slice(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    if ins[0] is None or ins[0].is_scalar:
+        return None
+    e = ins[0].as_elems()
+    rest = [v.const if v is not None else None for v in ins[1:]]
+    if e is None or any(r is None for r in rest[:2]) or (len(rest) > 2 and node.inputs[3].name and rest[2] is None):
+        return None
+    starts, ends = int(rest[0].reshape(-1)[0]), int(rest[1].reshape(-1)[0])
+    if len(rest) > 2 and rest[2] is not None and int(rest[2].reshape(-1)[0]) not in (0, -1):
+        return None
+    steps = int(rest[3].reshape(-1)[0]) if len(rest) > 3 and rest[3] is not None else 1
+    return [Val.of_elems(e[slice(*slice(starts, min(ends, BIG), steps).indices(len(e)))])]
+
+
+def _broadcast_pair(a: list[Elem] | None, b: list[Elem] | None) -> tuple[list[Elem], list[Elem]] | None:
+    """Two element lists of equal length (a length-1 list repeated), or None."""
+    if a is None or b is None:
+        return None
+    if len(a) == len(b):
+        return a, b
+    if len(a) == 1:
+        return a * len(b), b
+    if len(b) == 1:
+        return a, b * len(a)
+    return None
+
+
+def _equal_elem(x: Elem, y: Elem) -> bool | None:
+    if isinstance(x, int) and isinstance(y, int):
+        return x == y
+    if (isinstance(y, int) and y < 0 and _is_dim(x)) or (isinstance(x, int) and x < 0 and _is_dim(y)):
+        return False  # a dim is never negative
+    return True if x == y else None
+
+
+def _equal(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    if ins[0] is None or ins[1] is None:
+        return None
+    pair = _broadcast_pair(ins[0].as_elems(), ins[1].as_elems())
+    if pair is None:
+        return None
+    out = [_equal_elem(x, y) for x, y in zip(*pair)]
+    if any(o is None for o in out):
+        return None
+    arr = np.array(out, dtype=bool)
+    return [Val(const=arr.reshape(()) if ins[0].is_scalar and ins[1].is_scalar else arr)]
+
+
+def _where(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    if any(v is None for v in ins) or ins[0].const is None:
+        return None
+    cond = np.atleast_1d(ins[0].const).astype(bool)
+    a, b = ins[1].as_elems(), ins[2].as_elems()
+    if a is None or b is None:
+        return None
+    n_out = max(len(cond), len(a), len(b))
+    if any(len(z) not in (1, n_out) for z in (cond, a, b)):
+        return None
+    pick = lambda z, i: z[0] if len(z) == 1 else z[i]  # noqa: E731
+    return [Val.of_elems([pick(a, i) if pick(cond, i) else pick(b, i) for i in range(n_out)])]
+
+
+def _arithmetic(node: gs.Node, ins, vals) -> list[Val | None] | None:
+    if ins[0] is None or ins[1] is None:
+        return None
+    pair = _broadcast_pair(ins[0].as_elems(), ins[1].as_elems())
+    if pair is None:
+        return None
+    return [Val.of_elems([_arith(node.op, x, y) for x, y in zip(*pair)], scalar=ins[0].is_scalar and ins[1].is_scalar)]
+
+
+_BEFORE_FOLDING: dict[str, Rule] = {"Constant": _constant, "Shape": _shape, "Size": _size, "Identity": _identity, "CastLike": _cast_like}
+_SYMBOLIC: dict[str, Rule] = {
+    "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Concat": _concat, "Cast": _cast, "Reshape": _reshape,
+    "Slice": _slice, "Equal": _equal, "Where": _where, "Add": _arithmetic, "Sub": _arithmetic, "Mul": _arithmetic, "Div": _arithmetic,
+}
+
+
 class ShapeChains(Pass):
     name = "shape-chains"
     summary = "fold Shape/Gather/Unsqueeze/Concat chains (also with dynamic axes), constant Reshape targets with 0/-1, cancel Squeeze/Unsqueeze, Transpose, Reshape, Cast pairs"
@@ -155,6 +327,7 @@ class _Run:
     def __init__(self, limit: int, opset: int | None) -> None:
         self.limit = limit
         self._opset = opset
+        self.over_limit: set[str] = set()  # tensors whose value is known but too large to fold
 
     def run(self, graph: gs.Graph) -> PassResult:
         counts: Counter[str] = Counter()
@@ -165,7 +338,23 @@ class _Run:
             graph.cleanup(remove_unused_graph_inputs=False).toposort()
         res = PassResult(sum(counts.values()), counts=dict(counts))
         res.notes = [f"{what}: {n}" for what, n in sorted(counts.items())]
+        self._left(graph, res)
         return res
+
+    def _left(self, graph: gs.Graph, res: PassResult) -> None:
+        """Why what could have folded stays: values over the fold limit, and each Shape/Size left."""
+        for node in graph.nodes:
+            if node.domain not in ("", "ai.onnx", None) or not node.outputs:
+                continue
+            x = node.inputs[0] if node.inputs else None
+            if node.outputs[0].name in self.over_limit:
+                res.refuse("its folded value would be larger than --fold-limit", node)
+            elif node.op not in ("Shape", "Size"):
+                continue
+            elif x.shape is None:
+                res.refuse("input shape unknown (shape inference gave none)", node)
+            else:
+                res.refuse("reads a dynamic dim: stays computed at run time", node)
 
     # -- one round: evaluate, then apply every rule once --------------------------------------
 
@@ -198,139 +387,25 @@ class _Run:
             for t, v in zip(node.outputs, out):
                 if v is not None and t.name:
                     if v.const is not None and v.const.nbytes > self.limit:
+                        self.over_limit.add(t.name)
                         continue
                     vals[t.name] = v
         return vals
 
     def _eval_node(self, node: gs.Node, vals: dict[str, Val]) -> list[Val | None] | None:
-        op = node.op
+        """The node's outputs as values: its own rule first (Shape, Size, Identity, CastLike), then
+        constant folding when every input is known, then the partly symbolic rule of its op type."""
         ins = [vals.get(t.name) if t.name else None for t in node.inputs]
-        if op == "Constant":
-            c = const_value(node.outputs[0])
-            return [Val(const=c)] if c is not None else None
-        if op == "Shape":
-            x = node.inputs[0]
-            if x.shape is None:
-                return None
-            elems = [dim_elem(x, i) for i in range(len(x.shape))]
-            start = int(node.attrs.get("start", 0))
-            end = node.attrs.get("end")
-            elems = elems[start:] if end is None else elems[start : int(end)]
-            return [Val.of_elems(elems)]
-        if op == "Size":
-            x = node.inputs[0]
-            if x.shape is not None and all(isinstance(d, int) for d in x.shape):
-                return [Val(const=np.array(int(np.prod(x.shape)), np.int64))]
-            return None
-        if op == "Identity" and ins[0] is not None:
-            return [ins[0]]
-        if op == "CastLike" and ins[0] is not None and node.inputs[1].dtype is not None:
-            # only the dtype of the second input matters, and it is static
-            to = np.dtype(node.inputs[1].dtype)
-            if ins[0].const is not None:
-                return [Val(const=ins[0].const.astype(to))]
-            return [ins[0]] if to.kind in "iu" else None
-        if all(v is not None and v.const is not None for v in ins if True) and all(
-            (not t.name) or vals.get(t.name) is not None for t in node.inputs
-        ):
-            if op in FOLDABLE and op not in NONDETERMINISTIC and op != "Constant":
+        first = _BEFORE_FOLDING.get(node.op)
+        got = first(node, ins, vals) if first is not None else None
+        if got is not None:
+            return got
+        if all(v is not None and v.const is not None for v in ins):
+            if node.op in FOLDABLE and node.op not in NONDETERMINISTIC and node.op != "Constant":
                 return self._fold_node(node, vals)
             return None
-        # partially symbolic propagation
-        if op == "Gather" and ins[0] is not None and ins[1] is not None and ins[1].const is not None:
-            elems = ins[0].as_elems()
-            if elems is None or int(node.attrs.get("axis", 0)) != 0 or ins[0].is_scalar:
-                return None
-            idx = ins[1].const
-            picked = [elems[int(i)] for i in np.atleast_1d(idx).reshape(-1)]
-            return [Val.of_elems(picked, scalar=idx.ndim == 0)]
-        if op == "Unsqueeze" and ins[0] is not None:
-            axes = _axes(node, vals)
-            if ins[0].is_scalar and axes in ([0], [-1]):
-                return [Val.of_elems(ins[0].as_elems() or [], scalar=False)]
-            return None
-        if op == "Squeeze" and ins[0] is not None:
-            elems = ins[0].as_elems()
-            axes = _axes(node, vals)
-            if elems is not None and len(elems) == 1 and not ins[0].is_scalar and axes in (None, [0], [-1]):
-                return [Val.of_elems(elems, scalar=True)]
-            return None
-        if op == "Concat" and int(node.attrs.get("axis", 0)) in (0, -1):
-            parts = []
-            for v in ins:
-                if v is None or v.is_scalar:
-                    return None
-                e = v.as_elems()
-                if e is None:
-                    return None
-                parts += e
-            return [Val.of_elems(parts)]
-        if op == "Cast" and ins[0] is not None:
-            to = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
-            if np.dtype(to).kind in "iu":
-                return [ins[0]]
-            return None
-        if op == "Reshape" and ins[0] is not None and ins[1] is not None and ins[1].const is not None:
-            tgt = ins[1].const.reshape(-1)
-            e = ins[0].as_elems()
-            if e is not None and (list(tgt) in ([-1], [len(e)])):
-                return [Val.of_elems(e)]
-            if e is not None and len(e) == 1 and tgt.size == 0:
-                return [Val.of_elems(e, scalar=True)]
-            return None
-        if op == "Slice" and ins[0] is not None and not ins[0].is_scalar:
-            e = ins[0].as_elems()
-            rest = [v.const if v is not None else None for v in ins[1:]]
-            if e is None or any(r is None for r in rest[:2]) or (len(rest) > 2 and node.inputs[3].name and rest[2] is None):
-                return None
-            starts, ends = int(rest[0].reshape(-1)[0]), int(rest[1].reshape(-1)[0])
-            if len(rest) > 2 and rest[2] is not None and int(rest[2].reshape(-1)[0]) not in (0, -1):
-                return None
-            steps = int(rest[3].reshape(-1)[0]) if len(rest) > 3 and rest[3] is not None else 1
-            return [Val.of_elems(e[slice(*slice(starts, min(ends, BIG), steps).indices(len(e)))])]
-        if op == "Equal" and ins[0] is not None and ins[1] is not None:
-            a, b = ins[0].as_elems(), ins[1].as_elems()
-            if a is None or b is None:
-                return None
-            if len(a) != len(b):
-                a, b = (a * len(b), b) if len(a) == 1 else (a, b * len(a)) if len(b) == 1 else (None, None)
-                if a is None:
-                    return None
-            out = []
-            for x, y in zip(a, b):
-                if isinstance(x, int) and isinstance(y, int):
-                    out.append(x == y)
-                elif (isinstance(y, int) and y < 0 and _is_dim(x)) or (isinstance(x, int) and x < 0 and _is_dim(y)):
-                    out.append(False)  # a dim is never negative
-                elif x == y:
-                    out.append(True)
-                else:
-                    return None
-            arr = np.array(out, dtype=bool)
-            return [Val(const=arr.reshape(()) if ins[0].is_scalar and ins[1].is_scalar else arr)]
-        if op == "Where" and all(v is not None for v in ins) and ins[0].const is not None:
-            cond = np.atleast_1d(ins[0].const).astype(bool)
-            a, b = ins[1].as_elems(), ins[2].as_elems()
-            if a is None or b is None:
-                return None
-            n_out = max(len(cond), len(a), len(b))
-            if any(len(z) not in (1, n_out) for z in (cond, a, b)):
-                return None
-            pick = lambda z, i: z[0] if len(z) == 1 else z[i]  # noqa: E731
-            return [Val.of_elems([pick(a, i) if pick(cond, i) else pick(b, i) for i in range(n_out)])]
-        if op in ("Add", "Sub", "Mul", "Div") and ins[0] is not None and ins[1] is not None:
-            a, b = ins[0].as_elems(), ins[1].as_elems()
-            if a is None or b is None:
-                return None
-            if len(a) != len(b):
-                if len(a) == 1:
-                    a = a * len(b)
-                elif len(b) == 1:
-                    b = b * len(a)
-                else:
-                    return None
-            return [Val.of_elems([_arith(op, x, y) for x, y in zip(a, b)], scalar=ins[0].is_scalar and ins[1].is_scalar)]
-        return None
+        rule = _SYMBOLIC.get(node.op)
+        return rule(node, ins, vals) if rule is not None else None
 
     def _fold_node(self, node: gs.Node, vals: dict[str, Val]) -> list[Val | None] | None:
         from onnx.reference import ReferenceEvaluator
@@ -523,71 +598,91 @@ class _Run:
         return n
 
     def _cancel(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+        """Pairs that cancel or merge and single ops that do nothing: one rule an op type. A rule
+        returns (tensor the output equals, what) to bypass the node, or (None, what) when it
+        rewrote the node in place (a merged pair)."""
         n = 0
         for node in list(graph.nodes):
             if not node.outputs or not node.inputs or node.domain not in ("", "ai.onnx", None):
                 continue
-            x = node.inputs[0]
-            y = node.outputs[0]
-            prev = x.inputs[0] if len(x.inputs) == 1 else None
-            what = None
-            keep: gs.Tensor | None = None
-            if node.op in ("Squeeze", "Unsqueeze") and prev is not None and prev.op in ("Squeeze", "Unsqueeze") and prev.op != node.op:
-                a1, a2 = _axes(prev, vals), _axes(node, vals)
-                rank = len(x.shape) if x.shape is not None else None  # the larger-rank tensor for both is:
-                big = x if node.op == "Squeeze" else prev.inputs[0]
-                rank = len(big.shape) if big.shape is not None else None
-                if a1 is not None and a2 is not None and (rank is not None or all(a >= 0 for a in a1 + a2)):
-                    norm = (lambda ax: sorted(a % rank for a in ax)) if rank is not None else sorted
-                    if norm(a1) == norm(a2):
-                        keep, what = prev.inputs[0], f"{prev.op}/{node.op} pair removed"
-            elif node.op == "Transpose":
-                perm = node.attrs.get("perm")
-                if perm is None:
-                    continue
-                perm = list(perm)
-                if perm == list(range(len(perm))):
-                    keep, what = x, "identity Transpose removed"
-                elif prev is not None and prev.op == "Transpose" and prev.attrs.get("perm") is not None:
-                    p1 = list(prev.attrs["perm"])
-                    q = [p1[i] for i in perm]
-                    if q == list(range(len(q))):
-                        keep, what = prev.inputs[0], "Transpose pair cancelled"
-                    else:
-                        node.inputs[0] = prev.inputs[0]
-                        node.attrs["perm"] = q
-                        counts["Transpose pair merged"] += 1
-                        n += 1
-                        continue
-            elif node.op == "Reshape" and len(node.inputs) > 1:
-                tgt = const_value(node.inputs[1])
-                if tgt is not None and prev is not None and prev.op == "Reshape" and not int(prev.attrs.get("allowzero", 0)):
-                    if not np.any(tgt == 0):
-                        node.inputs[0] = prev.inputs[0]
-                        counts["Reshape pair merged"] += 1
-                        n += 1
-                        continue
-                if tgt is not None and self._same_shape_target(x, tgt, int(node.attrs.get("allowzero", 0)), y):
-                    keep, what = x, "no-op Reshape removed"
-            elif node.op == "Cast":
-                to = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
-                if x.dtype is not None and np.dtype(x.dtype) == np.dtype(to):
-                    keep, what = x, "no-op Cast removed"
-            elif node.op == "Expand" and len(node.inputs) > 1:
-                v = vals.get(node.inputs[1].name)
-                e = v.as_elems() if v is not None else None
-                if e is not None and x.shape is not None and len(e) == len(x.shape):
-                    if all(el == 1 or el == dim_elem(x, k) for k, el in enumerate(e)):
-                        keep, what = x, "no-op Expand removed"
-            elif node.op == "Slice" and self._whole_slice(node, vals):
-                keep, what = x, "whole-tensor Slice removed"
-            elif node.op == "Flatten" and x.shape is not None and len(x.shape) == 2 and int(node.attrs.get("axis", 1)) in (1, -1):
-                keep, what = x, "no-op Flatten removed"
-            if keep is not None and what is not None and keep is not y:
-                if bypass(graph, node, keep, y):
-                    counts[what] += 1
-                    n += 1
+            rule = _CANCEL.get(node.op)
+            got = rule(self, node, vals) if rule is not None else None
+            if got is None:
+                continue
+            keep, what = got
+            if keep is None:
+                counts[what] += 1
+                n += 1
+            elif keep is not node.outputs[0] and bypass(graph, node, keep, node.outputs[0]):
+                counts[what] += 1
+                n += 1
         return n
+
+    def _squeeze_pair(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+        prev = _producer(node.inputs[0])
+        if prev is None or prev.op not in ("Squeeze", "Unsqueeze") or prev.op == node.op:
+            return None
+        a1, a2 = _axes(prev, vals), _axes(node, vals)
+        big = node.inputs[0] if node.op == "Squeeze" else prev.inputs[0]  # the larger-rank tensor of the two
+        rank = len(big.shape) if big.shape is not None else None
+        if a1 is None or a2 is None or (rank is None and not all(a >= 0 for a in a1 + a2)):
+            return None
+        norm = (lambda ax: sorted(a % rank for a in ax)) if rank is not None else sorted
+        return (prev.inputs[0], f"{prev.op}/{node.op} pair removed") if norm(a1) == norm(a2) else None
+
+    def _transpose(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+        perm = node.attrs.get("perm")
+        if perm is None:
+            return None
+        perm = list(perm)
+        if perm == list(range(len(perm))):
+            return node.inputs[0], "identity Transpose removed"
+        prev = _producer(node.inputs[0])
+        if prev is None or prev.op != "Transpose" or prev.attrs.get("perm") is None:
+            return None
+        p1 = list(prev.attrs["perm"])
+        q = [p1[i] for i in perm]
+        if q == list(range(len(q))):
+            return prev.inputs[0], "Transpose pair cancelled"
+        node.inputs[0] = prev.inputs[0]
+        node.attrs["perm"] = q
+        return None, "Transpose pair merged"
+
+    def _reshape(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+        if len(node.inputs) < 2:
+            return None
+        tgt = const_value(node.inputs[1])
+        if tgt is None:
+            return None
+        prev = _producer(node.inputs[0])
+        if prev is not None and prev.op == "Reshape" and not int(prev.attrs.get("allowzero", 0)) and not np.any(tgt == 0):
+            node.inputs[0] = prev.inputs[0]
+            return None, "Reshape pair merged"
+        if self._same_shape_target(node.inputs[0], tgt, int(node.attrs.get("allowzero", 0)), node.outputs[0]):
+            return node.inputs[0], "no-op Reshape removed"
+        return None
+
+    def _cast(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+        x = node.inputs[0]
+        to = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
+        return (x, "no-op Cast removed") if x.dtype is not None and np.dtype(x.dtype) == np.dtype(to) else None
+
+    def _expand(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+        x = node.inputs[0]
+        v = vals.get(node.inputs[1].name) if len(node.inputs) > 1 else None
+        e = v.as_elems() if v is not None else None
+        if e is None or x.shape is None or len(e) != len(x.shape):
+            return None
+        return (x, "no-op Expand removed") if all(el == 1 or el == dim_elem(x, k) for k, el in enumerate(e)) else None
+
+    def _slice(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+        return (node.inputs[0], "whole-tensor Slice removed") if self._whole_slice(node, vals) else None
+
+    def _flatten(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+        x = node.inputs[0]
+        if x.shape is not None and len(x.shape) == 2 and int(node.attrs.get("axis", 1)) in (1, -1):
+            return x, "no-op Flatten removed"
+        return None
 
     @staticmethod
     def _same_shape_target(x: gs.Tensor, tgt: np.ndarray, allowzero: int, y: gs.Tensor) -> bool:
@@ -637,3 +732,12 @@ class _Run:
             return False
         return True
 
+
+def _producer(t: gs.Tensor) -> gs.Node | None:
+    return t.inputs[0] if len(t.inputs) == 1 else None
+
+
+_CANCEL: dict[str, Callable[..., tuple[gs.Tensor | None, str] | None]] = {
+    "Squeeze": _Run._squeeze_pair, "Unsqueeze": _Run._squeeze_pair, "Transpose": _Run._transpose, "Reshape": _Run._reshape,
+    "Cast": _Run._cast, "Expand": _Run._expand, "Slice": _Run._slice, "Flatten": _Run._flatten,
+}
