@@ -414,13 +414,18 @@ class _Run:
         feeds = {t.name: vals[t.name].const for t in node.inputs if t.name}
         if sum(v.nbytes for v in feeds.values()) > self.limit:
             return None
+        size = _output_nbytes(node, feeds)
+        if size is not None and size > self.limit:  # known before computing it: never materialized
+            self.over_limit.add(node.outputs[0].name)
+            return None
         proto = OnnxExporter.export_node(node)
-        opset = getattr(self, "_opset", None) or onnx.defs.onnx_opset_version()
-        ev = ReferenceEvaluator(proto, opsets={"": opset})
-        outs = ev.run(None, feeds)
+        opset = self._opset or onnx.defs.onnx_opset_version()
+        outs = ReferenceEvaluator(proto, opsets={"": opset}).run(None, feeds)
         res: list[Val | None] = []
-        for o in outs:
+        for t, o in zip(node.outputs, outs):
             o = np.asarray(o)
+            if o.nbytes > self.limit:
+                self.over_limit.add(t.name)
             res.append(Val(const=o) if o.nbytes <= self.limit else None)
         return res
 
@@ -731,6 +736,26 @@ class _Run:
                 continue
             return False
         return True
+
+
+def _output_nbytes(node: gs.Node, feeds: dict[str, np.ndarray]) -> int | None:
+    """Bytes of the output of an op that makes a large tensor from small inputs, before it is
+    computed (ConstantOfShape, Expand, Tile); None for other ops (their output is at most as
+    large as what they read, give or take)."""
+    ins = [feeds.get(t.name) if t.name else None for t in node.inputs]
+    try:
+        if node.op == "ConstantOfShape":
+            value = node.attrs.get("value")
+            item = np.dtype(value.dtype).itemsize if value is not None else 4
+            return int(np.prod(ins[0].astype(np.int64))) * item
+        if node.op == "Expand":
+            shape = np.broadcast_shapes(ins[0].shape, tuple(int(d) for d in ins[1].reshape(-1)))
+            return int(np.prod(shape)) * ins[0].dtype.itemsize
+        if node.op == "Tile":
+            return int(ins[0].nbytes * np.prod(ins[1].astype(np.int64)))
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _producer(t: gs.Tensor) -> gs.Node | None:
