@@ -58,12 +58,17 @@ class _Run:
 
     def run(self, graph: gs.Graph) -> PassResult:
         convs = 0
+        res = PassResult()
         for node in list(graph.nodes):
-            if node.op == "QLinearConv" and node.domain in ("", "ai.onnx", None) and self._rank4(node):
+            if node.op != "QLinearConv" or node.domain not in ("", "ai.onnx", None):
+                continue
+            if self._rank4(node):
                 self._convert(graph, node)
                 convs += 1
+            else:
+                res.refuse("weight is not a 4-D constant (only 2-D convolutions run channels-last)", node)
         if not convs:
-            return PassResult(0)
+            return res
         pushed = 0
         for _ in range(len(graph.nodes)):
             changed = 0
@@ -74,8 +79,11 @@ class _Run:
             if not changed:
                 break
         cancelled = self._cancel(graph)
-        return PassResult(convs, [f"{convs} QLinearConv channels-last, {pushed} transposes pushed down, {cancelled} pairs cancelled"],
-                          counts={"qlinearconv-channels-last": convs, "transpose-pushed": pushed, "transpose-pair-cancelled": cancelled})
+        res.rewrites = convs
+        res.notes.append(f"{convs} QLinearConv channels-last, {pushed} transposes pushed down, {cancelled} pairs cancelled")
+        res.counts = {"qlinearconv-channels-last": convs, "transpose-pushed": pushed, "transpose-pair-cancelled": cancelled}
+        _transposes_left(graph, res)
+        return res
 
     @staticmethod
     def _rank4(node: gs.Node) -> bool:
@@ -140,3 +148,17 @@ class _Run:
                 n += 1
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
         return n
+
+
+def _transposes_left(graph: gs.Graph, res: PassResult) -> None:
+    """Why each transpose back to NCHW stays: what reads the channels-first tensor."""
+    outputs = {id(t) for t in graph.outputs}
+    for node in graph.nodes:
+        if node.op != "Transpose" or list(node.attrs.get("perm", [])) != TO_NCHW:
+            continue
+        y = node.outputs[0]
+        if id(y) in outputs:
+            res.refuse("transpose to NCHW stays: its tensor is a graph output", node)
+        else:
+            readers = sorted({c.op for c in y.outputs})
+            res.refuse(f"transpose to NCHW stays: read by {', '.join(readers)} (layout-sensitive or not int8)", node)
