@@ -202,119 +202,142 @@ class _Padder:
         ins = [self.layouts.get(id(t)) for t in node.inputs]
         if not any(ins):
             return "carried"
-        op = node.op
+        rule = _RULES.get(node.op)
+        return rule(self, node, ins) if rule is not None else None
+
+    def _name(self, node: gs.Node, suffix: str) -> str:
+        return f"{node.name or node.outputs[0].name}_{suffix}"
+
+    def _carry(self, node: gs.Node, lay: Layout) -> str:
+        self.layouts[id(node.outputs[0])] = lay
+        return "carried"
+
+    def _conv(self, node: gs.Node, ins: list) -> str | None:
         lay = ins[0]
-        if op == "Conv" and lay is not None and all(x is None for x in ins[1:]):
-            W = _float_const(node.inputs[1])
-            g = int(node.attrs.get("group", 1))
-            if W is None:
-                return None
-            if g == 1 and W.shape[1] == lay.real:
-                node.inputs[1] = self.const(f"{node.name or node.outputs[0].name}_Win", _scatter(W, lay, 0.0, axis=1))
-                return "absorbed"
-            if g == lay.real and W.shape[0] == g and W.shape[1] == 1:  # depthwise: grow the groups
-                B = None
-                if len(node.inputs) > 2 and node.inputs[2].name:
-                    B = const_value(node.inputs[2])
-                    if B is None:  # before anything changes
-                        self.res.refuse("bias not constant", node)
-                        return None
-                node.inputs[1] = self.const(f"{node.name or node.outputs[0].name}_Wdw", _scatter(W, lay, 0.0, axis=0))
-                if B is not None:
-                    node.inputs[2] = self.const(f"{node.name or node.outputs[0].name}_Bdw", _scatter(B, lay, 0.0))
-                node.attrs["group"] = lay.total
-                self.layouts[id(node.outputs[0])] = lay
-                return "carried"
+        if lay is None or any(x is not None for x in ins[1:]):
             return None
-        if op == "BatchNormalization" and lay is not None and all(x is None for x in ins[1:]):
-            if int(node.attrs.get("training_mode", 0)) or any(o.outputs for o in node.outputs[1:]):
-                return None
-            vals = [const_value(t) for t in node.inputs[1:5]]
-            if any(v is None or v.size != lay.real for v in vals):
-                return None
-            for i, (v, fill) in enumerate(zip(vals, (1.0, 0.0, 0.0, 1.0)), start=1):
-                node.inputs[i] = self.const(f"{node.name or node.outputs[0].name}_p{i}", _scatter(v.reshape(-1), lay, fill))
-            self.layouts[id(node.outputs[0])] = lay
-            return "carried"
-        if op in UNARY and lay is not None:
-            if op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
-                return None
-            if op == "Clip" and any(x is not None for x in ins[1:]):
-                return None
-            self.layouts[id(node.outputs[0])] = lay
-            return "carried"
-        if op == "Flatten" and lay is not None:
-            x = node.inputs[0]
-            axis = int(node.attrs.get("axis", 1))
-            if axis == 1 and x.shape is not None and len(x.shape) >= 2 and all(d == 1 for d in x.shape[2:]):
-                self.layouts[id(node.outputs[0])] = lay  # [N, C, 1, 1] -> [N, C]: channels stay on axis 1
-                return "carried"
+        W = _float_const(node.inputs[1])
+        g = int(node.attrs.get("group", 1))
+        if W is None:
             return None
-        if op in ("Gemm", "MatMul") and lay is not None and all(x is None for x in ins[1:]):
-            x = node.inputs[0]
-            B = _float_const(node.inputs[1])
-            if B is None or B.ndim != 2 or x.shape is None or len(x.shape) != 2 or int(node.attrs.get("transA", 0)):
-                return None
-            k_axis = 1 if (op == "Gemm" and int(node.attrs.get("transB", 0))) else 0
-            if B.shape[k_axis] != lay.real:
-                return None
-            node.inputs[1] = self.const(f"{node.name or node.outputs[0].name}_Bpad", _scatter(B, lay, 0.0, axis=k_axis))
+        if g == 1 and W.shape[1] == lay.real:
+            node.inputs[1] = self.const(self._name(node, "Win"), _scatter(W, lay, 0.0, axis=1))
             return "absorbed"
-        if op in POOL and lay is not None:
-            self.layouts[id(node.outputs[0])] = lay
-            return "carried"
-        if op == "Resize" and lay is not None and all(x is None for x in ins[1:]):
-            if len(node.inputs) > 3 and node.inputs[3].name:  # sizes hold the channel count
-                sizes = const_value(node.inputs[3])
-                if sizes is None or len(sizes) < 2 or int(sizes[1]) != lay.real:
-                    return None
-                s = sizes.copy()
-                s[1] = lay.total
-                node.inputs[3] = self.const(f"{node.name or node.outputs[0].name}_sizes", s)
-            self.layouts[id(node.outputs[0])] = lay
-            return "carried"
-        if op in BINARY and len(node.inputs) == 2:
-            a, b = ins
-            if a is not None and b is not None:
-                if not a.same(b):
-                    return None
-                self.layouts[id(node.outputs[0])] = a
-                return "carried"
-            lay = a or b
-            other = node.inputs[1] if a is not None else node.inputs[0]
-            c = const_value(other)
-            if c is None:
+        if not (g == lay.real and W.shape[0] == g and W.shape[1] == 1):
+            return None
+        # depthwise: grow the groups
+        B = None
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            B = const_value(node.inputs[2])
+            if B is None:  # before anything changes
+                self.res.refuse("bias not constant", node)
                 return None
-            x = node.inputs[0] if a is not None else node.inputs[1]
-            rank = len(x.shape) if x.shape is not None else 4
-            if c.ndim > rank:
+        node.inputs[1] = self.const(self._name(node, "Wdw"), _scatter(W, lay, 0.0, axis=0))
+        if B is not None:
+            node.inputs[2] = self.const(self._name(node, "Bdw"), _scatter(B, lay, 0.0))
+        node.attrs["group"] = lay.total
+        return self._carry(node, lay)
+
+    def _batchnorm(self, node: gs.Node, ins: list) -> str | None:
+        lay = ins[0]
+        if lay is None or any(x is not None for x in ins[1:]):
+            return None
+        if int(node.attrs.get("training_mode", 0)) or any(o.outputs for o in node.outputs[1:]):
+            return None
+        vals = [const_value(t) for t in node.inputs[1:5]]
+        if any(v is None or v.size != lay.real for v in vals):
+            return None
+        for i, (v, fill) in enumerate(zip(vals, (1.0, 0.0, 0.0, 1.0)), start=1):
+            node.inputs[i] = self.const(self._name(node, f"p{i}"), _scatter(v.reshape(-1), lay, fill))
+        return self._carry(node, lay)
+
+    def _unary(self, node: gs.Node, ins: list) -> str | None:
+        if ins[0] is None:
+            return None
+        if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
+            return None
+        if node.op == "Clip" and any(x is not None for x in ins[1:]):
+            return None
+        return self._carry(node, ins[0])
+
+    def _flatten(self, node: gs.Node, ins: list) -> str | None:
+        x = node.inputs[0]
+        if ins[0] is None or int(node.attrs.get("axis", 1)) != 1 or x.shape is None or len(x.shape) < 2:
+            return None
+        if not all(d == 1 for d in x.shape[2:]):
+            return None
+        return self._carry(node, ins[0])  # [N, C, 1, 1] -> [N, C]: channels stay on axis 1
+
+    def _matmul(self, node: gs.Node, ins: list) -> str | None:
+        lay = ins[0]
+        if lay is None or any(x is not None for x in ins[1:]):
+            return None
+        x = node.inputs[0]
+        B = _float_const(node.inputs[1])
+        if B is None or B.ndim != 2 or x.shape is None or len(x.shape) != 2 or int(node.attrs.get("transA", 0)):
+            return None
+        k_axis = 1 if (node.op == "Gemm" and int(node.attrs.get("transB", 0))) else 0
+        if B.shape[k_axis] != lay.real:
+            return None
+        node.inputs[1] = self.const(self._name(node, "Bpad"), _scatter(B, lay, 0.0, axis=k_axis))
+        return "absorbed"
+
+    def _pool(self, node: gs.Node, ins: list) -> str | None:
+        return self._carry(node, ins[0]) if ins[0] is not None else None
+
+    def _resize(self, node: gs.Node, ins: list) -> str | None:
+        lay = ins[0]
+        if lay is None or any(x is not None for x in ins[1:]):
+            return None
+        if len(node.inputs) > 3 and node.inputs[3].name:  # sizes hold the channel count
+            sizes = const_value(node.inputs[3])
+            if sizes is None or len(sizes) < 2 or int(sizes[1]) != lay.real:
                 return None
-            lead = rank - c.ndim
-            c_full = c.reshape((1,) * lead + c.shape)
-            if c_full.ndim >= 2 and c_full.shape[1] == lay.real and lay.real > 1:
-                new = _scatter(c_full, lay, 1.0 if op == "Mul" else 0.0, axis=1)
-                new = new.reshape(new.shape[lead:])  # back to the constant's own rank (dropped dims are 1)
-                node.inputs[1 if a is not None else 0] = self.const(f"{node.name or node.outputs[0].name}_c", new)
-            elif c_full.ndim >= 2 and c_full.shape[1] != 1:
-                return None
-            self.layouts[id(node.outputs[0])] = lay
-            return "carried"
+            s = sizes.copy()
+            s[1] = lay.total
+            node.inputs[3] = self.const(self._name(node, "sizes"), s)
+        return self._carry(node, lay)
+
+    def _binary(self, node: gs.Node, ins: list) -> str | None:
+        if len(node.inputs) != 2:
+            return None
+        a, b = ins
+        if a is not None and b is not None:
+            return self._carry(node, a) if a.same(b) else None
+        lay = a or b
+        k = 1 if a is not None else 0  # the other, unpadded input: it must be a constant
+        c = const_value(node.inputs[k])
+        if c is None:
+            return None
+        x = node.inputs[1 - k]
+        rank = len(x.shape) if x.shape is not None else 4
+        if c.ndim > rank:
+            return None
+        lead = rank - c.ndim
+        c_full = c.reshape((1,) * lead + c.shape)
+        if c_full.ndim >= 2 and c_full.shape[1] == lay.real and lay.real > 1:
+            new = _scatter(c_full, lay, 1.0 if node.op == "Mul" else 0.0, axis=1)
+            node.inputs[k] = self.const(self._name(node, "c"), new.reshape(new.shape[lead:]))  # the constant's own rank
+        elif c_full.ndim >= 2 and c_full.shape[1] != 1:
+            return None
+        return self._carry(node, lay)
+
+    def _concat(self, node: gs.Node, ins: list) -> str | None:
         axis = int(node.attrs.get("axis", 0))
         rank0 = len(node.outputs[0].shape) if node.outputs[0].shape is not None else None
-        if op == "Concat" and (axis == 1 or (rank0 is not None and axis < 0 and axis + rank0 == 1)):
-            pos, off = [], 0
-            for t, lt in zip(node.inputs, ins):
-                if lt is not None:
-                    pos.append(lt.pos + off)
-                    off += lt.total
-                else:
-                    if t.shape is None or len(t.shape) < 2 or not isinstance(t.shape[1], int):
-                        return None
-                    pos.append(np.arange(t.shape[1]) + off)
-                    off += t.shape[1]
-            self.layouts[id(node.outputs[0])] = Layout(np.concatenate(pos), off)
-            return "carried"
-        return None
+        if not (axis == 1 or (rank0 is not None and axis < 0 and axis + rank0 == 1)):
+            return None
+        pos, off = [], 0
+        for t, lt in zip(node.inputs, ins):
+            if lt is not None:
+                pos.append(lt.pos + off)
+                off += lt.total
+                continue
+            if t.shape is None or len(t.shape) < 2 or not isinstance(t.shape[1], int):
+                return None
+            pos.append(np.arange(t.shape[1]) + off)
+            off += t.shape[1]
+        return self._carry(node, Layout(np.concatenate(pos), off))
 
     # -- slicing the padding off where the exact count is observable -------------------------------------
 
@@ -350,3 +373,11 @@ class _Padder:
             out = self._sliced(t)
             out.name, out.shape, out.dtype = name, shape, dtype
             self.graph.outputs[i] = out
+
+
+# how each op type handles padded channels arriving at its inputs (None from a rule: slice them off first)
+_RULES = {
+    "Conv": _Padder._conv, "BatchNormalization": _Padder._batchnorm, "Flatten": _Padder._flatten,
+    "Gemm": _Padder._matmul, "MatMul": _Padder._matmul, "Resize": _Padder._resize, "Concat": _Padder._concat,
+    **{op: _Padder._unary for op in UNARY}, **{op: _Padder._pool for op in POOL}, **{op: _Padder._binary for op in BINARY},
+}
