@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -83,75 +85,99 @@ def eval_const(t: gs.Tensor | None, limit: int = 1 << 20, _depth: int = 0) -> np
     Handles initializers and Constant nodes, and Cast, CastLike (the dtype of its
     second input is static even when its value is not), Expand, ConstantOfShape,
     Shape of a tensor whose shape is fully static, Identity, Reshape, Unsqueeze,
-    Squeeze. Results larger than ``limit`` bytes are not materialized. Returns
-    None when anything is unknown.
+    Squeeze (one rule an op type, ``_EVAL``). Results larger than ``limit`` bytes are
+    not materialized. Returns None when anything is unknown.
     """
     v = const_value(t)
     if v is not None or t is None or _depth > 16 or len(t.inputs) != 1:
         return v
     node = t.inputs[0]
-    op = node.op
+    rule = _EVAL.get(node.op)
+    if rule is None:
+        return None
 
     def arg(i: int) -> np.ndarray | None:
         if i >= len(node.inputs) or not node.inputs[i].name:
             return None
         return eval_const(node.inputs[i], limit, _depth + 1)
 
-    out: np.ndarray | None = None
     try:
-        if op == "Identity":
-            out = arg(0)
-        elif op == "Cast":
-            x = arg(0)
-            if x is not None:
-                import onnx
-
-                out = x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"])))
-        elif op == "CastLike":
-            x = arg(0)
-            like = node.inputs[1]
-            dt = like.dtype if like.dtype is not None else None
-            if x is not None and dt is not None:
-                out = x.astype(np.dtype(dt))
-        elif op == "Shape":
-            shape = node.inputs[0].shape
-            if shape is not None and all(isinstance(d, int) and d >= 0 for d in shape):
-                s = np.array(shape, dtype=np.int64)
-                start = int(node.attrs.get("start", 0))
-                end = node.attrs.get("end")
-                out = s[start:] if end is None else s[start : int(end)]
-        elif op == "ConstantOfShape":
-            shape = arg(0)
-            if shape is not None and int(np.prod(shape)) * 8 <= limit:
-                val = node.attrs.get("value")
-                fill = np.asarray(val.values if isinstance(val, gs.Constant) else (val if val is not None else np.float32(0)))
-                out = np.full(tuple(int(d) for d in shape), fill.reshape(-1)[0], dtype=fill.dtype)
-        elif op == "Expand":
-            x, shape = arg(0), arg(1)
-            if x is not None and shape is not None:
-                target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))
-                if int(np.prod(target)) * x.dtype.itemsize <= limit:
-                    out = np.broadcast_to(x, target).copy()
-        elif op == "Reshape":
-            x, shape = arg(0), arg(1)
-            if x is not None and shape is not None:
-                dims = [x.shape[i] if d == 0 and not node.attrs.get("allowzero", 0) else int(d) for i, d in enumerate(shape)]
-                out = x.reshape(dims)
-        elif op in ("Unsqueeze", "Squeeze"):
-            x = arg(0)
-            axes = arg(1) if len(node.inputs) > 1 else node.attrs.get("axes")
-            if x is not None:
-                if op == "Squeeze":
-                    out = np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in np.atleast_1d(axes)))
-                elif axes is not None:
-                    out = x
-                    for a in sorted(int(a) % (x.ndim + len(np.atleast_1d(axes))) for a in np.atleast_1d(axes)):
-                        out = np.expand_dims(out, a)
+        out = rule(node, arg, limit)
     except (ValueError, TypeError, KeyError, IndexError):
         return None
     if out is not None and out.nbytes > limit:
         return None
     return out
+
+
+Arg = Callable[[int], "np.ndarray | None"]
+
+
+def _ev_cast(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
+    import onnx
+
+    x = arg(0)
+    return None if x is None else x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"])))
+
+
+def _ev_cast_like(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
+    x, dt = arg(0), node.inputs[1].dtype
+    return None if x is None or dt is None else x.astype(np.dtype(dt))
+
+
+def _ev_shape(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
+    shape = node.inputs[0].shape
+    if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return None
+    s = np.array(shape, dtype=np.int64)
+    end = node.attrs.get("end")
+    return s[int(node.attrs.get("start", 0)) :] if end is None else s[int(node.attrs.get("start", 0)) : int(end)]
+
+
+def _ev_constant_of_shape(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
+    shape = arg(0)
+    if shape is None or int(np.prod(shape)) * 8 > limit:
+        return None
+    val = node.attrs.get("value")
+    fill = np.asarray(val.values if isinstance(val, gs.Constant) else (val if val is not None else np.float32(0)))
+    return np.full(tuple(int(d) for d in shape), fill.reshape(-1)[0], dtype=fill.dtype)
+
+
+def _ev_expand(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
+    x, shape = arg(0), arg(1)
+    if x is None or shape is None:
+        return None
+    target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))
+    return np.broadcast_to(x, target).copy() if int(np.prod(target)) * x.dtype.itemsize <= limit else None
+
+
+def _ev_reshape(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
+    x, shape = arg(0), arg(1)
+    if x is None or shape is None:
+        return None
+    return x.reshape([x.shape[i] if d == 0 and not node.attrs.get("allowzero", 0) else int(d) for i, d in enumerate(shape)])
+
+
+def _ev_squeeze(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
+    x = arg(0)
+    axes = arg(1) if len(node.inputs) > 1 else node.attrs.get("axes")
+    if x is None:
+        return None
+    if node.op == "Squeeze":
+        return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in np.atleast_1d(axes)))
+    if axes is None:
+        return None
+    out = x
+    for a in sorted(int(a) % (x.ndim + len(np.atleast_1d(axes))) for a in np.atleast_1d(axes)):
+        out = np.expand_dims(out, a)
+    return out
+
+
+_EVAL: dict[str, Callable[[gs.Node, Arg, int], "np.ndarray | None"]] = {
+    "Identity": lambda node, arg, limit: arg(0), "Cast": _ev_cast, "CastLike": _ev_cast_like, "Shape": _ev_shape,
+    "ConstantOfShape": _ev_constant_of_shape, "Expand": _ev_expand, "Reshape": _ev_reshape,
+    "Unsqueeze": _ev_squeeze, "Squeeze": _ev_squeeze,
+}
 
 
 class Weight:
