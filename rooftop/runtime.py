@@ -110,7 +110,10 @@ def bind_shapes(
     return shapes
 
 
-def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]], seed: int = 0,
+                  highs: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs: floats standard normal; integers small and non-negative (token ids, lengths),
+    below ``highs[name]`` where the model indexes a table with them; int8/uint8 over their range."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for s in specs:
@@ -124,10 +127,50 @@ def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ..
             hi = 256 if dt.itemsize == 1 and dt.kind == "u" else 4
             lo = -128 if dt.itemsize == 1 and dt.kind == "i" else 0
             hi = 128 if lo < 0 else hi
+            if highs and s.name in highs:
+                hi = max(lo + 1, min(hi, highs[s.name]))
             feeds[s.name] = rng.integers(lo, hi, shape).astype(dt)
         else:
             raise InputError(f"input '{s.name}' has dtype {dt}; Rooftop cannot generate data for it (use --inputs)")
     return feeds
+
+
+def index_bounds(model: ModelProto) -> dict[str, int]:
+    """For integer graph inputs used as Gather indices into a constant table (directly or through a
+    Cast/Unsqueeze/Reshape): the number of rows, so generated ids stay in range."""
+    inits = {t.name: t for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    bounds: dict[str, int] = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        frontier, seen = [vi.name], set()
+        while frontier:
+            name = frontier.pop()
+            seen.add(name)
+            for n in consumers.get(name, []):
+                if n.op_type in ("Cast", "Unsqueeze", "Reshape", "Squeeze", "Flatten") and n.input[0] == name:
+                    frontier += [o for o in n.output if o not in seen]
+                elif n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == name:
+                    rows = _table_rows(n, inits, producers)
+                    if rows:
+                        bounds[vi.name] = min(bounds.get(vi.name, rows), rows)
+    return bounds
+
+
+def _table_rows(gather: onnx.NodeProto, inits, producers) -> int | None:
+    axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
+    table = inits.get(gather.input[0])
+    if table is None:  # a weight behind a DequantizeLinear / Cast (quantized or narrow embeddings)
+        p = producers.get(gather.input[0])
+        table = inits.get(p.input[0]) if p is not None and p.op_type in ("DequantizeLinear", "Cast") else None
+    if table is None or not len(table.dims):
+        return None
+    return int(table.dims[axis])
 
 
 def quiet_onnxruntime() -> None:

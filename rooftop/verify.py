@@ -22,7 +22,11 @@ from onnx import ModelProto
 
 from rooftop.errors import InputError, UsageError, first_line
 from rooftop.model_io import release_memory
-from rooftop.runtime import bind_shapes, graph_inputs, is_dynamic, make_session, random_inputs, run_model
+from rooftop.runtime import bind_shapes, graph_inputs, index_bounds, is_dynamic, make_session, random_inputs, run_model
+
+# (batch, other dynamic dims) tried in turn until the original runs: 1-D windows and reflect pads
+# (audio models) need long axes, most models run at the first
+CANDIDATE_SIZES = [(1, 32), (1, 224), (1, 64), (1, 16), (1, 8), (1, 128), (1, 1), (1, 1024), (1, 16000)]
 
 @dataclass
 class OutputCheck:
@@ -212,22 +216,8 @@ class Verifier:
             feeds = _load_npz(inputs_npz, specs)
             self.sets.append(InputSet("user inputs", feeds, self._run(original, feeds, session, "user inputs")))
             return
-        candidates = [(1, 32), (1, 224), (1, 64), (1, 16), (1, 8), (1, 128), (1, 1)] if is_dynamic(specs) else [(1, 1)]
-        first_err = None
-        for batch, other in candidates:
-            try:
-                shapes = bind_shapes(specs, overrides, batch, other)
-                feeds = random_inputs(specs, shapes, seed)
-                ref = run_model(original, feeds, session)
-            except UsageError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                first_err = first_err or e
-                if overrides and not is_dynamic([s for s in specs if s.name not in overrides]):
-                    break
-                continue
-            self.sets.append(InputSet(_label(shapes), feeds, ref))
-            break
+        highs = index_bounds(original)
+        first_err = self._first_set(original, session, specs, overrides, highs, seed)
         if not self.sets:
             if overrides:
                 raise InputError(f"the original model does not run at the given --input-shape: {first_line(first_err)}")
@@ -237,21 +227,43 @@ class Verifier:
             )
             return
         if is_dynamic(specs):
-            # A second size of every dynamic axis: dynamic axes must stay dynamic.
-            first = {k: v for k, v in zip([s.name for s in specs], [self.sets[0].feeds[s.name].shape for s in specs])}
-            for bmul, omul in ((2, 2), (2, 1), (1, 2)):
-                shapes2 = _scaled(specs, first, bmul, omul)
-                if shapes2 == first:
-                    continue
-                try:
-                    feeds = random_inputs(specs, shapes2, seed + 1)
-                    ref = run_model(original, feeds, session)
-                except Exception:  # noqa: BLE001
-                    continue
-                self.sets.append(InputSet(_label(shapes2), feeds, ref))
-                break
-            else:
-                self.notes.append("dynamic model verified at one size only: the original does not run at a second size")
+            self._second_size(original, session, specs, highs, seed + 1)
+
+    def _first_set(self, original, session, specs, overrides, highs, seed: int) -> Exception | None:
+        """Find a size at which the original runs on generated inputs (sizes tried in turn: a
+        window or a padding may need a long enough axis) and keep its outputs as the reference."""
+        first_err = None
+        for batch, other in CANDIDATE_SIZES if is_dynamic(specs) else [(1, 1)]:
+            try:
+                shapes = bind_shapes(specs, overrides, batch, other)
+                feeds = random_inputs(specs, shapes, seed, highs)
+                ref = run_model(original, feeds, session)
+            except UsageError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                first_err = first_err or e
+                if overrides and not is_dynamic([s for s in specs if s.name not in overrides]):
+                    break
+                continue
+            self.sets.append(InputSet(_label(shapes), feeds, ref))
+            return None
+        return first_err
+
+    def _second_size(self, original, session, specs, highs, seed: int) -> None:
+        """A second size of every dynamic axis: dynamic axes must stay dynamic."""
+        first = {s.name: self.sets[0].feeds[s.name].shape for s in specs}
+        for bmul, omul in ((2, 2), (2, 1), (1, 2)):
+            shapes2 = _scaled(specs, first, bmul, omul)
+            if shapes2 == first:
+                continue
+            try:
+                feeds = random_inputs(specs, shapes2, seed, highs)
+                ref = run_model(original, feeds, session)
+            except Exception:  # noqa: BLE001
+                continue
+            self.sets.append(InputSet(_label(shapes2), feeds, ref))
+            return
+        self.notes.append("dynamic model verified at one size only: the original does not run at a second size")
 
     def _ort_distance(self, original: ModelProto) -> None:
         """For quantized models: how far onnxruntime's own ORT_ENABLE_ALL execution of the original

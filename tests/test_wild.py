@@ -88,3 +88,20 @@ def test_opset_lower_than_the_model_is_refused(tmp_path):
     onnx.save(conv_bn_relu(opset=13, ir=7), src)
     res = cli(str(src), "--opset", "11")
     assert res.returncode == 2 and "only raises opsets" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_token_ids_stay_inside_a_small_embedding():
+    """A token-type table of 2 rows: generated ids must be 0 or 1, or onnxruntime refuses the
+    original and verification would be skipped (it was, on real text models)."""
+    table = init("types", R.standard_normal((2, 8)).astype(np.float32))
+    nodes = [helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["types", "ids64"], ["e"]), helper.make_node("Identity", ["e"], ["y"])]
+    g = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", "seq"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])], [table])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    from rooftop.runtime import index_bounds
+
+    assert index_bounds(m) == {"ids": 2}
+    out, report = optimize(m)
+    assert report.final_check is not None and report.final_check.ok
+    assert report.verification.count("ids=") == 2  # two sizes of the dynamic axes
