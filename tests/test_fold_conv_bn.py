@@ -390,3 +390,20 @@ def test_counts_name_each_kind_of_rewrite():
     src = MODELS / "resnet_bn.onnx"
     out, res = FoldConvBN().apply(onnx.load(src), PassContext())
     assert res.counts == {"bn-into-conv": 9} and res.rewrites == 9
+
+
+def test_shared_weight_copies_count_against_the_fold_budget():
+    """Two Convs read one weight: folding a BN into one of them copies the weight. The copy is
+    refused when it does not fit the fold budget, and made when it does."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c1"], name="conv1"), bn("c1", "y1", "bn1"),
+             helper.make_node("Conv", ["x", "W"], ["c2"], name="conv2"), bn("c2", "y2", "bn2")]
+    m = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y1", [1, 8, 4, 4]), vi("y2", [1, 8, 4, 4])],
+                   [init("W", f32(8, 3, 1, 1))] + bn_params("bn1", 8) + bn_params("bn2", 8))
+    out, res = FoldConvBN().apply(m, PassContext(fold_budget=0))
+    assert res.rewrites == 0 and ops(out).count("BatchNormalization") == 2
+    reason = "weight shared with other nodes: a folded copy would grow the weights beyond the fold budget"
+    assert sorted(res.refusals[reason]) == ["y1", "y2"]  # the BatchNormalizations, named by their outputs
+    w = 8 * 3 * 4
+    out, res = FoldConvBN().apply(m, PassContext(fold_budget=w))  # room for one copy: the second is then unshared
+    assert res.rewrites == 2 and "BatchNormalization" not in ops(out)
+    assert_same(m, out, {"x": f32(1, 3, 4, 4)})

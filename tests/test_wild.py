@@ -105,3 +105,44 @@ def test_token_ids_stay_inside_a_small_embedding():
     out, report = optimize(m)
     assert report.final_check is not None and report.final_check.ok
     assert report.verification.count("ids=") == 2  # two sizes of the dynamic axes
+
+
+def _generated_weights_model(n: int = 20, size: int = 160):
+    """Weights built at run time by ConstantOfShape (as the onnx wheel's "light" zoo models write
+    them): n weights of size×size float32 (100 KiB each), each added to the activation in turn."""
+    nodes, inits = [], [init("shape", np.array([size, size], np.int64))]
+    x = "x"
+    for i in range(n):
+        nodes.append(helper.make_node("ConstantOfShape", ["shape"], [f"w{i}"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [float(i)])))
+        nodes.append(helper.make_node("Add", [x, f"w{i}"], [f"a{i}"]))
+        x = f"a{i}"
+    g = helper.make_graph(nodes, "gen", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [size, size])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_folding_stays_within_the_growth_budget(tmp_path):
+    """20 generated weights of 100 KiB: folding all would add 2 MB to a file of bytes; the budget
+    (the larger of --fold-limit and 10% of the weights) lets 1 MiB in, the smallest first."""
+    from rooftop.passes.base import weight_bytes
+
+    m = _generated_weights_model()
+    out, report = optimize(m)
+    added = weight_bytes(out) - weight_bytes(m)
+    assert 0 < added <= 1 << 20
+    assert ops(out).count("ConstantOfShape") == 20 - added // (160 * 160 * 4)
+    simplify = next(r for r in report.passes if r.name == "simplify")
+    assert any("budget" in n for n in simplify.notes)
+    assert report.final_check.ok
+    everything, _ = optimize(m, fold_limit=4 << 20)  # a larger --fold-limit raises the budget with it
+    assert "ConstantOfShape" not in ops(everything)
+
+
+def test_light_zoo_resnet50_stays_small(tmp_path):
+    src = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    if not src.exists():
+        pytest.skip("onnx wheel without the light zoo models")
+    dst = tmp_path / "o.onnx"
+    r = cli(str(src), "-o", str(dst), "-q")
+    assert r.returncode == 0, r.stderr
+    assert dst.stat().st_size <= src.stat().st_size + (1 << 20) + 65536  # the budget, plus the graph itself

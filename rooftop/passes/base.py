@@ -12,6 +12,7 @@ pass, records why, and goes on with the next pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import time
 import traceback
@@ -42,6 +43,9 @@ class PassContext:
     # pad channels to this multiple; None: do not pad. The pipeline resolves it from --channel-multiple
     # or, where the hardware profile says padding pays, from the profile.
     channel_multiple: int | None = None
+    # bytes of weights this pass may still add to the model in all (constant folding); None: no cap.
+    # The PassManager sets it before each pass from the run's growth budget and what earlier passes added.
+    fold_budget: int | None = None
 
 
 @dataclass
@@ -267,6 +271,25 @@ def _numel(t: onnx.TensorProto) -> int:
     return n
 
 
+def weight_bytes(model: ModelProto) -> int:
+    """Bytes of the model's initializers, from their dims (nothing is loaded)."""
+    return sum(_numel(t) * _itemsize(t.data_type) for t in model.graph.initializer)
+
+
+def _itemsize(data_type: int) -> int:
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 1
+
+
+def growth_budget(weights: int, fold_limit: int) -> int:
+    """How many bytes of weights constant folding may add to a model in all: the larger of the
+    per-tensor fold limit and 10% of the weights it has. A model that builds its weights at run time
+    (ConstantOfShape/Expand, as the zoo's "light" models do) would otherwise grow many times over."""
+    return max(int(fold_limit), weights // 10)
+
+
 def count_nodes(model: ModelProto) -> int:
     return len(model.graph.node)
 
@@ -305,7 +328,16 @@ class PassManager:
         self.skip = dict(skip or {})
         self.records: list[PassRecord] = []
 
+    def _context(self, model: ModelProto) -> PassContext:
+        """The context for the next pass: the fold budget less what earlier passes added."""
+        if self._growth_budget is None:
+            return self.ctx
+        added = weight_bytes(model) - self._weights0
+        return dataclasses.replace(self.ctx, fold_budget=max(self._growth_budget - max(added, 0), 0))
+
     def run(self, model: ModelProto) -> ModelProto:
+        self._weights0 = weight_bytes(model)
+        self._growth_budget = self.ctx.fold_budget if self.ctx.fold_budget is not None else growth_budget(self._weights0, self.ctx.fold_limit)
         position = 0
         for iteration in range(1, self.max_iterations + 1):
             changed = 0
@@ -334,7 +366,7 @@ class PassManager:
             self.on_start(p.name, iteration)
         t0 = time.perf_counter()
         try:
-            candidate, result = p.apply(model, self.ctx)
+            candidate, result = p.apply(model, self._context(model))
         except Exception as e:  # noqa: BLE001 - one broken pass must never lose the model
             rec.seconds = time.perf_counter() - t0
             rec.status, rec.cause = Status.ROLLED_BACK, Cause.RAISED

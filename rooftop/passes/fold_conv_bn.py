@@ -273,6 +273,16 @@ def _write(lin: Linear, dtype: np.dtype, name: str) -> None:
         node.attrs["beta"] = 1.0
 
 
+def _copy_bytes(node: gs.Node) -> int:
+    """Bytes a fold adds: the weight's size when another node reads it too (it is copied, not
+    changed under that node), else nothing (the folded weight replaces it)."""
+    w = node.inputs[1]
+    if len(w.outputs) < 2:
+        return 0
+    cw = const_weight(w)
+    return 0 if cw is None else int(np.prod(cw.shape)) * cw.dtype.itemsize
+
+
 class FoldConvBN(Pass):
     name = "fold-conv-bn"
     summary = "fold BatchNorm and per-channel Mul/Add/Sub/Div into Conv, ConvTranspose, Gemm, MatMul weights"
@@ -281,6 +291,7 @@ class FoldConvBN(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         res = PassResult()
         folded: dict[str, int] = {}
+        budget = ctx.fold_budget  # bytes of weights this run may add (copies of shared weights)
         for node in list(graph.nodes):
             if node.op not in PRODUCERS or not node.outputs:
                 continue
@@ -313,6 +324,12 @@ class FoldConvBN(Pass):
                 y = f.outputs[0]
             if not removed and bn_to_add is None:
                 continue
+            copy = _copy_bytes(node)
+            if copy and budget is not None:
+                if copy > budget:
+                    res.refuse("weight shared with other nodes: a folded copy would grow the weights beyond the fold budget", removed[0] if removed else node)
+                    continue
+                budget -= copy
             _write(lin, dtype, node.name or node.outputs[0].name)
             if removed:
                 # the producer (or its bias Add) now writes the last follower's output

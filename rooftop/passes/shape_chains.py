@@ -52,6 +52,7 @@ from rooftop.passes.base import Pass, PassContext, PassResult
 Elem = Any  # int | tuple
 INT_TYPES = (np.int64, np.int32)
 BIG = 2**62
+SMALL_CONSTANT = 4096  # bytes: shape vectors and scalars fold free of the growth budget
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 FOLDABLE = {
     "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "CastLike", "Identity", "Reshape",
@@ -318,15 +319,17 @@ class ShapeChains(Pass):
     needs_shapes = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        return _Run(int(ctx.fold_limit), graph.opset).run(graph)
+        return _Run(int(ctx.fold_limit), graph.opset, ctx.fold_budget).run(graph)
 
 
 class _Run:
     """The state of one shape-chains run: the fold limit and the graph's opset."""
 
-    def __init__(self, limit: int, opset: int | None) -> None:
+    def __init__(self, limit: int, opset: int | None, budget: int | None = None) -> None:
         self.limit = limit
         self._opset = opset
+        self.budget = budget  # bytes of new constants this run may add in all (None: no cap)
+        self.over_budget: set[str] = set()
         self.over_limit: set[str] = set()  # tensors whose value is known but too large to fold
 
     def run(self, graph: gs.Graph) -> PassResult:
@@ -349,6 +352,8 @@ class _Run:
             x = node.inputs[0] if node.inputs else None
             if node.outputs[0].name in self.over_limit:
                 res.refuse("its folded value would be larger than --fold-limit", node)
+            elif node.outputs[0].name in self.over_budget:
+                res.refuse("folding it would grow the model's weights beyond the fold budget", node)
             elif node.op not in ("Shape", "Size"):
                 continue
             elif x.shape is None:
@@ -443,6 +448,12 @@ class _Run:
                 continue
             if not any(t.outputs for t in outs):
                 continue
+            size = sum(vals[t.name].const.nbytes for t in outs if t.outputs)
+            if self.budget is not None and size > SMALL_CONSTANT:
+                if size > self.budget:
+                    self.over_budget.add(outs[0].name)
+                    continue
+                self.budget -= size
             for t in list(outs):
                 if not t.outputs:
                     continue

@@ -4,7 +4,11 @@ onnxsim evaluates every subgraph whose inputs are all constant and replaces it
 by its value; with ``tensor_size_threshold`` set to the context's fold limit
 (``--fold-limit``, default 1 MiB) a folded tensor larger than that is not
 materialized, so a ``ConstantOfShape``/``Tile``/``Expand`` of a large shape
-stays a small op instead of bloating the file. onnxsim's BatchNorm fusion is
+stays a small op instead of bloating the file. Many tensors under that limit can still add up
+(a model that builds every weight at run time): folding may add at most the run's fold budget in
+all (``ctx.fold_budget``: the larger of ``--fold-limit`` and 10% of the model's weights, less what
+earlier passes added); over it, onnxsim runs again with the per-tensor threshold at which the
+smallest new tensors fit, and the rest stay computed at run time. onnxsim's BatchNorm fusion is
 switched off: ``fold-conv-bn`` does that with more patterns and reports it. So
 is onnxsim's batched MatMul+Add → Reshape/Gemm/Reshape rewrite: with a dynamic
 batch or sequence its Reshape targets are computed by new Shape/Slice/Concat
@@ -30,7 +34,7 @@ import onnx
 from onnx import ModelProto
 
 from rooftop.model_io import is_large, tensor_nbytes
-from rooftop.passes.base import ModelPass, PassContext, PassResult, graph_signature
+from rooftop.passes.base import ModelPass, PassContext, PassResult, graph_signature, growth_budget, weight_bytes
 
 
 
@@ -67,23 +71,15 @@ class Simplify(ModelPass):
     def run_model(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
         if is_large(model):
             return model, PassResult(0, ["skipped: weights over 1.8 GB (onnxsim works on an in-memory protobuf)"])
-        import onnxsim
-
         before = graph_signature(model)
         work, kept = _hide_narrow_weights(model)
-        with _quiet():
-            out, ok = onnxsim.simplify(
-                work,
-                check_n=0,
-                skip_fuse_bn=True,
-                # the batched MatMul+Add -> Reshape/Gemm/Reshape rewrite builds Reshape targets from
-                # Shape/Slice/Concat of the input: under dynamic axes it *adds* run-time shape ops
-                skipped_optimizers=["fuse_matmul_add_bias_into_gemm_batched"],
-                tensor_size_threshold=f"{max(int(ctx.fold_limit), 1)}B",
-                skip_shape_inference=False,
-            )
-        if not ok:  # pragma: no cover - check_n=0 never fails the check
-            raise RuntimeError("onnxsim reported failure")
+        out = _onnxsim(work, int(ctx.fold_limit))
+        budget = ctx.fold_budget if ctx.fold_budget is not None else growth_budget(weight_bytes(model), ctx.fold_limit)
+        grown = weight_bytes(out) - weight_bytes(work)
+        capped = None
+        if grown > budget:  # many tensors under the per-tensor limit: fold only the smallest, within the budget
+            capped = _threshold_within(work, out, budget)
+            out = _onnxsim(work, capped)
         _restore_narrow_weights(out, kept)
         del out.graph.value_info[:]
         if graph_signature(out) == before:
@@ -96,9 +92,49 @@ class Simplify(ModelPass):
         out.producer_name, out.producer_version = model.producer_name, model.producer_version
         if model.ir_version:
             out.ir_version = model.ir_version
+        if capped is not None:
+            notes.append(f"folding would have added {grown / 1e6:.1f} MB of weights (budget {budget / 1e6:.1f} MB: the larger of "
+                         f"--fold-limit and 10% of the model's weights, less what earlier passes added); tensors over {capped:,} bytes stay computed at run time")
         if kept:
             notes.append(f"kept {len(kept)} low-precision weights as stored (folding their Cast/DequantizeLinear would widen them)")
         return out, PassResult(rewrites, notes)
+
+
+def _onnxsim(model: ModelProto, threshold: int) -> ModelProto:
+    import onnxsim
+
+    with _quiet():
+        out, ok = onnxsim.simplify(
+            model,
+            check_n=0,
+            skip_fuse_bn=True,
+            # the batched MatMul+Add -> Reshape/Gemm/Reshape rewrite builds Reshape targets from
+            # Shape/Slice/Concat of the input: under dynamic axes it *adds* run-time shape ops
+            skipped_optimizers=["fuse_matmul_add_bias_into_gemm_batched"],
+            tensor_size_threshold=f"{max(threshold, 1)}B",
+            skip_shape_inference=False,
+        )
+    if not ok:  # pragma: no cover - check_n=0 never fails the check
+        raise RuntimeError("onnxsim reported failure")
+    return out
+
+
+def _threshold_within(model: ModelProto, folded: ModelProto, budget: int) -> int:
+    """The largest per-tensor threshold at which the new tensors of ``folded`` fit ``budget``:
+    the smallest are kept first, and tensors of a size that does not fit in full are all left."""
+    old = {t.name for t in model.graph.initializer}
+    sizes = sorted(tensor_nbytes(t) for t in folded.graph.initializer if t.name not in old)
+    total, fits = 0, 0
+    for n in sizes:
+        if total + n > budget:
+            break
+        total += n
+        fits += 1
+    if fits == len(sizes):
+        return sizes[-1] if sizes else 0
+    cut = sizes[fits]  # the first size that does not fit: nothing of this size may fold
+    smaller = [n for n in sizes[:fits] if n < cut]
+    return smaller[-1] if smaller else 0
 
 
 NARROW_MIN_BYTES = 4096  # smaller low-precision constants may fold: they cannot bloat the file
