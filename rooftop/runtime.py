@@ -58,12 +58,12 @@ def graph_inputs(model: ModelProto) -> list[InputSpec]:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
         shape: list[DimValue] = []
         for d in tt.shape.dim:
-            if d.HasField("dim_value"):
+            if d.HasField("dim_value") and d.dim_value >= 0:
                 shape.append(int(d.dim_value))
             elif d.HasField("dim_param"):
                 shape.append(d.dim_param)
             else:
-                shape.append(None)
+                shape.append(None)  # no dim, or -1 as some exporters write a dynamic one
         specs.append(InputSpec(vi.name, np.dtype(dtype), shape))
     return specs
 
@@ -130,6 +130,9 @@ def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ..
             if highs and s.name in highs:
                 hi = max(lo + 1, min(hi, highs[s.name]))
             feeds[s.name] = rng.integers(lo, hi, shape).astype(dt)
+        elif dt.kind in "OSU":  # string inputs (text models with their own tokenizer): short words
+            words = np.array(["the", "model", "reads", "text", "ok"], dtype=object)
+            feeds[s.name] = words[rng.integers(0, len(words), shape)]
         else:
             raise InputError(f"input '{s.name}' has dtype {dt}; Rooftop cannot generate data for it (use --inputs)")
     return feeds

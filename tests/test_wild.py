@@ -146,3 +146,31 @@ def test_light_zoo_resnet50_stays_small(tmp_path):
     r = cli(str(src), "-o", str(dst), "-q")
     assert r.returncode == 0, r.stderr
     assert dst.stat().st_size <= src.stat().st_size + (1 << 20) + 65536  # the budget, plus the graph itself
+
+
+def test_out_of_order_graph_is_sorted_not_refused():
+    """onnxsim's output is now and then out of topological order: the simplify pass sorts it
+    (toposort is stable and leaves an ordered graph as it is)."""
+    from rooftop.passes.base import toposort, toposorted
+
+    nodes = [helper.make_node("Neg", ["b"], ["y"]), helper.make_node("Relu", ["a"], ["b"]), helper.make_node("Abs", ["x"], ["a"])]
+    g = helper.make_graph(nodes, "shuffled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert not toposorted(m)
+    assert toposort(m) and toposorted(m)
+    assert ops(m) == ["Abs", "Relu", "Neg"]
+    assert not toposort(m)  # already in order: unchanged
+    onnx.checker.check_model(m)
+
+
+def test_minus_one_dim_is_dynamic():
+    """An input declared with a dimension of -1 (some exporters write dynamic axes so) is verified
+    as dynamic, at two sizes, instead of being taken as fixed and skipped."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"])]
+    g = helper.make_graph(nodes, "m1", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 8])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    out, report = optimize(m)
+    assert report.final_check is not None and report.final_check.ok
+    assert report.verification.count("x=") == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
 import hashlib
 import time
 import traceback
@@ -269,6 +270,52 @@ def _numel(t: onnx.TensorProto) -> int:
     for d in t.dims:
         n *= d
     return n
+
+
+def toposorted(model: ModelProto) -> bool:
+    """Whether every node of the main graph comes after the producers of its inputs."""
+    known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    for node in model.graph.node:
+        if any(i not in known for i in node.input):
+            return False
+        known.update(node.output)
+    return True
+
+
+def toposort(model: ModelProto) -> bool:
+    """Put the main graph's nodes in topological order in place (stable: nodes already in order keep
+    it). Inputs nothing in the graph produces (outer-scope names) count as available. Returns
+    whether the order changed."""
+    nodes = list(model.graph.node)
+    produced = {o for n in nodes for o in n.output if o}
+    known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    waiting = {i: {x for x in n.input if x in produced and x not in known} for i, n in enumerate(nodes)}
+    readers: dict[str, list[int]] = {}
+    for i, need in waiting.items():
+        for x in need:
+            readers.setdefault(x, []).append(i)
+    ready = sorted(i for i, need in waiting.items() if not need)
+    order: list[int] = []
+    heapq.heapify(ready)
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for o in nodes[i].output:
+            for j in readers.pop(o, []):
+                waiting[j].discard(o)
+                if not waiting[j]:
+                    heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        raise ValueError("the graph has a cycle")
+    if order == list(range(len(nodes))):
+        return False
+    sorted_nodes = [nodes[i] for i in order]
+    copies = [onnx.NodeProto() for _ in sorted_nodes]
+    for c, n in zip(copies, sorted_nodes):
+        c.CopyFrom(n)
+    del model.graph.node[:]
+    model.graph.node.extend(copies)
+    return True
 
 
 def weight_bytes(model: ModelProto) -> int:

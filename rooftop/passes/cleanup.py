@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from rooftop.passes._graph import bypass, const_value
-from rooftop.passes.base import Pass, PassContext, PassResult
+from rooftop.passes.base import Pass, PassContext, PassResult, toposorted
 
 
 class Cleanup(Pass):
@@ -61,7 +61,7 @@ class Cleanup(Pass):
                 res.notes.append(f"removed {n} {what}{'s' if n != 1 else ''}")
                 res.counts[f"{what.replace(' ', '-')}-removed"] = n
                 res.rewrites += n
-        if res.rewrites == 0 and not _toposorted(model):
+        if res.rewrites == 0 and not toposorted(model):
             res.rewrites = 1
             res.counts["order-restored"] = 1
             res.notes.append("restored topological order")
@@ -85,12 +85,3 @@ def _initializers(graph: gs.Graph) -> int:
     names = {t.name for n in graph.nodes for t in n.inputs if isinstance(t, gs.Constant)}
     names |= {t.name for t in graph.outputs if isinstance(t, gs.Constant)}
     return len(names)
-
-
-def _toposorted(model: ModelProto) -> bool:
-    known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
-    for node in model.graph.node:
-        if any(i not in known for i in node.input):
-            return False
-        known.update(node.output)
-    return True

@@ -34,7 +34,7 @@ import onnx
 from onnx import ModelProto
 
 from rooftop.model_io import is_large, tensor_nbytes
-from rooftop.passes.base import ModelPass, PassContext, PassResult, graph_signature, growth_budget, weight_bytes
+from rooftop.passes.base import ModelPass, PassContext, PassResult, graph_signature, growth_budget, toposort, weight_bytes
 
 
 
@@ -81,6 +81,7 @@ class Simplify(ModelPass):
             capped = _threshold_within(work, out, budget)
             out = _onnxsim(work, capped)
         _restore_narrow_weights(out, kept)
+        resorted = toposort(out)  # onnxsim's output is now and then out of order; the checker refuses that
         del out.graph.value_info[:]
         if graph_signature(out) == before:
             return model, PassResult(0)
@@ -95,6 +96,8 @@ class Simplify(ModelPass):
         if capped is not None:
             notes.append(f"folding would have added {grown / 1e6:.1f} MB of weights (budget {budget / 1e6:.1f} MB: the larger of "
                          f"--fold-limit and 10% of the model's weights, less what earlier passes added); tensors over {capped:,} bytes stay computed at run time")
+        if resorted:
+            notes.append("put onnxsim's output back in topological order")
         if kept:
             notes.append(f"kept {len(kept)} low-precision weights as stored (folding their Cast/DequantizeLinear would widen them)")
         return out, PassResult(rewrites, notes)
