@@ -358,3 +358,33 @@ def ort_source(model: ModelProto) -> bytes | None:
     if weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD:
         return None
     return model.SerializeToString()
+
+
+SHAPE_ARITHMETIC_ELEMENTS = 4096  # initializers up to this many elements stay in a weightless copy
+
+
+def weightless(model: ModelProto) -> ModelProto:
+    """A copy of ``model`` for shape inference that copies no weight: initializers over
+    ``SHAPE_ARITHMETIC_ELEMENTS`` elements (and external ones) become typed graph inputs, the small
+    ones (shape vectors, axes, scalars: all that shape arithmetic reads) stay. Nodes, inputs and
+    outputs are copied; value_info is left out."""
+    sk = ModelProto()
+    sk.ir_version = model.ir_version
+    sk.opset_import.extend(model.opset_import)
+    sk.functions.extend(model.functions)
+    g, src = sk.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    have = {i.name for i in src.input}
+    for t in src.initializer:
+        numel = 1
+        for d in t.dims:
+            numel *= int(d)
+        if numel > SHAPE_ARITHMETIC_ELEMENTS or t.data_location == TensorProto.EXTERNAL:
+            if t.name not in have:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            g.initializer.append(t)
+    return sk

@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
+from rooftop.model_io import weightless
 from rooftop.runtime import bind_shapes, graph_inputs, make_session, random_inputs
 
 TRANSCENDENTAL = {
@@ -156,26 +157,13 @@ def _bind_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -
 
     specs = graph_inputs(model)
     shapes = bind_shapes(specs, dict(input_shapes), 1, 32)
-    sk = ModelProto()
-    sk.ir_version = model.ir_version
-    sk.opset_import.extend(model.opset_import)
-    sk.functions.extend(model.functions)
+    sk = weightless(model)
     g = sk.graph
-    g.node.extend(model.graph.node)
-    g.output.extend(model.graph.output)
-    for vi in model.graph.input:
-        new = g.input.add()
-        new.CopyFrom(vi)
-        if vi.name in shapes:
-            dims = new.type.tensor_type.shape.dim
-            for d, v in zip(dims, shapes[vi.name]):
+    for new in g.input:
+        if new.name in shapes:
+            for d, v in zip(new.type.tensor_type.shape.dim, shapes[new.name]):
                 d.Clear()
                 d.dim_value = int(v)
-    for t in model.graph.initializer:
-        if int(np.prod(t.dims, dtype=np.int64)) > 4096 and t.name not in {i.name for i in g.input}:
-            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-        else:
-            g.initializer.append(t)
     del g.output[:]
     for o in model.graph.output:  # let inference fill in concrete output shapes
         g.output.append(onnx.helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None))

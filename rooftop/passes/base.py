@@ -27,6 +27,7 @@ from onnx import ModelProto
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from rooftop.errors import first_line
+from rooftop.model_io import weightless
 from rooftop.records import Cause, CostDelta, Latency, PassRecord, Status
 
 # graphsurgeon logs to stdout/stderr on its own (a colour warning, a message before each exception
@@ -160,24 +161,8 @@ class ModelPass(Pass):
 
 def infer_value_info(model: ModelProto) -> list[onnx.ValueInfoProto]:
     """ONNX shape inference (with data propagation) on a copy of the graph that leaves large weights
-    out, so nothing big is copied or serialized: weights over 64 KiB enter as typed graph inputs
-    (their values only matter for shape arithmetic, which uses small tensors)."""
-    skeleton = ModelProto()
-    skeleton.ir_version = model.ir_version
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
-    g, src = skeleton.graph, model.graph
-    g.name = src.name
-    g.node.extend(src.node)
-    g.input.extend(src.input)
-    g.output.extend(src.output)
-    have = {i.name for i in src.input}
-    for t in src.initializer:
-        if _numel(t) * 4 > (1 << 16) and t.data_location != onnx.TensorProto.EXTERNAL:
-            if t.name not in have:
-                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-        else:
-            g.initializer.append(t)
+    out (``model_io.weightless``), so nothing big is copied or serialized."""
+    skeleton = weightless(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - shapes are a help, never a requirement
