@@ -304,8 +304,10 @@ def toposort(model: ModelProto) -> bool:
 
 
 def weight_bytes(model: ModelProto) -> int:
-    """Bytes of the model's initializers, from their dims (nothing is loaded)."""
-    return sum(_numel(t) * _itemsize(t.data_type) for t in model.graph.initializer)
+    """Bytes of the model's weights, initializers and Constant node values, from their dims
+    (nothing is loaded)."""
+    consts = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    return sum(_numel(t) * _itemsize(t.data_type) for t in list(model.graph.initializer) + consts)
 
 
 def _itemsize(data_type: int) -> int:

@@ -73,13 +73,10 @@ class Simplify(ModelPass):
             return model, PassResult(0, ["skipped: weights over 1.8 GB (onnxsim works on an in-memory protobuf)"])
         before = graph_signature(model)
         work, kept = _hide_narrow_weights(model)
-        out = _onnxsim(work, int(ctx.fold_limit))
+        work, generators = _hide_large_generators(work, int(ctx.fold_limit))
         budget = ctx.fold_budget if ctx.fold_budget is not None else growth_budget(weight_bytes(model), ctx.fold_limit)
-        grown = weight_bytes(out) - weight_bytes(work)
-        capped = None
-        if grown > budget:  # many tensors under the per-tensor limit: fold only the smallest, within the budget
-            capped = _threshold_within(work, out, budget)
-            out = _onnxsim(work, capped)
+        out, capped, grown = _within_budget(work, int(ctx.fold_limit), budget)
+        _restore_generators(out, generators, model)
         _restore_narrow_weights(out, kept)
         resorted = toposort(out)  # onnxsim's output is now and then out of order; the checker refuses that
         del out.graph.value_info[:]
@@ -122,6 +119,28 @@ def _onnxsim(model: ModelProto, threshold: int) -> ModelProto:
     return out
 
 
+def _within_budget(work: ModelProto, limit: int, budget: int) -> tuple[ModelProto, int | None, int]:
+    """onnxsim at the per-tensor limit; while the weights it adds exceed ``budget`` (many tensors
+    under the limit), again at the threshold at which the smallest new tensors fit. A lower
+    threshold can make intermediate constants new tensors of their own, so this is checked again,
+    at most four times, down to shape-sized tensors. Returns (model, the threshold used when
+    capped, bytes the first attempt would have added)."""
+    base = weight_bytes(work)
+    out = _onnxsim(work, limit)
+    first = weight_bytes(out) - base
+    threshold, capped = limit, None
+    for _ in range(4):
+        if weight_bytes(out) - base <= budget or threshold <= MIN_THRESHOLD:
+            break
+        threshold = max(min(_threshold_within(work, out, budget), threshold // 2), MIN_THRESHOLD)
+        capped = threshold
+        out = _onnxsim(work, threshold)
+    return out, capped, first
+
+
+MIN_THRESHOLD = 4096  # bytes: shape vectors and scalars always fold
+
+
 def _threshold_within(model: ModelProto, folded: ModelProto, budget: int) -> int:
     """The largest per-tensor threshold at which the new tensors of ``folded`` fit ``budget``:
     the smallest are kept first, and tensors of a size that does not fit in full are all left."""
@@ -138,6 +157,88 @@ def _threshold_within(model: ModelProto, folded: ModelProto, budget: int) -> int
     cut = sizes[fits]  # the first size that does not fit: nothing of this size may fold
     smaller = [n for n in sizes[:fits] if n < cut]
     return smaller[-1] if smaller else 0
+
+
+GENERATORS = ("ConstantOfShape", "Expand", "Tile")
+
+
+def _generated_bytes(node: onnx.NodeProto, consts: dict[str, onnx.TensorProto]) -> tuple[int, list[int]] | None:
+    """(bytes, shape) of what a ConstantOfShape/Expand/Tile of constants makes, or None."""
+    from onnx import numpy_helper
+
+    try:
+        vals = [numpy_helper.to_array(consts[i]) for i in node.input]
+    except KeyError:
+        return None
+    if node.op_type == "ConstantOfShape":
+        shape = [int(d) for d in vals[0].reshape(-1)]
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        item = onnx.helper.tensor_dtype_to_np_dtype(value.data_type).itemsize if value is not None else 4
+    elif node.op_type == "Expand":
+        import numpy as np
+
+        shape = list(np.broadcast_shapes(vals[0].shape, tuple(int(d) for d in vals[1].reshape(-1))))
+        item = vals[0].dtype.itemsize
+    else:  # Tile
+        shape = [int(a) * int(r) for a, r in zip(vals[0].shape, vals[1].reshape(-1))]
+        item = vals[0].dtype.itemsize
+    n = 1
+    for d in shape:
+        n *= d
+    return n * item, shape
+
+
+def _hide_large_generators(model: ModelProto, limit: int) -> tuple[ModelProto, list[onnx.NodeProto]]:
+    """ConstantOfShape/Expand/Tile of constants whose output is over the per-tensor limit: onnxsim
+    folds what follows them (a Reshape of a generated 4 MB weight) whatever its threshold, so they go
+    to onnxsim as typed graph inputs and come back as the nodes they were afterwards."""
+    small = {t.name: t for t in model.graph.initializer if tensor_nbytes(t) <= 4096}
+    hidden = []
+    for n in model.graph.node:
+        if n.op_type in GENERATORS and n.input and all(i in small for i in n.input):
+            got = _generated_bytes(n, small)
+            if got is not None and got[0] > limit:
+                hidden.append((n, got[1]))
+    if not hidden:
+        return model, []
+    work = ModelProto()
+    work.CopyFrom(model)
+    names = {id(n) for n, _ in hidden}
+    keep = [n for n in model.graph.node if id(n) not in names]
+    del work.graph.node[:]
+    work.graph.node.extend(keep)
+    for n, shape in hidden:
+        elem = _generated_type(n, small)
+        work.graph.input.append(onnx.helper.make_tensor_value_info(n.output[0], elem, shape))
+    return work, [n for n, _ in hidden]
+
+
+def _generated_type(node: onnx.NodeProto, consts: dict[str, onnx.TensorProto]) -> int:
+    if node.op_type == "ConstantOfShape":
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        return value.data_type if value is not None else onnx.TensorProto.FLOAT
+    return consts[node.input[0]].data_type
+
+
+def _restore_generators(out: ModelProto, nodes: list[onnx.NodeProto], original: ModelProto) -> None:
+    if not nodes:
+        return
+    outs = {n.output[0] for n in nodes}
+    used = {i for n in out.graph.node for i in n.input} | {o.name for o in out.graph.output}
+    inputs = [i for i in out.graph.input if i.name not in outs]
+    del out.graph.input[:]
+    out.graph.input.extend(inputs)
+    back = [n for n in nodes if n.output[0] in used]
+    have = {t.name for t in out.graph.initializer}
+    originals = {t.name: t for t in original.graph.initializer}
+    for n in back:
+        for i in n.input:
+            if i not in have:
+                out.graph.initializer.append(originals[i])
+                have.add(i)
+    rest = list(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend(back + rest)
 
 
 NARROW_MIN_BYTES = 4096  # smaller low-precision constants may fold: they cannot bloat the file
