@@ -466,6 +466,24 @@ class _Run:
                     timing.join_measured(rl.rows, timing.profile_nodes(model, self.feeds, threads=self.opts.threads))
         except Exception as e:  # noqa: BLE001
             self.warnings.append(f"operator profiling failed: {first_line(e)}")
+            return
+        self._check_roof(after)
+
+    def _check_roof(self, after: Roofline | None) -> None:
+        """Measured operators above the host profile's compute roof: its peak was measured low."""
+        from rooftop.analysis import hardware, roofline
+
+        hw = self.hw
+        if hw is None or hw.kind != "measured":
+            return
+        over = roofline.above_compute_roof(self.before, hw) + roofline.above_compute_roof(after, hw)
+        if over:
+            top = max(over, key=lambda r: (r.flops + r.int_ops) / r.measured_s)
+            attained = (top.flops + top.int_ops) / top.measured_s
+            why = f"{top.name} ({top.op_type}) measured {attained / 1e9:.0f} GFLOP/s over the profile's {hw.peak(top.dtype) / 1e9:.0f}"
+            hardware.mark_stale(why)
+            self.warnings.append(f"{len(over)} measured operators exceed the host profile's compute roof ({why}): "
+                                 "the profile is measured again on the next run")
 
 
 def optimize(

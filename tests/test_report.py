@@ -28,6 +28,13 @@ def timed_run(tmp_path_factory):
     return d, res
 
 
+def test_paper_profile_beside_cpu_measurements_is_captioned(timed_run):
+    d, res = timed_run
+    text = " ".join(res.stdout.split())
+    assert "note: the prediction is for xeon-avx512 (paper figures), the measurements are of this machine's CPU" in text
+    assert "a ranking across two machines" in text
+
+
 def test_json_has_costs_and_latency(timed_run):
     d, res = timed_run
     rep = json.loads((d / "r.json").read_text())

@@ -222,18 +222,42 @@ def measure_host(progress=None) -> HardwareProfile:
         kind="measured",
         pad_pays="avx512f" in flags or "avx2" in flags,
         details={"cpu": model, "threads": threads, "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
-                 "bandwidth_numpy": bw_numpy, "bandwidth_onnxruntime": bw_ort, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")},
+                 "bandwidth_numpy": bw_numpy, "bandwidth_onnxruntime": bw_ort, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                 "measurements": 1},
     )
 
 
+MAX_AGE_S = 24 * 3600  # a host profile older than a day is measured again
+
+
 def host_profile(remeasure: bool = False, progress=None) -> HardwareProfile:
+    """This machine's profile: cached per CPU and onnxruntime version, measured again when older than
+    a day or marked stale (measured operators exceeded its roof). Peaks are the best seen over the
+    measurements of this machine: a busy machine measures less, never more, than it can do."""
     path = cache_dir() / f"host-{host_key()}.json"
-    if not remeasure and path.exists():
-        try:
-            return from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError):
-            pass
+    old = _cached(path)
+    if old is not None and not remeasure and not old.details.get("stale") and profile_age_s(old) < MAX_AGE_S:
+        return old
+    if progress is not None and old is not None:
+        why = "marked stale" if old.details.get("stale") else f"{profile_age_s(old) / 3600:.0f} h old"
+        progress(f"measuring this machine again (cached profile {why})")
     prof = measure_host(progress)
+    if old is not None:
+        prof = _best_of(prof, old)
+    _save(path, prof)
+    return prof
+
+
+def _cached(path: Path) -> HardwareProfile | None:
+    if not path.exists():
+        return None
+    try:
+        return from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _save(path: Path, prof: HardwareProfile) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -241,7 +265,32 @@ def host_profile(remeasure: bool = False, progress=None) -> HardwareProfile:
         os.replace(tmp, path)
     except OSError:
         pass
-    return prof
+
+
+def profile_age_s(prof: HardwareProfile) -> float:
+    """Seconds since the profile was measured (infinite when it does not say)."""
+    at = prof.details.get("measured_at")
+    try:
+        return max(time.time() - time.mktime(time.strptime(at, "%Y-%m-%d %H:%M:%S")), 0.0)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def _best_of(new: HardwareProfile, old: HardwareProfile) -> HardwareProfile:
+    """The new measurement with the best peaks seen so far (and how many measurements they rest on)."""
+    new.peak_flops = {k: max(v, old.peak_flops.get(k, 0.0)) for k, v in new.peak_flops.items()}
+    new.bandwidth = max(new.bandwidth, old.bandwidth)
+    new.details["measurements"] = int(old.details.get("measurements", 1)) + 1
+    return new
+
+
+def mark_stale(why: str) -> None:
+    """Have the next run measure this machine again (measured operators exceeded the roof)."""
+    path = cache_dir() / f"host-{host_key()}.json"
+    prof = _cached(path)
+    if prof is not None:
+        prof.details["stale"] = why
+        _save(path, prof)
 
 
 def from_dict(d: dict) -> HardwareProfile:

@@ -107,3 +107,18 @@ def roofline(cost: ModelCost, hw: HardwareProfile) -> Roofline:
         by_op_type=cost.by_op_type,
         shape_source=cost.shape_source,
     )
+
+
+def above_compute_roof(rl: Roofline | None, hw: HardwareProfile, margin: float = 1.25, min_s: float = 20e-6) -> list[Row]:
+    """Operators whose measured FLOP/s exceed the profile's compute peak by more than ``margin``
+    (timed for at least ``min_s``): the peak was measured low (a busy machine), so the profile
+    should be measured again. Memory roofs are not checked: data that stays in cache beats the
+    DRAM bandwidth honestly."""
+    if rl is None:
+        return []
+    out = []
+    for r in rl.rows:
+        ops = r.flops + r.int_ops
+        if r.measured_s and r.measured_s >= min_s and ops > 0 and ops / r.measured_s > margin * hw.peak(r.dtype):
+            out.append(r)
+    return out

@@ -88,6 +88,18 @@ def pass_rows(report: Report) -> list[list[str]]:
     return rows
 
 
+def profile_words(hw) -> str:  # noqa: ANN001
+    """How the profile's figures were had: ``measured here 3 h ago (best of 2 measurements)``."""
+    if hw.kind != "measured":
+        return f"{hw.kind} figures"
+    from rooftop.analysis.hardware import profile_age_s
+
+    age = profile_age_s(hw)
+    when = "age unknown" if age == float("inf") else (f"{age / 60:.0f} min ago" if age < 5400 else f"{age / 3600:.0f} h ago")
+    n = int(hw.details.get("measurements", 1))
+    return f"measured here {when}, best of {n} measurement{'s' if n != 1 else ''}"
+
+
 def summary_lines(report: Report) -> list[str]:
     lines = []
     hw, before, after = report.hardware, report.before, report.after
@@ -104,9 +116,12 @@ def summary_lines(report: Report) -> list[str]:
             + f", peak activations {_mb(before.peak_activation_bytes)} → {_mb(after.peak_activation_bytes)}"
         )
         lines.append(
-            f"predicted on {hw.name} ({hw.kind} figures: {human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
+            f"predicted on {hw.name} ({profile_words(hw)}: {human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
             f"ridge {hw.ridge():.1f} FLOP/B): {_ms(before.predicted_s)} → {_ms(after.predicted_s)}"
         )
+        if hw.kind != "measured" and report.latency:
+            lines.append(f"note: the prediction is for {hw.name} ({hw.kind} figures), the measurements are of this machine's CPU; "
+                         "compare their directions, not their values")
         if after.unknown:
             lines.append(f"{len(after.unknown)} operators could not be costed: " + "; ".join(after.unknown[:3]) + (" ..." if len(after.unknown) > 3 else ""))
     for level, lat in report.latency.items():
@@ -120,7 +135,8 @@ def summary_lines(report: Report) -> list[str]:
         lines.append(f"prediction and measurement disagree: {report.disagreement}")
     rho, n = correlation(after)
     if rho is not None:
-        lines.append(f"predicted vs measured per-operator time: Spearman rank correlation {rho:.2f} over {n} operators")
+        other = "" if hw is None or hw.kind == "measured" else f" (predicted for {hw.name}, measured on this CPU: a ranking across two machines)"
+        lines.append(f"predicted vs measured per-operator time: Spearman rank correlation {rho:.2f} over {n} operators{other}")
     return lines
 
 
