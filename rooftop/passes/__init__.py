@@ -6,7 +6,9 @@ from rooftop.passes.base import ModelPass, Pass, PassContext, PassManager, PassR
 from rooftop.passes.cleanup import Cleanup
 from rooftop.passes.conv_activation import ConvActivation
 from rooftop.passes.fold_conv_bn import FoldConvBN
+from rooftop.passes.gelu_fusion import GeluFusion
 from rooftop.passes.nhwc_int8 import NhwcInt8
+from rooftop.passes.norm_fusion import NormFusion
 from rooftop.passes.pad_channels import PadChannels
 from rooftop.passes.requant import Requant
 from rooftop.passes.shape_chains import ShapeChains
@@ -19,6 +21,8 @@ REGISTRY: dict[str, type[Pass]] = {
         Cleanup,
         Simplify,
         ShapeChains,
+        NormFusion,
+        GeluFusion,
         FoldConvBN,
         ConvActivation,
         U8Activations,
@@ -30,7 +34,7 @@ REGISTRY: dict[str, type[Pass]] = {
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "fold-conv-bn", "conv-activation", "u8-activations", "requant", "nhwc-int8", "pad-channels", "cleanup"]
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "norm-fusion", "gelu-fusion", "fold-conv-bn", "conv-activation", "u8-activations", "requant", "nhwc-int8", "pad-channels", "cleanup"]
 
 __all__ = [
     "REGISTRY",

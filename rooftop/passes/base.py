@@ -257,31 +257,58 @@ def _numel(t: onnx.TensorProto) -> int:
     return n
 
 
-def toposorted(model: ModelProto) -> bool:
-    """Whether every node of the main graph comes after the producers of its inputs."""
-    known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
-    for node in model.graph.node:
-        if any(i not in known for i in node.input):
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """Names a node reads: its inputs and the outer-scope names its subgraphs (If, Loop, Scan) use."""
+    names = list(node.input)
+    for g in _subgraphs(node):
+        local = {i.name for i in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+        names += [x for n in g.node for x in _reads(n) if x not in local]
+    return names
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [g for a in node.attribute
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else [])]
+
+
+def _sorted_graph(g: onnx.GraphProto) -> bool:
+    known = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    produced = {o for n in g.node for o in n.output}
+    for node in g.node:
+        if any(i not in known and i in produced for i in _reads(node)) or not all(_sorted_graph(sg) for sg in _subgraphs(node)):
             return False
         known.update(node.output)
     return True
 
 
+def toposorted(model: ModelProto) -> bool:
+    """Whether every node, in the main graph and in every subgraph, comes after the producers of
+    what it reads (a subgraph's outer-scope names included)."""
+    return _sorted_graph(model.graph)
+
+
 def toposort(model: ModelProto) -> bool:
-    """Put the main graph's nodes in topological order in place (stable: nodes already in order keep
-    it). Inputs nothing in the graph produces (outer-scope names) count as available. Returns
-    whether the order changed."""
-    nodes = list(model.graph.node)
+    """Put every graph's nodes (main graph and subgraphs) in topological order in place, stable:
+    nodes already in order keep it. Returns whether any order changed."""
+    return _sort_graph(model.graph)
+
+
+def _sort_graph(g: onnx.GraphProto) -> bool:
+    changed = False
+    for node in g.node:
+        for sg in _subgraphs(node):
+            changed |= _sort_graph(sg)
+    nodes = list(g.node)
     produced = {o for n in nodes for o in n.output if o}
-    known = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
-    waiting = {i: {x for x in n.input if x in produced and x not in known} for i, n in enumerate(nodes)}
+    known = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    waiting = {i: {x for x in _reads(n) if x in produced and x not in known} for i, n in enumerate(nodes)}
     readers: dict[str, list[int]] = {}
     for i, need in waiting.items():
         for x in need:
             readers.setdefault(x, []).append(i)
-    ready = sorted(i for i, need in waiting.items() if not need)
-    order: list[int] = []
+    ready = [i for i, need in waiting.items() if not need]
     heapq.heapify(ready)
+    order: list[int] = []
     while ready:
         i = heapq.heappop(ready)
         order.append(i)
@@ -291,15 +318,14 @@ def toposort(model: ModelProto) -> bool:
                 if not waiting[j]:
                     heapq.heappush(ready, j)
     if len(order) != len(nodes):
-        raise ValueError("the graph has a cycle")
+        raise ValueError(f"graph {g.name!r} has a cycle")
     if order == list(range(len(nodes))):
-        return False
-    sorted_nodes = [nodes[i] for i in order]
-    copies = [onnx.NodeProto() for _ in sorted_nodes]
-    for c, n in zip(copies, sorted_nodes):
-        c.CopyFrom(n)
-    del model.graph.node[:]
-    model.graph.node.extend(copies)
+        return changed
+    copies = [onnx.NodeProto() for _ in order]
+    for c, i in zip(copies, order):
+        c.CopyFrom(nodes[i])
+    del g.node[:]
+    g.node.extend(copies)
     return True
 
 

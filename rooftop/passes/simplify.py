@@ -33,8 +33,9 @@ import sys
 import onnx
 from onnx import ModelProto
 
+from rooftop.errors import first_line
 from rooftop.model_io import is_large, tensor_nbytes
-from rooftop.passes.base import ModelPass, PassContext, PassResult, graph_signature, growth_budget, toposort, weight_bytes
+from rooftop.passes.base import ModelPass, PassContext, PassResult, graph_signature, growth_budget, toposort, toposorted, weight_bytes
 
 
 
@@ -74,8 +75,11 @@ class Simplify(ModelPass):
         before = graph_signature(model)
         work, kept = _hide_narrow_weights(model)
         work, generators = _hide_large_generators(work, int(ctx.fold_limit))
+        if not toposorted(work):  # onnxsim refuses an If whose subgraph reads a value produced after it
+            work = _copy(work) if work is model else work
+            toposort(work)
         budget = ctx.fold_budget if ctx.fold_budget is not None else growth_budget(weight_bytes(model), ctx.fold_limit)
-        out, capped, grown = _within_budget(work, int(ctx.fold_limit), budget)
+        out, capped, grown, fallback = _within_budget(work, int(ctx.fold_limit), budget, ctx.target)
         _restore_generators(out, generators, model)
         _restore_narrow_weights(out, kept)
         resorted = toposort(out)  # onnxsim's output is now and then out of order; the checker refuses that
@@ -93,6 +97,11 @@ class Simplify(ModelPass):
         if capped is not None:
             notes.append(f"folding would have added {grown / 1e6:.1f} MB of weights (budget {budget / 1e6:.1f} MB: the larger of "
                          f"--fold-limit and 10% of the model's weights, less what earlier passes added); tensors over {capped:,} bytes stay computed at run time")
+        if fallback:
+            notes.append(f"onnxsim's optimizer failed ({fallback[:120]}): constant folding and shape inference only")
+        fused = _contrib_ops(out) - _contrib_ops(model)
+        if fused:
+            notes.append(f"onnxsim fused {fused} com.microsoft ops (attention, rotary embedding): --target onnxruntime")
         if resorted:
             notes.append("put onnxsim's output back in topological order")
         if kept:
@@ -100,17 +109,26 @@ class Simplify(ModelPass):
         return out, PassResult(rewrites, notes)
 
 
-def _onnxsim(model: ModelProto, threshold: int) -> ModelProto:
+# onnxsim's own fusions: norm-fusion and gelu-fusion do LayerNorm, RMSNorm and GELU (and report
+# them); the rest write com.microsoft ops (Attention, GroupQueryAttention, RotaryEmbedding), which
+# the portable target must not get. With --target onnxruntime those stay on and measurement decides.
+OURS = ["fuse_gelu", "fuse_layer_norm", "fuse_rms_norm", "fuse_lp_normalization"]
+CONTRIB = ["fuse_attention", "fuse_gqa", "fuse_rope", "fuse_qkv"]
+
+
+def _onnxsim(model: ModelProto, threshold: int, target: str = "portable", optimize: bool = True) -> ModelProto:
     import onnxsim
 
+    skipped = ["fuse_matmul_add_bias_into_gemm_batched"] + OURS + (CONTRIB if target != "onnxruntime" else [])
     with _quiet():
         out, ok = onnxsim.simplify(
             model,
             check_n=0,
+            perform_optimization=optimize,
             skip_fuse_bn=True,
             # the batched MatMul+Add -> Reshape/Gemm/Reshape rewrite builds Reshape targets from
             # Shape/Slice/Concat of the input: under dynamic axes it *adds* run-time shape ops
-            skipped_optimizers=["fuse_matmul_add_bias_into_gemm_batched"],
+            skipped_optimizers=skipped,
             tensor_size_threshold=f"{max(threshold, 1)}B",
             skip_shape_inference=False,
         )
@@ -119,14 +137,31 @@ def _onnxsim(model: ModelProto, threshold: int) -> ModelProto:
     return out
 
 
-def _within_budget(work: ModelProto, limit: int, budget: int) -> tuple[ModelProto, int | None, int]:
+def _copy(model: ModelProto) -> ModelProto:
+    m = ModelProto()
+    m.CopyFrom(model)
+    return m
+
+
+def _contrib_ops(model: ModelProto) -> int:
+    return sum(n.domain == "com.microsoft" for n in model.graph.node)
+
+
+def _within_budget(work: ModelProto, limit: int, budget: int, target: str) -> tuple[ModelProto, int | None, int, str]:
     """onnxsim at the per-tensor limit; while the weights it adds exceed ``budget`` (many tensors
     under the limit), again at the threshold at which the smallest new tensors fit. A lower
     threshold can make intermediate constants new tensors of their own, so this is checked again,
     at most four times, down to shape-sized tensors. Returns (model, the threshold used when
-    capped, bytes the first attempt would have added)."""
+    capped, bytes the first attempt would have added, why onnxsim's optimizer was left out or '').
+    onnxsim's optimizer fails on some models its folding handles (nested If subgraphs: "Nodes in a
+    graph must be topologically sorted" on a sorted graph); then folding alone is done."""
     base = weight_bytes(work)
-    out = _onnxsim(work, limit)
+    fallback = ""
+    try:
+        out = _onnxsim(work, limit, target)
+    except RuntimeError as e:
+        fallback = first_line(e)
+        out = _onnxsim(work, limit, target, optimize=False)
     first = weight_bytes(out) - base
     threshold, capped = limit, None
     for _ in range(4):
@@ -134,8 +169,8 @@ def _within_budget(work: ModelProto, limit: int, budget: int) -> tuple[ModelProt
             break
         threshold = max(min(_threshold_within(work, out, budget), threshold // 2), MIN_THRESHOLD)
         capped = threshold
-        out = _onnxsim(work, threshold)
-    return out, capped, first
+        out = _onnxsim(work, threshold, target, optimize=not fallback)
+    return out, capped, first, fallback
 
 
 MIN_THRESHOLD = 4096  # bytes: shape vectors and scalars always fold

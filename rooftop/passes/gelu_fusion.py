@@ -1,0 +1,155 @@
+"""gelu-fusion: GELU written out as elementwise ops becomes one Gelu.
+
+Algebra (every op reads and writes the whole activation; the fused op reads it once):
+
+- erf form (``nn.GELU()``): ``0.5 · x · (1 + erf(x / √2))`` — ``x / √2`` as ``Div(x, 1.4142…)`` or
+  ``Mul(x, 0.7071…)``, the halving before or after the product — is ``Gelu(x)`` (opset 20), or
+  com.microsoft ``Gelu`` with ``--target onnxruntime`` at any opset.
+- tanh form (``nn.GELU(approximate="tanh")``, GPT-2's ``gelu_new``):
+  ``0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`` — ``x³`` as ``Pow(x, 3)`` or
+  ``x · x · x`` — is ``Gelu(x; approximate="tanh")`` (opset 20), or com.microsoft ``FastGelu``.
+
+Constants must match to 1e-3 relative; the fused op computes the same function (verified).
+
+Refuses (ops left, reason on the Erf/Tanh): the portable target at an opset below 20 (the
+reason names ``--opset 20``); an intermediate read by another node or a graph output; the
+product not taken with the same x that went into the erf/tanh.
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx_graphsurgeon as gs
+
+from rooftop.passes._graph import Namer
+from rooftop.passes._match import STANDARD, near, only_consumer, other_input, producer, scalar
+from rooftop.passes.base import Pass, PassContext, PassResult
+
+GELU_OPSET = 20
+SQRT2 = math.sqrt(2.0)
+SQRT_2_PI = math.sqrt(2.0 / math.pi)
+
+
+class GeluFusion(Pass):
+    name = "gelu-fusion"
+    summary = "decomposed GELU (erf and tanh forms) → Gelu (opset 20; com.microsoft Gelu/FastGelu for onnxruntime)"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        res = PassResult()
+        opset = int(graph.opset or 0)
+        names = Namer(graph)
+        for node in list(graph.nodes):
+            if node.op not in ("Erf", "Tanh") or node.domain not in STANDARD or not node.outputs:
+                continue
+            m = _erf_form(graph, node) if node.op == "Erf" else _tanh_form(graph, node)
+            if m is None:
+                continue
+            if isinstance(m, str):
+                res.refuse(m, node)
+                continue
+            x, out, nodes = m
+            approx = "tanh" if node.op == "Tanh" else "none"
+            if opset >= GELU_OPSET:
+                op, domain, attrs = "Gelu", None, ({"approximate": "tanh"} if approx == "tanh" else {})
+            elif ctx.target == "onnxruntime":
+                op, domain, attrs = ("FastGelu" if approx == "tanh" else "Gelu"), "com.microsoft", {}
+            else:
+                res.refuse(f"opset {opset} < {GELU_OPSET}: Gelu needs {GELU_OPSET} (--opset {GELU_OPSET} enables it)", node)
+                continue
+            for n in nodes:
+                n.inputs.clear()
+                n.outputs.clear()
+            graph.nodes.append(gs.Node(op, names.fresh(f"{out.name}_gelu"), attrs, [x], [out], domain=domain))
+            key = f"gelu-{'tanh' if approx == 'tanh' else 'erf'}-into-{op}"
+            res.counts[key] = res.counts.get(key, 0) + 1
+            res.rewrites += 1
+        return res
+
+
+def _erf_form(graph: gs.Graph, erf: gs.Node):
+    """(x, output, nodes) of ``0.5 · x · (1 + erf(x/√2))`` around this Erf, a reason, or None."""
+    scaled = producer(erf.inputs[0], "Div", "Mul")
+    if scaled is None or len(scaled.inputs) != 2:
+        return None
+    if scaled.op == "Div" and near(scalar(scaled.inputs[1]), SQRT2):
+        x = scaled.inputs[0]
+    elif scaled.op == "Mul" and any(near(scalar(t), 1 / SQRT2) for t in scaled.inputs):
+        x = next(t for t in scaled.inputs if not near(scalar(t), 1 / SQRT2))
+    else:
+        return None
+    if only_consumer(scaled.outputs[0], graph) is not erf:
+        return "x/√2 is read by another node"
+    return _one_plus_times_half(graph, erf, x, [scaled, erf])
+
+
+def _tanh_form(graph: gs.Graph, tanh: gs.Node):
+    """(x, output, nodes) of ``0.5 · x · (1 + tanh(√(2/π)(x + 0.044715 x³)))``, a reason, or None."""
+    outer = producer(tanh.inputs[0], "Mul")
+    if outer is None or len(outer.inputs) != 2:
+        return None
+    inner_t = next((t for t in outer.inputs if not near(scalar(t), SQRT_2_PI)), None)
+    if inner_t is None or not any(near(scalar(t), SQRT_2_PI) for t in outer.inputs):
+        return None
+    inner = producer(inner_t, "Add")
+    if inner is None or len(inner.inputs) != 2:
+        return None
+    for x in inner.inputs:
+        cube_part = other_input(inner, x)
+        nodes = _cubic(cube_part, x)
+        if nodes is not None:
+            body = [*nodes, inner, outer, tanh]
+            if any(only_consumer(n.outputs[0], graph) is None for n in body[:-1]):
+                return "a part of the tanh argument is read by another node"
+            return _one_plus_times_half(graph, tanh, x, body)
+    return None
+
+
+def _cubic(t: gs.Tensor, x: gs.Tensor) -> list[gs.Node] | None:
+    """The nodes of ``0.044715 · x³`` producing ``t`` (x³ as Pow(x, 3) or x·x·x), or None."""
+    mul = producer(t, "Mul")
+    if mul is None or len(mul.inputs) != 2:
+        return None
+    cube_t = next((u for u in mul.inputs if near(scalar(u), 0.044715)), None)
+    if cube_t is None:
+        return None
+    cube_t = other_input(mul, cube_t)
+    p = producer(cube_t, "Pow", "Mul")
+    if p is None:
+        return None
+    if p.op == "Pow" and p.inputs[0] is x and near(scalar(p.inputs[1]), 3.0, 1e-6):
+        return [p, mul]
+    if p.op == "Mul":
+        sq_t = other_input(p, x)
+        sq = producer(sq_t, "Mul") if sq_t is not None else None
+        if sq is not None and sq.inputs[0] is x and sq.inputs[1] is x:
+            return [sq, p, mul]
+    return None
+
+
+def _one_plus_times_half(graph: gs.Graph, f: gs.Node, x: gs.Tensor, body: list[gs.Node]):
+    """After erf/tanh: ``(1 + ·) · x · 0.5`` in either order of the two products."""
+    add = only_consumer(f.outputs[0], graph, "Add")
+    if add is None or not near(scalar(other_input(add, f.outputs[0])), 1.0, 1e-6):
+        return None
+    m1 = only_consumer(add.outputs[0], graph, "Mul")
+    if m1 is None:
+        a = add.outputs[0]
+        observed = len(a.outputs) > 1 or any(o is a for o in graph.outputs)
+        return f"(1 + {f.op.lower()}) is read by another node or is a graph output" if observed else None
+    other = other_input(m1, add.outputs[0])
+    if other is x:  # x · (1 + f), then · 0.5
+        m2 = only_consumer(m1.outputs[0], graph, "Mul")
+        if m2 is None or not near(scalar(other_input(m2, m1.outputs[0])), 0.5, 1e-6):
+            return "x · (1 + f) is not halved"
+        return x, m2.outputs[0], [*body, add, m1, m2]
+    half = producer(other, "Mul") if other is not None else None
+    if half is not None and x in half.inputs and near(scalar(other_input(half, x)), 0.5, 1e-6):
+        if only_consumer(half.outputs[0], graph) is not m1:
+            return "0.5 · x is read by another node"
+        return x, m1.outputs[0], [*body, half, add, m1]
+    if other is not None and near(scalar(other), 0.5, 1e-6):  # 0.5 · (1 + f), then · x
+        m2 = only_consumer(m1.outputs[0], graph, "Mul")
+        if m2 is not None and other_input(m2, m1.outputs[0]) is x:
+            return x, m2.outputs[0], [*body, add, m1, m2]
+    return "the product is not taken with the x that went in"

@@ -1,0 +1,163 @@
+"""norm-fusion and gelu-fusion: the decomposed LayerNorm / RMSNorm / GELU of real exports (both torch
+exporters) become one op where the opset allows, verified at two sizes; every refusal says why."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT, init, make_model, ops, optimize, run, vi
+from onnx import TensorProto, helper
+
+from rooftop.passes import PassContext
+from rooftop.passes.gelu_fusion import GeluFusion
+from rooftop.passes.norm_fusion import NormFusion
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(ROOT / "models"))
+import archs  # noqa: E402
+
+DECOMPOSED = {"ReduceMean", "Sqrt", "Pow", "Erf", "Tanh", "Reciprocal"}
+
+
+def small(name: str):
+    torch.manual_seed(0)
+    if name == "bert":
+        return archs.BertEncoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
+    if name == "gpt2":
+        return archs.GPT2Decoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
+    return archs.ViT(image=32, patch=8, d=48, layers=2, heads=2, classes=10), torch.randn(2, 3, 32, 32), {0: "batch"}
+
+
+@pytest.mark.parametrize("exporter,opset", [("legacy", 14), ("dynamo", None)])  # dynamo: torch's default opset
+@pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
+def test_transformer_exports_keep_no_decomposed_norm_or_gelu(tmp_path, name, exporter, opset):
+    net, x, axes = small(name)
+    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter=exporter, opset=opset)
+    n_ln = sum(isinstance(m, torch.nn.LayerNorm) for m in net.modules())
+    n_gelu = sum(isinstance(m, torch.nn.GELU) for m in net.modules())
+    out, report = optimize(src, opset=20)
+    types = ops(out)
+    assert not DECOMPOSED & set(types) - ({"Tanh"} if name == "bert" else set()), sorted(DECOMPOSED & set(types))  # BERT's pooler is a real tanh
+    assert types.count("LayerNormalization") == n_ln and types.count("Gelu") == n_gelu
+    assert report.final_check is not None and report.final_check.ok
+    assert report.verification.count(" and ") == 1  # two sizes of the dynamic axes
+    feeds = {out.graph.input[0].name: x.numpy()}
+    with torch.no_grad():
+        ref = net(x).numpy()
+    np.testing.assert_allclose(run(out, feeds)[0], ref, rtol=1e-3, atol=1e-4)
+
+
+def test_old_opset_says_which_opset_enables_the_fusions(tmp_path):
+    net, x, axes = small("bert")
+    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter="legacy", opset=14)
+    out, report = optimize(src)
+    norm = next(r for r in report.passes if r.name == "norm-fusion")
+    gelu = next(r for r in report.passes if r.name == "gelu-fusion")
+    assert norm.rewrites == 0 and gelu.rewrites == 0
+    assert len(norm.refusals["opset 14 < 17: LayerNormalization needs 17 (--opset 17 enables it)"]) == 5  # embeddings + 2 per layer
+    assert len(gelu.refusals["opset 14 < 20: Gelu needs 20 (--opset 20 enables it)"]) == 2
+
+
+def test_onnxruntime_target_fuses_gelu_at_the_models_opset(tmp_path):
+    net, x, axes = small("gpt2")
+    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter="legacy", opset=17)
+    out, report = optimize(src, target="onnxruntime")
+    node = next(n for n in out.graph.node if n.op_type == "Gelu")
+    assert node.domain == "com.microsoft" and "Erf" not in ops(out)
+    assert report.final_check.ok
+
+
+# ---- hand-written patterns and their negative twins -----------------------------------------
+
+def layernorm_graph(eps_input: bool = False, axes=(-1,), opset: int = 17, shape=(2, 5, 8)):
+    """x - mean → Pow 2 → mean → + ε → Sqrt → Div → · γ → + β, ReduceMean axes as attribute (< 18)."""
+    c = shape[-1]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=list(axes), name="mean"),
+        helper.make_node("Sub", ["x", "m"], ["d"]),
+        helper.make_node("Pow", ["d", "two"], ["p"]),
+        helper.make_node("ReduceMean", ["p"], ["v"], axes=list(axes)),
+        helper.make_node("Add", ["v", "eps"], ["e"]),
+        helper.make_node("Sqrt", ["e"], ["s"]),
+        helper.make_node("Div", ["d", "s"], ["n"]),
+        helper.make_node("Mul", ["n", "g"], ["ng"]),
+        helper.make_node("Add", ["ng", "b"], ["y"]),
+    ]
+    r = np.random.default_rng(0)
+    inits = [init("two", np.array(2.0, np.float32)), init("g", r.random(c).astype(np.float32) + 0.5), init("b", r.standard_normal(c).astype(np.float32))]
+    inputs = [vi("x", list(shape))]
+    if eps_input:
+        inputs.append(vi("eps", []))
+    else:
+        inits.append(init("eps", np.array(1e-5, np.float32)))
+    return make_model(nodes, inputs, [vi("y", list(shape))], inits, opset=opset)
+
+
+def test_layernorm_pattern_becomes_one_op():
+    m = layernorm_graph()
+    out, res = NormFusion().apply(m, PassContext())
+    assert ops(out) == ["LayerNormalization"] and res.counts == {"layernorm-into-LayerNormalization": 1}
+    x = np.random.default_rng(1).standard_normal((2, 5, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_layernorm_refusals_say_why():
+    _out, res = NormFusion().apply(layernorm_graph(eps_input=True), PassContext())
+    assert res.rewrites == 0 and res.refusals == {"epsilon is not a constant": ["mean"]}
+    _out, res = NormFusion().apply(layernorm_graph(axes=(1,)), PassContext())
+    assert res.rewrites == 0 and res.refusals == {"normalized axes are not the last ones": ["mean"]}
+    _out, res = NormFusion().apply(layernorm_graph(opset=16), PassContext())
+    assert res.refusals == {"opset 16 < 17: LayerNormalization needs 17 (--opset 17 enables it)": ["mean"]}
+
+
+def rmsnorm_graph(form: str):
+    """x · rsqrt(mean(x²) + ε) · γ at opset 23 (ReduceMean axes as an input)."""
+    nodes = [helper.make_node("Pow", ["x", "two"], ["p"], name="square"), helper.make_node("ReduceMean", ["p", "ax"], ["v"]),
+             helper.make_node("Add", ["v", "eps"], ["e"]), helper.make_node("Sqrt", ["e"], ["s"])]
+    if form == "reciprocal":
+        nodes += [helper.make_node("Reciprocal", ["s"], ["r"]), helper.make_node("Mul", ["x", "r"], ["n"])]
+    elif form == "one-over":
+        nodes += [helper.make_node("Div", ["one", "s"], ["r"]), helper.make_node("Mul", ["r", "x"], ["n"])]
+    else:
+        nodes += [helper.make_node("Div", ["x", "s"], ["n"])]
+    nodes.append(helper.make_node("Mul", ["g", "n"], ["y"]))
+    inits = [init("two", np.array(2.0, np.float32)), init("ax", np.array([-1], np.int64)), init("eps", np.array(1e-6, np.float32)),
+             init("one", np.array(1.0, np.float32)), init("g", np.linspace(0.5, 1.5, 16).astype(np.float32))]
+    return make_model(nodes, [vi("x", ["batch", 4, 16])], [vi("y", ["batch", 4, 16])], inits, opset=23)
+
+
+@pytest.mark.parametrize("form", ["reciprocal", "one-over", "div"])
+def test_rmsnorm_forms_become_rmsnormalization(form):
+    m = rmsnorm_graph(form)
+    out, res = NormFusion().apply(m, PassContext())
+    assert ops(out) == ["RMSNormalization"] and res.rewrites == 1
+    for b in (1, 3):
+        x = np.random.default_rng(b).standard_normal((b, 4, 16)).astype(np.float32)
+        np.testing.assert_allclose(run(out, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def gelu_graph(shared: bool = False, opset: int = 20):
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["u"]), helper.make_node("Erf", ["u"], ["f"], name="erf"),
+             helper.make_node("Add", ["f", "one"], ["a"]), helper.make_node("Mul", ["x", "a"], ["xa"]),
+             helper.make_node("Mul", ["xa", "half"], ["y"])]
+    outputs = [vi("y", [4, 8])]
+    if shared:
+        outputs.append(vi("a", [4, 8]))  # 1 + erf observed: the pattern cannot go
+    inits = [init("sqrt2", np.array(np.sqrt(2.0), np.float32)), init("one", np.array(1.0, np.float32)), init("half", np.array(0.5, np.float32))]
+    return make_model(nodes, [vi("x", [4, 8])], outputs, inits, opset=opset)
+
+
+def test_gelu_pattern_and_its_twins():
+    m = gelu_graph()
+    out, res = GeluFusion().apply(m, PassContext())
+    assert ops(out) == ["Gelu"] and res.counts == {"gelu-erf-into-Gelu": 1}
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    _out, res = GeluFusion().apply(gelu_graph(shared=True), PassContext())
+    assert res.rewrites == 0 and res.refusals == {"(1 + erf) is read by another node or is a graph output": ["erf"]}
+    _out, res = GeluFusion().apply(gelu_graph(opset=17), PassContext())
+    assert res.refusals == {"opset 17 < 20: Gelu needs 20 (--opset 20 enables it)": ["erf"]}
+    out, res = GeluFusion().apply(gelu_graph(opset=17), PassContext(target="onnxruntime"))
+    assert ops(out) == ["Gelu"] and out.graph.node[0].domain == "com.microsoft"
