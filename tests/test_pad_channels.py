@@ -189,3 +189,17 @@ def test_conv_with_a_run_time_bias_is_not_half_padded():
     out, res = pad(m)
     assert res.rewrites == 0 and out is m
     assert "left unpadded (bias not constant): 1" in res.notes
+
+
+def test_slice_at_opset_9_takes_attributes():
+    """Before opset 10 Slice has starts/ends/axes as attributes (the zoo's old models: the checker
+    rejected the input form and the pass was rolled back on light Inception-v1)."""
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["a"]), helper.make_node("Relu", ["a"], ["feat"]),
+             helper.make_node("Conv", ["feat", "W2"], ["b"])]
+    m = make_model(nodes, [vi("x", [1, 3, 2, 2])], [vi("feat", [1, 10, 2, 2]), vi("b", [1, 4, 2, 2])],
+                   [init("W1", f32(10, 3, 1, 1)), init("W2", f32(4, 10, 1, 1))], opset=9)
+    out, res = pad(m)
+    assert res.rewrites == 1 and ops(out).count("Slice") == 1
+    sl = next(n for n in out.graph.node if n.op_type == "Slice")
+    assert len(sl.input) == 1 and {a.name for a in sl.attribute} == {"starts", "ends", "axes"}
+    same(m, out, (1, 3, 2, 2))

@@ -344,6 +344,8 @@ class _Padder:
     def _slice_node(self, t: gs.Tensor, out: gs.Tensor) -> gs.Node:
         lay = self.layouts[id(t)]
         p = self.names.fresh(f"{t.name}_unpad")
+        if lay.is_prefix() and (self.graph.opset or 13) < 10:  # Slice-1: starts/ends/axes are attributes
+            return gs.Node("Slice", p, {"starts": [0], "ends": [int(lay.real)], "axes": [1]}, inputs=[t], outputs=[out])
         if lay.is_prefix():
             return gs.Node("Slice", p, inputs=[
                 t, self.const(f"{p}_starts", np.array([0], np.int64)), self.const(f"{p}_ends", np.array([lay.real], np.int64)),
