@@ -1,0 +1,118 @@
+"""Transformer fusions against onnxruntime.transformers.optimizer, interleaved on this machine.
+
+    pip install torch==2.13.0 -e ".[export,bench]"
+    python benchmarks/bench_transformers.py [--budget 3] [--models bert,gpt2,vit] [--opset 20]
+
+For each model (BERT-, GPT-2- and ViT-style, written in models/archs.py, exported with the
+TorchScript exporter at opset 14 as older exports are, d=256, 4 layers, batch 1, sequence 128 /
+224x224 image; cached in benchmarks/cache/): `rooftop.optimize` (portable target, `--opset`
+converting the model so LayerNormalization/Gelu exist, measurement deciding at ORT_ENABLE_ALL) and
+`onnxruntime.transformers.optimizer.optimize_model` (its fusions into com.microsoft ops, opt_level
+0 so the file holds only its own rewrites). Each output is timed interleaved against the original
+at ORT_DISABLE_ALL and at ORT_ENABLE_ALL: median of per-round ratios (output / original) with the
+95% CI of that median. The memory traffic each of rooftop's fusions removed comes from its report
+(cost model, bytes read + written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import onnx
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent / "models"))
+sys.path.insert(0, str(ROOT.parent))
+CACHE = ROOT / "cache"
+
+
+def export(name: str) -> tuple[Path, str, dict]:
+    """The cached export, onnxruntime.transformers' model_type and its size arguments."""
+    path = CACHE / f"{name}-ts14.onnx"
+    if not path.exists():
+        import torch
+
+        import archs
+
+        torch.manual_seed(0)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        if name == "bert":
+            net, x = archs.BertEncoder(vocab=1000, d=256, layers=4, heads=4), torch.randint(1, 1000, (1, 128))
+        elif name == "gpt2":
+            net, x = archs.GPT2Decoder(vocab=1000, d=256, layers=4, heads=4), torch.randint(1, 1000, (1, 128))
+        else:
+            net, x = archs.ViT(image=224, patch=16, d=256, layers=4, heads=4), torch.randn(1, 3, 224, 224)
+        archs.export(net.eval(), x, path, opset=14)
+    kind = {"bert": "bert", "gpt2": "gpt2", "vit": "vit"}[name]
+    return path, kind, {"num_heads": 4, "hidden_size": 256}
+
+
+def ort_transformers(src: Path, kind: str, sizes: dict, dst: Path) -> Path:
+    from onnxruntime.transformers import optimizer
+
+    m = optimizer.optimize_model(str(src), model_type=kind, opt_level=0, **sizes)
+    m.save_model_to_file(str(dst))
+    return dst
+
+
+def feeds_for(model: onnx.ModelProto):
+    from rooftop import runtime
+
+    specs = runtime.graph_inputs(model)
+    return runtime.random_inputs(specs, runtime.bind_shapes(specs, {}, 1, 128), seed=0, highs=runtime.index_bounds(model))
+
+
+def timed(original: onnx.ModelProto, other: onnx.ModelProto, feeds, level: str, budget: float) -> str:
+    from rooftop.analysis import timing
+    from rooftop.runtime import physical_cores
+
+    threads = physical_cores()
+    c = timing.compare_sessions(timing.session(original, level, threads), timing.session(other, level, threads), feeds,
+                                level=level, threads=threads, budget_s=budget)
+    lo, hi = c.ci
+    return f"{c.ratio:.2f} [{lo:.2f}–{hi:.2f}]"
+
+
+def fusion_bytes(report) -> str:  # noqa: ANN001
+    parts = []
+    for r in report.passes:
+        if r.name in ("norm-fusion", "gelu-fusion") and r.cost is not None and r.status.value == "applied":
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
+            parts.append(f"{kinds}: −{(r.cost.before.bytes - r.cost.after.bytes) / 1e6:.1f} MB")
+    return "; ".join(parts) or "-"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", type=float, default=3.0)
+    ap.add_argument("--models", default="bert,gpt2,vit")
+    ap.add_argument("--opset", type=int, default=20)
+    args = ap.parse_args()
+    import onnxruntime
+
+    import rooftop
+
+    print(f"onnxruntime {onnxruntime.__version__}; budget {args.budget}s per comparison; ratios = output/original, median [95% CI]\n")
+    cols = ["model", "output", "nodes", "ORT_DISABLE_ALL", "ORT_ENABLE_ALL", "fusions (rooftop: bytes removed per inference)"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    with tempfile.TemporaryDirectory() as d:
+        for name in args.models.split(","):
+            src, kind, sizes = export(name)
+            original = onnx.load(src)
+            feeds = feeds_for(original)
+            ours, report = rooftop.optimize(src, opset=args.opset, hardware="xeon-avx512", time_budget=1.0)
+            theirs = onnx.load(ort_transformers(src, kind, sizes, Path(d) / f"{name}-ort.onnx"))
+            their_ops = sorted({n.op_type for n in theirs.graph.node if n.domain == "com.microsoft"})
+            for label, m, note in ((f"rooftop --opset {args.opset}", ours, fusion_bytes(report)),
+                                   ("onnxruntime.transformers", theirs, ", ".join(their_ops) or "-")):
+                row = [name, label, f"{len(original.graph.node)}→{len(m.graph.node)}",
+                       timed(original, m, feeds, "disable", args.budget), timed(original, m, feeds, "all", args.budget), note]
+                print("| " + " | ".join(row) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
