@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optimize",
         description="Rooftop: rewrite an ONNX model to move fewer bytes, verify it computes the same, and report what each pass saved.",
-        epilog="Exit codes: 0 ok; 1 --check found changes; 2 bad usage or input; 3 verification failed (nothing written); 4 internal error.",
+        epilog="Exit codes: 0 ok; 1 --check found changes; 2 bad usage or input; 3 verification failed (nothing written); "
+               "4 internal error; 5 --audit gate failed.",
     )
     p.add_argument("model", nargs="?", help="input .onnx model (never modified)")
     p.add_argument("--version", action="version", version=f"rooftop {_version()}")
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the per-pass table; with PATH (.json, .md, .html) also write a report file. Repeatable.",
     )
     p.add_argument("--check", action="store_true", help="analyze only: write nothing, exit 1 if any pass would change the model")
+    au = p.add_argument_group("audit (a CI gate)")
+    au.add_argument("--audit", action="store_true", help="list what makes the model slow, who can fix it (a pass or its author) and what is at stake; writes no model")
+    au.add_argument("--fail-on", action="append", default=[], metavar="KIND,...", help="exit 5 when a finding of these kinds is present (repeatable)")
+    au.add_argument("--max-traffic", type=parse_size, metavar="SIZE", help="exit 5 when the model moves more bytes per inference (cost model)")
+    au.add_argument("--max-latency-ms", type=float, metavar="MS", help="exit 5 when the model's latency at the deploy level is above MS")
+    au.add_argument("--baseline", metavar="AUDIT.json", help="exit 5 when nodes or traffic grew, or latency grew beyond the noise, against a previous --audit --report JSON")
     g = p.add_argument_group("passes")
     g.add_argument("--passes", help="comma-separated pipeline to run instead of the default")
     g.add_argument("--skip", action="append", default=[], help="pass(es) to leave out (comma-separated, repeatable)")
@@ -200,6 +207,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.measure_hardware:
         return _measure_hardware(out, err)
     _validate(args)
+    if args.audit:
+        return _audit(args, out, err)
     reports = args.report or []
     files = [r for r in reports if r != "-"]
     opts = _options(args, profile_nodes=bool(reports))
@@ -227,6 +236,27 @@ def _main(args: argparse.Namespace) -> int:
     if not args.quiet and "-" not in reports:  # the terminal report already ends with what was written
         err.print(text.outcome_line(report, args.output), highlight=False)
     return errors.EXIT_OK
+
+
+def _audit(args: argparse.Namespace, out, err) -> int:  # noqa: ANN001
+    from rooftop import audit
+    from rooftop.report.audit import print_audit, write_audit
+
+    if args.output:
+        raise errors.UsageError("--audit writes no model; drop -o (optimize the model in a separate run)")
+    gate = audit.Gate(tuple(_split(args.fail_on)), args.max_traffic, args.max_latency_ms, args.baseline)
+    gate.check()
+    reports = args.report or []
+    with _Progress(err, args.quiet) as progress:
+        result = audit.audit(args.model, _options(args, profile_nodes=True), gate, on_stage=progress.stage)
+    if "-" in reports or not reports:
+        print_audit(result, out)
+    for r in reports:
+        if r != "-":
+            write_audit(result, r)
+            if not args.quiet:
+                err.print(f"audit written to {r}", highlight=False)
+    return errors.EXIT_AUDIT_FAILED if result.failures else errors.EXIT_OK
 
 
 def _measure_hardware(out, err) -> int:

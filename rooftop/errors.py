@@ -7,6 +7,8 @@ Exit codes (also in the README):
     2  usage error, or unreadable / invalid input or output path
     3  verification failed: the optimized model computes something else; nothing written
     4  internal error (a bug in Rooftop)
+    5  ``--audit`` gate failed: a ``--fail-on`` kind was found, a budget was exceeded, or the model
+       regressed against ``--baseline``
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ EXIT_CHECK_CHANGES = 1
 EXIT_INPUT = 2
 EXIT_VERIFY = 3
 EXIT_INTERNAL = 4
+EXIT_AUDIT_FAILED = 5
 
 
 class RooftopError(Exception):
