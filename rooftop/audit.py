@@ -315,9 +315,11 @@ def _attribute(findings: list[Finding], final: list[Finding], applied: list[str]
         f.fixed_by = next((p for p in FIXERS[f.kind] if p in applied), None)
 
 
-def _latency(model: ModelProto, level: str, threads: int, budget_s: float = 1.0) -> dict | None:
-    """The model's latency at ``level``: quartiles of single runs over ``budget_s`` (at least 30),
-    after the optimize run's sessions are gone (their threads would compete)."""
+def _latency(model: ModelProto, level: str, threads: int, blocks: int = 3, block_s: float = 0.4) -> dict | None:
+    """The model's latency at ``level``: single runs in ``blocks`` blocks of ``block_s`` (at least 20
+    runs each), after the optimize run's sessions are gone (their threads would compete).
+    ``best_ms`` is the lowest block median: on a shared machine interference only ever adds time,
+    so the best block is what a comparison across runs can trust; quartiles are over all runs."""
     import gc
     import time
 
@@ -333,16 +335,21 @@ def _latency(model: ModelProto, level: str, threads: int, budget_s: float = 1.0)
         sess = runtime.make_session(model, optimization=level, threads=threads or runtime.physical_cores(), spinning=False)
         for _ in range(5):
             sess.run(None, feeds)
-        t: list[float] = []
-        start = time.perf_counter()
-        while len(t) < 30 or time.perf_counter() - start < budget_s:
-            t0 = time.perf_counter()
-            sess.run(None, feeds)
-            t.append(1e3 * (time.perf_counter() - t0))
+        runs: list[list[float]] = []
+        for _ in range(blocks):
+            t: list[float] = []
+            start = time.perf_counter()
+            while len(t) < 20 or time.perf_counter() - start < block_s:
+                t0 = time.perf_counter()
+                sess.run(None, feeds)
+                t.append(1e3 * (time.perf_counter() - t0))
+            runs.append(t)
     except Exception:  # noqa: BLE001 - a model onnxruntime cannot run has its own finding
         return None
-    q1, med, q3 = (float(v) for v in np.percentile(t, [25, 50, 75]))
-    return {"level": level, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "runs": len(t)}
+    every = [x for t in runs for x in t]
+    q1, med, q3 = (float(v) for v in np.percentile(every, [25, 50, 75]))
+    best = min(float(np.median(t)) for t in runs)
+    return {"level": level, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "best_ms": best, "runs": len(every)}
 
 
 def audit(model_path: str, opts, gate: Gate, on_stage: Callable[[str], None] | None = None) -> Audit:  # noqa: ANN001
@@ -405,9 +412,11 @@ def _original(model_path: str, opts) -> ModelProto:  # noqa: ANN001
 
 # ---- the gate ---------------------------------------------------------------------------------------
 
-# a latency measured in another process must grow by more than this to count: six runs of the
-# resnet_bn sample here gave medians of 0.407–0.480 ms (18% apart) at 1 s of timing each
-LATENCY_NOISE = 0.25
+# a latency measured in another process must grow by more than this to count: back-to-back runs
+# of the 0.3 ms resnet_bn sample on this 2-core machine differed by up to 37% (bimodal: 0.32 or
+# 0.40 ms with one thread), best block medians included. Measurements in one process, interleaved,
+# resolve 3% (--noise-band); across processes this is what the machine allows.
+LATENCY_NOISE = 0.5
 
 
 def gate_failures(a: Audit, gate: Gate) -> list[str]:
@@ -441,16 +450,16 @@ def load_baseline(path: str) -> dict:
 
 def baseline_failures(a: Audit, base: dict) -> list[str]:
     """Nodes and traffic are exact: any growth fails. Latency from another run fails only when its
-    quartiles clear the baseline's and the median grew by more than LATENCY_NOISE."""
+    best block median grew by more than LATENCY_NOISE over the baseline's."""
     fails = []
     if a.nodes > base["nodes"]:
         fails.append(f"--baseline: nodes grew {base['nodes']} → {a.nodes}")
     if a.traffic_bytes > base["traffic_bytes"] * (1 + 1e-9):
         fails.append(f"--baseline: memory traffic grew {base['traffic_bytes'] / 1e6:.3f} → {a.traffic_bytes / 1e6:.3f} MB")
     old, new = base.get("latency"), a.latency
-    if old and new and new["q1_ms"] > old["q3_ms"] and new["median_ms"] > old["median_ms"] * (1 + LATENCY_NOISE):
-        fails.append(f"--baseline: latency grew {old['median_ms']:.3g} → {new['median_ms']:.3g} ms at {new['level']} "
-                     f"(quartiles {new['q1_ms']:.3g}–{new['q3_ms']:.3g} above {old['q1_ms']:.3g}–{old['q3_ms']:.3g})")
+    if old and new and new["best_ms"] > old.get("best_ms", old["median_ms"]) * (1 + LATENCY_NOISE):
+        fails.append(f"--baseline: latency grew {old.get('best_ms', old['median_ms']):.3g} → {new['best_ms']:.3g} ms at {new['level']} "
+                     f"(best block medians; more than {LATENCY_NOISE:.0%}, the noise between runs here)")
     return fails
 
 

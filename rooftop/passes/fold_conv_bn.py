@@ -299,29 +299,7 @@ class FoldConvBN(Pass):
             if isinstance(lin, str):
                 continue
             dtype = lin.weight.dtype
-            y = lin.bias_add.outputs[0] if lin.bias_add is not None else node.outputs[0]
-            removed: list[gs.Node] = []
-            bn_to_add: tuple[gs.Node, np.ndarray] | None = None
-            while not is_graph_output(graph, y):
-                f = single_consumer(y)
-                if f is None:
-                    break
-                ab = _follower_affine(f, y, lin, graph)
-                if isinstance(ab, str):
-                    if _candidate(f):
-                        res.refuse(ab, f)
-                    break
-                a, b = ab
-                if node.op == "MatMul" and lin.bias_add is None and np.any(b != 0):
-                    # a bias-less MatMul cannot take b: BN on a 2-D tensor becomes Add(b)
-                    if f.op == "BatchNormalization" and lin.out_rank == 2:
-                        _apply(lin, a, np.zeros_like(b))
-                        lin.bias = None
-                        bn_to_add = (f, b)
-                    break
-                _apply(lin, a, b)
-                removed.append(f)
-                y = f.outputs[0]
+            removed, bn_to_add = _followers(graph, node, lin, res)
             if not removed and bn_to_add is None:
                 continue
             copy = _copy_bytes(node)
@@ -331,28 +309,14 @@ class FoldConvBN(Pass):
                     continue
                 budget -= copy
             _write(lin, dtype, node.name or node.outputs[0].name)
-            if removed:
-                # the producer (or its bias Add) now writes the last follower's output
-                tail = lin.bias_add if lin.bias_add is not None else node
-                final_out = removed[-1].outputs[0]
-                for f in removed:
-                    f.outputs.clear()
-                    f.inputs.clear()
-                tail.outputs[0] = final_out
+            _absorb(lin, node, removed)
             for f in removed:
                 folded[f.op] = folded.get(f.op, 0) + 1
                 key = f"{'bn' if f.op == 'BatchNormalization' else 'affine'}-into-{node.op.lower()}"
                 res.counts[key] = res.counts.get(key, 0) + 1
             res.rewrites += len(removed)
             if bn_to_add is not None:
-                bn, b = bn_to_add
-                x = bn.inputs[0]
-                bn.op = "Add"
-                bn.attrs.clear()
-                while len(bn.outputs) > 1:
-                    bn.outputs.pop()
-                bn.inputs.clear()
-                bn.inputs.extend([x, gs.Constant(f"{bn.name or x.name}_shift", b.astype(dtype))])
+                _bn_as_add(*bn_to_add, dtype)
                 folded["BatchNormalization→Add"] = folded.get("BatchNormalization→Add", 0) + 1
                 res.counts["bn-to-add"] = res.counts.get("bn-to-add", 0) + 1
                 res.rewrites += 1
@@ -360,3 +324,54 @@ class FoldConvBN(Pass):
         for what, n in folded.items():
             res.notes.append(f"folded {n} {what}")
         return res
+
+
+def _followers(graph: gs.Graph, node: gs.Node, lin: Linear, res: PassResult) -> tuple[list[gs.Node], tuple[gs.Node, np.ndarray] | None]:
+    """Walk the chain of per-channel affine followers, applying each to ``lin``'s arrays (the graph
+    is not changed yet). Returns the followers taken, and a BatchNorm that must become Add(b) (after
+    a bias-less MatMul on a rank-2 tensor)."""
+    y = lin.bias_add.outputs[0] if lin.bias_add is not None else node.outputs[0]
+    removed: list[gs.Node] = []
+    while not is_graph_output(graph, y):
+        f = single_consumer(y)
+        if f is None:
+            break
+        ab = _follower_affine(f, y, lin, graph)
+        if isinstance(ab, str):
+            if _candidate(f):
+                res.refuse(ab, f)
+            break
+        a, b = ab
+        if node.op == "MatMul" and lin.bias_add is None and np.any(b != 0):
+            # a bias-less MatMul cannot take b: BN on a 2-D tensor becomes Add(b)
+            if f.op == "BatchNormalization" and lin.out_rank == 2:
+                _apply(lin, a, np.zeros_like(b))
+                lin.bias = None
+                return removed, (f, b)
+            break
+        _apply(lin, a, b)
+        removed.append(f)
+        y = f.outputs[0]
+    return removed, None
+
+
+def _absorb(lin: Linear, node: gs.Node, removed: list[gs.Node]) -> None:
+    """The producer (or its bias Add) now writes the last follower's output."""
+    if not removed:
+        return
+    tail = lin.bias_add if lin.bias_add is not None else node
+    final_out = removed[-1].outputs[0]
+    for f in removed:
+        f.outputs.clear()
+        f.inputs.clear()
+    tail.outputs[0] = final_out
+
+
+def _bn_as_add(bn: gs.Node, b: np.ndarray, dtype: np.dtype) -> None:
+    x = bn.inputs[0]
+    bn.op = "Add"
+    bn.attrs.clear()
+    while len(bn.outputs) > 1:
+        bn.outputs.pop()
+    bn.inputs.clear()
+    bn.inputs.extend([x, gs.Constant(f"{bn.name or x.name}_shift", b.astype(dtype))])

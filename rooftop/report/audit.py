@@ -40,7 +40,8 @@ def summary(a: Audit) -> list[str]:
              f"{100 * a.memory_bound_share:.0f}% of it memory-bound; the passes recover {a.recoverable_ms:.3g} ms"]
     if a.latency:
         lat = a.latency
-        lines.append(f"measured at {lat['level']}: {lat['median_ms']:.3g} ms (quartiles {lat['q1_ms']:.3g}–{lat['q3_ms']:.3g}, {lat['runs']} runs)")
+        lines.append(f"measured at {lat['level']}: {lat['median_ms']:.3g} ms (quartiles {lat['q1_ms']:.3g}–{lat['q3_ms']:.3g}, "
+                     f"best block median {lat['best_ms']:.3g} ms, {lat['runs']} runs)")
     lines += [f"GATE FAILED: {x}" for x in a.failures]
     return lines
 
