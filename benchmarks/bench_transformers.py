@@ -7,7 +7,8 @@ For each model (BERT-, GPT-2- and ViT-style, written in models/archs.py, exporte
 TorchScript exporter at opset 14 as older exports are, d=256, 4 layers, batch 1, sequence 128 /
 224x224 image; cached in benchmarks/cache/): `rooftop.optimize` (portable target, `--opset`
 converting the model so LayerNormalization/Gelu exist, measurement deciding at ORT_ENABLE_ALL) and
-`onnxruntime.transformers.optimizer.optimize_model` (its fusions into com.microsoft ops, opt_level
+the same with `--target onnxruntime` (com.microsoft SkipLayerNormalization, BiasGelu/FastGelu,
+and onnxsim's attention fusion), and `onnxruntime.transformers.optimizer.optimize_model` (its fusions into com.microsoft ops, opt_level
 0 so the file holds only its own rewrites). Each output is timed interleaved against the original
 at ORT_DISABLE_ALL and at ORT_ENABLE_ALL: median of per-round ratios (output / original) with the
 95% CI of that median. The memory traffic each of rooftop's fusions removed comes from its report
@@ -105,9 +106,13 @@ def main() -> None:
             original = onnx.load(src)
             feeds = feeds_for(original)
             ours, report = rooftop.optimize(src, opset=args.opset, hardware="xeon-avx512", time_budget=1.0)
+            ours_ort, report_ort = rooftop.optimize(src, opset=args.opset, target="onnxruntime", hardware="xeon-avx512", time_budget=1.0)
             theirs = onnx.load(ort_transformers(src, kind, sizes, Path(d) / f"{name}-ort.onnx"))
             their_ops = sorted({n.op_type for n in theirs.graph.node if n.domain == "com.microsoft"})
+            ort_ops = sorted({n.op_type for n in ours_ort.graph.node if n.domain == "com.microsoft"})
             for label, m, note in ((f"rooftop --opset {args.opset}", ours, fusion_bytes(report)),
+                                   (f"rooftop --opset {args.opset} --target onnxruntime", ours_ort,
+                                    fusion_bytes(report_ort) + (f" ({', '.join(ort_ops)})" if ort_ops else "")),
                                    ("onnxruntime.transformers", theirs, ", ".join(their_ops) or "-")):
                 row = [name, label, f"{len(original.graph.node)}→{len(m.graph.node)}",
                        timed(original, m, feeds, "disable", args.budget), timed(original, m, feeds, "all", args.budget), note]

@@ -161,3 +161,49 @@ def test_gelu_pattern_and_its_twins():
     assert res.refusals == {"opset 17 < 20: Gelu needs 20 (--opset 20 enables it)": ["erf"]}
     out, res = GeluFusion().apply(gelu_graph(opset=17), PassContext(target="onnxruntime"))
     assert ops(out) == ["Gelu"] and out.graph.node[0].domain == "com.microsoft"
+
+
+def residual_layernorm(broadcast: bool = False, sum_read_again: bool = True):
+    """LayerNormalization(a + b) with the residual sum read again by the next block (as in BERT)."""
+    b_shape = [1, 1, 16] if broadcast else [2, 5, 16]
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "g", "beta"], ["n"], axis=-1, epsilon=1e-5, name="ln")]
+    outputs = [vi("n", [2, 5, 16])]
+    if sum_read_again:
+        nodes.append(helper.make_node("Relu", ["s"], ["r"]))
+        outputs.append(vi("r", [2, 5, 16]))
+    inits = [init("g", np.linspace(0.5, 1.5, 16).astype(np.float32)), init("beta", np.linspace(-1, 1, 16).astype(np.float32))]
+    return make_model(nodes, [vi("a", [2, 5, 16]), vi("b", b_shape)], outputs, inits)
+
+
+def test_onnxruntime_target_writes_skiplayernormalization_keeping_the_sum():
+    m = residual_layernorm()
+    out, res = NormFusion().apply(m, PassContext(target="onnxruntime"))
+    assert ops(out) == ["SkipLayerNormalization", "Relu"] and res.counts == {"add-layernorm-into-SkipLayerNormalization": 1}
+    node = out.graph.node[0]
+    assert node.domain == "com.microsoft" and len(node.output) == 4 and node.output[3] == "s"  # the sum, for the Relu
+    r = np.random.default_rng(0)
+    feeds = {"a": r.standard_normal((2, 5, 16)).astype(np.float32), "b": r.standard_normal((2, 5, 16)).astype(np.float32)}
+    for got, ref in zip(run(out, feeds), run(m, feeds)):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    portable, res_p = NormFusion().apply(m, PassContext())
+    assert res_p.rewrites == 0 and ops(portable) == ["Add", "LayerNormalization", "Relu"]
+
+
+def test_broadcasting_residual_is_refused():
+    _out, res = NormFusion().apply(residual_layernorm(broadcast=True), PassContext(target="onnxruntime"))
+    assert res.rewrites == 0 and res.refusals == {"the residual Add broadcasts (or its shapes are unknown)": ["ln"]}
+
+
+def test_bias_before_gelu_goes_into_biasgelu():
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["bias", "h"], ["hb"]),
+             helper.make_node("Gelu", ["hb"], ["y"])]
+    m = make_model(nodes, [vi("x", [2, 4, 8])], [vi("y", [2, 4, 12])],
+                   [init("W", np.random.default_rng(0).standard_normal((8, 12)).astype(np.float32)), init("bias", np.linspace(-1, 1, 12).astype(np.float32))],
+                   opset=20)
+    out, res = GeluFusion().apply(m, PassContext(target="onnxruntime"))
+    assert ops(out) == ["MatMul", "BiasGelu"] and res.counts == {"bias-gelu-into-BiasGelu": 1}
+    x = np.random.default_rng(1).standard_normal((2, 4, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    portable, res_p = GeluFusion().apply(m, PassContext())
+    assert res_p.rewrites == 0

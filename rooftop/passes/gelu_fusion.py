@@ -9,6 +9,9 @@ Algebra (every op reads and writes the whole activation; the fused op reads it o
   ``0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`` — ``x³`` as ``Pow(x, 3)`` or
   ``x · x · x`` — is ``Gelu(x; approximate="tanh")`` (opset 20), or com.microsoft ``FastGelu``.
 
+With ``--target onnxruntime``, ``Gelu(y + b)`` with a constant 1-D bias over the last axis becomes
+com.microsoft ``BiasGelu(y, b)`` (``FastGelu(y, b)`` for the tanh form): the bias add in the same pass.
+
 Constants must match to 1e-3 relative; the fused op computes the same function (verified).
 
 Refuses (ops left, reason on the Erf/Tanh): the portable target at an opset below 20 (the
@@ -33,7 +36,8 @@ SQRT_2_PI = math.sqrt(2.0 / math.pi)
 
 class GeluFusion(Pass):
     name = "gelu-fusion"
-    summary = "decomposed GELU (erf and tanh forms) → Gelu (opset 20; com.microsoft Gelu/FastGelu for onnxruntime)"
+    summary = "decomposed GELU (erf and tanh forms) → Gelu (opset 20; com.microsoft Gelu/FastGelu for onnxruntime; BiasGelu there)"
+    needs_shapes = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         res = PassResult()
@@ -64,7 +68,47 @@ class GeluFusion(Pass):
             key = f"gelu-{'tanh' if approx == 'tanh' else 'erf'}-into-{op}"
             res.counts[key] = res.counts.get(key, 0) + 1
             res.rewrites += 1
+        if ctx.target == "onnxruntime":
+            for node in list(graph.nodes):
+                if node.op in ("Gelu", "FastGelu") and node.outputs and node.inputs:
+                    _bias_gelu(graph, node, res)
         return res
+
+
+def _last_dim(t: gs.Tensor) -> int | None:
+    """The size of the last axis: from the shape, or (where shape inference stopped at a
+    com.microsoft op) from the constant weight of the MatMul that writes it."""
+    if t.shape and isinstance(t.shape[-1], int):
+        return int(t.shape[-1])
+    mm = producer(t, "MatMul")
+    if mm is not None and isinstance(mm.inputs[1], gs.Constant) and mm.inputs[1].values.ndim == 2:
+        return int(mm.inputs[1].values.shape[1])
+    return None
+
+
+def _bias_gelu(graph: gs.Graph, gelu: gs.Node, res: PassResult) -> None:
+    """``Gelu(y + b)`` with a constant 1-D bias → com.microsoft BiasGelu(y, b) (erf form) or
+    FastGelu(y, b) (tanh form): the bias add is done in the same pass over the activation."""
+    approx = gelu.attrs.get("approximate", "none")
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    add = producer(gelu.inputs[0], "Add")
+    if add is None or only_consumer(add.outputs[0], graph) is not gelu or len(add.inputs) != 2:
+        return
+    bias = next((t for t in add.inputs if isinstance(t, gs.Constant) and t.values.ndim == 1), None)
+    y = other_input(add, bias) if bias is not None else None
+    if y is None or isinstance(y, gs.Constant) or _last_dim(y) != bias.values.shape[0]:
+        return
+    op = "FastGelu" if gelu.op == "FastGelu" or approx == "tanh" else "BiasGelu"
+    if gelu.op == "FastGelu" and len(gelu.inputs) > 1:
+        return
+    out = gelu.outputs[0]
+    add.inputs.clear()
+    add.outputs.clear()
+    gelu.inputs.clear()
+    gelu.outputs.clear()
+    graph.nodes.append(gs.Node(op, f"{out.name}_biasgelu", {}, [y, bias], [out], domain="com.microsoft"))
+    res.counts[f"bias-gelu-into-{op}"] = res.counts.get(f"bias-gelu-into-{op}", 0) + 1
+    res.rewrites += 1
 
 
 def _erf_form(graph: gs.Graph, erf: gs.Node):

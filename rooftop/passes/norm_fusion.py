@@ -14,6 +14,10 @@ Algebra. Over the last k axes (the reduced ones), with ``mean`` a ReduceMean kee
   (onnxruntime's own SimplifiedLayerNormalization lives in the standard domain, where the ONNX
   checker does not know it, and it does not load from com.microsoft: no older-opset form.)
 
+With ``--target onnxruntime`` a LayerNormalization over the last axis of a residual sum
+``a + b`` (equal shapes) then becomes com.microsoft ``SkipLayerNormalization(a, b, γ, β)``, the sum
+kept as its fourth output when something else reads it: one pass over the activation for both.
+
 The fused ops compute in float32 like the pattern; results agree to rounding (verified).
 LayerNorm is matched first, so its centred half is never taken for an RMSNorm.
 
@@ -75,6 +79,10 @@ class _Run:
         for node in list(graph.nodes):
             if node.op in ("Pow", "Mul") and node.domain in STANDARD and node.outputs:
                 self._try(graph, node, _rmsnorm(graph, node), "rmsnorm")
+        if self.target == "onnxruntime":
+            for node in list(graph.nodes):
+                if node.op == "LayerNormalization" and node.domain in STANDARD and node.outputs:
+                    self._skip(graph, node)
         if self.res.rewrites:
             self.res.notes.append(", ".join(f"{k} {v}" for k, v in sorted(self.res.counts.items())))
         return self.res
@@ -104,10 +112,51 @@ class _Run:
         self.res.counts[key] = self.res.counts.get(key, 0) + 1
         self.res.rewrites += 1
 
+    def _skip(self, graph: gs.Graph, ln: gs.Node) -> None:
+        """``LayerNormalization(a + b)`` over the last axis → com.microsoft SkipLayerNormalization(a, b):
+        the residual sum and the norm in one pass over the activation; the sum stays available as its
+        fourth output when something else reads it (the next residual branch)."""
+        add = producer(ln.inputs[0], "Add")
+        if add is None or len(add.inputs) != 2 or any(isinstance(t, gs.Constant) for t in add.inputs):
+            return
+        a, b = add.inputs
+        why = _skip_refusal(ln, a, b)
+        if why:
+            self.res.refuse(why, ln)
+            return
+        s = add.outputs[0]
+        inputs = [a, b, ln.inputs[1]] + ([ln.inputs[2]] if len(ln.inputs) > 2 and ln.inputs[2].name else [])
+        outputs = [ln.outputs[0]]
+        if len(s.outputs) > 1 or any(o is s for o in graph.outputs):
+            outputs += [gs.Variable.empty(), gs.Variable.empty(), s]
+        eps = float(ln.attrs.get("epsilon", 1e-5))
+        add.inputs.clear()
+        add.outputs.clear()
+        ln.inputs.clear()
+        ln.outputs.clear()
+        graph.nodes.append(gs.Node("SkipLayerNormalization", self.names.fresh(f"{outputs[0].name}_skipln"), {"epsilon": eps},
+                                   inputs, outputs, domain="com.microsoft"))
+        self.res.counts["add-layernorm-into-SkipLayerNormalization"] = self.res.counts.get("add-layernorm-into-SkipLayerNormalization", 0) + 1
+        self.res.rewrites += 1
+
     def _op(self, kind: str) -> tuple[str | None, str | None, int]:
         if kind == "layernorm":
             return ("LayerNormalization", None, LAYERNORM_OPSET) if self.opset >= LAYERNORM_OPSET else (None, None, LAYERNORM_OPSET)
         return ("RMSNormalization", None, RMSNORM_OPSET) if self.opset >= RMSNORM_OPSET else (None, None, RMSNORM_OPSET)
+
+
+def _skip_refusal(ln: gs.Node, a: gs.Tensor, b: gs.Tensor) -> str:
+    x = ln.inputs[0]
+    rank = len(x.shape) if x.shape is not None else None
+    if rank is None or int(ln.attrs.get("axis", -1)) not in (-1, rank - 1):
+        return "SkipLayerNormalization normalizes the last axis only"
+    if rank not in (2, 3):
+        return "SkipLayerNormalization takes 2-D or 3-D input"
+    if a.shape is None or b.shape is None or list(a.shape) != list(b.shape):
+        return "the residual Add broadcasts (or its shapes are unknown)"
+    if np.dtype(x.dtype) != np.float32 and np.dtype(x.dtype) != np.float16:
+        return "SkipLayerNormalization takes float32/float16"
+    return ""
 
 
 def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | str | None:
