@@ -283,3 +283,15 @@ def test_no_pass_changes_the_model_it_is_given():
                 continue
             cls().apply(m, PassContext(target="onnxruntime", channel_multiple=16))
             assert m.SerializeToString() == before, (name, cls.name)
+
+
+def test_onnxsim_is_not_imported_when_it_has_nothing_to_do():
+    """resnet_bn (exported with constant folding) has no constant subgraph, shape read or pair
+    onnxsim simplifies: simplify says so without importing it (seconds where torch is installed)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rooftop; m, r = rooftop.optimize(sys.argv[1], time=False, hardware='xeon-avx512'); "
+            "s = next(p for p in r.passes if p.name == 'simplify'); print(s.status.value, 'onnxsim' in sys.modules, s.notes[0])")
+    out = subprocess.run([sys.executable, "-c", code, str(MODELS / "resnet_bn.onnx")], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("unchanged False nothing for onnxsim")

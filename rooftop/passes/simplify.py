@@ -17,6 +17,11 @@ chains at run time, which is the opposite of what Rooftop is for.
 Low-precision weights widened at run time (int8/fp16 → Cast/DequantizeLinear) are never folded
 into float32: that would store and read more bytes, the opposite of their point.
 
+Skipped without importing onnxsim (seconds: it pulls in torch where torch is installed) when the
+model gives it nothing to do (``has_work``): no node of constants only, no op it rewrites alone, no
+chained pair it merges. It would still have merged duplicate scalar initializers there (36 zero
+points in an int8 ResNet-18): bytes, not time.
+
 Refuses: models whose weights do not fit a 2 GB protobuf (onnxsim would have to
 round-trip them through external data; the pass reports that and leaves the
 model alone). If onnxsim raises (an op it cannot evaluate, a custom domain), the
@@ -72,6 +77,8 @@ class Simplify(ModelPass):
     def run_model(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
         if is_large(model):
             return model, PassResult(0, ["skipped: weights over 1.8 GB (onnxsim works on an in-memory protobuf)"])
+        if not has_work(model):
+            return model, PassResult(0, ["nothing for onnxsim: no constant subgraph, shape read or pair it simplifies (not imported)"])
         before = graph_signature(model)
         work, kept = _hide_narrow_weights(model)
         work, generators = _hide_large_generators(work, int(ctx.fold_limit))
@@ -274,6 +281,31 @@ def _restore_generators(out: ModelProto, nodes: list[onnx.NodeProto], original: 
     rest = list(out.graph.node)
     del out.graph.node[:]
     out.graph.node.extend(back + rest)
+
+
+# ops onnxsim's optimizer rewrites alone or in pairs (eliminate_nop_*, fuse_consecutive_*, fuse_pad_*,
+# eliminate_shape_*): a model with none of them, no Shape read and no node of constants only gives
+# it nothing to do, and importing it costs seconds (it pulls in torch where torch is installed)
+SIMPLIFIABLE = {"Shape", "Size", "Constant", "ConstantOfShape", "Identity", "Dropout", "Pad", "Cast", "Expand", "Split",
+                "Squeeze", "Unsqueeze", "Slice", "Concat", "Tile", "Range", "If", "Loop", "Einsum", "Where"}
+PAIRS = {"Transpose", "Reshape", "LogSoftmax", "Softmax", "ReduceMean", "ReduceSum", "Mul", "Flatten"}
+
+
+def has_work(model: ModelProto) -> bool:
+    """Whether onnxsim could change the graph: a node whose inputs are all constants, an op it
+    rewrites alone, or two chained ops of a kind it merges."""
+    consts = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.domain not in ("", "ai.onnx"):
+            continue
+        if n.op_type in SIMPLIFIABLE or (n.input and all(i in consts or i == "" for i in n.input)):
+            return True
+        if n.op_type in PAIRS and n.input and producer.get(n.input[0]) == n.op_type:
+            return True
+        if n.op_type in ("Gemm", "MatMul", "Conv") and any(producer.get(i) in ("Transpose", "Pad") for i in n.input):
+            return True
+    return False
 
 
 NARROW_MIN_BYTES = 4096  # smaller low-precision constants may fold: they cannot bloat the file
