@@ -58,6 +58,9 @@ def test_old_opset_says_which_opset_enables_the_fusions(tmp_path):
     assert norm.rewrites == 0 and gelu.rewrites == 0
     assert len(norm.refusals["opset 14 < 17: LayerNormalization needs 17 (--opset 17 enables it)"]) == 5  # embeddings + 2 per layer
     assert len(gelu.refusals["opset 14 < 20: Gelu needs 20 (--opset 20 enables it)"]) == 2
+    from rooftop.report.text import summary_lines
+
+    assert "a higher opset would enable: LayerNormalization ×5, Gelu ×2 (--opset 20 enables all of them)" in summary_lines(report)
 
 
 def test_onnxruntime_target_fuses_gelu_at_the_models_opset(tmp_path):

@@ -100,6 +100,24 @@ def profile_words(hw) -> str:  # noqa: ANN001
     return f"measured here {when}, best of {n} measurement{'s' if n != 1 else ''}"
 
 
+def opset_line(report: Report) -> str:
+    """Which fusions a higher opset would have enabled, from the refusals that name one."""
+    import re
+
+    wanted: dict[int, dict[str, int]] = {}
+    for r in report.passes:
+        for why, nodes in r.refusals.items():
+            m = re.match(r"opset \d+ < (\d+): (\w+) needs", why)
+            if m:
+                ops = wanted.setdefault(int(m.group(1)), {})
+                ops[m.group(2)] = ops.get(m.group(2), 0) + len(nodes)
+    if not wanted:
+        return ""
+    top = max(wanted)
+    what = ", ".join(f"{op} ×{n}" for v in sorted(wanted) for op, n in sorted(wanted[v].items()))
+    return f"a higher opset would enable: {what} (--opset {top} enables all of them)"
+
+
 def summary_lines(report: Report) -> list[str]:
     lines = []
     hw, before, after = report.hardware, report.before, report.after
@@ -128,6 +146,9 @@ def summary_lines(report: Report) -> list[str]:
         deploy = " (deploy level)" if level == report.deploy_level else ""
         lines.append(f"measured {lat.level_name}{deploy}, {lat.threads} threads, {lat.rounds} interleaved rounds: {_lat(lat)} "
                      "(median of per-round ratios after/before [95% CI])")
+    opset = opset_line(report)
+    if opset:
+        lines.append(opset)
     if report.backed_off:
         what = "the original graph is written unchanged" if report.reverted else "dropped " + ", ".join(report.backed_off)
         lines.append(f"backed off (the optimized model measured slower than the original): {what}")
