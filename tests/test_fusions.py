@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 from helpers import ROOT, init, make_model, ops, optimize, run, vi
-from onnx import TensorProto, helper
+from onnx import helper
 
 from rooftop.passes import PassContext
 from rooftop.passes.gelu_fusion import GeluFusion
