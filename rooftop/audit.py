@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -206,15 +206,11 @@ def _casts(c: Context) -> list[Finding]:
         p = c.producers.get(n.input[0])
         if p is None or p.op_type != "Cast":
             continue
-        src = _dtype_of(c, p.input[0])
+        src = c.types.get(p.input[0])
         if src is not None and src == int(_attr(n, "to")):
             out.append(Finding("cast-round-trip", [_name(p), _name(n)],
                                f"Cast {_name(p)} → Cast {_name(n)} returns to {onnx.TensorProto.DataType.Name(src).lower()}"))
     return out
-
-
-def _dtype_of(c: Context, name: str) -> int | None:
-    return c.types.get(name)
 
 
 def _types(model: ModelProto) -> dict[str, int]:
@@ -296,14 +292,18 @@ def _cost_findings(rows, overhead_s: float) -> list[Finding]:  # noqa: ANN001
     return out
 
 
-def _runnable(model: ModelProto) -> Finding | None:
-    from rooftop.runtime import make_session
+def _runnable(model: ModelProto, load_error: str | None) -> Finding | None:
+    """unsupported-op: from the optimize run's verifier, which already tried to load the original
+    (a session holds a copy of every weight: no second one); tried here only with --no-verify."""
+    if load_error is None:
+        from rooftop.runtime import make_session
 
-    try:
-        make_session(model)
-    except Exception as e:  # noqa: BLE001
-        return Finding("unsupported-op", [], f"onnxruntime cannot load the model: {first_line(e)[:200]}")
-    return None
+        try:
+            make_session(model)
+            load_error = ""
+        except Exception as e:  # noqa: BLE001
+            load_error = first_line(e)
+    return Finding("unsupported-op", [], f"onnxruntime cannot load the model: {load_error[:200]}") if load_error else None
 
 
 def _attribute(findings: list[Finding], final: list[Finding], applied: list[str]) -> None:
@@ -359,8 +359,9 @@ def audit(model_path: str, opts, gate: Gate, on_stage: Callable[[str], None] | N
 
     gate.check()
     stage = on_stage or (lambda s: None)
-    optimized, report = pipeline.optimize(model_path, None, opts, on_stage=stage)
-    original = _original(model_path, opts)
+    stage("loading model")
+    original, notes = _original(model_path, opts)  # loaded once: optimize gets the model itself
+    optimized, report = pipeline.optimize(original, None, replace(opts, opset=None), on_stage=stage)
     hw = report.hardware
     multiple = opts.channel_multiple or (hw.channel_multiple if hw is not None else 8)
     findings = detect(original, opts.target, multiple)
@@ -368,7 +369,7 @@ def audit(model_path: str, opts, gate: Gate, on_stage: Callable[[str], None] | N
     if before is not None:
         findings += _cost_findings(before.rows, hw.overhead_s if hw is not None else 0.0)
         _stakes(findings, before.rows)
-    broken = _runnable(original)
+    broken = _runnable(original, report.ort_load_error)
     if broken is not None:
         findings.append(broken)
     applied = [r.name for r in report.passes if r.status.value == "applied"]
@@ -381,7 +382,7 @@ def audit(model_path: str, opts, gate: Gate, on_stage: Callable[[str], None] | N
     after_s = report.after.predicted_s if report.after is not None else total
     result = Audit(model_path, hw.name if hw is not None else "-", findings, len(original.graph.node),
                    before.bytes if before is not None else 0.0, 1e3 * total, memory / total if total else 0.0,
-                   1e3 * max(total - after_s, 0.0), notes=list(report.warnings))
+                   1e3 * max(total - after_s, 0.0), notes=notes + list(report.warnings))
     if gate.max_latency_ms is not None or gate.baseline is not None:
         stage("measuring latency")
         result.latency = _latency(original, opts.deploy_level, opts.threads)
@@ -401,13 +402,16 @@ ONNXRUNTIME_QLINEAR = {"Add": "QLinearAdd", "Mul": "QLinearMul", "Concat": "QLin
                        "Gemm": "QGemm", "Softmax": "QLinearSoftmax"}
 
 
-def _original(model_path: str, opts) -> ModelProto:  # noqa: ANN001
+def _original(model_path: str, opts) -> tuple[ModelProto, list[str]]:  # noqa: ANN001
+    """The model as the audit and the optimize run both see it (converted with --opset), and
+    what loading and converting changed."""
     from rooftop import model_io
 
-    model, _notes = model_io.load_model_noted(model_path)
+    model, notes = model_io.load_model_noted(model_path)
     if opts.opset is not None:
-        model, _note = model_io.convert_opset(model, opts.opset, model_path)
-    return model
+        model, note = model_io.convert_opset(model, opts.opset, model_path)
+        notes += [note] if note else []
+    return model, notes
 
 
 # ---- the gate ---------------------------------------------------------------------------------------

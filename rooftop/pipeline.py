@@ -103,6 +103,7 @@ class Report:
     backed_off: list[str] = field(default_factory=list)  # passes dropped because the final model was slower
     reverted: bool = False  # the final model was slower even after backing off: the original graph is written
     disagreement: str = ""  # one line when prediction and measurement point in opposite directions
+    ort_load_error: str | None = None  # onnxruntime's refusal of the original ("" it loaded; None: not tried, --no-verify)
 
     @property
     def changed(self) -> bool:
@@ -535,7 +536,7 @@ def optimize(
         final_check=final, warnings=run.warnings, seconds=time.perf_counter() - t0, pipeline=names,
         hardware=run.hw, before=run.before, after=after, deploy_level=opts.deploy_level, latency=latency,
         measured=run.compare is not None, backed_off=backed_off, reverted=bool(backed_off) and optimized is original,
-        disagreement=disagreement,
+        disagreement=disagreement, ort_load_error=run.verifier.load_error if run.verifier is not None else None,
     )
     return optimized, report
 

@@ -190,6 +190,7 @@ class Verifier:
         self.notes: list[str] = []
         self.available = True
         self.reason = ""
+        self.load_error: str | None = None  # onnxruntime's refusal of the original; "" once it loaded it; None: not tried
         self.quantized = quantized_outputs(original)
         self.steps = dequantized_output_steps(original)
         self.ort_distance: dict[str, float] = {}
@@ -215,8 +216,10 @@ class Verifier:
         try:
             session = make_session(original)
         except Exception as e:  # noqa: BLE001 - custom ops, unsupported opsets...
-            self._unavailable(f"onnxruntime cannot run the original model ({first_line(e)})")
+            self.load_error = first_line(e)
+            self._unavailable(f"onnxruntime cannot run the original model ({self.load_error})")
             return
+        self.load_error = ""
         if inputs_npz is not None:
             feeds = _load_npz(inputs_npz, specs)
             self.sets.append(InputSet("user inputs", feeds, self._run(original, feeds, session, "user inputs")))

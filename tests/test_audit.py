@@ -148,3 +148,18 @@ def test_baseline_passes_the_same_model_and_catches_a_slow_branch(tmp_path):
     assert r.returncode == 5
     text = " ".join(r.stdout.split())
     assert "--baseline: nodes grew" in text and "--baseline: latency grew" in text
+
+
+def test_custom_op_is_named_and_onnxruntime_refusal_is_reported(tmp_path):
+    """A custom-domain op onnxruntime cannot load: custom-domain on the node, unsupported-op from the
+    optimize run's own attempt to load the original (no second session)."""
+    import onnx
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mystery", ["r"], ["y"], domain="acme.ops", name="mystery")]
+    m = make_model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])], extra_opsets={"acme.ops": 1})
+    path = tmp_path / "custom.onnx"
+    onnx.save(m, path)
+    a = audit(str(path), Options(time=False, hardware="xeon-avx512"), Gate())
+    assert [f.nodes for f in a.findings if f.kind == "custom-domain"] == [["mystery"]]
+    broken = [f for f in a.findings if f.kind == "unsupported-op"]
+    assert len(broken) == 1 and "Mystery" in broken[0].message and broken[0].fixed_by is None
