@@ -83,12 +83,10 @@ class Builder:
         return self.op("Transpose", [r], perm=[0, 2, 1, 3])
 
     def rotary(self, t: str, cos: str, sin: str) -> str:
-        half = self.hd // 2
         x1 = self.op("Slice", [t, "zero1", "half1", "axis_last"])
         x2 = self.op("Slice", [t, "half1", "big1", "axis_last"])
         a = self.op("Sub", [self.op("Mul", [x1, cos]), self.op("Mul", [x2, sin])])
         b = self.op("Add", [self.op("Mul", [x2, cos]), self.op("Mul", [x1, sin])])
-        assert half > 0
         return self.op("Concat", [a, b], axis=-1)
 
 
