@@ -16,6 +16,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import onnx
@@ -70,14 +71,48 @@ def has_external_data(model: ModelProto) -> bool:
     return any(t.data_location == TensorProto.EXTERNAL for t in iter_graph_tensors(model.graph))
 
 
+def inline_nbytes(model: ModelProto) -> int:
+    """Bytes of the tensors held in the ModelProto itself (external references left out)."""
+    return sum(tensor_nbytes(t) for t in iter_graph_tensors(model.graph) if t.data_location != TensorProto.EXTERNAL)
+
+
+# Where the external data of the model being worked on lives. A model loaded with ``lazy=True``
+# keeps its large external tensors as references (relative ``location``, as the file has them):
+# onnx and onnxruntime both refuse absolute locations, so the folder travels beside the model,
+# set for the length of a run with ``external_base``.
+_EXTERNAL_BASE: ContextVar[str | None] = ContextVar("rooftop_external_base", default=None)
+
+
+@contextlib.contextmanager
+def external_base(folder: str | os.PathLike[str] | None) -> Iterator[None]:
+    """External data locations are relative to ``folder`` inside this block."""
+    token = _EXTERNAL_BASE.set(str(folder) if folder is not None else None)
+    try:
+        yield
+    finally:
+        _EXTERNAL_BASE.reset(token)
+
+
+def external_dir() -> str | None:
+    """The folder external data is read from (None: not set; onnx then reads relative to the cwd)."""
+    return _EXTERNAL_BASE.get()
+
+
+LAZY_MIN_BYTES = 64 << 10  # external tensors smaller than this are read at load (scales, norms, shapes)
+LAZY_FROM_BYTES = 256 << 20  # external data from this size on stays on disk (``load_model_noted(lazy=None)``)
+
+
 def load_model(path: str | os.PathLike[str], *, check: bool = True) -> ModelProto:
     """Load an ONNX model with its external data, or raise ``InputError`` with one clear line.
     Models older than IR version 4 are raised to it (``upgrade_ir``)."""
     return load_model_noted(path, check=check)[0]
 
 
-def load_model_noted(path: str | os.PathLike[str], *, check: bool = True) -> tuple[ModelProto, list[str]]:
-    """``load_model``, and the notes of what loading changed (an IR upgrade)."""
+def load_model_noted(path: str | os.PathLike[str], *, check: bool = True, lazy: bool | None = False) -> tuple[ModelProto, list[str]]:
+    """``load_model``, and the notes of what loading changed (an IR upgrade). ``lazy``: external
+    tensors of ``LAZY_MIN_BYTES`` or more stay on disk as references (read them with
+    ``external_base(<the model's folder>)`` set); the files are checked all the same. ``None``:
+    lazy when the external data is ``LAZY_FROM_BYTES`` or more."""
     p = Path(path)
     name = str(path)
     if not p.exists():
@@ -107,7 +142,9 @@ def load_model_noted(path: str | os.PathLike[str], *, check: bool = True) -> tup
     _check_versions(model, name)
     notes = [n for n in (upgrade_ir(model),) if n]
     if has_external_data(model):
-        _load_external(model, p, name)
+        if lazy is None:
+            lazy = weights_nbytes(model) - inline_nbytes(model) >= LAZY_FROM_BYTES
+        _load_external(model, p, name, lazy=lazy)
     if check:
         check_model(model, name, path_on_disk=p)
     return model, notes
@@ -174,7 +211,7 @@ def _check_versions(model: ModelProto, name: str) -> None:
         raise InputError(f"{name}: invalid model: it uses standard ops but imports no default-domain opset")
 
 
-def _load_external(model: ModelProto, p: Path, name: str) -> None:
+def _load_external(model: ModelProto, p: Path, name: str, lazy: bool = False) -> None:
     base = p.resolve().parent
     for t in iter_graph_tensors(model.graph):
         if t.data_location != TensorProto.EXTERNAL:
@@ -190,7 +227,14 @@ def _load_external(model: ModelProto, p: Path, name: str) -> None:
                 f"{name}: external data file '{loc}' is truncated ({f.stat().st_size} bytes, tensor '{t.name}' needs {need})"
             )
     try:
-        onnx.external_data_helper.load_external_data_for_model(model, str(base))
+        if not lazy:
+            onnx.external_data_helper.load_external_data_for_model(model, str(base))
+            return
+        for t in iter_graph_tensors(model.graph):
+            if t.data_location == TensorProto.EXTERNAL and tensor_nbytes(t) < LAZY_MIN_BYTES:
+                onnx.external_data_helper.load_external_data_for_tensor(t, str(base))
+                t.data_location = TensorProto.DEFAULT
+                del t.external_data[:]
     except (OSError, ValueError) as e:
         raise InputError(f"{name}: cannot load external data: {e}") from e
 
@@ -201,7 +245,9 @@ def check_model(
     """Run onnx.checker (on ``data``, the model already serialized, if given; by path for models too
     large to serialize); raise InputError on failure."""
     try:
-        if data is not None:
+        if has_external_data(model):  # its files were checked at load: the graph without the weights
+            onnx.checker.check_model(weightless(model))
+        elif data is not None:
             onnx.checker.check_model(data)
         elif weights_nbytes(model) < EXTERNAL_DATA_THRESHOLD:
             onnx.checker.check_model(model)
@@ -240,8 +286,8 @@ def save_model(model: ModelProto, path: str | os.PathLike[str], *, external_data
     parent = out.resolve().parent
     if not parent.is_dir():
         raise OutputError(f"{path}: output folder {parent} does not exist")
-    if external_data is None:
-        external_data = weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD
+    if external_data is None:  # over the limit, or read from external data and still referring to it
+        external_data = weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD or has_external_data(model)
     written: list[Path] = []
     try:
         if not external_data:
@@ -300,29 +346,48 @@ def write_with_external_data(model: ModelProto, path: str | os.PathLike[str], da
     g.output.extend(graph.output)
     g.value_info.extend(graph.value_info)
     g.sparse_initializer.extend(graph.sparse_initializer)
-    offset = 0
     with open(out.parent / data_name, "wb") as f:
         for t in graph.initializer:
             nt = g.initializer.add()
-            if t.data_location == TensorProto.EXTERNAL or tensor_nbytes(t) <= 1024 or not t.HasField("raw_data"):
+            external = t.data_location == TensorProto.EXTERNAL
+            if not external and (tensor_nbytes(t) <= 1024 or not t.HasField("raw_data")):
                 nt.CopyFrom(t)
                 continue
             nt.name, nt.data_type, nt.doc_string = t.name, t.data_type, t.doc_string
             nt.dims.extend(t.dims)
-            pad = (-offset) % 4096  # page-aligned offsets let onnxruntime memory-map the tensors
+            pad = (-f.tell()) % 4096  # page-aligned offsets let onnxruntime memory-map the tensors
             if pad:
                 f.write(b"\0" * pad)
-                offset += pad
-            data = t.raw_data
-            f.write(data)
+            offset = f.tell()
+            length = _copy_external(t, f) if external else f.write(t.raw_data)
             nt.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(len(data)))):
+            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(length))):
                 e = nt.external_data.add()
                 e.key, e.value = k, v
-            offset += len(data)
-            del data
     with open(out, "wb") as f:
         f.write(skeleton.SerializeToString())
+
+
+def external_file(t: TensorProto) -> tuple[Path, int, int]:
+    """(file, offset, length) of an external tensor, the file under ``external_dir()``."""
+    info = {kv.key: kv.value for kv in t.external_data}
+    length = int(info["length"]) if "length" in info else tensor_nbytes(t)
+    return Path(external_dir() or ".") / info["location"], int(info.get("offset", 0)), length
+
+
+def _copy_external(t: TensorProto, dst) -> int:
+    """Stream an external tensor's bytes into ``dst`` (64 MB at a time); returns the length."""
+    src, offset, length = external_file(t)
+    with open(src, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left:
+            chunk = f.read(min(left, 64 << 20))
+            if not chunk:
+                raise OSError(f"external data of '{t.name}' ends early in {src}")
+            dst.write(chunk)
+            left -= len(chunk)
+    return length
 
 
 @contextlib.contextmanager
@@ -349,13 +414,14 @@ def release_memory() -> None:
 
 
 def is_large(model: ModelProto) -> bool:
-    """Too large for one protobuf: must go to disk with external data to be checked or run."""
-    return weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD
+    """Too large for one protobuf: must go to disk with external data to be checked or run
+    (external references do not count: they stay where they are)."""
+    return inline_nbytes(model) >= EXTERNAL_DATA_THRESHOLD
 
 
 def ort_source(model: ModelProto) -> bytes | None:
     """Serialized bytes for onnxruntime, or None when the model is too large (use ``materialized``)."""
-    if weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD:
+    if is_large(model):
         return None
     return model.SerializeToString()
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 MAX_BACKOFF = 3  # re-runs without the worst pass before the original graph is written unchanged
 CACHE_SESSIONS_UP_TO = 256 << 20  # timing sessions of models with more weights are built per comparison
+INTERLEAVE_UP_TO = 1 << 30  # models with more weights are timed one session at a time (blocks A B B A)
 
 
 class Comparator(Protocol):
@@ -75,6 +76,10 @@ class Options:
     noise_band: float = NOISE_BAND
     comparator: Comparator | None = None  # replaces onnxruntime timing on this machine (tests, remote devices)
     opset: int | None = None  # convert the model to this default-domain opset before the passes
+    # weights in external data stay on disk (memory-mapped by onnxruntime, read by a pass only when it
+    # rewrites them, streamed to the output); None: from 256 MB of external data on. The model optimize()
+    # returns then refers to the input's data file, relative to the input's folder.
+    lazy_weights: bool | None = None
 
 
 @dataclass
@@ -145,6 +150,12 @@ def _check_options(opts: Options) -> None:
         raise UsageError("--noise-band must be between 0 and 1 (a fraction: 0.03 is 3%)")
 
 
+def in_turn(model: ModelProto) -> bool:
+    """Whether timing builds one session at a time: a session holds the weights (prepacked), and
+    two of a model this large would hold them twice."""
+    return model_io.weights_nbytes(model) > INTERLEAVE_UP_TO
+
+
 class OrtComparator:
     """Interleaved onnxruntime timing on this machine. Keeps the session of the last model it
     timed as "after", so the next pass's comparison (whose "before" it is) does not build it again."""
@@ -169,6 +180,12 @@ class OrtComparator:
 
         threads = self.opts.threads or runtime.physical_cores()
         budget = self.opts.time_budget * (2.0 if stop == "verdict" else 1.0)
+        if in_turn(before):  # two sessions alive would hold every (prepacked) weight twice
+            self.forget()
+            c = timing.compare_in_turn(lambda: timing.session(before, level, self.opts.threads),
+                                       lambda: timing.session(after, level, self.opts.threads), self.feeds,
+                                       level=level, threads=threads, budget_s=budget, band=self.opts.noise_band)
+            return c.latency()
         c = timing.compare_sessions(self._session(before, level), self._session(after, level), self.feeds, level=level,
                                     threads=threads, budget_s=budget, band=self.opts.noise_band, stop=stop)
         return c.latency()
@@ -229,6 +246,10 @@ class _Run:
                                  "structure alone (a pass whose predicted time grows is rejected)")
             return
         self.compare = OrtComparator(self.feeds, opts)
+        if in_turn(self.original):
+            gb = model_io.weights_nbytes(self.original) / 1e9
+            self.warnings.append(f"timed one session at a time (blocks A B B A, each a fresh session): two sessions "
+                                 f"of {gb:.1f} GB of weights would hold them twice; the intervals are wider than interleaved")
 
     def cost(self, model: ModelProto) -> Roofline | None:
         from rooftop.analysis import costs, roofline
@@ -504,6 +525,14 @@ def optimize(
     names = resolve_pipeline(opts.passes, opts.skip)
     _check_options(opts)
     original, model_path, notes = _load(model_or_path, output, opts, stage)
+    # weights left on disk at load are read from the model's folder, by the passes that need one
+    # tensor and by onnxruntime (memory-mapped); the output streams them from there
+    with model_io.external_base(Path(model_path).resolve().parent if model_path else model_io.external_dir()):
+        return _optimize(original, model_path, notes, output, opts, names, stage, t0, on_pass_start, on_pass_end)
+
+
+def _optimize(original: ModelProto, model_path: str | None, notes: list[str], output, opts: Options, names: list[str],
+              stage: Callable[[str], None], t0: float, on_pass_start, on_pass_end) -> tuple[ModelProto, Report]:
     original, converted = _convert(original, opts, model_path or "model")
     notes += converted
 
@@ -563,7 +592,7 @@ def _load(model_or_path, output, opts: Options, stage) -> tuple[ModelProto, str 
     if output is not None:
         model_io.check_output_path(output, model_path, force=opts.force)
     stage("loading model")
-    model, notes = model_io.load_model_noted(model_path)
+    model, notes = model_io.load_model_noted(model_path, lazy=opts.lazy_weights)
     return model, model_path, notes
 
 

@@ -16,7 +16,7 @@ import onnx
 from onnx import ModelProto
 
 from rooftop.errors import InputError, UsageError
-from rooftop.model_io import materialized, ort_source
+from rooftop.model_io import external_dir, materialized, ort_source
 
 DimValue = int | str | None
 
@@ -193,8 +193,13 @@ def make_session(
     path: str | None = None,
     data: bytes | None = None,
     spinning: bool = True,
+    prepack: bool = True,
 ):
-    """An onnxruntime CPU session for a ModelProto (large models go through a temp file)."""
+    """An onnxruntime CPU session for a ModelProto (large models go through a temp file).
+
+    External data is read from ``model_io.external_dir()`` (onnxruntime memory-maps it).
+    ``prepack=False``: weights are used as stored instead of copied into packed layouts: for
+    sessions that check outputs rather than time them (half the memory on a large model)."""
     import onnxruntime as ort
 
     quiet_onnxruntime()
@@ -217,10 +222,14 @@ def make_session(
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
+    if not prepack:
+        so.add_session_config_entry("session.disable_prepacking", "1")
     if path is not None:
         return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     src = data if data is not None else ort_source(model)
     if src is not None:
+        if external_dir() is not None:  # a model from memory reads its external data from here
+            so.add_session_config_entry("session.model_external_initializers_file_folder_path", external_dir())
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     with materialized(model) as path:
         return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])

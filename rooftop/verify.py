@@ -214,7 +214,7 @@ class Verifier:
                 + ", ".join(s.name for s in specs)
             )
         try:
-            session = make_session(original)
+            session = make_session(original, prepack=False)
         except Exception as e:  # noqa: BLE001 - custom ops, unsupported opsets...
             self.load_error = first_line(e)
             self._unavailable(f"onnxruntime cannot run the original model ({self.load_error})")
@@ -324,7 +324,7 @@ class Verifier:
         if not self.available:
             return VerifyResult(True, 0.0, message=self.reason, skipped=True)
         try:
-            session = make_session(candidate, path=path, data=data)
+            session = make_session(candidate, path=path, data=data, prepack=False)
         except Exception as e:  # noqa: BLE001
             return VerifyResult(False, float("inf"), message=f"onnxruntime cannot load the rewritten model: {first_line(e)}")
         worst = VerifyResult(True, 0.0)

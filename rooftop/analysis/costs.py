@@ -211,7 +211,7 @@ def _shapes_from_run(model: ModelProto, bound: Mapping[str, Sequence[int]], name
         g.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
         specs = graph_inputs(model)
         feeds = random_inputs(specs, {s.name: tuple(bound.get(s.name, [])) for s in specs}, seed=0, highs=index_bounds(model))
-        sess = make_session(model)
+        sess = make_session(model, prepack=False)
     except Exception:  # noqa: BLE001 - ops onnxruntime cannot run stay unknown
         return {}
     finally:

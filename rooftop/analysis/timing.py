@@ -204,6 +204,45 @@ def compare_sessions(
     return Comparison(ta, tb, ratios, level, threads, band)
 
 
+def compare_in_turn(
+    build_a: Callable[[], object],
+    build_b: Callable[[], object],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    level: str,
+    threads: int,
+    budget_s: float = 2.0,
+    band: float = NOISE_BAND,
+    labels: tuple[str, str] = ("before", "after"),
+) -> Comparison:
+    """For models whose weights must not sit in memory twice: one session alive at a time, in
+    blocks A B B A (drift in time falls on both), each block a fresh session, warmed up, then run
+    for a quarter of ``budget_s`` (at least three runs). Run ``j`` of a B block is set against
+    run ``j`` of the A block beside it; the ratios carry session-to-session variation as well,
+    so the interval is wider than an interleaved comparison's."""
+    from rooftop.model_io import release_memory
+
+    blocks: dict[str, list[list[float]]] = {"a": [], "b": []}
+    for which in ("a", "b", "b", "a"):
+        sess = (build_a if which == "a" else build_b)()
+        run = _runner(sess, feeds)
+        run()
+        run()
+        block: list[float] = []
+        start = time.perf_counter()
+        while len(block) < 3 or (time.perf_counter() - start < budget_s / 4 and len(block) < 1000):
+            block.append(run())
+        blocks[which].append(block)
+        del sess, run
+        release_memory()
+    ta, tb, ratios = Timing(labels[0]), Timing(labels[1]), []
+    for xa, xb in zip(blocks["a"], blocks["b"]):
+        ta.times_s += xa
+        tb.times_s += xb
+        ratios += [y / x for x, y in zip(xa, xb)]
+    return Comparison(ta, tb, ratios, level, threads, band)
+
+
 def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: str, threads: int, runs: int) -> list[list[dict]]:
     """onnxruntime profiler node events, one list per run after two warm-up runs."""
     import json

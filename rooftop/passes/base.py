@@ -27,7 +27,7 @@ from onnx import ModelProto
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from rooftop.errors import first_line
-from rooftop.model_io import weightless
+from rooftop.model_io import external_dir, weightless
 from rooftop.records import Cause, CostDelta, Latency, PassRecord, Status
 
 # graphsurgeon logs to stdout/stderr on its own (a colour warning, a message before each exception
@@ -176,7 +176,21 @@ def import_graph(model: ModelProto) -> gs.Graph:
     domains to it, which would change the caller's model. The graph gets its own copies."""
     graph = gs.import_onnx(model)
     graph.import_domains = [onnx.helper.make_opsetid(o.domain, o.version) for o in model.opset_import]
+    for t in graph.tensors().values():
+        lazy = getattr(t, "_values", None)
+        if type(lazy) is gs.ir.tensor.LazyValues and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL:
+            t._values = _ExternalValues(lazy.tensor)
     return graph
+
+
+class _ExternalValues(gs.ir.tensor.LazyValues):
+    """A weight left on disk (``model_io.load_model_noted(lazy=True)``): read from the run's external
+    data folder when a pass asks for its values; exported as the reference it was when none did."""
+
+    def load(self):
+        import numpy as np
+
+        return np.array(onnx.numpy_helper.to_array(self.tensor, base_dir=external_dir() or ""))
 
 
 @contextlib.contextmanager

@@ -22,9 +22,12 @@ model gives it nothing to do (``has_work``): no node of constants only, no op it
 chained pair it merges. It would still have merged duplicate scalar initializers there (36 zero
 points in an int8 ResNet-18): bytes, not time.
 
-Refuses: models whose weights do not fit a 2 GB protobuf (onnxsim would have to
-round-trip them through external data; the pass reports that and leaves the
-model alone). If onnxsim raises (an op it cannot evaluate, a custom domain), the
+Weights over the fold limit (and weights left on disk by a lazy load) go to onnxsim as typed graph
+inputs and come back as the tensors they were: what they feed that is small enough to fold is not
+worth serializing every weight to onnxsim and back (a 6 GB decoder would need it in memory twice
+over), and what is large would not fold anyway.
+
+Refuses: models whose small weights alone do not fit a 2 GB protobuf. If onnxsim raises (an op it cannot evaluate, a custom domain), the
 pass manager rolls back and the model is unchanged.
 """
 
@@ -75,12 +78,12 @@ class Simplify(ModelPass):
     summary = "onnxsim constant folding and shape inference (folded tensors capped by --fold-limit)"
 
     def run_model(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
-        if is_large(model):
-            return model, PassResult(0, ["skipped: weights over 1.8 GB (onnxsim works on an in-memory protobuf)"])
         if not has_work(model):
             return model, PassResult(0, ["nothing for onnxsim: no constant subgraph, shape read or pair it simplifies (not imported)"])
         before = graph_signature(model)
-        work, kept = _hide_narrow_weights(model)
+        work, kept = _hide_weights(model, int(ctx.fold_limit))
+        if is_large(work):
+            return model, PassResult(0, ["skipped: weights under the fold limit add up to over 1.8 GB (onnxsim works on an in-memory protobuf)"])
         work, generators = _hide_large_generators(work, int(ctx.fold_limit))
         if not toposorted(work):  # onnxsim refuses an If whose subgraph reads a value produced after it
             work = _copy(work) if work is model else work
@@ -88,7 +91,7 @@ class Simplify(ModelPass):
         budget = ctx.fold_budget if ctx.fold_budget is not None else growth_budget(weight_bytes(model), ctx.fold_limit)
         out, capped, grown, fallback = _within_budget(work, int(ctx.fold_limit), budget, ctx.target)
         _restore_generators(out, generators, model)
-        _restore_narrow_weights(out, kept)
+        _restore_weights(out, kept)
         resorted = toposort(out)  # onnxsim's output is now and then out of order; the checker refuses that
         del out.graph.value_info[:]
         if graph_signature(out) == before:
@@ -111,8 +114,9 @@ class Simplify(ModelPass):
             notes.append(f"onnxsim fused {fused} com.microsoft ops (attention, rotary embedding): --target onnxruntime")
         if resorted:
             notes.append("put onnxsim's output back in topological order")
-        if kept:
-            notes.append(f"kept {len(kept)} low-precision weights as stored (folding their Cast/DequantizeLinear would widen them)")
+        narrow = sum(t.data_type not in WIDE for t in kept)
+        if narrow:
+            notes.append(f"kept {narrow} low-precision weights as stored (folding their Cast/DequantizeLinear would widen them)")
         return out, PassResult(rewrites, notes)
 
 
@@ -311,27 +315,53 @@ def has_work(model: ModelProto) -> bool:
 NARROW_MIN_BYTES = 4096  # smaller low-precision constants may fold: they cannot bloat the file
 
 
-def _hide_narrow_weights(model: ModelProto) -> tuple[ModelProto, list[onnx.TensorProto]]:
-    """Weights stored narrower than float32 (int8, uint8, int16, fp16, bf16 ...) and widened at run time by
-    a Cast or DequantizeLinear: onnxsim would fold them into float32 initializers, four times the bytes
-    to store and to read (an int8 MiniLM grew from 22.9 MB to 90.3 MB). They go to onnxsim as graph
-    inputs, which it cannot fold, and come back as initializers afterwards."""
+def _hidden_weights(model: ModelProto, limit: int) -> list[onnx.TensorProto]:
+    """The initializers onnxsim gets as typed graph inputs instead of tensors:
+
+    - weights stored narrower than float32 (int8, uint8, int16, fp16, bf16 ...) and widened at run
+      time by a Cast or DequantizeLinear: onnxsim would fold them into float32 initializers, four
+      times the bytes to store and to read (an int8 MiniLM grew from 22.9 MB to 90.3 MB);
+    - weights over the per-tensor fold limit and weights left on disk: whatever they feed that is
+      small enough to fold is not worth serializing every weight to onnxsim and back (and those
+      on disk would have to be read in); what is large would not fold anyway."""
     widening = {i for n in model.graph.node if n.op_type in ("Cast", "CastLike", "DequantizeLinear") for i in n.input[:1]}
-    kept = [t for t in model.graph.initializer
-            if t.name in widening and t.data_type not in WIDE and tensor_nbytes(t) >= NARROW_MIN_BYTES]
+    outputs = {o.name for o in model.graph.output}
+
+    def hide(t: onnx.TensorProto) -> bool:
+        if t.name in outputs:
+            return False
+        size = tensor_nbytes(t)
+        narrow = t.name in widening and t.data_type not in WIDE and size >= NARROW_MIN_BYTES
+        return narrow or t.data_location == onnx.TensorProto.EXTERNAL or size > max(limit, NARROW_MIN_BYTES)
+
+    return [t for t in model.graph.initializer if hide(t)]
+
+
+def _hide_weights(model: ModelProto, limit: int) -> tuple[ModelProto, list[onnx.TensorProto]]:
+    """``model`` with ``_hidden_weights`` as graph inputs (the rest copied; the hidden ones are not)."""
+    kept = _hidden_weights(model, limit)
     if not kept:
         return model, []
     names = {t.name for t in kept}
     work = ModelProto()
-    work.CopyFrom(model)
-    keep_inits = [t for t in work.graph.initializer if t.name not in names]
-    del work.graph.initializer[:]
-    work.graph.initializer.extend(keep_inits)
-    work.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in kept)
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(work, f, getattr(model, f))
+    work.opset_import.extend(model.opset_import)
+    work.functions.extend(model.functions)
+    work.metadata_props.extend(model.metadata_props)
+    g, src = work.graph, model.graph
+    g.name, g.doc_string = src.name, src.doc_string
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    g.initializer.extend(t for t in src.initializer if t.name not in names)
+    g.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in kept)
     return work, kept
 
 
-def _restore_narrow_weights(out: ModelProto, kept: list[onnx.TensorProto]) -> None:
+def _restore_weights(out: ModelProto, kept: list[onnx.TensorProto]) -> None:
     if not kept:
         return
     names = {t.name for t in kept}
