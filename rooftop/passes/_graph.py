@@ -13,6 +13,9 @@ def const_value(t: gs.Tensor | None) -> np.ndarray | None:
     if t is None:
         return None
     if isinstance(t, gs.Constant):
+        lazy = getattr(t, "_values", None)
+        if isinstance(lazy, gs.ir.tensor.LazyValues):  # read, not kept: exported as it was stored (on disk)
+            return np.asarray(lazy.load())
         return np.asarray(t.values)
     if len(t.inputs) == 1:
         prod = t.inputs[0]

@@ -180,6 +180,7 @@ def import_graph(model: ModelProto) -> gs.Graph:
         lazy = getattr(t, "_values", None)
         if type(lazy) is gs.ir.tensor.LazyValues and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL:
             t._values = _ExternalValues(lazy.tensor)
+            t.data_location = None  # once read, the values are exported inline (the reference goes with the lazy object)
     return graph
 
 

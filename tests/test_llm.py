@@ -1,0 +1,126 @@
+"""A small decoder LLM from benchmarks/gen_decoder.py (3 MB of weights in external data): weights
+stay on disk through the whole run, the written model streams them, the KV-cache interface is kept
+and the shape computations an LLM export writes are folded down to the two dynamic reads."""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from helpers import ROOT, optimize
+from onnx import TensorProto
+
+import rooftop.pipeline as pipeline
+from rooftop import model_io
+from rooftop.runtime import make_session
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from gen_decoder import build  # noqa: E402
+
+LAYERS, D, FF, HEADS, VOCAB = 2, 128, 512, 4, 1000
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("llm")
+    return build(d / "dec.onnx", LAYERS, D, FF, HEADS, VOCAB, fp16=False, opset=18, max_pos=256)
+
+
+def feeds(seq: int, past: int, batch: int = 1) -> dict[str, np.ndarray]:
+    r = np.random.default_rng(seq * 100 + past)
+    x = {"input_ids": r.integers(0, VOCAB, (batch, seq)).astype(np.int64)}
+    for i in range(LAYERS):
+        for kind in ("key", "value"):
+            x[f"past_key_values.{i}.{kind}"] = r.standard_normal((batch, HEADS, past, D // HEADS)).astype(np.float32)
+    return x
+
+
+def run_file(path, x):
+    sess = make_session(None, path=str(path), prepack=False)
+    out = sess.run(None, x)
+    del sess
+    gc.collect()
+    return out
+
+
+def interface(m: onnx.ModelProto):
+    def vi(v):
+        return v.name, v.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    return [vi(v) for v in m.graph.input], [vi(v) for v in m.graph.output]
+
+
+def test_weights_stay_on_disk_and_the_output_streams_them(decoder, tmp_path):
+    out = tmp_path / "out.onnx"
+    model, report = optimize(decoder, out, lazy_weights=True)
+    big = [t for t in model.graph.initializer if model_io.tensor_nbytes(t) >= model_io.LAZY_MIN_BYTES]
+    assert len(big) == 1 + LAYERS * 7 + 1  # embedding, 7 matrices a layer, LM head
+    assert all(t.data_location == TensorProto.EXTERNAL and not t.HasField("raw_data") for t in big)
+    assert report.final_check is not None and report.final_check.ok
+    assert report.verification.count(" and ") == 1  # verified at two sizes of the dynamic axes
+    written = onnx.load(out, load_external_data=False)
+    assert {kv.value for t in written.graph.initializer for kv in t.external_data if kv.key == "location"} == {"out.onnx.data"}
+    assert interface(written) == interface(onnx.load(decoder, load_external_data=False))
+    for seq, past in ((1, 7), (5, 0), (3, 20)):
+        x = feeds(seq, past)
+        for got, ref in zip(run_file(out, x), run_file(decoder, x)):
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_llm_shape_computations_fold_to_the_dynamic_reads(decoder, tmp_path):
+    model, report = optimize(decoder, tmp_path / "out.onnx", lazy_weights=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Shape") == 2  # the sequence length and the past length: nothing else is read at run time
+    consts = {t.name for t in model.graph.initializer}
+    assert all(n.input[1] in consts for n in model.graph.node if n.op_type == "Reshape")  # every target folded
+    concats = [n for n in model.graph.node if n.op_type == "Concat"]
+    assert len(concats) == 4 * LAYERS  # the KV cache and rotate-half, two each a layer: no shape vector is built
+    assert {f"present.{i}.{k}" for i in range(LAYERS) for k in ("key", "value")} <= {n.output[0] for n in concats}
+    chains = next(p for p in report.passes if p.name == "shape-chains")
+    assert chains.status == "applied" and chains.verified
+
+
+def test_a_pass_reads_a_weight_left_on_disk(tmp_path):
+    """fold-conv-bn needs the Conv weight's values: a lazy load reads that one tensor from the file."""
+    from helpers import init, make_model, vi
+
+    r = np.random.default_rng(0)
+    w = r.standard_normal((64, 64, 3, 3)).astype(np.float32)  # 147 KB: left on disk
+    nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
+    bn = [init(n, (r.random(64) + 0.5).astype(np.float32)) for n in ("g", "b", "m", "v")]
+    m = make_model(nodes, [vi("x", [1, 64, 8, 8])], [vi("y", [1, 64, 8, 8])], [init("w", w), *bn])
+    ref = onnx.ModelProto()
+    ref.CopyFrom(m)
+    src = tmp_path / "cbn.onnx"
+    onnx.save(m, src, save_as_external_data=True, location="cbn.data", size_threshold=0)
+    out = tmp_path / "out.onnx"
+    model, report = optimize(src, out, lazy_weights=True)
+    fold = next(p for p in report.passes if p.name == "fold-conv-bn")
+    assert fold.status == "applied" and fold.rewrites == 1 and fold.verified
+    assert [n.op_type for n in model.graph.node] == ["Conv"]
+    x = {"x": r.standard_normal((1, 64, 8, 8)).astype(np.float32)}
+    from helpers import run
+
+    np.testing.assert_allclose(run_file(out, x)[0], run(ref, x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_large_models_are_timed_one_session_at_a_time(decoder, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "INTERLEAVE_UP_TO", 0)
+    built = []
+    from rooftop.analysis import timing
+
+    orig_session = timing.session
+
+    def counting(model, level="disable", threads=0):
+        built.append(level)
+        return orig_session(model, level, threads)
+
+    monkeypatch.setattr(timing, "session", counting)
+    _, report = optimize(decoder, tmp_path / "out.onnx", lazy_weights=True, time=True, time_budget=0.2, profile_nodes=False)
+    assert any("one session at a time" in w for w in report.warnings)
+    assert report.latency and all(lat.rounds >= 6 for lat in report.latency.values())  # 2 blocks a model, 3 runs at least
+    assert len(built) % 4 == 0 and built  # blocks A B B A, a fresh session each
