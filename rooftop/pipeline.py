@@ -27,8 +27,24 @@ from onnx import ModelProto
 
 from rooftop import model_io, runtime
 from rooftop.errors import InputError, UsageError, VerificationError, first_line
-from rooftop.passes import DEFAULT_PIPELINE, REGISTRY, PassContext, PassManager, PassRecord, Validation
-from rooftop.records import NOISE_BAND, ORT_LEVEL_NAMES, Cause, CostDelta, Latency, OpGrowth, Status, Verdict
+from rooftop.passes import (
+    DEFAULT_PIPELINE,
+    REGISTRY,
+    PassContext,
+    PassManager,
+    PassRecord,
+    Validation,
+)
+from rooftop.records import (
+    NOISE_BAND,
+    ORT_LEVEL_NAMES,
+    Cause,
+    CostDelta,
+    Latency,
+    OpGrowth,
+    Status,
+    Verdict,
+)
 from rooftop.verify import Verifier, VerifyResult
 
 if TYPE_CHECKING:
@@ -642,4 +658,4 @@ def list_passes() -> list[tuple[str, str, bool]]:
     return [(n, p.summary, n in DEFAULT_PIPELINE) for n, p in REGISTRY.items()]
 
 
-__all__ = ["Comparator", "Options", "OrtComparator", "Report", "optimize", "list_passes", "resolve_pipeline"]
+__all__ = ["Comparator", "Options", "OrtComparator", "Report", "list_passes", "optimize", "resolve_pipeline"]

@@ -13,12 +13,11 @@ import pytest
 from helpers import ROOT, optimize
 from onnx import TensorProto
 
-import rooftop.pipeline as pipeline
-from rooftop import model_io
+from rooftop import model_io, pipeline
 from rooftop.runtime import make_session
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from gen_decoder import build  # noqa: E402
+from gen_decoder import build
 
 LAYERS, D, FF, HEADS, VOCAB = 2, 128, 512, 4, 1000
 
@@ -124,3 +123,15 @@ def test_large_models_are_timed_one_session_at_a_time(decoder, tmp_path, monkeyp
     assert any("one session at a time" in w for w in report.warnings)
     assert report.latency and all(lat.rounds >= 6 for lat in report.latency.values())  # 2 blocks a model, 3 runs at least
     assert len(built) % 4 == 0 and built  # blocks A B B A, a fresh session each
+
+
+def test_report_reads_the_rows_as_blocks(decoder, tmp_path):
+    from rooftop.report.text import summary_lines
+
+    _, report = optimize(decoder, tmp_path / "out.onnx", lazy_weights=True)
+    groups = report.after.by_layer()
+    assert [g.layer for g in groups] == [str(i) for i in range(LAYERS)] + [""]
+    head = next(r for r in report.after.rows if r.flops and r.op_type == "MatMul" and r.flops == max(x.flops for x in report.after.rows))
+    assert head.layer == ""  # the LM head reads lm_head.weight: outside the blocks
+    assert all(sum(r.op_type == "MatMul" for r in report.after.rows if r.layer == str(i)) == 9 for i in range(LAYERS))  # 7 weights + 2 attention
+    assert any(line.startswith(f"{LAYERS} repeated blocks:") for line in summary_lines(report))

@@ -26,6 +26,7 @@ resolve are taken from one onnxruntime run of the model.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -77,6 +78,7 @@ class NodeCost:
     reason: str = ""
     metadata: bool = False
     transcendental: bool = False
+    layer: str = ""  # the repeated block the node belongs to ("3" for model.layers.3), "" outside any
 
     @property
     def bytes(self) -> float:
@@ -544,6 +546,8 @@ def peak_activation_bytes(model: ModelProto, infos: Mapping[str, TensorInfo]) ->
 def analyze(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None, *, allow_run: bool = True) -> ModelCost:
     infos, source, bound = tensor_infos(model, input_shapes, allow_run=allow_run)
     nodes = [node_cost(n, infos) for n in model.graph.node]
+    for c, layer in zip(nodes, node_layers(model)):
+        c.layer = layer
     t = Totals(nodes=len(nodes))
     by: dict[str, dict[str, float]] = {}
     for c in nodes:
@@ -566,6 +570,38 @@ def analyze(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None 
         t.param_bytes += (info.nbytes or 0) if info is not None else 0
     t.peak_activation_bytes = peak_activation_bytes(model, infos)
     return ModelCost(nodes, t, by, [c for c in nodes if not c.known], source, bound)
+
+
+_LAYER = re.compile(r"(?:^|[./_])(?:layers?|blocks?|h|encoder\.layer|decoder\.layers?)[./_](\d+)(?=[./_]|$)")
+
+
+def node_layers(model: ModelProto) -> list[str]:
+    """The repeated block each node belongs to, as exporters name them: in the node's name
+    (``/model/layers.3/self_attn/...``), else in a weight it reads (``model.layers.3.mlp...``; a
+    weight without a number puts it outside the blocks), else the deepest block among the nodes that
+    produce its inputs (a Softmax between two MatMuls of block 3 is block 3). Nodes before the first
+    block (embedding, mask) and after the last (final norm, head) have none."""
+    def number(text: str) -> int | None:
+        m = _LAYER.search(text)
+        return int(m.group(1)) if m else None
+
+    # weights (16 elements or more) name their block, or say the node is outside every block
+    # (the final norm and the LM head read ``model.norm.weight``, ``lm_head.weight``)
+    weights = {t.name for t in model.graph.initializer if int(np.prod(t.dims, dtype=np.int64)) >= 16}
+    of: dict[str, int] = {}
+    out: list[str] = []
+    for n in model.graph.node:
+        k = number(n.name)
+        named = [i for i in n.input if i in weights]
+        if k is None and named:
+            k = next((v for v in (number(i) for i in named) if v is not None), None)
+        elif k is None:
+            k = max((of[i] for i in n.input if i in of), default=None)
+        if k is not None:
+            for o in n.output:
+                of[o] = k
+        out.append("" if k is None else str(k))
+    return out
 
 
 def human(n: float, unit: str = "") -> str:

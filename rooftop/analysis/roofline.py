@@ -28,11 +28,13 @@ class Row:
     predicted_s: float | None
     dtype: str
     measured_s: float | None = None
+    layer: str = ""
 
     def as_dict(self) -> dict:
         return {
             "name": self.name,
             "op_type": self.op_type,
+            "layer": self.layer,
             "flops": self.flops,
             "int_ops": self.int_ops,
             "bytes_read": self.bytes_read,
@@ -42,6 +44,16 @@ class Row:
             "predicted_s": self.predicted_s,
             "measured_s": self.measured_s,
         }
+
+
+@dataclass
+class LayerTotals:
+    layer: str  # "" : the nodes outside every block (embedding, mask, head)
+    nodes: int = 0
+    flops: float = 0.0
+    bytes: float = 0.0
+    predicted_s: float = 0.0
+    measured_s: float | None = None
 
 
 @dataclass
@@ -73,6 +85,21 @@ class Roofline:
     def costs(self) -> Costs:
         return Costs(self.flops, self.int_ops, self.bytes, self.predicted_s)
 
+    def by_layer(self) -> list[LayerTotals]:
+        """Totals per repeated block (empty when the model has fewer than two): the rows of a
+        model with thousands of nodes, read as the blocks they repeat."""
+        groups: dict[str, LayerTotals] = {}
+        for r in self.rows:
+            g = groups.setdefault(r.layer, LayerTotals(r.layer))
+            g.nodes += 1
+            g.flops += r.flops + r.int_ops
+            g.bytes += r.bytes_read + r.bytes_written
+            g.predicted_s += r.predicted_s or 0.0
+            g.measured_s = (g.measured_s or 0.0) + r.measured_s if r.measured_s is not None else g.measured_s
+        if sum(1 for k in groups if k) < 2:
+            return []
+        return sorted(groups.values(), key=lambda g: (g.layer == "", int(g.layer) if g.layer else 0))
+
     def top_memory_bound(self, k: int = 10) -> list[Row]:
         rows = [r for r in self.rows if r.bound == "memory" and r.predicted_s is not None]
         return sorted(rows, key=lambda r: r.predicted_s or 0.0, reverse=True)[:k]
@@ -80,15 +107,15 @@ class Roofline:
 
 def row(c: NodeCost, hw: HardwareProfile) -> Row:
     if c.metadata:
-        return Row(c.name, c.op_type, 0.0, 0.0, 0.0, 0.0, None, "meta", 0.0, c.dtype)
+        return Row(c.name, c.op_type, 0.0, 0.0, 0.0, 0.0, None, "meta", 0.0, c.dtype, layer=c.layer)
     if not c.known:
-        return Row(c.name, c.op_type, 0.0, 0.0, 0.0, 0.0, None, "unknown", None, c.dtype)
+        return Row(c.name, c.op_type, 0.0, 0.0, 0.0, 0.0, None, "unknown", None, c.dtype, layer=c.layer)
     t_compute = c.ops / hw.peak(c.dtype) if c.ops else 0.0
     t_memory = c.bytes / hw.bandwidth
     intensity = c.intensity
     bound = "compute" if intensity >= hw.ridge(c.dtype) else "memory"
     return Row(c.name, c.op_type, c.flops, c.int_ops, c.bytes_read, c.bytes_written, intensity, bound,
-               max(t_compute, t_memory) + hw.overhead_s, c.dtype)
+               max(t_compute, t_memory) + hw.overhead_s, c.dtype, layer=c.layer)
 
 
 def roofline(cost: ModelCost, hw: HardwareProfile) -> Roofline:

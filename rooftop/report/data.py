@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ def _side(rl: Any) -> dict | None:
         "shape_source": rl.shape_source,
         "unknown": rl.unknown,
         "by_op_type": _clean(rl.by_op_type),
+        "by_layer": [_clean(dataclasses.asdict(g)) for g in rl.by_layer()],
         "nodes": [_clean(r.as_dict()) for r in rl.rows],
     }
 

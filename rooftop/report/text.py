@@ -10,6 +10,7 @@ from rooftop.analysis.costs import human
 from rooftop.records import ORT_LEVEL_NAMES, Cause, Latency, PassRecord, Status, Verdict
 
 if TYPE_CHECKING:
+    from rooftop.analysis.roofline import Roofline
     from rooftop.pipeline import Report
 
 
@@ -88,7 +89,7 @@ def pass_rows(report: Report) -> list[list[str]]:
     return rows
 
 
-def profile_words(hw) -> str:  # noqa: ANN001
+def profile_words(hw) -> str:
     """How the profile's figures were had: ``measured here 3 h ago (best of 2 measurements)``."""
     if hw.kind != "measured":
         return f"{hw.kind} figures"
@@ -118,6 +119,21 @@ def opset_line(report: Report) -> str:
     return f"a higher opset would enable: {what} (--opset {top} enables all of them)"
 
 
+def layer_line(rl: Roofline) -> str:
+    """One line for a model of repeated blocks (an LLM's thousands of rows, read as its layers)."""
+    groups = rl.by_layer()
+    blocks = [g for g in groups if g.layer]
+    if not blocks:
+        return ""
+    rest = next((g for g in groups if not g.layer), None)
+    lo, hi = min(blocks, key=lambda g: g.predicted_s), max(blocks, key=lambda g: g.predicted_s)
+    line = (f"{len(blocks)} repeated blocks: {_mb(sum(g.bytes for g in blocks) / len(blocks))} of traffic and "
+            f"{_ms(lo.predicted_s)}–{_ms(hi.predicted_s)} predicted each ({sum(g.nodes for g in blocks)} nodes in all)")
+    if rest is not None:
+        line += f"; outside them {rest.nodes} nodes, {_mb(rest.bytes)}, {_ms(rest.predicted_s)}"
+    return line + " (JSON: by_layer)"
+
+
 def summary_lines(report: Report) -> list[str]:
     lines = []
     hw, before, after = report.hardware, report.before, report.after
@@ -140,6 +156,9 @@ def summary_lines(report: Report) -> list[str]:
         if hw.kind != "measured" and report.latency:
             lines.append(f"note: the prediction is for {hw.name} ({hw.kind} figures), the measurements are of this machine's CPU; "
                          "compare their directions, not their values")
+        blocks = layer_line(after)
+        if blocks:
+            lines.append(blocks)
         if after.unknown:
             lines.append(f"{len(after.unknown)} operators could not be costed: " + "; ".join(after.unknown[:3]) + (" ..." if len(after.unknown) > 3 else ""))
     for level, lat in report.latency.items():
