@@ -99,7 +99,7 @@ def external_dir() -> str | None:
 
 
 LAZY_MIN_BYTES = 64 << 10  # external tensors smaller than this are read at load (scales, norms, shapes)
-LAZY_FROM_BYTES = 256 << 20  # external data from this size on stays on disk (``load_model_noted(lazy=None)``)
+LAZY_FROM_BYTES = 64 << 20  # external data from this size on stays on disk (``load_model_noted(lazy=None)``)
 
 
 def load_model(path: str | os.PathLike[str], *, check: bool = True) -> ModelProto:
@@ -280,7 +280,9 @@ def check_output_path(out: str | os.PathLike[str], inp: str | os.PathLike[str] |
 def save_model(model: ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> list[Path]:
     """Write ``model`` atomically to ``path``; returns the files written.
 
-    ``external_data=None`` chooses: weights over ~1.8 GB go to ``<name>.data`` beside the model.
+    ``external_data=None`` chooses: weights over ~1.8 GB, or a model whose weights are external
+    references (read lazily), go to ``<name>.data`` beside the model; the referenced bytes are
+    streamed from ``external_dir()``.
     """
     out = Path(path)
     parent = out.resolve().parent
@@ -288,13 +290,22 @@ def save_model(model: ModelProto, path: str | os.PathLike[str], *, external_data
         raise OutputError(f"{path}: output folder {parent} does not exist")
     if external_data is None:  # over the limit, or read from external data and still referring to it
         external_data = weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD or has_external_data(model)
+    streamed = False
+    if not external_data and has_external_data(model):  # weights on disk, asked for one file: stream them in
+        if weights_nbytes(model) >= EXTERNAL_DATA_THRESHOLD:
+            external_data = True
+        else:
+            streamed = True
     written: list[Path] = []
     try:
         if not external_data:
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(model.SerializeToString())
+                    if streamed:
+                        write_inline(model, f)
+                    else:
+                        f.write(model.SerializeToString())
                     f.flush()
                     os.fsync(f.fileno())
                 os.chmod(tmp, 0o644)
@@ -366,6 +377,102 @@ def write_with_external_data(model: ModelProto, path: str | os.PathLike[str], da
                 e.key, e.value = k, v
     with open(out, "wb") as f:
         f.write(skeleton.SerializeToString())
+
+
+SPILL_FROM_BYTES = 64 << 20  # a model stored inline with this much weight works from a spilled copy
+SPILL_NAME = "weights.bin"
+
+
+def spill(model: ModelProto, folder: str | os.PathLike[str]) -> ModelProto:
+    """``model`` with the main graph's weights of ``LAZY_MIN_BYTES`` or more moved out into
+    ``<folder>/weights.bin`` (page-aligned) and external references in their place: the run then
+    holds each weight once, on disk, as it does for a model stored with external data (every
+    pass's output and every verification session would otherwise copy them). A new, light
+    ModelProto: protobuf keeps a cleared field's bytes until the message itself is dropped."""
+    with open(Path(folder) / SPILL_NAME, "wb") as f:
+        for t in model.graph.initializer:
+            if t.data_location == TensorProto.EXTERNAL or not t.HasField("raw_data") or len(t.raw_data) < LAZY_MIN_BYTES:
+                continue
+            pad = (-f.tell()) % 4096
+            if pad:
+                f.write(b"\0" * pad)
+            offset, length = f.tell(), f.write(t.raw_data)
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", SPILL_NAME), ("offset", str(offset)), ("length", str(length))):
+                t.external_data.add(key=k, value=v)
+    light = ModelProto()
+    light.CopyFrom(model)
+    return light
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, length: int) -> bytes:
+    """The key and length of a length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def write_inline(model: ModelProto, f) -> None:
+    """Serialize ``model`` as one protobuf with its external tensors' bytes read in, to the open
+    file ``f``, a chunk at a time: the bytes are never all in memory (``SerializeToString`` of an
+    inlined copy would hold them twice). A message is a sequence of fields in any order, so the
+    model goes out as: the model without its graph, then the graph field (7), made of the graph
+    without its initializers and then each initializer (GraphProto field 5) as its header fields
+    followed by its ``raw_data`` (TensorProto field 9) streamed from disk."""
+    head = _without(model, "graph", ModelProto())
+    graph = _without(model.graph, "initializer", onnx.GraphProto())
+    parts = []  # (header bytes, external tensor or None)
+    for t in model.graph.initializer:
+        if t.data_location != TensorProto.EXTERNAL:
+            parts.append((t.SerializeToString(), None, 0))
+            continue
+        h = TensorProto()
+        h.CopyFrom(t)
+        del h.external_data[:]
+        h.data_location = TensorProto.DEFAULT
+        length = external_file(t)[2]
+        parts.append((h.SerializeToString() + _field(9, length), t, length))
+    inits = sum(len(_field(5, len(b) + n)) + len(b) + n for b, _, n in parts)
+    g = graph.SerializeToString()
+    f.write(head.SerializeToString())
+    f.write(_field(7, len(g) + inits))
+    f.write(g)
+    for b, t, n in parts:
+        f.write(_field(5, len(b) + n))
+        f.write(b)
+        if t is not None:
+            _copy_external(t, f)
+
+
+def _without(msg, skip: str, out):
+    """A copy of protobuf message ``msg`` into ``out`` without field ``skip`` (for a model whose
+    weights are external references: the copy is small)."""
+    out.CopyFrom(msg)
+    out.ClearField(skip)
+    return out
+
+
+def inlined(model: ModelProto) -> ModelProto:
+    """A copy of ``model`` with every external tensor's bytes read back in (from ``external_dir()``)."""
+    out = ModelProto()
+    out.CopyFrom(model)
+    for t in iter_graph_tensors(out.graph):
+        if t.data_location == TensorProto.EXTERNAL:
+            src, offset, length = external_file(t)
+            with open(src, "rb") as f:
+                f.seek(offset)
+                t.raw_data = f.read(length)
+            t.data_location = TensorProto.DEFAULT
+            del t.external_data[:]
+    return out
 
 
 def external_file(t: TensorProto) -> tuple[Path, int, int]:

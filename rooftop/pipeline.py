@@ -16,7 +16,10 @@ slower; at worst the original graph is written unchanged, and the report says so
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,7 +96,7 @@ class Options:
     comparator: Comparator | None = None  # replaces onnxruntime timing on this machine (tests, remote devices)
     opset: int | None = None  # convert the model to this default-domain opset before the passes
     # weights in external data stay on disk (memory-mapped by onnxruntime, read by a pass only when it
-    # rewrites them, streamed to the output); None: from 256 MB of external data on. The model optimize()
+    # rewrites them, streamed to the output); None: from 64 MB of weights on (a model stored inline is spilled to a scratch file). The model optimize()
     # returns then refers to the input's data file, relative to the input's folder.
     lazy_weights: bool | None = None
 
@@ -543,8 +546,26 @@ def optimize(
     original, model_path, notes = _load(model_or_path, output, opts, stage)
     # weights left on disk at load are read from the model's folder, by the passes that need one
     # tensor and by onnxruntime (memory-mapped); the output streams them from there
-    with model_io.external_base(Path(model_path).resolve().parent if model_path else model_io.external_dir()):
+    with contextlib.ExitStack() as stack:
+        base = Path(model_path).resolve().parent if model_path else model_io.external_dir()
+        if _spills(original, model_path, opts):
+            base = stack.enter_context(tempfile.TemporaryDirectory(prefix="rooftop-weights-"))
+            stage("moving the weights to a scratch file (each is then held once, on disk)")
+            original = model_io.spill(original, base)
+            model_io.release_memory()
+            if opts.external_data is None:  # the output is stored as the input was: inline
+                opts = dataclasses.replace(opts, external_data=False)
+        stack.enter_context(model_io.external_base(base))
+        if model_path is not None:  # onnx.checker copies the model it checks: a spilled model is light
+            model_io.check_model(original, model_path, path_on_disk=Path(model_path))
         return _optimize(original, model_path, notes, output, opts, names, stage, t0, on_pass_start, on_pass_end)
+
+
+def _spills(model: ModelProto, model_path: str | None, opts: Options) -> bool:
+    """A model read from a file, stored inline, with enough weight to matter (never a caller's ModelProto)."""
+    if model_path is None or opts.lazy_weights is False or model_io.has_external_data(model):
+        return False
+    return opts.lazy_weights is True or model_io.inline_nbytes(model) >= model_io.SPILL_FROM_BYTES
 
 
 def _optimize(original: ModelProto, model_path: str | None, notes: list[str], output, opts: Options, names: list[str],
@@ -608,7 +629,7 @@ def _load(model_or_path, output, opts: Options, stage) -> tuple[ModelProto, str 
     if output is not None:
         model_io.check_output_path(output, model_path, force=opts.force)
     stage("loading model")
-    model, notes = model_io.load_model_noted(model_path, lazy=opts.lazy_weights)
+    model, notes = model_io.load_model_noted(model_path, lazy=opts.lazy_weights, check=False)  # checked once light
     return model, model_path, notes
 
 

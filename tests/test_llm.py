@@ -135,3 +135,24 @@ def test_report_reads_the_rows_as_blocks(decoder, tmp_path):
     assert head.layer == ""  # the LM head reads lm_head.weight: outside the blocks
     assert all(sum(r.op_type == "MatMul" for r in report.after.rows if r.layer == str(i)) == 9 for i in range(LAYERS))  # 7 weights + 2 attention
     assert any(line.startswith(f"{LAYERS} repeated blocks:") for line in summary_lines(report))
+
+
+def test_an_inline_model_is_spilled_and_written_inline_again(decoder, tmp_path):
+    """Stored as one file: the weights move to a scratch file for the run (each held once, on disk)
+    and the output is one file again, its weights streamed in: byte for byte the originals."""
+    full = onnx.load(decoder)
+    src = tmp_path / "inline.onnx"
+    onnx.save(full, src)
+    out = tmp_path / "out.onnx"
+    _, report = optimize(src, out, lazy_weights=True)
+    assert report.final_check is not None and report.final_check.ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inline.onnx", "out.onnx"]
+    written = onnx.load(out)
+    onnx.checker.check_model(written)
+    assert not model_io.has_external_data(written)
+    before = {t.name: t.raw_data for t in full.graph.initializer if len(t.raw_data) >= model_io.LAZY_MIN_BYTES}
+    after = {t.name: t.raw_data for t in written.graph.initializer if t.name in before}
+    assert after == before
+    x = feeds(4, 9)
+    for got, ref in zip(run_file(out, x), run_file(src, x)):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
