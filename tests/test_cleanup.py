@@ -123,3 +123,23 @@ def test_simplify_never_widens_a_low_precision_weight():
     assert sum(t.ByteSize() for t in out.graph.initializer) <= sum(t.ByteSize() for t in m.graph.initializer)
     ids = np.array([0, 5, 999, 3], np.int64)
     np.testing.assert_array_equal(run(out, {"ids": ids})[0], run(m, {"ids": ids})[0])
+
+
+def test_constant_nodes_become_initializers():
+    """Two Constant nodes read by Adds become initializers of the same name; one written as a
+    graph output stays a node (its name is the output's)."""
+    from onnx import numpy_helper
+
+    c1 = helper.make_node("Constant", [], ["c1"], value=numpy_helper.from_array(np.full((1, 4), 2.0, np.float32)))
+    c2 = helper.make_node("Constant", [], ["c2"], value_float=3.0)
+    c3 = helper.make_node("Constant", [], ["c3"], value_ints=[1, 2])
+    nodes = [c1, c2, c3, helper.make_node("Add", ["x", "c1"], ["a"]), helper.make_node("Mul", ["a", "c2"], ["y"])]
+    m = make_model(nodes, [vi("x", [1, 4])], [vi("y", [1, 4]), vi("c3", [2], TensorProto.INT64)])
+    out, res = Cleanup().apply(m, PassContext())
+    assert res.counts.get("constant-removed") == 2
+    assert res.refusals == {"a Constant written as a graph output stays a node": ["c3"]}  # unnamed: named by its output
+    assert [n.op_type for n in out.graph.node] == ["Constant", "Add", "Mul"]
+    assert {t.name for t in out.graph.initializer} == {"c1", "c2"}
+    x = {"x": np.arange(4, dtype=np.float32).reshape(1, 4)}
+    for got, ref in zip(run(out, x), run(m, x)):
+        np.testing.assert_array_equal(got, ref)

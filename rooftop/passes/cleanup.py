@@ -5,11 +5,14 @@
   directly, so graph inputs and outputs keep their names, order and types.
 - Dropout in inference form (no mask output used, ``training_mode`` absent or a
   constant false): an identity, removed the same way.
+- Constant nodes: their value becomes an initializer of the same name (a node that computes
+  nothing; as an initializer every pass and onnxruntime sees a weight, and onnxsim is not needed
+  just to move it).
 - Dead nodes (outputs reach no graph output) and unused initializers.
 - Topological order.
 
 Refuses: an Identity between a graph input and a graph output (the output name
-could not survive), a Dropout whose mask is used or whose training_mode is not a
+could not survive), a Constant that is a graph output or holds a sparse or string value, a Dropout whose mask is used or whose training_mode is not a
 constant false. Subgraphs of If/Loop/Scan are left as they are.
 """
 
@@ -44,8 +47,9 @@ class Cleanup(Pass):
                     removed_dropout += 1
                 else:
                     res.refuse("writes a graph output from a graph input, another graph output or a constant (both names must stay)", node)
-        res.rewrites = removed_identity + removed_dropout
-        for n, what in ((removed_identity, "Identity"), (removed_dropout, "Dropout")):
+        constants = _constants_to_initializers(graph, res)
+        res.rewrites = removed_identity + removed_dropout + constants
+        for n, what in ((removed_identity, "Identity"), (removed_dropout, "Dropout"), (constants, "Constant")):
             if n > 0:
                 res.notes.append(f"removed {n} {what}")
                 res.counts[f"{what.lower()}-removed"] = n
@@ -65,6 +69,30 @@ class Cleanup(Pass):
             res.rewrites = 1
             res.counts["order-restored"] = 1
             res.notes.append("restored topological order")
+
+
+def _constants_to_initializers(graph: gs.Graph, res: PassResult) -> int:
+    n = 0
+    outputs = {id(t) for t in graph.outputs}
+    for node in list(graph.nodes):
+        if node.op != "Constant" or len(node.outputs) != 1:
+            continue
+        out = node.outputs[0]
+        value = const_value(out) if set(node.attrs) <= {"value", "value_float", "value_floats", "value_int", "value_ints"} else None
+        if id(out) in outputs:
+            res.refuse("a Constant written as a graph output stays a node", node)
+            continue
+        if value is None or value.dtype.kind not in "biuf":
+            res.refuse("sparse or string value", node)
+            continue
+        const = gs.Constant(out.name, np.asarray(value))
+        for consumer in list(out.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is out:
+                    consumer.inputs[i] = const
+        node.outputs.clear()
+        n += 1
+    return n
 
 
 def _dropout_refusal(graph: gs.Graph, node: gs.Node) -> str:
