@@ -8,7 +8,7 @@ TorchScript exporter at opset 14 as older exports are, d=256, 4 layers, batch 1,
 224x224 image; cached in benchmarks/cache/): `rooftop.optimize` (portable target, `--opset`
 converting the model so LayerNormalization/Gelu exist, measurement deciding at ORT_ENABLE_ALL) and
 the same with `--target onnxruntime` (com.microsoft SkipLayerNormalization, BiasGelu/FastGelu,
-and onnxsim's attention fusion), and `onnxruntime.transformers.optimizer.optimize_model` (its fusions into com.microsoft ops, opt_level
+and attention-fusion: com.microsoft Attention with one packed QKV GEMM), and `onnxruntime.transformers.optimizer.optimize_model` (its fusions into com.microsoft ops, opt_level
 0 so the file holds only its own rewrites). Each output is timed interleaved against the original
 at ORT_DISABLE_ALL and at ORT_ENABLE_ALL: median of per-round ratios (output / original) with the
 95% CI of that median. The memory traffic each of rooftop's fusions removed comes from its report
@@ -80,7 +80,7 @@ def timed(original: onnx.ModelProto, other: onnx.ModelProto, feeds, level: str, 
 def fusion_bytes(report) -> str:  # noqa: ANN001
     parts = []
     for r in report.passes:
-        if r.name in ("norm-fusion", "gelu-fusion") and r.cost is not None and r.status.value == "applied":
+        if r.name in ("norm-fusion", "gelu-fusion", "attention-fusion") and r.cost is not None and r.status.value == "applied":
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
             parts.append(f"{kinds}: −{(r.cost.before.bytes - r.cost.after.bytes) / 1e6:.1f} MB")
     return "; ".join(parts) or "-"

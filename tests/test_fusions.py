@@ -60,7 +60,7 @@ def test_old_opset_says_which_opset_enables_the_fusions(tmp_path):
     assert len(gelu.refusals["opset 14 < 20: Gelu needs 20 (--opset 20 enables it)"]) == 2
     from rooftop.report.text import summary_lines
 
-    assert "a higher opset would enable: LayerNormalization ×5, Gelu ×2 (--opset 20 enables all of them)" in summary_lines(report)
+    assert "a higher opset would enable: LayerNormalization ×5, Gelu ×2, Attention ×2 (--opset 23 enables all of them)" in summary_lines(report)
 
 
 def test_onnxruntime_target_fuses_gelu_at_the_models_opset(tmp_path):

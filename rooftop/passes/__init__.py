@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rooftop.passes.attention_fusion import AttentionFusion
 from rooftop.passes.base import ModelPass, Pass, PassContext, PassManager, PassRecord, PassResult, Validation
 from rooftop.passes.cleanup import Cleanup
 from rooftop.passes.conv_activation import ConvActivation
@@ -23,6 +24,7 @@ REGISTRY: dict[str, type[Pass]] = {
         ShapeChains,
         NormFusion,
         GeluFusion,
+        AttentionFusion,
         FoldConvBN,
         ConvActivation,
         U8Activations,
@@ -34,7 +36,7 @@ REGISTRY: dict[str, type[Pass]] = {
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "norm-fusion", "gelu-fusion", "fold-conv-bn", "conv-activation", "u8-activations", "requant", "nhwc-int8", "pad-channels", "cleanup"]
+DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "norm-fusion", "gelu-fusion", "attention-fusion", "fold-conv-bn", "conv-activation", "u8-activations", "requant", "nhwc-int8", "pad-channels", "cleanup"]
 
 __all__ = [
     "REGISTRY",

@@ -128,11 +128,11 @@ class Simplify(ModelPass):
         return out, PassResult(rewrites, notes)
 
 
-# onnxsim's own fusions: norm-fusion and gelu-fusion do LayerNorm, RMSNorm and GELU (and report
-# them); the rest write com.microsoft ops (Attention, GroupQueryAttention, RotaryEmbedding), which
+# onnxsim's own fusions: norm-fusion, gelu-fusion and attention-fusion do LayerNorm, RMSNorm, GELU and attention (and report
+# them); the rest write com.microsoft ops (GroupQueryAttention, RotaryEmbedding), which
 # the portable target must not get. With --target onnxruntime those stay on and measurement decides.
-OURS = ["fuse_gelu", "fuse_layer_norm", "fuse_rms_norm", "fuse_lp_normalization"]
-CONTRIB = ["fuse_attention", "fuse_gqa", "fuse_rope", "fuse_qkv"]
+OURS = ["fuse_gelu", "fuse_layer_norm", "fuse_rms_norm", "fuse_lp_normalization", "fuse_attention", "fuse_qkv"]
+CONTRIB = ["fuse_gqa", "fuse_rope"]
 
 
 def _simplify_function():

@@ -1,0 +1,274 @@
+"""attention-fusion: scaled dot-product attention written out becomes one attention op.
+
+Algebra. With q, k, v of shape (B, S, N·H) split into N heads of H:
+
+    Q  = Transpose(Reshape(q, [·, ·, N, H]), [0, 2, 1, 3])                       (B, N, S, H)
+    Kᵀ = Transpose(Reshape(k, [·, ·, N, H]), [0, 2, 3, 1])                       (B, N, H, T)
+         (or [0, 2, 1, 3] and then [0, 1, 3, 2])
+    V  = Transpose(Reshape(v, [·, ·, N, H]), [0, 2, 1, 3])                       (B, N, T, H)
+    P  = Softmax(Q·Kᵀ / c [+ M], axis=-1)            (· c instead of / c; or no scale: c = 1)
+    y  = Reshape(Transpose(P·V, [0, 2, 1, 3]), [·, ·, N·H])                      (B, S, N·H)
+
+is attention with N heads, scale 1/c and the additive bias M. Every op between the projections
+and y reads and writes a (B, N, S, T) or (B, S, N·H) tensor; the fused op keeps them in its own
+buffers.
+
+- ``--target onnxruntime``: com.microsoft ``Attention(x, [Wq Wk Wv], [bq bk bv], attention_bias=M)``
+  when q, k and v are projections of one x by constant weights (``x·W + b``): the three GEMMs
+  become one. Otherwise com.microsoft ``MultiHeadAttention(q, k, v, attention_bias=M)``. Their
+  attention_bias must carry the query length as its third dim: a padding mask of shape
+  (B, 1, 1, T) is expanded to (B, 1, S, T) once per mask tensor (Shape/Gather/Concat/Expand, shared by
+  every layer that reads that mask).
+- portable, at opset 23 or later: ``Attention(q, k, v, M; q_num_heads=N, kv_num_heads=N, scale)``
+  (the mask broadcasts as it is).
+
+Refuses, with the reason on the Softmax: the portable target below opset 23 (names ``--opset
+23``); scores masked by a Where (a boolean or causal mask: which positions it hides is not
+provable from the graph); keys that are not one projection split into heads (a KV cache
+concatenated with a past, rotary embeddings); heads not given as constants in the Reshape; an
+intermediate read by another node or a graph output; a mask of unknown or unsupported shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from rooftop.passes._graph import Namer
+from rooftop.passes._match import STANDARD, only_consumer, other_input, producer, scalar
+from rooftop.passes.base import Pass, PassContext, PassResult
+
+ATTENTION_OPSET = 23
+
+
+class AttentionFusion(Pass):
+    name = "attention-fusion"
+    summary = "decomposed scaled dot-product attention → Attention (opset 23; com.microsoft Attention/MultiHeadAttention for onnxruntime)"
+    needs_shapes = True
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        res = PassResult()
+        opset = int(graph.opset or 0)
+        names = Namer(graph)
+        expanded: dict[str, gs.Tensor] = {}
+        for sm in list(graph.nodes):
+            if sm.op != "Softmax" or sm.domain not in STANDARD or not sm.outputs or int(sm.attrs.get("axis", -1)) not in (-1, 3):
+                continue
+            m = _match(graph, sm)
+            if m is None:
+                continue
+            if isinstance(m, str):
+                res.refuse(m, sm)
+                continue
+            if ctx.target != "onnxruntime" and opset < ATTENTION_OPSET:
+                res.refuse(f"opset {opset} < {ATTENTION_OPSET}: Attention needs {ATTENTION_OPSET} (--opset {ATTENTION_OPSET} enables it)", sm)
+                continue
+            why = _fuse(graph, m, ctx.target, opset, names, expanded, res)
+            if why:
+                res.refuse(why, sm)
+        return res
+
+
+class _Match:
+    """One attention found around a Softmax: its inputs, heads, scale, mask, output and nodes."""
+
+    def __init__(self, q, k, v, heads, head_size, scale, mask, out, nodes):
+        self.q, self.k, self.v = q, k, v
+        self.heads, self.head_size, self.scale = heads, head_size, scale
+        self.mask, self.out, self.nodes = mask, out, nodes
+
+
+def _match(graph: gs.Graph, sm: gs.Node):
+    """A _Match, a reason, or None (not attention)."""
+    mm2 = only_consumer(sm.outputs[0], graph, "MatMul")
+    if mm2 is None or mm2.inputs[0] is not sm.outputs[0]:
+        return None
+    scores, mask, masked = sm.inputs[0], None, []
+    add = producer(scores, "Add", "Where")
+    if add is not None and add.op == "Where":
+        return "scores masked by a Where (a boolean or causal mask the fusion cannot prove)"
+    if add is not None:
+        for t in add.inputs:
+            if producer(t, "Div", "Mul", "MatMul") is not None and _scores_matmul(t) is not None:
+                mask, scores, masked = other_input(add, t), t, [add]
+                break
+    scale_node = producer(scores, "Div", "Mul")
+    c = 1.0
+    if scale_node is not None:
+        const = next((t for t in scale_node.inputs if scalar(t) is not None), None)
+        if const is None or (scale_node.op == "Div" and scale_node.inputs[1] is not const):
+            return None
+        c = 1.0 / scalar(const) if scale_node.op == "Div" else scalar(const)
+        scores = other_input(scale_node, const)
+    mm1 = producer(scores, "MatMul")
+    if mm1 is None:
+        return None
+    q = _heads(mm1.inputs[0], (0, 2, 1, 3))
+    k = _keys(mm1.inputs[1])
+    v = _heads(mm2.inputs[1], (0, 2, 1, 3))
+    if q is None or v is None:
+        return None
+    if k is None:
+        return "keys are not one projection split into heads (a KV cache with a past, rotary embeddings)"
+    if isinstance(q, str) or isinstance(k, str) or isinstance(v, str):
+        return next(x for x in (q, k, v) if isinstance(x, str))
+    if q[1:3] != k[1:3] or q[1:3] != v[1:3]:
+        return "query, key and value are split into different heads"
+    tail = _output(graph, mm2)
+    if tail is None:
+        return "the result is not put back together as (batch, sequence, heads · head size)"
+    out, tail_nodes = tail
+    nodes = [*q[3], *k[3], *v[3], mm1, *([scale_node] if scale_node is not None else []), *masked, sm, mm2, *tail_nodes]
+    inner = [n for n in nodes if n not in tail_nodes[-1:]]
+    if any(only_consumer(o, graph) is None for n in inner for o in n.outputs):
+        return "an intermediate of the attention is read by another node or is a graph output"
+    return _Match(q[0], k[0], v[0], q[1], q[2], c, mask, out, nodes)
+
+
+def _scores_matmul(t: gs.Tensor) -> gs.Node | None:
+    n = producer(t, "Div", "Mul")
+    return producer(n.inputs[0], "MatMul") if n is not None else producer(t, "MatMul")
+
+
+def _heads(t: gs.Tensor, perm: tuple[int, ...]):
+    """(x, heads, head size, nodes) for ``Transpose(Reshape(x, [·, ·, N, H]), perm)``; a reason; None."""
+    tr = producer(t, "Transpose")
+    if tr is None or tuple(tr.attrs.get("perm", ())) != perm:
+        return None
+    rs = producer(tr.inputs[0], "Reshape")
+    if rs is None:
+        return None
+    shape = rs.inputs[1]
+    if not isinstance(shape, gs.Constant) or shape.values.size != 4:
+        return "the split into heads is not a constant [·, ·, heads, head size]"
+    n, h = (int(d) for d in shape.values.reshape(-1)[2:])
+    if n <= 0 or h <= 0:
+        return "the split into heads is not a constant [·, ·, heads, head size]"
+    x = rs.inputs[0]
+    if x.shape is not None and len(x.shape) != 3:
+        return None
+    return x, n, h, [rs, tr]
+
+
+def _keys(t: gs.Tensor):
+    """The keys transposed for Q·Kᵀ: in one Transpose [0, 2, 3, 1], or [0, 2, 1, 3] then [0, 1, 3, 2]."""
+    direct = _heads(t, (0, 2, 3, 1))
+    if direct is not None:
+        return direct
+    tr = producer(t, "Transpose")
+    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 1, 3, 2):
+        return None
+    inner = _heads(tr.inputs[0], (0, 2, 1, 3))
+    if inner is None or isinstance(inner, str):
+        return inner
+    return inner[0], inner[1], inner[2], [*inner[3], tr]
+
+
+def _output(graph: gs.Graph, mm2: gs.Node):
+    """(y, nodes) of ``Reshape(Transpose(P·V, [0, 2, 1, 3]), [·, ·, N·H])``, or None."""
+    tr = only_consumer(mm2.outputs[0], graph, "Transpose")
+    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 2, 1, 3):
+        return None
+    rs = only_consumer(tr.outputs[0], graph, "Reshape")
+    if rs is None or rs.inputs[0] is not tr.outputs[0]:
+        return None
+    shape = rs.inputs[1]
+    if isinstance(shape, gs.Constant) and shape.values.size != 3:
+        return None
+    if not isinstance(shape, gs.Constant) and (shape.shape is None or list(shape.shape) != [3]):
+        return None
+    return rs.outputs[0], [tr, rs]
+
+
+def _projection(t: gs.Tensor):
+    """(x, W, b) when ``t = x·W + b`` (or ``x·W``) with W a constant matrix and b a constant vector."""
+    add = producer(t, "Add")
+    bias = None
+    if add is not None:
+        bias = next((u for u in add.inputs if isinstance(u, gs.Constant) and u.values.ndim == 1), None)
+        if bias is None:
+            return None
+        t = other_input(add, bias)
+    mm = producer(t, "MatMul")
+    if mm is None or not isinstance(mm.inputs[1], gs.Constant) or mm.inputs[1].values.ndim != 2:
+        return None
+    w = mm.inputs[1]
+    if bias is not None and bias.values.shape[0] != w.values.shape[1]:
+        return None
+    return mm.inputs[0], w, bias, [n for n in (mm, add) if n is not None]
+
+
+def _packed(graph: gs.Graph, m: _Match):
+    """(x, W, b, nodes) when q, k and v are projections of the same x (self-attention)."""
+    ps = [_projection(t) for t in (m.q, m.k, m.v)]
+    if any(p is None for p in ps) or not (ps[0][0] is ps[1][0] is ps[2][0]):
+        return None
+    if any(only_consumer(t, graph) is None for t in (m.q, m.k, m.v)):
+        return None
+    ws = [p[1].values for p in ps]
+    if len({w.dtype for w in ws}) != 1 or len({w.shape for w in ws}) != 1:
+        return None
+    w = gs.Constant(f"{m.out.name}_qkv_weight", np.concatenate(ws, axis=1))
+    bs = [p[2].values if p[2] is not None else np.zeros(p[1].values.shape[1], ws[0].dtype) for p in ps]
+    b = gs.Constant(f"{m.out.name}_qkv_bias", np.concatenate(bs).astype(ws[0].dtype))
+    return ps[0][0], w, b, [n for p in ps for n in p[3]]
+
+
+def _bias_for(graph: gs.Graph, m: _Match, query: gs.Tensor, names: Namer, expanded: dict[str, gs.Tensor]):
+    """The mask as an attention_bias of shape (B|1, N|1, S, T): as it is, or a padding mask
+    (B|1, 1, 1, T) expanded over the query length (once per mask tensor). A reason when neither."""
+    mask = m.mask
+    if mask is None:
+        return None
+    shape = mask.shape
+    if shape is None or len(shape) != 4:
+        return "the mask's shape is unknown or not 4-D"
+    if shape[1] not in (1, m.heads):
+        return "the mask has a head axis that is neither 1 nor the number of heads"
+    if shape[2] != 1:
+        return mask
+    if mask.name in expanded:
+        return expanded[mask.name]
+    dims = gs.Variable(names.fresh(f"{mask.name}_query_shape"), dtype=np.int64, shape=[3])
+    graph.nodes.append(gs.Node("Shape", names.fresh(f"{mask.name}_shape"), {}, [query], [dims]))
+    seq = gs.Variable(names.fresh(f"{mask.name}_query_len"), dtype=np.int64, shape=[1])
+    axis1 = gs.Constant(names.fresh(f"{mask.name}_axis1"), np.ones(1, np.int64))
+    graph.nodes.append(gs.Node("Gather", names.fresh(f"{mask.name}_gather"), {"axis": 0}, [dims, axis1], [seq]))
+    target = gs.Variable(names.fresh(f"{mask.name}_target"), dtype=np.int64, shape=[4])
+    ones = gs.Constant(names.fresh(f"{mask.name}_ones"), np.ones(2, np.int64))
+    one = gs.Constant(names.fresh(f"{mask.name}_one"), np.ones(1, np.int64))
+    graph.nodes.append(gs.Node("Concat", names.fresh(f"{mask.name}_concat"), {"axis": 0}, [ones, seq, one], [target]))
+    out = gs.Variable(names.fresh(f"{mask.name}_over_queries"), dtype=mask.dtype, shape=[shape[0], 1, None, shape[3]])
+    graph.nodes.append(gs.Node("Expand", names.fresh(f"{mask.name}_expand"), {}, [mask, target], [out]))
+    expanded[mask.name] = out
+    return out
+
+
+def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, expanded: dict, res: PassResult) -> str:
+    """Replace the matched nodes by one attention op; '' on success, else the reason."""
+    if target == "onnxruntime":
+        packed = _packed(graph, m)
+        query = packed[0] if packed is not None else m.q
+        bias = _bias_for(graph, m, query, names, expanded)
+        if isinstance(bias, str):
+            return bias
+        attrs = {"num_heads": m.heads, "scale": float(m.scale)}
+        if packed is not None:
+            x, w, b, proj = packed
+            inputs, op, drop = [x, w, b, *([gs.Variable.empty(), gs.Variable.empty(), bias] if bias is not None else [])], "Attention", proj
+        else:
+            empty = gs.Variable.empty()
+            inputs, op, drop = [m.q, m.k, m.v, *([empty, gs.Variable.empty(), bias] if bias is not None else [])], "MultiHeadAttention", []
+        domain = "com.microsoft"
+    else:
+        inputs = [m.q, m.k, m.v, *([m.mask] if m.mask is not None else [])]
+        op, domain, drop = "Attention", None, []
+        attrs = {"q_num_heads": m.heads, "kv_num_heads": m.heads, "scale": float(m.scale)}
+    for n in [*m.nodes, *drop]:
+        n.inputs.clear()
+        n.outputs.clear()
+    graph.nodes.append(gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, [m.out], domain=domain))
+    key = f"attention-into-{op}"
+    res.counts[key] = res.counts.get(key, 0) + 1
+    res.rewrites += 1
+    return ""

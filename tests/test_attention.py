@@ -1,0 +1,147 @@
+"""attention-fusion: the decomposed attention of BERT- and ViT-style exports becomes com.microsoft
+Attention (one GEMM for Q, K and V) with --target onnxruntime and the standard Attention at opset
+23; GPT-2's Where-masked scores and a split into heads that is not constant are refused with their
+reasons."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT, init, make_model, ops, optimize, run, vi
+from onnx import TensorProto, helper
+
+from rooftop.passes import PassContext
+from rooftop.passes.attention_fusion import AttentionFusion
+
+B, S, N, H = 2, 6, 2, 4
+D = N * H
+
+
+def attention_graph(mask: bool = True, heads_const: bool = True, opset: int = 17):
+    """x → three projections → heads → softmax(Q·Kᵀ/√H + mask) · V → back to (B, S, D)."""
+    r = np.random.default_rng(0)
+    inits = [init(f"w{c}", r.standard_normal((D, D)).astype(np.float32) * 0.3) for c in "qkv"]
+    inits += [init(f"b{c}", r.standard_normal(D).astype(np.float32) * 0.1) for c in "qkv"]
+    inits += [init("split", np.array([0, 0, N, H], np.int64)), init("merge", np.array([0, 0, D], np.int64)),
+              init("c", np.array(np.sqrt(H), np.float32))]
+    nodes = []
+    for c in "qkv":
+        nodes += [helper.make_node("MatMul", ["x", f"w{c}"], [f"{c}m"]), helper.make_node("Add", [f"{c}m", f"b{c}"], [c])]
+        shape = "split" if heads_const else f"{c}_shape"
+        if not heads_const:
+            nodes.append(helper.make_node("Concat", ["two0", "nh"], [f"{c}_shape"], axis=0))
+        nodes.append(helper.make_node("Reshape", [c, shape], [f"{c}4"]))
+    if not heads_const:
+        inits += [init("two0", np.array([0, 0], np.int64))]
+    nodes += [helper.make_node("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+              helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+              helper.make_node("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+              helper.make_node("MatMul", ["qt", "kt"], ["s"]),
+              helper.make_node("Div", ["s", "c"], ["sc"])]
+    inputs = [vi("x", ["batch", "seq", D])]
+    if not heads_const:
+        inputs.append(vi("nh", [2], TensorProto.INT64))
+    if mask:
+        inputs.append(vi("m", ["batch", 1, 1, "seq"]))
+        nodes.append(helper.make_node("Add", ["sc", "m"], ["sm_in"]))
+    nodes += [helper.make_node("Softmax", ["sm_in" if mask else "sc"], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "vt"], ["o4"]),
+              helper.make_node("Transpose", ["o4"], ["ot"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["ot", "merge"], ["y"])]
+    return make_model(nodes, inputs, [vi("y", ["batch", "seq", D])], inits, opset=opset)
+
+
+def feeds(mask: bool = True, heads: bool = False, seq: int = S):
+    r = np.random.default_rng(1)
+    x = {"x": r.standard_normal((B, seq, D)).astype(np.float32)}
+    if mask:
+        x["m"] = np.where(r.random((B, 1, 1, seq)) < 0.3, -1e4, 0.0).astype(np.float32)
+    if heads:
+        x["nh"] = np.array([N, H], np.int64)
+    return x
+
+
+def test_self_attention_becomes_one_attention_op_for_onnxruntime():
+    m = attention_graph()
+    out, res = AttentionFusion().apply(m, PassContext(target="onnxruntime"))
+    assert res.counts == {"attention-into-Attention": 1}
+    # the mask (batch, 1, 1, seq) is expanded over the queries once: Shape, Gather, Concat, Expand
+    assert sorted(ops(out)) == ["Attention", "Concat", "Expand", "Gather", "Shape"]
+    att = next(n for n in out.graph.node if n.op_type == "Attention")
+    assert att.domain == "com.microsoft" and {a.name: a.i for a in att.attribute if a.name == "num_heads"} == {"num_heads": N}
+    for seq in (S, 3):
+        x = feeds(seq=seq)
+        np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_unmasked_attention_at_opset_23_is_the_standard_op():
+    m = attention_graph(mask=False, opset=23)
+    out, res = AttentionFusion().apply(m, PassContext())
+    assert res.counts == {"attention-into-Attention": 1}
+    assert sorted(ops(out)) == ["Add", "Add", "Add", "Attention", "MatMul", "MatMul", "MatMul"]
+    assert next(n for n in out.graph.node if n.op_type == "Attention").domain == ""
+    x = feeds(mask=False)
+    np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_portable_below_opset_23_names_the_opset():
+    _, res = AttentionFusion().apply(attention_graph(), PassContext())
+    assert res.rewrites == 0
+    assert list(res.refusals) == ["opset 17 < 23: Attention needs 23 (--opset 23 enables it)"]
+
+
+def test_heads_computed_at_run_time_are_refused():
+    _, res = AttentionFusion().apply(attention_graph(heads_const=False), PassContext(target="onnxruntime"))
+    assert res.rewrites == 0
+    assert list(res.refusals) == ["the split into heads is not a constant [·, ·, heads, head size]"]
+
+
+def test_a_second_reader_of_the_scores_is_refused():
+    m = attention_graph()
+    m.graph.node.append(helper.make_node("Identity", ["s"], ["scores_out"]))
+    m.graph.output.append(vi("scores_out", None))
+    _, res = AttentionFusion().apply(m, PassContext(target="onnxruntime"))
+    assert list(res.refusals) == ["an intermediate of the attention is read by another node or is a graph output"]
+
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(ROOT / "models"))
+import archs  # noqa: E402
+
+
+def small(name: str):
+    torch.manual_seed(0)
+    if name == "bert":
+        return archs.BertEncoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
+    if name == "gpt2":
+        return archs.GPT2Decoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
+    return archs.ViT(image=32, patch=8, d=48, layers=2, heads=2, classes=10), torch.randn(2, 3, 32, 32), {0: "batch"}
+
+
+@pytest.mark.parametrize("name", ["bert", "vit"])
+def test_exports_fuse_attention_for_onnxruntime(tmp_path, name):
+    net, x, axes = small(name)
+    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter="legacy", opset=14)
+    out, report = optimize(src, target="onnxruntime")
+    fused = next(r for r in report.passes if r.name == "attention-fusion")
+    assert fused.status == "applied" and fused.counts == {"attention-into-Attention": 2} and fused.verified
+    assert "Softmax" not in ops(out)
+    import onnx
+
+    added = ops(out).count("Expand") - ops(onnx.load(src)).count("Expand")
+    assert added == (1 if name == "bert" else 0)  # BERT's padding mask, expanded once for both layers
+    assert report.verification.count(" and ") == 1  # two sizes of the dynamic axes
+    with torch.no_grad():
+        ref = net(x).numpy()
+    np.testing.assert_allclose(run(out, {out.graph.input[0].name: x.numpy()})[0], ref, rtol=1e-3, atol=1e-4)
+
+
+def test_gpt2_causal_mask_is_refused_with_its_reason(tmp_path):
+    net, x, axes = small("gpt2")
+    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter="legacy", opset=14)
+    _, report = optimize(src, target="onnxruntime")
+    fused = next(r for r in report.passes if r.name == "attention-fusion")
+    assert fused.rewrites == 0
+    assert len(fused.refusals["scores masked by a Where (a boolean or causal mask the fusion cannot prove)"]) == 2
