@@ -333,6 +333,25 @@ def save_model(model: ModelProto, path: str | os.PathLike[str], *, external_data
     return written
 
 
+def without_initializers(model: ModelProto) -> ModelProto:
+    """A copy of ``model`` with every field but the main graph's initializers (a cheap copy:
+    nodes and metadata only; weights are what a caller adds back, or references to them)."""
+    skeleton = ModelProto()
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(skeleton, f, getattr(model, f))
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.metadata_props.extend(model.metadata_props)
+    skeleton.functions.extend(model.functions)
+    g, src = skeleton.graph, model.graph
+    g.name, g.doc_string = src.name, src.doc_string
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    return skeleton
+
+
 def write_with_external_data(model: ModelProto, path: str | os.PathLike[str], data_name: str) -> None:
     """Write ``model`` to ``path`` with initializers over 1 KiB in ``data_name`` beside it.
 
@@ -341,22 +360,9 @@ def write_with_external_data(model: ModelProto, path: str | os.PathLike[str], da
     references, and each large tensor's bytes are streamed to the data file.
     """
     out = Path(path)
-    skeleton = ModelProto()
     graph = model.graph
-    # everything but the initializers' bytes (a cheap copy: nodes and metadata only)
-    skeleton.ir_version = model.ir_version
-    skeleton.producer_name, skeleton.producer_version = model.producer_name, model.producer_version
-    skeleton.domain, skeleton.model_version, skeleton.doc_string = model.domain, model.model_version, model.doc_string
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.metadata_props.extend(model.metadata_props)
-    skeleton.functions.extend(model.functions)
+    skeleton = without_initializers(model)
     g = skeleton.graph
-    g.name, g.doc_string = graph.name, graph.doc_string
-    g.node.extend(graph.node)
-    g.input.extend(graph.input)
-    g.output.extend(graph.output)
-    g.value_info.extend(graph.value_info)
-    g.sparse_initializer.extend(graph.sparse_initializer)
     with open(out.parent / data_name, "wb") as f:
         for t in graph.initializer:
             nt = g.initializer.add()

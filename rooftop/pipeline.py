@@ -548,7 +548,8 @@ def optimize(
     # tensor and by onnxruntime (memory-mapped); the output streams them from there
     with contextlib.ExitStack() as stack:
         base = Path(model_path).resolve().parent if model_path else model_io.external_dir()
-        if _spills(original, model_path, opts):
+        spilled = _spills(original, model_path, opts)
+        if spilled:
             base = stack.enter_context(tempfile.TemporaryDirectory(prefix="rooftop-weights-"))
             stage("moving the weights to a scratch file (each is then held once, on disk)")
             original = model_io.spill(original, base)
@@ -558,7 +559,10 @@ def optimize(
         stack.enter_context(model_io.external_base(base))
         if model_path is not None:  # onnx.checker copies the model it checks: a spilled model is light
             model_io.check_model(original, model_path, path_on_disk=Path(model_path))
-        return _optimize(original, model_path, notes, output, opts, names, stage, t0, on_pass_start, on_pass_end)
+        optimized, report = _optimize(original, model_path, notes, output, opts, names, stage, t0, on_pass_start, on_pass_end)
+        if spilled:  # the scratch file goes with this block: the caller gets the weights in the model
+            optimized = model_io.inlined(optimized)
+        return optimized, report
 
 
 def _spills(model: ModelProto, model_path: str | None, opts: Options) -> bool:

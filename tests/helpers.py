@@ -101,3 +101,19 @@ def quantized_tolerance(original: onnx.ModelProto, feeds: dict, step: float) -> 
     ref = make_session(original).run(None, feeds)[0]
     own = make_session(original, optimization="all").run(None, feeds)[0]
     return max(step * 1.0001, 1.1 * float(np.abs(own - ref).max()))
+
+
+def small_transformer(name: str):
+    """(module, example input, dynamic axes) of a tiny BERT-, GPT-2- or ViT-style net from
+    models/archs.py (torch must be importable)."""
+    import torch
+
+    sys.path.insert(0, str(MODELS))
+    import archs
+
+    torch.manual_seed(0)
+    if name == "bert":
+        return archs.BertEncoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
+    if name == "gpt2":
+        return archs.GPT2Decoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
+    return archs.ViT(image=32, patch=8, d=48, layers=2, heads=2, classes=10), torch.randn(2, 3, 32, 32), {0: "batch"}

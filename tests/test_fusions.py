@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, init, make_model, ops, optimize, run, vi
+from helpers import ROOT, init, make_model, ops, optimize, run, small_transformer, vi
 from onnx import helper
 
 from rooftop.passes import PassContext
@@ -16,18 +16,12 @@ from rooftop.passes.norm_fusion import NormFusion
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(ROOT / "models"))
-import archs  # noqa: E402
+import archs
 
 DECOMPOSED = {"ReduceMean", "Sqrt", "Pow", "Erf", "Tanh", "Reciprocal"}
 
 
-def small(name: str):
-    torch.manual_seed(0)
-    if name == "bert":
-        return archs.BertEncoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
-    if name == "gpt2":
-        return archs.GPT2Decoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
-    return archs.ViT(image=32, patch=8, d=48, layers=2, heads=2, classes=10), torch.randn(2, 3, 32, 32), {0: "batch"}
+small = small_transformer
 
 
 @pytest.mark.parametrize("exporter,opset", [("legacy", 14), ("dynamo", None)])  # dynamo: torch's default opset

@@ -42,7 +42,7 @@ import onnx
 from onnx import ModelProto
 
 from rooftop.errors import first_line
-from rooftop.model_io import is_large, tensor_nbytes
+from rooftop.model_io import is_large, tensor_nbytes, without_initializers
 from rooftop.passes.base import (
     ModelPass,
     PassContext,
@@ -378,19 +378,8 @@ def _hide_weights(model: ModelProto, limit: int) -> tuple[ModelProto, list[onnx.
     if not kept:
         return model, []
     names = {t.name for t in kept}
-    work = ModelProto()
-    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
-        setattr(work, f, getattr(model, f))
-    work.opset_import.extend(model.opset_import)
-    work.functions.extend(model.functions)
-    work.metadata_props.extend(model.metadata_props)
+    work = without_initializers(model)
     g, src = work.graph, model.graph
-    g.name, g.doc_string = src.name, src.doc_string
-    g.node.extend(src.node)
-    g.input.extend(src.input)
-    g.output.extend(src.output)
-    g.value_info.extend(src.value_info)
-    g.sparse_initializer.extend(src.sparse_initializer)
     g.initializer.extend(t for t in src.initializer if t.name not in names)
     g.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in kept)
     return work, kept
