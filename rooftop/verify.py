@@ -140,12 +140,16 @@ def compare_outputs(
 
 def _compare_float(name: str, r: np.ndarray, g: np.ndarray, rtol: float, atol: float) -> OutputCheck:
     """|g - r| <= atol + rtol * (|r| + rms(r)) element-wise; NaN must match NaN, +-inf must match exactly."""
+    if np.array_equal(r, g):  # most rewrites leave outputs bit for bit (NaNs take the long way)
+        return OutputCheck(name, True, 0.0, "")
     wide = np.float64 if r.dtype.itemsize > 4 or r.dtype.kind == "c" else np.float32
     r_ = r.astype(wide, copy=False)
     g_ = g.astype(wide, copy=False)
     finite_r = np.isfinite(r_)
-    scale = float(np.sqrt(np.mean(np.square(r_[finite_r], dtype=np.float64)))) if finite_r.any() else 0.0
-    if finite_r.all() and np.isfinite(g_).all():
+    all_finite = bool(finite_r.all())
+    kept = r_ if all_finite else r_[finite_r]
+    scale = float(np.sqrt(np.mean(np.square(kept, dtype=np.float64)))) if kept.size else 0.0
+    if all_finite and np.isfinite(g_).all():
         diff = np.abs(g_ - r_)
         bad = diff > (atol + rtol * (np.abs(r_) + scale))
         n_bad = int(np.count_nonzero(bad))
