@@ -113,10 +113,11 @@ import archs
 small = small_transformer
 
 
+@pytest.mark.parametrize("exporter,opset", [("legacy", 14), ("dynamo", None)])
 @pytest.mark.parametrize("name", ["bert", "vit"])
-def test_exports_fuse_attention_for_onnxruntime(tmp_path, name):
+def test_exports_fuse_attention_for_onnxruntime(tmp_path, name, exporter, opset):
     net, x, axes = small(name)
-    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter="legacy", opset=14)
+    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter=exporter, opset=opset)
     out, report = optimize(src, target="onnxruntime")
     fused = next(r for r in report.passes if r.name == "attention-fusion")
     assert fused.status == "applied" and fused.counts == {"attention-into-Attention": 2} and fused.verified

@@ -22,6 +22,10 @@ buffers.
 - portable, at opset 23 or later: ``Attention(q, k, v, M; q_num_heads=N, kv_num_heads=N, scale)``
   (the mask broadcasts as it is).
 
+The split into heads may be a constant ``[·, ·, N, H]`` or, as the dynamo exporter writes it, a
+Concat of the run-time batch and sequence lengths with constants N and H (the fused op reads q as
+the (B, S, N·H) it is; verification at two sizes of the dynamic axes stands behind that).
+
 Refuses, with the reason on the Softmax: the portable target below opset 23 (names ``--opset
 23``); scores masked by a Where (a boolean or causal mask: which positions it hides is not
 provable from the graph); keys that are not one projection split into heads (a KV cache
@@ -138,16 +142,40 @@ def _heads(t: gs.Tensor, perm: tuple[int, ...]):
     rs = producer(tr.inputs[0], "Reshape")
     if rs is None:
         return None
-    shape = rs.inputs[1]
-    if not isinstance(shape, gs.Constant) or shape.values.size != 4:
+    heads = _split_dims(rs.inputs[1])
+    if heads is None:
         return "the split into heads is not a constant [·, ·, heads, head size]"
-    n, h = (int(d) for d in shape.values.reshape(-1)[2:])
-    if n <= 0 or h <= 0:
-        return "the split into heads is not a constant [·, ·, heads, head size]"
+    n, h = heads
     x = rs.inputs[0]
     if x.shape is not None and len(x.shape) != 3:
         return None
+    if x.shape is not None and isinstance(x.shape[-1], int) and x.shape[-1] != n * h:
+        return None
     return x, n, h, [rs, tr]
+
+
+def _split_dims(shape: gs.Tensor) -> tuple[int, int] | None:
+    """(heads, head size) from a 4-element Reshape target whose last two entries are constants:
+    a constant [·, ·, N, H], or (the dynamo exporter) a Concat of the run-time batch and sequence
+    lengths with constants N and H."""
+    if isinstance(shape, gs.Constant):
+        if shape.values.size != 4:
+            return None
+        tail = [int(d) for d in shape.values.reshape(-1)[2:]]
+    else:
+        cat = producer(shape, "Concat")
+        if cat is None:
+            return None
+        parts = [p.values.reshape(-1) if isinstance(p, gs.Constant) else None for p in cat.inputs]
+        if parts and parts[-1] is not None and parts[-1].size == 2:
+            tail = [int(d) for d in parts[-1]]
+        elif len(parts) >= 2 and all(p is not None and p.size == 1 for p in parts[-2:]):
+            tail = [int(parts[-2][0]), int(parts[-1][0])]
+        else:
+            return None
+        if shape.shape is not None and list(shape.shape) != [4]:
+            return None
+    return (tail[0], tail[1]) if tail[0] > 0 and tail[1] > 0 else None
 
 
 def _keys(t: gs.Tensor):
