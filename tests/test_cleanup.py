@@ -143,3 +143,25 @@ def test_constant_nodes_become_initializers():
     x = {"x": np.arange(4, dtype=np.float32).reshape(1, 4)}
     for got, ref in zip(run(out, x), run(m, x)):
         np.testing.assert_array_equal(got, ref)
+
+
+def test_constant_read_inside_an_if_body_stays_a_node():
+    """onnxsim 0.8.1 crashed (SIGSEGV, silero_vad_16k_op15) on an outer-scope initializer read in an
+    If body: such a Constant stays a node, with its reason; the one read outside becomes an initializer."""
+    from onnx import numpy_helper
+
+    def branch(name, op):
+        return helper.make_graph([helper.make_node(op, ["x", "k"], [f"{name}_y"])], name, [], [vi(f"{name}_y", [2])])
+
+    nodes = [
+        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.array([2.0, 3.0], np.float32))),
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True))),
+        helper.make_node("If", ["c"], ["y"], then_branch=branch("then", "Add"), else_branch=branch("else", "Mul")),
+    ]
+    m = make_model(nodes, [vi("x", [2])], [vi("y", [2])])
+    out, res = Cleanup().apply(m, PassContext())
+    assert res.counts.get("constant-removed") == 1
+    assert res.refusals == {"read inside an If/Loop/Scan body: stays a node": ["k"]}
+    assert [n.op_type for n in out.graph.node] == ["Constant", "If"]
+    x = {"x": np.array([1.0, 2.0], np.float32)}
+    np.testing.assert_array_equal(run(out, x)[0], run(m, x)[0])

@@ -12,7 +12,8 @@
 - Topological order.
 
 Refuses: an Identity between a graph input and a graph output (the output name
-could not survive), a Constant that is a graph output or holds a sparse or string value, a Dropout whose mask is used or whose training_mode is not a
+could not survive), a Constant that is a graph output, is read inside an If/Loop/Scan body or holds
+a sparse or string value, a Dropout whose mask is used or whose training_mode is not a
 constant false. Subgraphs of If/Loop/Scan are left as they are.
 """
 
@@ -74,6 +75,7 @@ class Cleanup(Pass):
 def _constants_to_initializers(graph: gs.Graph, res: PassResult) -> int:
     n = 0
     outputs = {id(t) for t in graph.outputs}
+    in_bodies = _read_in_subgraphs(graph)
     for node in list(graph.nodes):
         if node.op != "Constant" or len(node.outputs) != 1:
             continue
@@ -81,6 +83,9 @@ def _constants_to_initializers(graph: gs.Graph, res: PassResult) -> int:
         value = const_value(out) if set(node.attrs) <= {"value", "value_float", "value_floats", "value_int", "value_ints"} else None
         if id(out) in outputs:
             res.refuse("a Constant written as a graph output stays a node", node)
+            continue
+        if out.name in in_bodies:  # onnxsim 0.8.1 crashes (SIGSEGV) on an outer-scope initializer read in an If body
+            res.refuse("read inside an If/Loop/Scan body: stays a node", node)
             continue
         if value is None or value.dtype.kind not in "biuf":
             res.refuse("sparse or string value", node)
@@ -93,6 +98,18 @@ def _constants_to_initializers(graph: gs.Graph, res: PassResult) -> int:
         node.outputs.clear()
         n += 1
     return n
+
+
+def _read_in_subgraphs(graph: gs.Graph) -> set[str]:
+    """Names read by nodes of the If/Loop/Scan bodies under ``graph``, at any depth."""
+    names: set[str] = set()
+    todo = [sg for node in graph.nodes for sg in node.subgraphs()]
+    while todo:
+        sg = todo.pop()
+        for node in sg.nodes:
+            names.update(t.name for t in node.inputs)
+            todo.extend(node.subgraphs())
+    return names
 
 
 def _dropout_refusal(graph: gs.Graph, node: gs.Node) -> str:
