@@ -372,17 +372,22 @@ def write_with_external_data(model: ModelProto, path: str | os.PathLike[str], da
                 continue
             nt.name, nt.data_type, nt.doc_string = t.name, t.data_type, t.doc_string
             nt.dims.extend(t.dims)
-            pad = (-f.tell()) % 4096  # page-aligned offsets let onnxruntime memory-map the tensors
-            if pad:
-                f.write(b"\0" * pad)
-            offset = f.tell()
-            length = _copy_external(t, f) if external else f.write(t.raw_data)
-            nt.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(length))):
-                e = nt.external_data.add()
-                e.key, e.value = k, v
+            _append(f, nt, data_name, lambda dst: _copy_external(t, dst) if external else dst.write(t.raw_data))  # noqa: B023 - called at once
     with open(out, "wb") as f:
         f.write(skeleton.SerializeToString())
+
+
+def _append(f, t: TensorProto, location: str, write) -> None:
+    """Write a tensor's bytes (``write(f)`` returns their length) at the next page-aligned offset of
+    the data file ``f`` (onnxruntime memory-maps page-aligned tensors) and make ``t`` refer to them."""
+    pad = (-f.tell()) % 4096
+    if pad:
+        f.write(b"\0" * pad)
+    offset = f.tell()
+    length = write(f)
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        t.external_data.add(key=k, value=v)
 
 
 SPILL_FROM_BYTES = 64 << 20  # a model stored inline with this much weight works from a spilled copy
@@ -399,14 +404,8 @@ def spill(model: ModelProto, folder: str | os.PathLike[str]) -> ModelProto:
         for t in model.graph.initializer:
             if t.data_location == TensorProto.EXTERNAL or not t.HasField("raw_data") or len(t.raw_data) < LAZY_MIN_BYTES:
                 continue
-            pad = (-f.tell()) % 4096
-            if pad:
-                f.write(b"\0" * pad)
-            offset, length = f.tell(), f.write(t.raw_data)
+            _append(f, t, SPILL_NAME, lambda dst: dst.write(t.raw_data))  # noqa: B023 - called at once
             t.ClearField("raw_data")
-            t.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", SPILL_NAME), ("offset", str(offset)), ("length", str(length))):
-                t.external_data.add(key=k, value=v)
     light = ModelProto()
     light.CopyFrom(model)
     return light
@@ -470,14 +469,7 @@ def inlined(model: ModelProto) -> ModelProto:
     """A copy of ``model`` with every external tensor's bytes read back in (from ``external_dir()``)."""
     out = ModelProto()
     out.CopyFrom(model)
-    for t in iter_graph_tensors(out.graph):
-        if t.data_location == TensorProto.EXTERNAL:
-            src, offset, length = external_file(t)
-            with open(src, "rb") as f:
-                f.seek(offset)
-                t.raw_data = f.read(length)
-            t.data_location = TensorProto.DEFAULT
-            del t.external_data[:]
+    onnx.external_data_helper.load_external_data_for_model(out, external_dir() or "")
     return out
 
 

@@ -95,9 +95,10 @@ class Options:
     noise_band: float = NOISE_BAND
     comparator: Comparator | None = None  # replaces onnxruntime timing on this machine (tests, remote devices)
     opset: int | None = None  # convert the model to this default-domain opset before the passes
-    # weights in external data stay on disk (memory-mapped by onnxruntime, read by a pass only when it
-    # rewrites them, streamed to the output); None: from 64 MB of weights on (a model stored inline is spilled to a scratch file). The model optimize()
-    # returns then refers to the input's data file, relative to the input's folder.
+    # weights stay on disk (memory-mapped by onnxruntime, read by a pass only when it rewrites them,
+    # streamed to the output); None: from 64 MB of weights on. External data is referred to where it
+    # is (the model optimize() returns then refers to the input's data file, relative to its folder);
+    # a model stored inline is moved to a scratch file for the run and returned with its weights.
     lazy_weights: bool | None = None
 
 

@@ -95,7 +95,8 @@ class Roofline:
             g.flops += r.flops + r.int_ops
             g.bytes += r.bytes_read + r.bytes_written
             g.predicted_s += r.predicted_s or 0.0
-            g.measured_s = (g.measured_s or 0.0) + r.measured_s if r.measured_s is not None else g.measured_s
+            if r.measured_s is not None:
+                g.measured_s = (g.measured_s or 0.0) + r.measured_s
         if sum(1 for k in groups if k) < 2:
             return []
         return sorted(groups.values(), key=lambda g: (g.layer == "", int(g.layer) if g.layer else 0))

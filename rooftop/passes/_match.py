@@ -11,6 +11,20 @@ from rooftop.passes._graph import const_value
 STANDARD = ("", "ai.onnx", None)
 
 
+def matches(graph: gs.Graph, res, ops: tuple[str, ...], match):
+    """(node, match) for each standard node of ``ops`` (outputs in use) that ``match(graph, node)``
+    recognizes; a string from ``match`` is a refusal, recorded on that node in ``res``; None: not a
+    candidate. Nodes are listed first, so a rewrite may add nodes while this runs."""
+    for node in list(graph.nodes):
+        if node.op not in ops or node.domain not in STANDARD or not node.outputs:
+            continue
+        m = match(graph, node)
+        if isinstance(m, str):
+            res.refuse(m, node)
+        elif m is not None:
+            yield node, m
+
+
 def producer(t: gs.Tensor, *ops: str) -> gs.Node | None:
     """The node that writes ``t`` when it is one of ``ops`` (any op when none given)."""
     if len(t.inputs) != 1:

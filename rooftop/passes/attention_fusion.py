@@ -39,7 +39,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from rooftop.passes._graph import Namer
-from rooftop.passes._match import STANDARD, only_consumer, other_input, producer, scalar
+from rooftop.passes._match import matches, only_consumer, other_input, producer, scalar
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 ATTENTION_OPSET = 23
@@ -55,15 +55,7 @@ class AttentionFusion(Pass):
         opset = int(graph.opset or 0)
         names = Namer(graph)
         expanded: dict[str, gs.Tensor] = {}
-        for sm in list(graph.nodes):
-            if sm.op != "Softmax" or sm.domain not in STANDARD or not sm.outputs or int(sm.attrs.get("axis", -1)) not in (-1, 3):
-                continue
-            m = _match(graph, sm)
-            if m is None:
-                continue
-            if isinstance(m, str):
-                res.refuse(m, sm)
-                continue
+        for sm, m in matches(graph, res, ("Softmax",), _match):
             if ctx.target != "onnxruntime" and opset < ATTENTION_OPSET:
                 res.refuse(f"opset {opset} < {ATTENTION_OPSET}: Attention needs {ATTENTION_OPSET} (--opset {ATTENTION_OPSET} enables it)", sm)
                 continue
@@ -84,6 +76,8 @@ class _Match:
 
 def _match(graph: gs.Graph, sm: gs.Node):
     """A _Match, a reason, or None (not attention)."""
+    if int(sm.attrs.get("axis", -1)) not in (-1, 3):
+        return None
     mm2 = only_consumer(sm.outputs[0], graph, "MatMul")
     if mm2 is None or mm2.inputs[0] is not sm.outputs[0]:
         return None
@@ -213,15 +207,15 @@ def _projection(t: gs.Tensor):
     add = producer(t, "Add")
     bias = None
     if add is not None:
-        bias = next((u for u in add.inputs if isinstance(u, gs.Constant) and u.values.ndim == 1), None)
+        bias = next((u for u in add.inputs if isinstance(u, gs.Constant) and len(u.shape) == 1), None)
         if bias is None:
             return None
         t = other_input(add, bias)
     mm = producer(t, "MatMul")
-    if mm is None or not isinstance(mm.inputs[1], gs.Constant) or mm.inputs[1].values.ndim != 2:
+    if mm is None or not isinstance(mm.inputs[1], gs.Constant) or len(mm.inputs[1].shape) != 2:
         return None
-    w = mm.inputs[1]
-    if bias is not None and bias.values.shape[0] != w.values.shape[1]:
+    w = mm.inputs[1]  # (shapes only: a weight left on disk is read when it is packed, not to be looked at)
+    if bias is not None and bias.shape[0] != w.shape[1]:
         return None
     return mm.inputs[0], w, bias, [n for n in (mm, add) if n is not None]
 
@@ -233,9 +227,9 @@ def _packed(graph: gs.Graph, m: _Match):
         return None
     if any(only_consumer(t, graph) is None for t in (m.q, m.k, m.v)):
         return None
-    ws = [p[1].values for p in ps]
-    if len({w.dtype for w in ws}) != 1 or len({w.shape for w in ws}) != 1:
+    if len({p[1].dtype for p in ps}) != 1 or len({tuple(p[1].shape) for p in ps}) != 1:
         return None
+    ws = [p[1].values for p in ps]
     w = gs.Constant(f"{m.out.name}_qkv_weight", np.concatenate(ws, axis=1))
     bs = [p[2].values if p[2] is not None else np.zeros(p[1].values.shape[1], ws[0].dtype) for p in ps]
     b = gs.Constant(f"{m.out.name}_qkv_bias", np.concatenate(bs).astype(ws[0].dtype))

@@ -26,7 +26,7 @@ import math
 import onnx_graphsurgeon as gs
 
 from rooftop.passes._graph import Namer
-from rooftop.passes._match import STANDARD, near, only_consumer, other_input, producer, scalar
+from rooftop.passes._match import matches, near, only_consumer, other_input, producer, scalar
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 GELU_OPSET = 20
@@ -43,16 +43,7 @@ class GeluFusion(Pass):
         res = PassResult()
         opset = int(graph.opset or 0)
         names = Namer(graph)
-        for node in list(graph.nodes):
-            if node.op not in ("Erf", "Tanh") or node.domain not in STANDARD or not node.outputs:
-                continue
-            m = _erf_form(graph, node) if node.op == "Erf" else _tanh_form(graph, node)
-            if m is None:
-                continue
-            if isinstance(m, str):
-                res.refuse(m, node)
-                continue
-            x, out, nodes = m
+        for node, (x, out, nodes) in matches(graph, res, ("Erf", "Tanh"), _gelu_form):
             approx = "tanh" if node.op == "Tanh" else "none"
             if opset >= GELU_OPSET:
                 op, domain, attrs = "Gelu", None, ({"approximate": "tanh"} if approx == "tanh" else {})
@@ -75,14 +66,18 @@ class GeluFusion(Pass):
         return res
 
 
+def _gelu_form(graph: gs.Graph, node: gs.Node):
+    return _erf_form(graph, node) if node.op == "Erf" else _tanh_form(graph, node)
+
+
 def _last_dim(t: gs.Tensor) -> int | None:
     """The size of the last axis: from the shape, or (where shape inference stopped at a
     com.microsoft op) from the constant weight of the MatMul that writes it."""
     if t.shape and isinstance(t.shape[-1], int):
         return int(t.shape[-1])
     mm = producer(t, "MatMul")
-    if mm is not None and isinstance(mm.inputs[1], gs.Constant) and mm.inputs[1].values.ndim == 2:
-        return int(mm.inputs[1].values.shape[1])
+    if mm is not None and isinstance(mm.inputs[1], gs.Constant) and len(mm.inputs[1].shape) == 2:
+        return int(mm.inputs[1].shape[1])
     return None
 
 
@@ -94,9 +89,9 @@ def _bias_gelu(graph: gs.Graph, gelu: gs.Node, res: PassResult) -> None:
     add = producer(gelu.inputs[0], "Add")
     if add is None or only_consumer(add.outputs[0], graph) is not gelu or len(add.inputs) != 2:
         return
-    bias = next((t for t in add.inputs if isinstance(t, gs.Constant) and t.values.ndim == 1), None)
+    bias = next((t for t in add.inputs if isinstance(t, gs.Constant) and len(t.shape) == 1), None)
     y = other_input(add, bias) if bias is not None else None
-    if y is None or isinstance(y, gs.Constant) or _last_dim(y) != bias.values.shape[0]:
+    if y is None or isinstance(y, gs.Constant) or _last_dim(y) != bias.shape[0]:
         return
     op = "FastGelu" if gelu.op == "FastGelu" or approx == "tanh" else "BiasGelu"
     if gelu.op == "FastGelu" and len(gelu.inputs) > 1:
