@@ -19,8 +19,13 @@ B, S, N, H = 2, 6, 2, 4
 D = N * H
 
 
-def attention_graph(mask: bool = True, heads_const: bool = True, opset: int = 17):
-    """x → three projections → heads → softmax(Q·Kᵀ/√H + mask) · V → back to (B, S, D)."""
+def attention_graph(mask: bool = True, heads_const: bool = True, opset: int = 17, where: str | None = None):
+    """x → three projections → heads → softmax(Q·Kᵀ/√H + mask) · V → back to (B, S, D).
+
+    ``where``: the scores masked by ``Where(keep, scores, fill)`` instead, keep built from the
+    run-time length as exporters write it (Shape → ConstantOfShape → Trilu): "causal" (lower
+    triangle, fill -inf), "upper" (Trilu upper=1: not causal), "input" (keep is a graph input),
+    "small-fill" (causal, fill -1)."""
     r = np.random.default_rng(0)
     inits = [init(f"w{c}", r.standard_normal((D, D)).astype(np.float32) * 0.3) for c in "qkv"]
     inits += [init(f"b{c}", r.standard_normal(D).astype(np.float32) * 0.1) for c in "qkv"]
@@ -46,11 +51,28 @@ def attention_graph(mask: bool = True, heads_const: bool = True, opset: int = 17
     if mask:
         inputs.append(vi("m", ["batch", 1, 1, "seq"]))
         nodes.append(helper.make_node("Add", ["sc", "m"], ["sm_in"]))
-    nodes += [helper.make_node("Softmax", ["sm_in" if mask else "sc"], ["p"], axis=-1),
+    if where:
+        nodes += where_mask(where, inits, inputs)
+    nodes += [helper.make_node("Softmax", ["sm_in" if mask or where else "sc"], ["p"], axis=-1),
               helper.make_node("MatMul", ["p", "vt"], ["o4"]),
               helper.make_node("Transpose", ["o4"], ["ot"], perm=[0, 2, 1, 3]),
               helper.make_node("Reshape", ["ot", "merge"], ["y"])]
     return make_model(nodes, inputs, [vi("y", ["batch", "seq", D])], inits, opset=opset)
+
+
+def where_mask(kind: str, inits: list, inputs: list) -> list:
+    """Nodes computing ``sm_in = Where(keep, sc, fill)``."""
+    inits += [init("one_i", np.array([1], np.int64)), init("fill", np.array(-1.0 if kind == "small-fill" else -np.inf, np.float32))]
+    if kind == "input":
+        inputs.append(vi("keep", ["seq", "seq"], TensorProto.BOOL))
+        return [helper.make_node("Where", ["keep", "sc", "fill"], ["sm_in"])]
+    true = helper.make_tensor("t", TensorProto.BOOL, [1], [True])
+    return [helper.make_node("Shape", ["x"], ["xs"]),
+            helper.make_node("Gather", ["xs", "one_i"], ["len"], axis=0),
+            helper.make_node("Concat", ["len", "len"], ["ss"], axis=0),
+            helper.make_node("ConstantOfShape", ["ss"], ["ones"], value=true),
+            helper.make_node("Trilu", ["ones"], ["keep"], upper=int(kind == "upper")),
+            helper.make_node("Where", ["keep", "sc", "fill"], ["sm_in"])]
 
 
 def feeds(mask: bool = True, heads: bool = False, seq: int = S):
@@ -89,7 +111,33 @@ def test_unmasked_attention_at_opset_23_is_the_standard_op():
 def test_portable_below_opset_23_names_the_opset():
     _, res = AttentionFusion().apply(attention_graph(), PassContext())
     assert res.rewrites == 0
-    assert list(res.refusals) == ["opset 17 < 23: Attention needs 23 (--opset 23 enables it)"]
+    assert list(res.refusals) == ["opset 17 < 23: Attention needs 23 for the portable target (--opset 23 enables it)"]
+
+
+@pytest.mark.parametrize("target,opset", [("onnxruntime", 17), ("portable", 23)])
+def test_a_causal_where_mask_becomes_a_causal_attention(target, opset):
+    m = attention_graph(mask=False, where="causal", opset=opset)
+    out, res = AttentionFusion().apply(m, PassContext(target=target))
+    assert res.counts == {"attention-into-Attention-causal": 1}
+    # the mask's graph (Shape … Trilu) and the Where are gone: the op masks by itself
+    assert sorted(ops(out)) == (["Attention"] if target == "onnxruntime" else ["Add", "Add", "Add", "Attention", "MatMul", "MatMul", "MatMul"])
+    att = next(n for n in out.graph.node if n.op_type == "Attention")
+    flag = "unidirectional" if target == "onnxruntime" else "is_causal"
+    assert {a.name: a.i for a in att.attribute if a.name == flag} == {flag: 1}
+    for seq in (S, 3):
+        x = feeds(mask=False, seq=seq)
+        np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("upper", "scores masked by a Where: the mask is computed from the lengths but is not causal"),
+    ("input", "scores masked by a Where: the mask reads a tensor's values (a padding mask or an input), not only lengths"),
+    ("small-fill", "scores masked by a Where whose fill -1 is not -inf or a large negative constant"),
+])
+def test_a_where_mask_not_proved_causal_is_refused(kind, reason):
+    _, res = AttentionFusion().apply(attention_graph(mask=False, where=kind), PassContext(target="onnxruntime"))
+    assert res.rewrites == 0
+    assert list(res.refusals) == [reason]
 
 
 def test_heads_computed_at_run_time_are_refused():
@@ -132,10 +180,19 @@ def test_exports_fuse_attention_for_onnxruntime(tmp_path, name, exporter, opset)
     np.testing.assert_allclose(run(out, {out.graph.input[0].name: x.numpy()})[0], ref, rtol=1e-3, atol=1e-4)
 
 
-def test_gpt2_causal_mask_is_refused_with_its_reason(tmp_path):
+@pytest.mark.parametrize("exporter,opset", [("legacy", 14), ("dynamo", None)])
+@pytest.mark.parametrize("target", ["onnxruntime", "portable"])
+def test_gpt2_causal_attention_is_fused(tmp_path, exporter, opset, target):
     net, x, axes = small("gpt2")
-    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter="legacy", opset=14)
-    _, report = optimize(src, target="onnxruntime")
+    src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter=exporter, opset=opset)
+    out, report = optimize(src, target=target, opset=None if target == "onnxruntime" else 23)
     fused = next(r for r in report.passes if r.name == "attention-fusion")
-    assert fused.rewrites == 0
-    assert len(fused.refusals["scores masked by a Where (a boolean or causal mask the fusion cannot prove)"]) == 2
+    assert fused.status == "applied" and fused.counts == {"attention-into-Attention-causal": 2} and fused.verified
+    assert not {"Softmax", "Trilu", "Where"} & set(ops(out))
+    flag = "unidirectional" if target == "onnxruntime" else "is_causal"
+    assert [a.i for n in out.graph.node if n.op_type == "Attention" for a in n.attribute if a.name == flag] == [1, 1]
+    assert report.verification.count(" and ") == 1
+    with torch.no_grad():
+        for seq in (12, 5):
+            ids = torch.randint(1, 100, (2, seq))
+            np.testing.assert_allclose(run(out, {out.graph.input[0].name: ids.numpy()})[0], net(ids).numpy(), rtol=1e-3, atol=1e-4)

@@ -68,10 +68,11 @@ def test_onnxruntime_target_fuses_gelu_at_the_models_opset(tmp_path):
 
 # ---- hand-written patterns and their negative twins -----------------------------------------
 
-def layernorm_graph(eps_input: bool = False, axes=(-1,), opset: int = 17, shape=(2, 5, 8)):
-    """x - mean → Pow 2 → mean → + ε → Sqrt → Div → · γ → + β, ReduceMean axes as attribute (< 18)."""
+def layernorm_graph(eps_input: bool = False, axes=(-1,), opset: int = 17, shape=(2, 5, 8), residual: bool = False):
+    """x - mean → Pow 2 → mean → + ε → Sqrt → Div → · γ → + β, ReduceMean axes as attribute (< 18);
+    ``residual``: x is the sum a + b of two inputs."""
     c = shape[-1]
-    nodes = [
+    nodes = [*([helper.make_node("Add", ["a", "b_in"], ["x"])] if residual else []),
         helper.make_node("ReduceMean", ["x"], ["m"], axes=list(axes), name="mean"),
         helper.make_node("Sub", ["x", "m"], ["d"]),
         helper.make_node("Pow", ["d", "two"], ["p"]),
@@ -84,7 +85,7 @@ def layernorm_graph(eps_input: bool = False, axes=(-1,), opset: int = 17, shape=
     ]
     r = np.random.default_rng(0)
     inits = [init("two", np.array(2.0, np.float32)), init("g", r.random(c).astype(np.float32) + 0.5), init("b", r.standard_normal(c).astype(np.float32))]
-    inputs = [vi("x", list(shape))]
+    inputs = [vi("a", list(shape)), vi("b_in", list(shape))] if residual else [vi("x", list(shape))]
     if eps_input:
         inputs.append(vi("eps", []))
     else:
@@ -185,6 +186,19 @@ def test_onnxruntime_target_writes_skiplayernormalization_keeping_the_sum():
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     portable, res_p = NormFusion().apply(m, PassContext())
     assert res_p.rewrites == 0 and ops(portable) == ["Add", "LayerNormalization", "Relu"]
+
+
+def test_below_opset_17_a_residual_layernorm_goes_straight_to_skiplayernormalization():
+    m = layernorm_graph(opset=14, residual=True)
+    out, res = NormFusion().apply(m, PassContext(target="onnxruntime"))
+    assert ops(out) == ["SkipLayerNormalization"] and res.counts == {"add-layernorm-into-SkipLayerNormalization": 1}
+    r = np.random.default_rng(2)
+    feeds = {k: r.standard_normal((2, 5, 8)).astype(np.float32) for k in ("a", "b_in")}
+    np.testing.assert_allclose(run(out, feeds)[0], run(m, feeds)[0], rtol=1e-5, atol=1e-5)
+    # its twins: not a residual sum, or the portable target: the opset is the reason
+    for model, ctx in ((layernorm_graph(opset=14), PassContext(target="onnxruntime")), (m, PassContext())):
+        _, res = NormFusion().apply(model, ctx)
+        assert res.rewrites == 0 and res.refusals == {"opset 14 < 17: LayerNormalization needs 17 (--opset 17 enables it)": ["mean"]}
 
 
 def test_broadcasting_residual_is_refused():

@@ -157,3 +157,33 @@ def test_an_inline_model_is_spilled_and_written_inline_again(decoder, tmp_path):
     x = feeds(4, 9)
     for got, ref in zip(run_file(out, x), run_file(src, x)):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_kv_cache_attention_is_fused_at_opset_23(decoder, tmp_path):
+    out = tmp_path / "out.onnx"
+    model, report = optimize(decoder, out, opset=23)
+    fused = next(p for p in report.passes if p.name == "attention-fusion")
+    assert fused.status == "applied" and fused.counts == {"attention-into-Attention-with-cache": LAYERS} and fused.verified
+    att = [n for n in model.graph.node if n.op_type == "Attention"]
+    # past in, present out: the op concatenates the cache itself, and the mask goes in as it is
+    assert [(n.input[4], n.output[1]) for n in att] == [(f"past_key_values.{i}.key", f"present.{i}.key") for i in range(LAYERS)]
+    assert "Softmax" not in {n.op_type for n in model.graph.node}
+    norms = next(p for p in report.passes if p.name == "norm-fusion")
+    assert norms.counts == {"rmsnorm-into-RMSNormalization": 2 * LAYERS + 1}
+    written = onnx.load(out, load_external_data=False)
+    assert interface(written) == interface(onnx.load(decoder, load_external_data=False))
+    for seq, past in ((1, 7), (5, 0), (3, 20)):
+        x = feeds(seq, past)
+        for got, ref in zip(run_file(out, x), run_file(decoder, x)):
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_kv_cache_attention_below_opset_23_names_the_opset(decoder):
+    from rooftop.report.text import opset_line
+
+    _, report = optimize(decoder, None, target="onnxruntime")
+    fused = next(p for p in report.passes if p.name == "attention-fusion")
+    assert fused.rewrites == 0
+    want = "opset 18 < 23: Attention needs 23 for (batch, heads, length, head size) inputs (--opset 23 enables it)"
+    assert {k: len(v) for k, v in fused.refusals.items()} == {want: LAYERS}
+    assert opset_line(report) == f"a higher opset would enable: Attention ×{LAYERS}, RMSNormalization ×{2 * LAYERS + 1} (--opset 23 enables all of them)"

@@ -26,11 +26,26 @@ The split into heads may be a constant ``[·, ·, N, H]`` or, as the dynamo expo
 Concat of the run-time batch and sequence lengths with constants N and H (the fused op reads q as
 the (B, S, N·H) it is; verification at two sizes of the dynamic axes stands behind that).
 
-Refuses, with the reason on the Softmax: the portable target below opset 23 (names ``--opset
-23``); scores masked by a Where (a boolean or causal mask: which positions it hides is not
-provable from the graph); keys that are not one projection split into heads (a KV cache
-concatenated with a past, rotary embeddings); heads not given as constants in the Reshape; an
-intermediate read by another node or a graph output; a mask of unknown or unsupported shape.
+Causal masks. ``Where(keep, scores, fill)`` (or ``Where(hide, fill, scores)``) with a fill at or
+below -1e4 is a causal mask when ``keep`` is computed from the run-time lengths only and equals
+``j ≤ i + (T − S)`` at two assignments of the lengths (``_causal``: evaluated with onnx's reference
+evaluator). Then the op masks by itself: com.microsoft ``unidirectional=1``, standard
+``is_causal=1``; the Where and the mask's graph go.
+
+4-D form (LLaMA-style decoders): when q, k, v reach the products as (B, N, S, H) tensors that are
+not a projection split into heads (rotary embeddings applied after the split; keys and values a
+cache ``Concat(past, new)`` on the length axis), they become standard ``Attention(q, k, v, mask,
+past_key, past_value)`` → (P·V, present_key, present_value): the op concatenates the cache, the
+mask goes in as it is (a causal Where as its boolean keep-mask), the merge of the heads after it
+stays. Standard Attention at opset 23 for both targets (com.microsoft MultiHeadAttention takes a
+3-D query only).
+
+Refuses, with the reason on the Softmax: below opset 23 where the standard op is needed (names
+``--opset 23``); a Where mask not proved causal (reads values, e.g. a padding mask; not causal at
+a sample; a fill above -1e4); a Where and an additive mask on the same scores in the 4-D form;
+keys that are neither one projection split into heads nor (B, N, L, H) tensors; only one of keys
+and values from a cache; heads not given as constants in the Reshape; an intermediate read by
+another node or a graph output; a mask of unknown or unsupported shape.
 """
 
 from __future__ import annotations
@@ -38,11 +53,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from rooftop.passes._causal import causal_mask
 from rooftop.passes._graph import Namer
 from rooftop.passes._match import matches, only_consumer, other_input, producer, scalar
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 ATTENTION_OPSET = 23
+WHERE_FILL_MAX = -1e4  # a Where's fill at or below this hides a position (exp underflows to 0 in float32)
 
 
 class AttentionFusion(Pass):
@@ -54,24 +71,29 @@ class AttentionFusion(Pass):
         res = PassResult()
         opset = int(graph.opset or 0)
         names = Namer(graph)
-        expanded: dict[str, gs.Tensor] = {}
+        done: dict[str, gs.Tensor] = {}  # masks expanded or negated once, shared by the layers
         for sm, m in matches(graph, res, ("Softmax",), _match):
-            if ctx.target != "onnxruntime" and opset < ATTENTION_OPSET:
-                res.refuse(f"opset {opset} < {ATTENTION_OPSET}: Attention needs {ATTENTION_OPSET} (--opset {ATTENTION_OPSET} enables it)", sm)
-                continue
-            why = _fuse(graph, m, ctx.target, opset, names, expanded, res)
+            why = _fuse(graph, m, ctx.target, opset, names, done, res)
             if why:
                 res.refuse(why, sm)
         return res
 
 
 class _Match:
-    """One attention found around a Softmax: its inputs, heads, scale, mask, output and nodes."""
+    """One attention found around a Softmax.
 
-    def __init__(self, q, k, v, heads, head_size, scale, mask, out, nodes):
+    3-D form: q, k, v are the (B, S, N·H) tensors split into ``heads`` of ``head_size`` and ``out``
+    the (B, S, N·H) result. 4-D form (``past`` set or not): q, k, v are (B, N, S, H) tensors as
+    they are (after rotary embeddings, say), ``out`` the (B, N, S, H) product P·V, and ``past``
+    (past key, past value, present key, present value) when keys and values are a cache
+    concatenated with the new ones. ``mask`` is an additive mask; ``causal`` a Where-mask proved
+    causal, ``keep`` its keep-condition (and whether it is negated)."""
+
+    def __init__(self, q, k, v, heads, head_size, scale, mask, out, nodes, four_d=False, past=None, causal=False, keep=None):
         self.q, self.k, self.v = q, k, v
         self.heads, self.head_size, self.scale = heads, head_size, scale
         self.mask, self.out, self.nodes = mask, out, nodes
+        self.four_d, self.past, self.causal, self.keep = four_d, past, causal, keep
 
 
 def _match(graph: gs.Graph, sm: gs.Node):
@@ -81,15 +103,10 @@ def _match(graph: gs.Graph, sm: gs.Node):
     mm2 = only_consumer(sm.outputs[0], graph, "MatMul")
     if mm2 is None or mm2.inputs[0] is not sm.outputs[0]:
         return None
-    scores, mask, masked = sm.inputs[0], None, []
-    add = producer(scores, "Add", "Where")
-    if add is not None and add.op == "Where":
-        return "scores masked by a Where (a boolean or causal mask the fusion cannot prove)"
-    if add is not None:
-        for t in add.inputs:
-            if producer(t, "Div", "Mul", "MatMul") is not None and _scores_matmul(t) is not None:
-                mask, scores, masked = other_input(add, t), t, [add]
-                break
+    peeled = _peel(sm.inputs[0])
+    if peeled is None or isinstance(peeled, str):
+        return peeled
+    scores, mask, where, masked = peeled
     scale_node = producer(scores, "Div", "Mul")
     c = 1.0
     if scale_node is not None:
@@ -101,13 +118,10 @@ def _match(graph: gs.Graph, sm: gs.Node):
     mm1 = producer(scores, "MatMul")
     if mm1 is None:
         return None
-    q = _heads(mm1.inputs[0], (0, 2, 1, 3))
-    k = _keys(mm1.inputs[1])
-    v = _heads(mm2.inputs[1], (0, 2, 1, 3))
-    if q is None or v is None:
-        return None
-    if k is None:
-        return "keys are not one projection split into heads (a KV cache with a past, rotary embeddings)"
+    core = [mm1, *([scale_node] if scale_node is not None else []), *masked, sm, mm2]
+    q, k, v = _heads(mm1.inputs[0], (0, 2, 1, 3)), _keys(mm1.inputs[1]), _heads(mm2.inputs[1], (0, 2, 1, 3))
+    if q is None or k is None or v is None:
+        return _match_4d(graph, mm1, mm2, c, mask, where, core, three_d=(q, k, v))
     if isinstance(q, str) or isinstance(k, str) or isinstance(v, str):
         return next(x for x in (q, k, v) if isinstance(x, str))
     if q[1:3] != k[1:3] or q[1:3] != v[1:3]:
@@ -116,11 +130,101 @@ def _match(graph: gs.Graph, sm: gs.Node):
     if tail is None:
         return "the result is not put back together as (batch, sequence, heads · head size)"
     out, tail_nodes = tail
-    nodes = [*q[3], *k[3], *v[3], mm1, *([scale_node] if scale_node is not None else []), *masked, sm, mm2, *tail_nodes]
-    inner = [n for n in nodes if n not in tail_nodes[-1:]]
-    if any(only_consumer(o, graph) is None for n in inner for o in n.outputs):
+    nodes = [*q[3], *k[3], *v[3], *core, *tail_nodes]
+    if _read_elsewhere(graph, [n for n in nodes if n is not tail_nodes[-1]]):
         return "an intermediate of the attention is read by another node or is a graph output"
-    return _Match(q[0], k[0], v[0], q[1], q[2], c, mask, out, nodes)
+    why = _proved_causal(graph, where, square=True)
+    if why:
+        return why
+    return _Match(q[0], k[0], v[0], q[1], q[2], c, mask, out, nodes, causal=where is not None)
+
+
+def _match_4d(graph: gs.Graph, mm1: gs.Node, mm2: gs.Node, c: float, mask, where, core, three_d):
+    """The 4-D form: q, k, v of shape (B, N, S, H) as they are, keys transposed by [0, 1, 3, 2],
+    keys and values optionally a cache concatenated with the new ones on the sequence axis."""
+    tr = producer(mm1.inputs[1], "Transpose")
+    q, v = mm1.inputs[0], mm2.inputs[1]
+    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 1, 3, 2) or not all(_rank(t) == 4 for t in (q, tr.inputs[0], v)):
+        if three_d[0] is None or three_d[2] is None:
+            return None
+        return "keys are not one projection split into heads, nor (batch, heads, length, head size) tensors"
+    k = tr.inputs[0]
+    kc, vc = _cache(k), _cache(v)
+    if (kc is None) != (vc is None):
+        return "only one of keys and values is concatenated with a past"
+    nodes, past = [tr, *core], None
+    if _read_elsewhere(graph, nodes[:-1]):  # (P·V, the last, is written by the fused op)
+        return "an intermediate of the attention is read by another node or is a graph output"
+    if kc is not None:  # the concatenations become the op's present outputs: they may be read anywhere
+        past = (kc[0], vc[0], k, v)
+        k, v = kc[1], vc[1]
+        nodes += [kc[2], vc[2]]
+    if mask is not None and where is not None:
+        return "scores masked twice (a Where and an additive mask): Attention takes one mask"
+    why = _proved_causal(graph, where, square=past is None)
+    if why:
+        return why
+    keep = None if where is None else (where.inputs[0], scalar(where.inputs[1]) is not None)
+    return _Match(q, k, v, None, None, c, mask, mm2.outputs[0], nodes, four_d=True, past=past, causal=where is not None, keep=keep)
+
+
+def _peel(scores: gs.Tensor):
+    """(scores, additive mask, Where node, nodes) with up to one additive mask and one Where
+    around the scores, in either order; a reason; None."""
+    mask, where, nodes = None, None, []
+    for _ in range(2):
+        n = producer(scores, "Add", "Where")
+        if n is not None and n.op == "Where" and where is None:
+            branch = [t for t in n.inputs[1:] if scalar(t) is None]
+            if len(branch) != 1:
+                return None
+            fill = scalar(n.inputs[1] if n.inputs[2] is branch[0] else n.inputs[2])
+            if fill > WHERE_FILL_MAX:
+                return f"scores masked by a Where whose fill {fill:g} is not -inf or a large negative constant"
+            where, scores = n, branch[0]
+        elif n is not None and n.op == "Add" and mask is None:
+            side = next((t for t in n.inputs if _scores_side(t)), None)
+            if side is None:
+                break
+            mask, scores = other_input(n, side), side
+        else:
+            break
+        nodes.append(n)
+    return scores, mask, where, nodes
+
+
+def _scores_side(t: gs.Tensor) -> bool:
+    """``t`` is the scores (Q·Kᵀ, scaled or not, maybe behind a Where)."""
+    w = producer(t, "Where")
+    if w is not None:
+        return any(scalar(b) is None and _scores_matmul(b) is not None for b in w.inputs[1:])
+    return producer(t, "Div", "Mul", "MatMul") is not None and _scores_matmul(t) is not None
+
+
+def _proved_causal(graph: gs.Graph, where: gs.Node | None, square: bool) -> str:
+    """'' when there is no Where or its mask is proved causal; else why not."""
+    if where is None:
+        return ""
+    negate = scalar(where.inputs[1]) is not None  # Where(c, fill, scores): scores are kept where c is false
+    why = causal_mask(where.inputs[0], negate, int(graph.opset or 0), square)
+    return f"scores masked by a Where: {why}" if why else ""
+
+
+def _read_elsewhere(graph: gs.Graph, nodes: list[gs.Node]) -> bool:
+    return any(only_consumer(o, graph) is None for n in nodes for o in n.outputs)
+
+
+def _rank(t: gs.Tensor) -> int | None:
+    return None if t.shape is None else len(t.shape)
+
+
+def _cache(t: gs.Tensor):
+    """(past, new, Concat) when ``t = Concat(past, new)`` on the sequence axis of (B, N, L, H)."""
+    cat = producer(t, "Concat")
+    if cat is None or len(cat.inputs) != 2 or int(cat.attrs.get("axis", 0)) not in (2, -2):
+        return None
+    past, new = cat.inputs
+    return (past, new, cat) if _rank(past) == 4 and _rank(new) == 4 else None
 
 
 def _scores_matmul(t: gs.Tensor) -> gs.Node | None:
@@ -266,31 +370,54 @@ def _bias_for(graph: gs.Graph, m: _Match, query: gs.Tensor, names: Namer, expand
     return out
 
 
-def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, expanded: dict, res: PassResult) -> str:
+def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, done: dict, res: PassResult) -> str:
     """Replace the matched nodes by one attention op; '' on success, else the reason."""
-    if target == "onnxruntime":
+    if (m.four_d or target != "onnxruntime") and opset < ATTENTION_OPSET:
+        what = "(batch, heads, length, head size) inputs" if m.four_d else "the portable target"
+        return f"opset {opset} < {ATTENTION_OPSET}: Attention needs {ATTENTION_OPSET} for {what} (--opset {ATTENTION_OPSET} enables it)"
+    outputs, drop = [m.out], []
+    if m.four_d:
+        op, domain, attrs = "Attention", None, {"scale": float(m.scale)}
+        mask = m.mask if m.keep is None else _keep_mask(graph, m.keep, names, done)
+        inputs = [m.q, m.k, m.v, mask if mask is not None else gs.Variable.empty()]
+        if m.past is not None:
+            inputs += [m.past[0], m.past[1]]
+            outputs += [m.past[2], m.past[3]]
+    elif target == "onnxruntime":
         packed = _packed(graph, m)
-        query = packed[0] if packed is not None else m.q
-        bias = _bias_for(graph, m, query, names, expanded)
+        bias = _bias_for(graph, m, packed[0] if packed is not None else m.q, names, done)
         if isinstance(bias, str):
             return bias
-        attrs = {"num_heads": m.heads, "scale": float(m.scale)}
+        tail = [gs.Variable.empty(), gs.Variable.empty(), bias] if bias is not None else []
+        attrs = {"num_heads": m.heads, "scale": float(m.scale), **({"unidirectional": 1} if m.causal else {})}
         if packed is not None:
-            x, w, b, proj = packed
-            inputs, op, drop = [x, w, b, *([gs.Variable.empty(), gs.Variable.empty(), bias] if bias is not None else [])], "Attention", proj
+            x, w, b, drop = packed
+            inputs, op = [x, w, b, *tail], "Attention"
         else:
-            empty = gs.Variable.empty()
-            inputs, op, drop = [m.q, m.k, m.v, *([empty, gs.Variable.empty(), bias] if bias is not None else [])], "MultiHeadAttention", []
+            inputs, op = [m.q, m.k, m.v, *tail], "MultiHeadAttention"
         domain = "com.microsoft"
     else:
         inputs = [m.q, m.k, m.v, *([m.mask] if m.mask is not None else [])]
-        op, domain, drop = "Attention", None, []
-        attrs = {"q_num_heads": m.heads, "kv_num_heads": m.heads, "scale": float(m.scale)}
+        op, domain = "Attention", None
+        attrs = {"q_num_heads": m.heads, "kv_num_heads": m.heads, "scale": float(m.scale), **({"is_causal": 1} if m.causal else {})}
     for n in [*m.nodes, *drop]:
         n.inputs.clear()
         n.outputs.clear()
-    graph.nodes.append(gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, [m.out], domain=domain))
-    key = f"attention-into-{op}"
+    graph.nodes.append(gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain))
+    key = f"attention-into-{op}" + ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else "")
     res.counts[key] = res.counts.get(key, 0) + 1
     res.rewrites += 1
     return ""
+
+
+def _keep_mask(graph: gs.Graph, keep: tuple[gs.Tensor, bool], names: Namer, done: dict) -> gs.Tensor:
+    """The boolean attn_mask (True: attend) of a Where-mask: its condition, or Not of it (once)."""
+    cond, negate = keep
+    if not negate:
+        return cond
+    key = f"not:{cond.name}"
+    if key not in done:
+        out = gs.Variable(names.fresh(f"{cond.name}_keep"), dtype=np.bool_, shape=cond.shape)
+        graph.nodes.append(gs.Node("Not", names.fresh(f"{cond.name}_not"), {}, [cond], [out]))
+        done[key] = out
+    return done[key]

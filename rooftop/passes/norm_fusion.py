@@ -17,6 +17,8 @@ Algebra. Over the last k axes (the reduced ones), with ``mean`` a ReduceMean kee
 With ``--target onnxruntime`` a LayerNormalization over the last axis of a residual sum
 ``a + b`` (equal shapes) then becomes com.microsoft ``SkipLayerNormalization(a, b, γ, β)``, the sum
 kept as its fourth output when something else reads it: one pass over the activation for both.
+Below opset 17 a decomposed LayerNorm of such a sum goes straight to SkipLayerNormalization
+(the com.microsoft op needs no opset); one of anything else is refused with the opset.
 
 The fused ops compute in float32 like the pattern; results agree to rounding (verified).
 LayerNorm is matched first, so its centred half is never taken for an RMSNorm.
@@ -94,6 +96,9 @@ class _Run:
             self.res.refuse(m, anchor)
             return
         op, domain, need = self._op(kind)
+        via_skip = op is None and kind == "layernorm" and self.target == "onnxruntime" and not _skip_refusal_for(m.x, -m.k)
+        if via_skip:
+            op = "LayerNormalization"  # below opset 17: becomes com.microsoft SkipLayerNormalization in this run
         if op is None:
             self.res.refuse(f"opset {self.opset} < {need}: {'LayerNormalization' if kind == 'layernorm' else 'RMSNormalization'} "
                             f"needs {need} (--opset {need} enables it)", anchor)
@@ -108,6 +113,8 @@ class _Run:
             n.outputs.clear()
         graph.nodes.append(gs.Node(op, self.names.fresh(f"{m.out.name}_{kind}"), {"axis": -m.k, "epsilon": float(m.eps)},
                                    inputs, [m.out], domain=domain))
+        if via_skip:
+            return  # counted as the SkipLayerNormalization it becomes
         key = f"{kind}-into-{op}"
         self.res.counts[key] = self.res.counts.get(key, 0) + 1
         self.res.rewrites += 1
@@ -116,15 +123,14 @@ class _Run:
         """``LayerNormalization(a + b)`` over the last axis → com.microsoft SkipLayerNormalization(a, b):
         the residual sum and the norm in one pass over the activation; the sum stays available as its
         fourth output when something else reads it (the next residual branch)."""
-        add = producer(ln.inputs[0], "Add")
-        if add is None or len(add.inputs) != 2 or any(isinstance(t, gs.Constant) for t in add.inputs):
+        add = _residual_add(ln.inputs[0])
+        if add is None:
             return
-        a, b = add.inputs
-        why = _skip_refusal(ln, a, b)
+        why = _skip_refusal_for(ln.inputs[0], int(ln.attrs.get("axis", -1)))
         if why:
             self.res.refuse(why, ln)
             return
-        s = add.outputs[0]
+        s, (a, b) = add.outputs[0], add.inputs
         inputs = [a, b, ln.inputs[1]] + ([ln.inputs[2]] if len(ln.inputs) > 2 and ln.inputs[2].name else [])
         outputs = [ln.outputs[0]]
         if len(s.outputs) > 1 or any(o is s for o in graph.outputs):
@@ -145,10 +151,22 @@ class _Run:
         return ("RMSNormalization", None, RMSNORM_OPSET) if self.opset >= RMSNORM_OPSET else (None, None, RMSNORM_OPSET)
 
 
-def _skip_refusal(ln: gs.Node, a: gs.Tensor, b: gs.Tensor) -> str:
-    x = ln.inputs[0]
+def _residual_add(x: gs.Tensor) -> gs.Node | None:
+    add = producer(x, "Add")
+    if add is None or len(add.inputs) != 2 or any(isinstance(t, gs.Constant) for t in add.inputs):
+        return None
+    return add
+
+
+def _skip_refusal_for(x: gs.Tensor, axis: int) -> str:
+    """Why a LayerNormalization of ``x`` over ``axis`` cannot be SkipLayerNormalization ('' if it can;
+    "not a residual sum" when x is not the sum of two tensors)."""
+    add = _residual_add(x)
+    if add is None:
+        return "not a residual sum"
+    a, b = add.inputs
     rank = len(x.shape) if x.shape is not None else None
-    if rank is None or int(ln.attrs.get("axis", -1)) not in (-1, rank - 1):
+    if rank is None or axis not in (-1, rank - 1):
         return "SkipLayerNormalization normalizes the last axis only"
     if rank not in (2, 3):
         return "SkipLayerNormalization takes 2-D or 3-D input"
