@@ -1,12 +1,14 @@
 """Transformer fusions against onnxruntime.transformers.optimizer, interleaved on this machine.
 
     pip install torch==2.13.0 -e ".[export,bench]"
-    python benchmarks/bench_transformers.py [--budget 3] [--models bert,gpt2,vit] [--opset 20]
+    python benchmarks/bench_transformers.py [--budget 3] [--models bert,gpt2,vit,decoder,decoder-step] [--opset 23]
 
 For each model (BERT-, GPT-2- and ViT-style, written in models/archs.py, exported with the
 TorchScript exporter at opset 14 as older exports are, d=256, 4 layers, batch 1, sequence 128 /
-224x224 image; cached in benchmarks/cache/): `rooftop.optimize` (portable target, `--opset`
-converting the model so LayerNormalization/Gelu exist, measurement deciding at ORT_ENABLE_ALL) and
+224x224 image; and a LLaMA-style decoder with KV cache from gen_decoder.py, 4 layers, d=512,
+opset 18, timed at a prefill of 128 tokens after 128 cached and at one step after 255 cached;
+cached in benchmarks/cache/): `rooftop.optimize` (portable target, `--opset` converting the model
+so LayerNormalization/Gelu/RMSNormalization/Attention exist, measurement deciding at ORT_ENABLE_ALL) and
 the same with `--target onnxruntime` (com.microsoft SkipLayerNormalization, BiasGelu/FastGelu,
 and attention-fusion: com.microsoft Attention with one packed QKV GEMM), and `onnxruntime.transformers.optimizer.optimize_model` (its fusions into com.microsoft ops, opt_level
 0 so the file holds only its own rewrites). Each output is timed interleaved against the original
@@ -26,12 +28,28 @@ import onnx
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "models"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 CACHE = ROOT / "cache"
 
 
+DECODER = {"layers": 4, "d": 512, "ff": 1376, "heads": 8, "vocab": 8000}
+# decoder: prefill of 128 tokens after 128 cached; decoder-step: one token after 255 cached (the
+# generation loop's call). Shapes also given to rooftop, so its measurements decide at them.
+SHAPES = {"decoder": {"input_ids": [1, 128], "past_key_values.0.key": [1, 8, 128, 64]},
+          "decoder-step": {"input_ids": [1, 1], "past_key_values.0.key": [1, 8, 255, 64]}}
+
+
 def export(name: str) -> tuple[Path, str, dict]:
     """The cached export, onnxruntime.transformers' model_type and its size arguments."""
+    if name.startswith("decoder"):
+        path = CACHE / "decoder-L4-d512.onnx"
+        if not path.exists():
+            from gen_decoder import build
+
+            CACHE.mkdir(parents=True, exist_ok=True)
+            build(path, DECODER["layers"], DECODER["d"], DECODER["ff"], DECODER["heads"], DECODER["vocab"], fp16=False, opset=18)
+        return path, "gpt2", {"num_heads": DECODER["heads"], "hidden_size": DECODER["d"]}
     path = CACHE / f"{name}-ts14.onnx"
     if not path.exists():
         import torch
@@ -59,11 +77,11 @@ def ort_transformers(src: Path, kind: str, sizes: dict, dst: Path) -> Path:
     return dst
 
 
-def feeds_for(model: onnx.ModelProto):
+def feeds_for(model: onnx.ModelProto, shapes: dict):
     from rooftop import runtime
 
     specs = runtime.graph_inputs(model)
-    return runtime.random_inputs(specs, runtime.bind_shapes(specs, {}, 1, 128), seed=0, highs=runtime.index_bounds(model))
+    return runtime.random_inputs(specs, runtime.bind_shapes(specs, shapes, 1, 128), seed=0, highs=runtime.index_bounds(model))
 
 
 def timed(original: onnx.ModelProto, other: onnx.ModelProto, feeds, level: str, budget: float) -> str:
@@ -89,8 +107,8 @@ def fusion_bytes(report) -> str:  # noqa: ANN001
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=3.0)
-    ap.add_argument("--models", default="bert,gpt2,vit")
-    ap.add_argument("--opset", type=int, default=20)
+    ap.add_argument("--models", default="bert,gpt2,vit,decoder,decoder-step")
+    ap.add_argument("--opset", type=int, default=23)
     args = ap.parse_args()
     import onnxruntime
 
@@ -104,9 +122,11 @@ def main() -> None:
         for name in args.models.split(","):
             src, kind, sizes = export(name)
             original = onnx.load(src)
-            feeds = feeds_for(original)
-            ours, report = rooftop.optimize(src, opset=args.opset, hardware="xeon-avx512", time_budget=1.0)
-            ours_ort, report_ort = rooftop.optimize(src, opset=args.opset, target="onnxruntime", hardware="xeon-avx512", time_budget=1.0)
+            shapes = SHAPES.get(name, {})
+            feeds = feeds_for(original, shapes)
+            common = {"opset": args.opset, "hardware": "xeon-avx512", "time_budget": 1.0, "input_shapes": shapes, "lazy_weights": False}
+            ours, report = rooftop.optimize(src, **common)
+            ours_ort, report_ort = rooftop.optimize(src, target="onnxruntime", **common)
             theirs = onnx.load(ort_transformers(src, kind, sizes, Path(d) / f"{name}-ort.onnx"))
             their_ops = sorted({n.op_type for n in theirs.graph.node if n.domain == "com.microsoft"})
             ort_ops = sorted({n.op_type for n in ours_ort.graph.node if n.domain == "com.microsoft"})

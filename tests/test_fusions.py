@@ -110,9 +110,11 @@ def test_layernorm_refusals_say_why():
     assert res.refusals == {"opset 16 < 17: LayerNormalization needs 17 (--opset 17 enables it)": ["mean"]}
 
 
-def rmsnorm_graph(form: str):
-    """x · rsqrt(mean(x²) + ε) · γ at opset 23 (ReduceMean axes as an input)."""
-    nodes = [helper.make_node("Pow", ["x", "two"], ["p"], name="square"), helper.make_node("ReduceMean", ["p", "ax"], ["v"]),
+def rmsnorm_graph(form: str, opset: int = 23, residual: bool = False):
+    """x · rsqrt(mean(x²) + ε) · γ (ReduceMean axes as an input); ``residual``: x = a + b, the
+    sum read again by the next block as a graph output."""
+    nodes = [*([helper.make_node("Add", ["a", "b"], ["x"])] if residual else []),
+             helper.make_node("Pow", ["x", "two"], ["p"], name="square"), helper.make_node("ReduceMean", ["p", "ax"], ["v"]),
              helper.make_node("Add", ["v", "eps"], ["e"]), helper.make_node("Sqrt", ["e"], ["s"])]
     if form == "reciprocal":
         nodes += [helper.make_node("Reciprocal", ["s"], ["r"]), helper.make_node("Mul", ["x", "r"], ["n"])]
@@ -123,7 +125,10 @@ def rmsnorm_graph(form: str):
     nodes.append(helper.make_node("Mul", ["g", "n"], ["y"]))
     inits = [init("two", np.array(2.0, np.float32)), init("ax", np.array([-1], np.int64)), init("eps", np.array(1e-6, np.float32)),
              init("one", np.array(1.0, np.float32)), init("g", np.linspace(0.5, 1.5, 16).astype(np.float32))]
-    return make_model(nodes, [vi("x", ["batch", 4, 16])], [vi("y", ["batch", 4, 16])], inits, opset=23)
+    if residual:  # the two branches name the same length differently, as shape inference does after a Reshape
+        return make_model(nodes, [vi("a", ["batch", "seq", 16]), vi("b", ["batch", "unk__1", 16])],
+                          [vi("y", ["batch", "seq", 16]), vi("x", ["batch", "seq", 16])], inits, opset=opset)
+    return make_model(nodes, [vi("x", ["batch", 4, 16])], [vi("y", ["batch", 4, 16])], inits, opset=opset)
 
 
 @pytest.mark.parametrize("form", ["reciprocal", "one-over", "div"])
@@ -134,6 +139,26 @@ def test_rmsnorm_forms_become_rmsnormalization(form):
     for b in (1, 3):
         x = np.random.default_rng(b).standard_normal((b, 4, 16)).astype(np.float32)
         np.testing.assert_allclose(run(out, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [18, 23])
+def test_residual_rmsnorm_becomes_skipsimplifiedlayernormalization_for_onnxruntime(opset):
+    m = rmsnorm_graph("reciprocal", opset=opset, residual=True)
+    out, res = NormFusion().apply(m, PassContext(target="onnxruntime"))
+    assert ops(out) == ["SkipSimplifiedLayerNormalization"]
+    assert res.counts == {"add-rmsnorm-into-SkipSimplifiedLayerNormalization": 1, **({"rmsnorm-into-RMSNormalization": 1} if opset >= 23 else {})}
+    node = out.graph.node[0]
+    assert node.domain == "com.microsoft" and list(node.output) == ["y", "", "", "x"]  # the sum stays an output
+    r = np.random.default_rng(3)
+    feeds = {k: r.standard_normal((2, 5, 16)).astype(np.float32) for k in ("a", "b")}
+    for got, ref in zip(run(out, feeds), run(m, feeds), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    # its twin: a fixed 1 against a length is a broadcast, refused (below 23 the opset is the reason)
+    twin = rmsnorm_graph("reciprocal", opset=opset, residual=True)
+    twin.graph.input[1].type.tensor_type.shape.dim[1].dim_value = 1
+    _, res = NormFusion().apply(twin, PassContext(target="onnxruntime"))
+    want = "the residual Add broadcasts (or its shapes are unknown)" if opset >= 23 else "opset 18 < 23: RMSNormalization needs 23 (--opset 23 enables it)"
+    assert list(res.refusals) == [want]
 
 
 def gelu_graph(shared: bool = False, opset: int = 20):

@@ -144,10 +144,15 @@ def _match_4d(graph: gs.Graph, mm1: gs.Node, mm2: gs.Node, c: float, mask, where
     keys and values optionally a cache concatenated with the new ones on the sequence axis."""
     tr = producer(mm1.inputs[1], "Transpose")
     q, v = mm1.inputs[0], mm2.inputs[1]
-    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 1, 3, 2) or not all(_rank(t) == 4 for t in (q, tr.inputs[0], v)):
+    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 1, 3, 2):
         if three_d[0] is None or three_d[2] is None:
             return None
         return "keys are not one projection split into heads, nor (batch, heads, length, head size) tensors"
+    ranks = [_rank(t) for t in (q, tr.inputs[0], v)]
+    if any(r is None for r in ranks):
+        return "the rank of the query, keys or values is unknown"
+    if ranks != [4, 4, 4]:
+        return "query, keys and values are not all (batch, heads, length, head size)"
     k = tr.inputs[0]
     kc, vc = _cache(k), _cache(v)
     if (kc is None) != (vc is None):
@@ -214,8 +219,26 @@ def _read_elsewhere(graph: gs.Graph, nodes: list[gs.Node]) -> bool:
     return any(only_consumer(o, graph) is None for n in nodes for o in n.outputs)
 
 
-def _rank(t: gs.Tensor) -> int | None:
-    return None if t.shape is None else len(t.shape)
+RANK_KEEPING = {"Concat", "Slice", "Mul", "Add", "Sub", "Div", "Neg", "Cast", "Identity", "Softmax", "Sigmoid", "Tanh"}
+
+
+def _rank(t: gs.Tensor, depth: int = 0) -> int | None:
+    """The rank of ``t``: from its shape, else from its producer (a Transpose's perm, a constant
+    Reshape target, or an op whose output has its first input's rank; a com.microsoft op upstream
+    leaves onnx's shape inference without shapes)."""
+    if t.shape is not None:
+        return len(t.shape)
+    n = producer(t)
+    if n is None or depth > 12:
+        return None
+    if n.op == "Transpose" and "perm" in n.attrs:
+        return len(n.attrs["perm"])
+    if n.op == "Reshape" and isinstance(n.inputs[1], gs.Constant):
+        return int(n.inputs[1].values.size)
+    if n.op in RANK_KEEPING and n.inputs:
+        ranks = [_rank(i, depth + 1) for i in n.inputs if i.name and not isinstance(i, gs.Constant)]
+        return ranks[0] if ranks and all(r == ranks[0] for r in ranks) else None
+    return None
 
 
 def _cache(t: gs.Tensor):

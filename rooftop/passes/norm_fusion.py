@@ -16,9 +16,10 @@ Algebra. Over the last k axes (the reduced ones), with ``mean`` a ReduceMean kee
 
 With ``--target onnxruntime`` a LayerNormalization over the last axis of a residual sum
 ``a + b`` (equal shapes) then becomes com.microsoft ``SkipLayerNormalization(a, b, γ, β)``, the sum
-kept as its fourth output when something else reads it: one pass over the activation for both.
-Below opset 17 a decomposed LayerNorm of such a sum goes straight to SkipLayerNormalization
-(the com.microsoft op needs no opset); one of anything else is refused with the opset.
+kept as its fourth output when something else reads it: one pass over the activation for both;
+an RMSNormalization of such a sum likewise becomes ``SkipSimplifiedLayerNormalization(a, b, γ)``.
+Below the standard op's opset a decomposed norm of such a sum goes straight to its Skip… form
+(the com.microsoft ops need no opset); one of anything else is refused with the opset.
 
 The fused ops compute in float32 like the pattern; results agree to rounding (verified).
 LayerNorm is matched first, so its centred half is never taken for an RMSNorm.
@@ -43,6 +44,7 @@ from rooftop.passes.base import Pass, PassContext, PassResult
 
 LAYERNORM_OPSET = 17
 RMSNORM_OPSET = 23
+SKIP_FORMS = {"LayerNormalization": ("SkipLayerNormalization", "layernorm"), "RMSNormalization": ("SkipSimplifiedLayerNormalization", "rmsnorm")}
 
 
 @dataclass
@@ -83,7 +85,7 @@ class _Run:
                 self._try(graph, node, _rmsnorm(graph, node), "rmsnorm")
         if self.target == "onnxruntime":
             for node in list(graph.nodes):
-                if node.op == "LayerNormalization" and node.domain in STANDARD and node.outputs:
+                if node.op in SKIP_FORMS and node.domain in STANDARD and node.outputs:
                     self._skip(graph, node)
         if self.res.rewrites:
             self.res.notes.append(", ".join(f"{k} {v}" for k, v in sorted(self.res.counts.items())))
@@ -96,9 +98,9 @@ class _Run:
             self.res.refuse(m, anchor)
             return
         op, domain, need = self._op(kind)
-        via_skip = op is None and kind == "layernorm" and self.target == "onnxruntime" and not _skip_refusal_for(m.x, -m.k)
-        if via_skip:
-            op = "LayerNormalization"  # below opset 17: becomes com.microsoft SkipLayerNormalization in this run
+        via_skip = op is None and self.target == "onnxruntime" and not _skip_refusal_for(m.x, -m.k)
+        if via_skip:  # below the op's opset: becomes its com.microsoft Skip… form in this run
+            op = "LayerNormalization" if kind == "layernorm" else "RMSNormalization"
         if op is None:
             self.res.refuse(f"opset {self.opset} < {need}: {'LayerNormalization' if kind == 'layernorm' else 'RMSNormalization'} "
                             f"needs {need} (--opset {need} enables it)", anchor)
@@ -114,15 +116,16 @@ class _Run:
         graph.nodes.append(gs.Node(op, self.names.fresh(f"{m.out.name}_{kind}"), {"axis": -m.k, "epsilon": float(m.eps)},
                                    inputs, [m.out], domain=domain))
         if via_skip:
-            return  # counted as the SkipLayerNormalization it becomes
+            return  # counted as the Skip… op it becomes
         key = f"{kind}-into-{op}"
         self.res.counts[key] = self.res.counts.get(key, 0) + 1
         self.res.rewrites += 1
 
     def _skip(self, graph: gs.Graph, ln: gs.Node) -> None:
-        """``LayerNormalization(a + b)`` over the last axis → com.microsoft SkipLayerNormalization(a, b):
-        the residual sum and the norm in one pass over the activation; the sum stays available as its
-        fourth output when something else reads it (the next residual branch)."""
+        """``LayerNormalization(a + b)`` over the last axis → com.microsoft SkipLayerNormalization(a, b)
+        (``RMSNormalization`` → SkipSimplifiedLayerNormalization): the residual sum and the norm in
+        one pass over the activation; the sum stays available as its fourth output when something
+        else reads it (the next residual branch)."""
         add = _residual_add(ln.inputs[0])
         if add is None:
             return
@@ -140,9 +143,10 @@ class _Run:
         add.outputs.clear()
         ln.inputs.clear()
         ln.outputs.clear()
-        graph.nodes.append(gs.Node("SkipLayerNormalization", self.names.fresh(f"{outputs[0].name}_skipln"), {"epsilon": eps},
-                                   inputs, outputs, domain="com.microsoft"))
-        self.res.counts["add-layernorm-into-SkipLayerNormalization"] = self.res.counts.get("add-layernorm-into-SkipLayerNormalization", 0) + 1
+        op, kind = SKIP_FORMS[ln.op]
+        graph.nodes.append(gs.Node(op, self.names.fresh(f"{outputs[0].name}_skipln"), {"epsilon": eps}, inputs, outputs, domain="com.microsoft"))
+        key = f"add-{kind}-into-{op}"
+        self.res.counts[key] = self.res.counts.get(key, 0) + 1
         self.res.rewrites += 1
 
     def _op(self, kind: str) -> tuple[str | None, str | None, int]:
@@ -170,11 +174,20 @@ def _skip_refusal_for(x: gs.Tensor, axis: int) -> str:
         return "SkipLayerNormalization normalizes the last axis only"
     if rank not in (2, 3):
         return "SkipLayerNormalization takes 2-D or 3-D input"
-    if a.shape is None or b.shape is None or list(a.shape) != list(b.shape):
+    if not _same_shape(a.shape, b.shape):
         return "the residual Add broadcasts (or its shapes are unknown)"
     if np.dtype(x.dtype) != np.float32 and np.dtype(x.dtype) != np.float16:
         return "SkipLayerNormalization takes float32/float16"
     return ""
+
+
+def _same_shape(a, b) -> bool:
+    """Equal ranks and every dim equal, or two run-time lengths (symbols: shape inference names a
+    length afresh after a Reshape or a Range, so the same length may carry two names; a fixed
+    dim, 1 in particular, against a symbol is a broadcast). Verification runs behind it."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    return all((x == y and x is not None) or (isinstance(x, str) and isinstance(y, str)) for x, y in zip(a, b, strict=True))
 
 
 def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | str | None:
