@@ -145,6 +145,7 @@ def _options(args: argparse.Namespace, profile_nodes: bool):
         time_budget=args.time_budget, threads=args.threads, deploy_level=args.deploy_level, opset=args.opset,
         keep_slower=args.keep_slower, noise_band=args.noise_band,
         profile_nodes=profile_nodes,  # per-operator times are only shown in a report
+        time_all_levels=bool(args.report),  # so is the ORT_DISABLE_ALL comparison of the final model
     )
 
 

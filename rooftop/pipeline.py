@@ -92,6 +92,7 @@ class Options:
     profile_nodes: bool = True  # per-operator times from onnxruntime's profiler, joined to the roofline rows
     deploy_level: str = "all"  # the onnxruntime optimization level the model will run at: decisions are taken there
     keep_slower: bool = False  # keep passes (and a final model) that measure slower
+    time_all_levels: bool = True  # also time the final model at ORT_DISABLE_ALL (our rewrites alone; for reports)
     noise_band: float = NOISE_BAND
     comparator: Comparator | None = None  # replaces onnxruntime timing on this machine (tests, remote devices)
     opset: int | None = None  # convert the model to this default-domain opset before the passes
@@ -174,6 +175,17 @@ def in_turn(model: ModelProto) -> bool:
     """Whether timing builds one session at a time: a session holds the weights (prepacked), and
     two of a model this large would hold them twice."""
     return model_io.weights_nbytes(model) > INTERLEAVE_UP_TO
+
+
+def _op_types(graph) -> set[tuple[str, str]]:
+    """(domain, op type) of every node, subgraphs included."""
+    types = set()
+    for n in graph.node:
+        types.add((n.domain or "", n.op_type))
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                types |= _op_types(g)
+    return types
 
 
 class OrtComparator:
@@ -318,6 +330,9 @@ class _Run:
         """The measurement gate: reject a pass whose output is slower than its input beyond the noise."""
         if not self.gate:
             return
+        if not self._adds_work(candidate, v):
+            v.removes_only = True  # the final comparison (and back-off) decides it with the rest
+            return
         if self.compare is None:
             if self.feeds is None and self.opts.time and self.opts.comparator is None:
                 self._decide_by_structure(v)
@@ -335,6 +350,17 @@ class _Run:
             if grown:
                 why += "; measured time grew most in " + ", ".join(g.describe() for g in grown)
         v.cause, v.reason = Cause.SLOWER, why
+
+    def _adds_work(self, candidate: ModelProto, v: Validation) -> bool:
+        """Whether a pass's output could run slower than its input: it has a new op type (or domain),
+        more nodes, or more predicted bytes or FLOPs (or no prediction). Only such a pass is timed
+        against its input; one that only removes work is timed with the final model."""
+        if v.cost is None or len(candidate.graph.node) > len(self.current.graph.node):
+            return True
+        if _op_types(candidate.graph) - _op_types(self.current.graph):
+            return True
+        before, after = v.cost.before, v.cost.after
+        return after.bytes > before.bytes or after.flops > before.flops or after.int_ops > before.int_ops
 
     def _decide_by_structure(self, v: Validation) -> None:
         pred = v.cost.predicted_ratio if v.cost is not None else None
@@ -468,7 +494,8 @@ class _Run:
         out: dict[str, Latency] = {}
         if self.compare is None or optimized is self.original:
             return out
-        for level in dict.fromkeys(("disable", self.opts.deploy_level)):
+        levels = ("disable", self.opts.deploy_level) if self.opts.time_all_levels else (self.opts.deploy_level,)
+        for level in dict.fromkeys(levels):
             if level == self.opts.deploy_level and deploy is not None:
                 out[level] = deploy
                 continue

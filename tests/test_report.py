@@ -43,8 +43,8 @@ def test_json_has_costs_and_latency(timed_run):
     fold = next(p for p in rep["passes"] if p["name"] == "fold-conv-bn")
     # nine BatchNorms of the sample: each read + write of its activation disappears
     assert fold["bytes_after"] < fold["bytes_before"]
-    assert fold["latency_ms_before"] > 0 and fold["latency_ms_after"] > 0 and len(fold["latency_spread"]) == 2
-    assert fold["ort_level"] == "ORT_ENABLE_ALL"  # decisions are measured at the deploy level
+    # it only removes work (nodes, bytes, no new op): not timed alone, the final comparison times it
+    assert fold["timed_with_final"] and fold["latency_ms_before"] is None
     for side in ("before", "after"):
         t = rep[side]["totals"]
         assert t["flops"] > 0 and t["bytes"] > 0 and t["params"] > 0 and t["peak_activation_bytes"] > 0 and t["predicted_s"] > 0

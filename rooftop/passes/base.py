@@ -82,6 +82,7 @@ class Validation:
     verified: bool = False
     cost: CostDelta | None = None
     latency: Latency | None = None
+    removes_only: bool = False  # not timed alone: it only removes work; the final comparison times it
 
     @property
     def ok(self) -> bool:
@@ -459,7 +460,7 @@ class PassManager:
         if self.after_pass is not None:
             v = self.after_pass(p.name, candidate)
             rec.verified, rec.max_abs_error = v.verified, v.max_abs_error
-            rec.cost, rec.latency = v.cost, v.latency
+            rec.cost, rec.latency, rec.removes_only = v.cost, v.latency, v.removes_only
             if not v.ok:
                 rec.cause, rec.reason = v.cause, v.reason
                 rec.status = Status.REJECTED if v.cause is Cause.SLOWER else Status.ROLLED_BACK

@@ -135,12 +135,18 @@ OURS = ["fuse_gelu", "fuse_layer_norm", "fuse_rms_norm", "fuse_lp_normalization"
 CONTRIB = ["fuse_gqa", "fuse_rope"]
 
 
+# optional imports of onnxsim's model_info, which only prints its report tables (symbolic MAC
+# counts): sympy alone costs 0.4 s where torch installed it
+OPTIONAL_FOR_REPORTS = ("sympy", "onnx_ir", "onnx_shape_inference")
+
+
 def _simplify_function():
     """onnxsim's ``simplify`` without its package ``__init__``: onnxsim 0.8's ``__init__`` re-exports
     a quantization toolkit that imports torch where torch is installed (3.0 s and 300 MB here, of
     which the simplifier needs 1.2 s and no torch). The submodule is loaded under a bare package
-    entry that is dropped again, so a later ``import onnxsim`` gets the real package. Any failure:
-    the plain import."""
+    entry that is dropped again, so a later ``import onnxsim`` gets the real package; the
+    optional imports of its report printer (OPTIONAL_FOR_REPORTS) are refused while it loads
+    unless already imported. Any failure: the plain import."""
     if "onnxsim" in sys.modules and hasattr(sys.modules["onnxsim"], "simplify"):
         return sys.modules["onnxsim"].simplify
     import importlib
@@ -152,9 +158,14 @@ def _simplify_function():
         bare = types.ModuleType("onnxsim")
         bare.__path__, bare.__spec__ = list(spec.submodule_search_locations), spec
         sys.modules["onnxsim"] = bare
+        blocked = [m for m in OPTIONAL_FOR_REPORTS if m not in sys.modules]
+        sys.modules.update(dict.fromkeys(blocked))  # None: "import sympy" raises ImportError
         try:
             return importlib.import_module("onnxsim.onnx_simplifier").simplify
         finally:
+            for m in blocked:
+                if sys.modules.get(m, 0) is None:
+                    del sys.modules[m]
             if sys.modules.get("onnxsim") is bare:
                 del sys.modules["onnxsim"]
     except Exception:  # noqa: BLE001 - another onnxsim layout: import it as documented

@@ -81,7 +81,7 @@ def pass_rows(report: Report) -> list[list[str]]:
                 _delta(c.before.flops, c.after.flops, lambda v: human(v)) if c else "",
                 _delta(c.before.bytes, c.after.bytes, _mb) if c else "",
                 _delta(c.before.predicted_s, c.after.predicted_s, _ms) if c else "",
-                _lat(r.latency) if _shown(r) else "",
+                (_lat(r.latency) if not r.removes_only else "with final") if _shown(r) else "",
                 _err(r.max_abs_error) if r.verified else ("-" if r.status is not Status.APPLIED else "unverified"),
                 f"{r.seconds:.2f}",
             ]
@@ -267,6 +267,8 @@ def progress_line(r: PassRecord) -> str:
         parts.append(f"traffic {_mb(r.cost.before.bytes)}→{_mb(r.cost.after.bytes)}")
     if r.latency is not None:
         parts.append(f"measured {r.latency.describe()} {r.latency.verdict.value}")
+    elif r.removes_only:
+        parts.append("removes work only: timed with the final model")
     return f"  {r.name}{it}: " + ", ".join(parts)
 
 
