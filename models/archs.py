@@ -333,6 +333,98 @@ class GPT2Decoder(nn.Module):
         return torch.matmul(self.ln(x), self.tok.weight.t())
 
 
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(d) + 0.1 * torch.randn(d)), eps
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class LlamaLayer(nn.Module):
+    """HF LLaMA-style: RMSNorm, rotary q/k after the split into heads, KV cache concatenated on the
+    length axis, an additive causal mask, SwiGLU."""
+
+    def __init__(self, d: int, heads: int, ff: int) -> None:
+        super().__init__()
+        self.h, self.hd = heads, d // heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.gate, self.up, self.down = nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False), nn.Linear(ff, d, bias=False)
+        self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
+
+    def forward(self, x, cos, sin, mask, past_k, past_v):
+        b, s, d = x.shape
+        h = self.n1(x)
+        q, k, v = (t.view(b, s, self.h, self.hd).transpose(1, 2) for t in (self.q(h), self.k(h), self.v(h)))
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        att = torch.softmax(torch.matmul(q, k.transpose(2, 3)) / self.hd**0.5 + mask, dim=-1)
+        x = x + self.o(torch.matmul(att, v).transpose(1, 2).reshape(b, s, d))
+        h = self.n2(x)
+        return x + self.down(nn.functional.silu(self.gate(h)) * self.up(h)), k, v
+
+
+class LlamaDecoder(nn.Module):
+    """A decoder with an explicit KV cache: ``forward(ids, k0, v0, k1, v1, …)`` returns the logits and
+    the present keys and values; positions (and the rotary tables' rows) start at the past length."""
+
+    def __init__(self, vocab: int = 256, d: int = 64, layers: int = 2, heads: int = 4, ff: int = 128, max_len: int = 512) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.layers = nn.ModuleList(LlamaLayer(d, heads, ff) for _ in range(layers))
+        self.norm, self.head = RMSNorm(d), nn.Linear(d, vocab, bias=False)
+        hd = d // heads
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+        ang = torch.outer(torch.arange(max_len).float(), inv)
+        self.register_buffer("cos", torch.cat([ang.cos(), ang.cos()], -1), persistent=False)
+        self.register_buffer("sin", torch.cat([ang.sin(), ang.sin()], -1), persistent=False)
+
+    def forward(self, ids, *past):
+        s, p = ids.shape[1], past[0].shape[2]
+        pos = torch.arange(p, p + s, device=ids.device)
+        cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]
+        cols = torch.arange(p + s, device=ids.device)[None, :]
+        mask = torch.where(cols > pos[:, None], torch.tensor(float("-inf")), torch.tensor(0.0))[None, None]
+        x, present = self.emb(ids), []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, cos, sin, mask, past[2 * i], past[2 * i + 1])
+            present += [k, v]
+        return (self.head(self.norm(x)), *present)
+
+
+def export_llama(model: LlamaDecoder, path: str | Path, exporter: str = "legacy", opset: int = 18, seq: int = 5, past: int = 3) -> Path:
+    """Export with dynamic batch, sequence and past lengths; inputs ``ids, past.{i}.key/value``,
+    outputs ``logits, present.{i}.key/value``."""
+    path = Path(path)
+    n, heads, hd = len(model.layers), model.layers[0].h, model.layers[0].hd
+    ids = torch.randint(0, model.emb.num_embeddings, (2, seq))
+    cache = [torch.randn(2, heads, past, hd) for _ in range(2 * n)]
+    kv = [f"past.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
+    outs = ["logits"] + [f"present.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "legacy":
+            axes = {"ids": {0: "batch", 1: "seq"}, **{k: {0: "batch", 2: "past"} for k in kv}}
+            torch.onnx.export(model, (ids, *cache), str(path), dynamo=False, input_names=["ids", *kv], output_names=outs,
+                              dynamic_axes=axes, opset_version=opset)
+        else:
+            import contextlib
+            import io
+
+            batch, s, p = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("seq", min=1, max=256), torch.export.Dim("past", min=1, max=256)
+            shapes = ({0: batch, 1: s}, *({0: batch, 2: p} for _ in kv))
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                torch.onnx.export(model, (ids, *cache), str(path), dynamo=True, input_names=["ids", *kv], output_names=outs,
+                                  dynamic_shapes=(shapes[0], tuple(shapes[1:])), opset_version=opset)
+    return path
+
+
 class ViT(nn.Module):
     """ViT: patch-embedding Conv, a class token expanded to the batch, pre-norm layers."""
 

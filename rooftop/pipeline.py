@@ -240,8 +240,12 @@ class _Run:
         self.before: Roofline | None = None
         self.current: ModelProto = original
         self.current_cost: Roofline | None = None
-        self.last_verified: tuple[ModelProto, VerifyResult] | None = None
+        self.last_verified: tuple[ModelProto, VerifyResult, bool] | None = None  # (a pass's output, its check, at every size?)
+        # each pass's output is checked at the first input size only; the pipeline's output at the
+        # others, and if it differs there, the passes are run again each checked at every size
+        self.first_size_only = True
         self.gate = True  # per-pass measurement (off during back-off re-runs)
+        self.shape_memo: dict = {}  # shapes found by running one model of this run, for the next ones' cost analysis
 
     # -- prepare ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -287,7 +291,7 @@ class _Run:
         from rooftop.analysis import costs, roofline
 
         try:
-            return roofline.roofline(costs.analyze(model, self.opts.input_shapes), self.hw)
+            return roofline.roofline(costs.analyze(model, self.opts.input_shapes, memo=self.shape_memo), self.hw)
         except Exception as e:  # noqa: BLE001 - analysis must never cost the user the model
             self.warnings.append(f"cost analysis failed: {type(e).__name__}: {first_line(e)}")
             return None
@@ -320,8 +324,9 @@ class _Run:
         if self.verifier is None or not self.verifier.available:
             return Validation()
         self.stage(f"verifying {name}")
-        res = self.verifier.check(candidate, path=path, data=data)
-        self.last_verified = (candidate, res)
+        quick = self.first_size_only and len(self.verifier.sets) > 1
+        res = self.verifier.check(candidate, path=path, data=data, sets=slice(0, 1) if quick else slice(None))
+        self.last_verified = (candidate, res, not quick)
         if not res.ok:
             return Validation(Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}", res.max_abs_error, verified=True)
         return Validation(max_abs_error=res.max_abs_error, verified=True)
@@ -433,6 +438,25 @@ class _Run:
             return
         rec.cost = CostDelta(cur.costs(), cur.costs())
 
+    def other_sizes(self, names, optimized: ModelProto, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
+        """The pipeline's output at the other input sizes (each pass's was checked at the first only).
+        If it differs there, the passes are run again, each checked at every size: the one that
+        diverges is rolled back and named."""
+        v = self.verifier
+        if not self.first_size_only or v is None or not v.available or len(v.sets) < 2 or optimized is self.original:
+            return optimized, records
+        self.first_size_only = False  # from here on (back-off re-runs too) every check is at every size
+        self.stage("verifying the optimized model at the other sizes")
+        first = self.last_verified[1] if self.last_verified and self.last_verified[0] is optimized else None
+        res = v.check(optimized, sets=slice(1, None) if first is not None else slice(None))
+        if res.ok:
+            worst = res if first is None or res.max_abs_error >= first.max_abs_error else first
+            self.last_verified = (optimized, worst, True)
+            return optimized, records
+        self.warnings.append(f"the optimized model differed at a second input size ({res.message}): every pass was run again and checked at every size")
+        self.stage("outputs differ at a second size: running the passes again, each checked at every size")
+        return self.run_passes(names, {}, on_start, on_end)
+
     # -- the final model ---------------------------------------------------------------------
     def final_decision(self, names, optimized, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord], Latency | None, list[str]]:
         """Compare the final model with the original at the deploy level; back off while slower."""
@@ -477,8 +501,8 @@ class _Run:
         v = self.verifier
         if v is None or not v.available:
             return None
-        if self.last_verified and self.last_verified[0] is optimized:
-            final = self.last_verified[1]  # the last accepted pass's output was verified as it stands
+        if self.last_verified and self.last_verified[0] is optimized and self.last_verified[2]:
+            final = self.last_verified[1]  # the last accepted pass's output was verified as it stands, at every size
         elif optimized is self.original:
             final = VerifyResult(True, 0.0, message="model unchanged")
         else:
@@ -610,6 +634,7 @@ def _optimize(original: ModelProto, model_path: str | None, notes: list[str], ou
     run.prepare()
     nodes_before, params_before = len(original.graph.node), count_params(original)
     optimized, records = run.run_passes(names, {}, on_pass_start, on_pass_end)
+    optimized, records = run.other_sizes(names, optimized, records, on_pass_start, on_pass_end)
     optimized, records, deploy_lat, backed_off = run.final_decision(names, optimized, records, on_pass_start, on_pass_end)
     _warn_rollbacks(records, run.warnings)
     final = run.final_check(optimized, records)

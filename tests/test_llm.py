@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import ROOT, optimize
+from helpers import ROOT, optimize, run
 from onnx import TensorProto
 
 from rooftop import model_io, pipeline
@@ -190,3 +190,34 @@ def test_kv_cache_attention_below_opset_23_names_the_opset(decoder):
     norms = next(p for p in report.passes if p.name == "norm-fusion")
     assert norms.counts == {"add-rmsnorm-into-SkipSimplifiedLayerNormalization": 2 * LAYERS} and norms.verified
     assert opset_line(report) == f"a higher opset would enable: Attention ×{LAYERS}, RMSNormalization ×1 (--opset 23 enables all of them)"
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_torch_llama_export_with_kv_cache_fuses_attention_and_norms(tmp_path, exporter):
+    """A LLaMA-style module with an explicit KV cache (models/archs.py), exported by torch: at
+    opset 23 every attention (rotary q/k, cache concatenated, additive causal mask) becomes
+    Attention with past/present and every RMSNorm RMSNormalization; equal to torch at three
+    (sequence, past) lengths."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "models"))
+    import archs
+
+    torch.manual_seed(0)
+    net = archs.LlamaDecoder(layers=2).eval()
+    src = archs.export_llama(net, tmp_path / "m.onnx", exporter=exporter)
+    out, report = optimize(src, opset=23)
+    fused = next(p for p in report.passes if p.name == "attention-fusion")
+    assert fused.counts == {"attention-into-Attention-with-cache": 2} and fused.verified
+    norms = next(p for p in report.passes if p.name == "norm-fusion")
+    assert norms.counts == {"rmsnorm-into-RMSNormalization": 5} and norms.verified  # 2 a layer + the final one
+    types = {n.op_type for n in out.graph.node}
+    assert not types & {"Softmax", "ReduceMean", "Sqrt", "Pow", "Reciprocal"}
+    names = [i.name for i in out.graph.input]
+    for seq, past in ((1, 7), (4, 2), (6, 1)):
+        ids = torch.randint(0, 256, (1, seq))
+        cache = [torch.randn(1, 4, past, 16) for _ in range(4)]
+        with torch.no_grad():
+            want = net(ids, *cache)
+        got = run(out, dict(zip(names, [ids.numpy()] + [c.numpy() for c in cache], strict=True)))
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-4)

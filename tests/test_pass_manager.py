@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from helpers import init, make_model, vi
+from helpers import init, make_model, ops, vi
 from onnx import helper
 
 from rooftop.passes.base import Pass, PassContext, PassManager, PassResult, Validation, distinct_names
@@ -92,3 +92,40 @@ def test_passes_keep_no_state_on_the_instance():
             for target in ("portable", "onnxruntime"):
                 p.apply(m, PassContext(target=target, channel_multiple=8))
             assert vars(p) == {}, f"{name} keeps {sorted(vars(p))} on the instance"
+
+
+class FirstRowEverywhere(Pass):
+    """Relu(x) → Relu(Expand(x[0:1], Shape(x))): the same outputs at batch 1, not at batch 2."""
+
+    name = "test-first-row"
+    summary = "wrong only when the batch is larger than 1"
+
+    def run(self, graph, ctx):
+        relu = next((n for n in graph.nodes if n.op == "Relu" and n.inputs[0] is graph.inputs[0]), None)
+        if relu is None:
+            return PassResult(0)
+        x = graph.inputs[0]
+        row, shape, wide = (gs.Variable(n, dtype=d) for n, d in (("row", np.float32), ("shape", np.int64), ("wide", np.float32)))
+        graph.nodes += [gs.Node("Slice", "first", inputs=[x, gs.Constant("s0", np.array([0])), gs.Constant("s1", np.array([1])),
+                                                         gs.Constant("ax", np.array([0]))], outputs=[row]),
+                        gs.Node("Shape", "shape", inputs=[x], outputs=[shape]),
+                        gs.Node("Expand", "expand", inputs=[row, shape], outputs=[wide])]
+        relu.inputs = [wide]
+        return PassResult(1)
+
+
+def test_a_pass_wrong_only_at_the_second_size_is_found_and_rolled_back(monkeypatch):
+    """Each pass's output is checked at the first input size only; the pipeline's output at every
+    size. When that fails, the passes run again, each checked at every size: the culprit is named."""
+    import rooftop
+    from rooftop import passes as P
+
+    monkeypatch.setitem(P.REGISTRY, FirstRowEverywhere.name, FirstRowEverywhere)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])]
+    m = make_model(nodes, [vi("x", ["batch", 8])], [vi("y", ["batch", 8])])
+    out, rep = rooftop.optimize(m, passes=["test-first-row"], time=False, analyze=False)
+    assert rep.verification.startswith("verified on x=1x") and " and x=2x" in rep.verification
+    (rec,) = rep.passes
+    assert rec.status is Status.ROLLED_BACK and rec.cause is Cause.OUTPUTS_CHANGED and "on x=2x" in rec.reason
+    assert any(w.startswith("the optimized model differed at a second input size") for w in rep.warnings)
+    assert ops(out) == ["Relu", "Neg"] and rep.final_check.ok

@@ -172,8 +172,14 @@ def _bind_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -
     return sk, {k: list(v) for k, v in shapes.items()}
 
 
-def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None, *, allow_run: bool = True) -> tuple[dict[str, TensorInfo], str, dict[str, list[int]]]:
-    """Shape and dtype of every tensor, with dynamic dims bound."""
+ShapeMemo = dict  # (tensor, producer op, producer inputs) -> TensorInfo from an earlier run
+
+
+def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None, *, allow_run: bool = True,
+                 memo: ShapeMemo | None = None) -> tuple[dict[str, TensorInfo], str, dict[str, list[int]]]:
+    """Shape and dtype of every tensor, with dynamic dims bound. ``memo`` carries shapes found by
+    running an earlier model of the same run (same bound inputs): a tensor written by the same op
+    from the same inputs has the shape it had then, so only new tensors need a run."""
     infos: dict[str, TensorInfo] = {}
     for t in model.graph.initializer:
         infos[t.name] = TensorInfo(tuple(int(d) for d in t.dims), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)))
@@ -193,12 +199,20 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
                 infos[vi.name] = info
     except Exception:  # noqa: BLE001
         sk = None
-    missing = [o for n in model.graph.node for o in n.output if o and (o not in infos or infos[o].shape is None)]
+    keys = {o: (o, n.op_type, tuple(n.input)) for n in model.graph.node for o in n.output if o}
+    missing = [o for o in keys if o not in infos or infos[o].shape is None]
+    remembered = {o: memo[keys[o]] for o in missing if memo is not None and keys[o] in memo}
+    infos.update(remembered)
+    missing = [o for o in missing if o not in remembered]
     if missing and allow_run:
         got = _shapes_from_run(model, bound, missing)
         if got:
             source = f"onnx shape inference + one onnxruntime run ({len(got)} tensors)"
             infos.update(got)
+            if memo is not None:
+                memo.update((keys[o], info) for o, info in got.items())
+    elif remembered:
+        source = f"onnx shape inference + an earlier onnxruntime run ({len(remembered)} tensors)"
     return infos, source, bound
 
 
@@ -543,8 +557,9 @@ def peak_activation_bytes(model: ModelProto, infos: Mapping[str, TensorInfo]) ->
     return int(peak)
 
 
-def analyze(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None, *, allow_run: bool = True) -> ModelCost:
-    infos, source, bound = tensor_infos(model, input_shapes, allow_run=allow_run)
+def analyze(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None, *, allow_run: bool = True,
+            memo: ShapeMemo | None = None) -> ModelCost:
+    infos, source, bound = tensor_infos(model, input_shapes, allow_run=allow_run, memo=memo)
     nodes = [node_cost(n, infos) for n in model.graph.node]
     for c, layer in zip(nodes, node_layers(model)):
         c.layer = layer
