@@ -335,7 +335,7 @@ class _Run:
         """The measurement gate: reject a pass whose output is slower than its input beyond the noise."""
         if not self.gate:
             return
-        if not self._adds_work(candidate, v):
+        if not getattr(REGISTRY.get(name), "changes_kernels", False) and not self._adds_work(candidate, v):
             v.removes_only = True  # the final comparison (and back-off) decides it with the rest
             return
         if self.compare is None:
@@ -358,8 +358,9 @@ class _Run:
 
     def _adds_work(self, candidate: ModelProto, v: Validation) -> bool:
         """Whether a pass's output could run slower than its input: it has a new op type (or domain),
-        more nodes, or more predicted bytes or FLOPs (or no prediction). Only such a pass is timed
-        against its input; one that only removes work is timed with the final model."""
+        more nodes, or more predicted bytes or FLOPs (or no prediction). Only such a pass (and one
+        that ``changes_kernels``) is timed against its input; one that only removes work is timed
+        with the final model."""
         if v.cost is None or len(candidate.graph.node) > len(self.current.graph.node):
             return True
         if _op_types(candidate.graph) - _op_types(self.current.graph):

@@ -115,3 +115,23 @@ def test_dynamic_quantization_passes_through(tmp_path):
     assert after.count("MatMulInteger") == before.count("MatMulInteger")
     assert next(r for r in rep.passes if r.name == "u8-activations").rewrites == 0
     assert rep.final_check is not None and rep.final_check.ok
+
+
+def test_the_change_of_kernels_is_timed_against_its_input(tmp_path):
+    """Same ops, same node count, same predicted bytes: but other integer kernels run, so the pass is
+    timed alone (changes_kernels), not only with the final model."""
+    import rooftop
+    from rooftop.records import Latency
+
+    src, shapes = float_mlp(tmp_path)
+    q = quantize(src, shapes, tmp_path / "q.onnx", False, "s8")
+    calls = []
+
+    def even(before, after, level, stop):
+        calls.append(stop)
+        return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=1.0, ratio=1.0, ci=(1.0, 1.0), iqr=(1.0, 1.0))
+
+    _, rep = rooftop.optimize(q, passes=["u8-activations"], target="onnxruntime", comparator=even, hardware="xeon-avx512")
+    (rec,) = rep.passes
+    assert rec.status.value == "applied" and not rec.removes_only and rec.latency is not None
+    assert calls[0] == "gate"

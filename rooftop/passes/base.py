@@ -95,6 +95,9 @@ class Pass:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     needs_shapes: ClassVar[bool] = False  # run onnx shape inference before importing the graph
+    # timed against its input even when it only removes work: it changes which kernels run
+    # (element types, layouts) in ways the node count and the roofline do not see
+    changes_kernels: ClassVar[bool] = False
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -76,6 +76,7 @@ def _shift(names: Namer, node: gs.Node) -> None:
 
 class U8Activations(Pass):
     name = "u8-activations"
+    changes_kernels = True
     summary = "--target onnxruntime: int8 activations become uint8 (zero point + 128, exact) for the fast u8·s8 kernels"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
