@@ -108,6 +108,18 @@ def test_unmasked_attention_at_opset_23_is_the_standard_op():
     np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_portable_padding_mask_is_expanded_over_the_queries():
+    """The standard op's spec lets a (B, 1, 1, T) mask broadcast over the queries; onnxruntime's
+    kernel does not (it failed on BERT at opset 23): the mask is expanded once, as for com.microsoft."""
+    m = attention_graph(opset=23)
+    out, res = AttentionFusion().apply(m, PassContext())
+    assert res.counts == {"attention-into-Attention": 1}
+    assert sorted(ops(out)) == ["Add", "Add", "Add", "Attention", "Concat", "Expand", "Gather", "MatMul", "MatMul", "MatMul", "Shape"]
+    for seq in (S, 3):
+        x = feeds(seq=seq)
+        np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_portable_below_opset_23_names_the_opset():
     _, res = AttentionFusion().apply(attention_graph(), PassContext())
     assert res.rewrites == 0

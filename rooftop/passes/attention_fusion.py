@@ -20,7 +20,8 @@ buffers.
   (B, 1, 1, T) is expanded to (B, 1, S, T) once per mask tensor (Shape/Gather/Concat/Expand, shared by
   every layer that reads that mask).
 - portable, at opset 23 or later: ``Attention(q, k, v, M; q_num_heads=N, kv_num_heads=N, scale)``
-  (the mask broadcasts as it is).
+  (a (B, 1, 1, T) mask expanded over the queries as well: the spec lets it broadcast, onnxruntime
+  does not).
 
 The split into heads may be a constant ``[·, ·, N, H]`` or, as the dynamo exporter writes it, a
 Concat of the run-time batch and sequence lengths with constants N and H (the fused op reads q as
@@ -363,9 +364,11 @@ def _packed(graph: gs.Graph, m: _Match):
     return ps[0][0], w, b, [n for p in ps for n in p[3]]
 
 
-def _bias_for(graph: gs.Graph, m: _Match, query: gs.Tensor, names: Namer, expanded: dict[str, gs.Tensor]):
+def _bias_for(graph: gs.Graph, m: _Match, query: gs.Tensor, names: Namer, expanded: dict[str, gs.Tensor], seq_axis: int = 1):
     """The mask as an attention_bias of shape (B|1, N|1, S, T): as it is, or a padding mask
-    (B|1, 1, 1, T) expanded over the query length (once per mask tensor). A reason when neither."""
+    (B|1, 1, 1, T) expanded over the query length (dim ``seq_axis`` of ``query``; once per mask
+    tensor). A reason when neither. (onnxruntime's standard Attention does not broadcast the
+    mask's query dim either, though the spec allows it: the portable form is expanded too.)"""
     mask = m.mask
     if mask is None:
         return None
@@ -376,12 +379,12 @@ def _bias_for(graph: gs.Graph, m: _Match, query: gs.Tensor, names: Namer, expand
         return "the mask has a head axis that is neither 1 nor the number of heads"
     if shape[2] != 1:
         return mask
-    if mask.name in expanded:
+    if mask.name in expanded:  # (one query length per mask: all its readers attend over the same queries)
         return expanded[mask.name]
-    dims = gs.Variable(names.fresh(f"{mask.name}_query_shape"), dtype=np.int64, shape=[3])
+    dims = gs.Variable(names.fresh(f"{mask.name}_query_shape"), dtype=np.int64, shape=[seq_axis + 2])
     graph.nodes.append(gs.Node("Shape", names.fresh(f"{mask.name}_shape"), {}, [query], [dims]))
     seq = gs.Variable(names.fresh(f"{mask.name}_query_len"), dtype=np.int64, shape=[1])
-    axis1 = gs.Constant(names.fresh(f"{mask.name}_axis1"), np.ones(1, np.int64))
+    axis1 = gs.Constant(names.fresh(f"{mask.name}_axis1"), np.full(1, seq_axis, np.int64))
     graph.nodes.append(gs.Node("Gather", names.fresh(f"{mask.name}_gather"), {"axis": 0}, [dims, axis1], [seq]))
     target = gs.Variable(names.fresh(f"{mask.name}_target"), dtype=np.int64, shape=[4])
     ones = gs.Constant(names.fresh(f"{mask.name}_ones"), np.ones(2, np.int64))
@@ -401,7 +404,9 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
     outputs, drop = [m.out], []
     if m.four_d:
         op, domain, attrs = "Attention", None, {"scale": float(m.scale)}
-        mask = m.mask if m.keep is None else _keep_mask(graph, m.keep, names, done)
+        mask = _bias_for(graph, m, m.q, names, done, seq_axis=2) if m.keep is None else _keep_mask(graph, m.keep, names, done)
+        if isinstance(mask, str):
+            return mask
         inputs = [m.q, m.k, m.v, mask if mask is not None else gs.Variable.empty()]
         if m.past is not None:
             inputs += [m.past[0], m.past[1]]
@@ -420,7 +425,10 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
             inputs, op = [m.q, m.k, m.v, *tail], "MultiHeadAttention"
         domain = "com.microsoft"
     else:
-        inputs = [m.q, m.k, m.v, *([m.mask] if m.mask is not None else [])]
+        bias = _bias_for(graph, m, m.q, names, done)
+        if isinstance(bias, str):
+            return bias
+        inputs = [m.q, m.k, m.v, *([bias] if bias is not None else [])]
         op, domain = "Attention", None
         attrs = {"q_num_heads": m.heads, "kv_num_heads": m.heads, "scale": float(m.scale), **({"is_causal": 1} if m.causal else {})}
     for n in [*m.nodes, *drop]:
