@@ -155,3 +155,30 @@ def test_roofline_bound_and_prediction():
     assert mm.bound == "memory"  # 16384 FLOP over (64+8192+8192) B is below the ridge
     assert rl.predicted_s == pytest.approx(add.predicted_s + mm.predicted_s)
     assert BUILTIN["xeon-avx512"].ridge() == pytest.approx(48.0)
+
+
+def test_shapes_inference_cannot_give_come_from_the_profiler_not_from_held_outputs(monkeypatch):
+    """A Range whose length is data (shape inference leaves it and all after it unknown): the shapes
+    come from one profiled run, without every intermediate tensor returned at once; the memo then
+    serves a second analysis of the same tensors without any run."""
+    nodes = [helper.make_node("ReduceMax", ["n"], ["hi"], keepdims=0),
+             helper.make_node("Range", ["zero", "hi", "one"], ["r"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["rf", "rf"], ["sq"]),
+             helper.make_node("Unsqueeze", ["sq", "ax"], ["y"])]
+    m = make_model(nodes, [vi("n", [1], TensorProto.INT64)], [vi("y", None)],
+                   [init("zero", np.array(0, np.int64)), init("one", np.array(1, np.int64)), init("ax", np.array([0], np.int64))])
+
+    def held(*a, **k):
+        raise AssertionError("every output held at once")
+
+    monkeypatch.setattr(costs, "_shapes_from_run", held)
+    memo: dict = {}
+    c = costs.analyze(m, memo=memo)
+    assert c.totals.unknown == 0 and c.shape_source == "onnx shape inference + one onnxruntime run (4 tensors)"
+    mul = next(n for n in c.nodes if n.op_type == "Mul")
+    k = int(mul.bytes_written / F)  # the Range's length at the generated input (random, within the index bounds)
+    assert k >= 0 and mul.bytes_read == 2 * k * F and mul.flops == k
+    monkeypatch.setattr(costs, "_shapes_from_profile", held)
+    again = costs.analyze(m, memo=memo)
+    assert again.totals.unknown == 0 and again.shape_source == "onnx shape inference + an earlier onnxruntime run (4 tensors)"

@@ -205,7 +205,10 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     infos.update(remembered)
     missing = [o for o in missing if o not in remembered]
     if missing and allow_run:
-        got = _shapes_from_run(model, bound, missing)
+        got = _shapes_from_profile(model, bound, missing)
+        rest = [o for o in missing if o not in got]
+        if rest:  # (unnamed twins, a dtype numpy does not know): their values, from a run
+            got.update(_shapes_from_run(model, bound, rest))
         if got:
             source = f"onnx shape inference + one onnxruntime run ({len(got)} tensors)"
             infos.update(got)
@@ -214,6 +217,39 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     elif remembered:
         source = f"onnx shape inference + an earlier onnxruntime run ({len(remembered)} tensors)"
     return infos, source, bound
+
+
+_PROFILER_TYPES = {"float": "float32", "double": "float64"}  # the rest are numpy's names (int64, bool, float16, ...)
+
+
+def _shapes_from_profile(model: ModelProto, bound: Mapping[str, Sequence[int]], names: list[str]) -> dict[str, TensorInfo]:
+    """The missing shapes from onnxruntime's profiler (one run, no intermediate kept): each node's
+    output shapes, matched to its outputs by position when the node's name is unique and the
+    counts agree."""
+    from rooftop.analysis.timing import profile_shapes
+
+    wanted = set(names)
+    try:
+        specs = graph_inputs(model)
+        feeds = random_inputs(specs, {s.name: tuple(bound.get(s.name, [])) for s in specs}, seed=0, highs=index_bounds(model))
+        events = profile_shapes(model, feeds)
+    except Exception:  # noqa: BLE001 - ops onnxruntime cannot run stay unknown (or go to the run below)
+        return {}
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        key = n.name or (n.output[0] if n.output else n.op_type)
+        counts[key] = counts.get(key, 0) + 1
+    got: dict[str, TensorInfo] = {}
+    for n in model.graph.node:
+        key = n.name or (n.output[0] if n.output else n.op_type)
+        outs = [o for o in n.output if o]
+        shapes = events.get(key)
+        if counts[key] != 1 or shapes is None or len(shapes) != len(outs) or not wanted & set(outs):
+            continue
+        for o, (dtype, shape) in zip(outs, shapes, strict=True):
+            if o in wanted:
+                got[o] = TensorInfo(tuple(int(d) for d in shape), np.dtype(_PROFILER_TYPES.get(dtype, dtype)))
+    return got
 
 
 def _shapes_from_run(model: ModelProto, bound: Mapping[str, Sequence[int]], names: list[str]) -> dict[str, TensorInfo]:

@@ -243,8 +243,9 @@ def compare_in_turn(
     return Comparison(ta, tb, ratios, level, threads, band)
 
 
-def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: str, threads: int, runs: int) -> list[list[dict]]:
-    """onnxruntime profiler node events, one list per run after two warm-up runs."""
+def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: str, threads: int, runs: int,
+                    warmup: int = 2, prepack: bool = True) -> list[list[dict]]:
+    """onnxruntime profiler node events, one list per run after ``warmup`` warm-up runs."""
     import json
     import tempfile
 
@@ -254,10 +255,10 @@ def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: s
         if not n.name:
             n.name = n.output[0] if n.output else n.op_type
     with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
-        sess = make_session(m, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"))
+        sess = make_session(m, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"), prepack=prepack)
         del m
         names = [o.name for o in sess.get_outputs()]
-        for _ in range(2 + runs):
+        for _ in range(warmup + runs):
             sess.run(names, dict(feeds))
         path = sess.end_profiling()
         with open(path) as f:
@@ -271,7 +272,19 @@ def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: s
             if t0 <= e["ts"] <= t1:
                 per_run[i].append(e)
                 break
-    return per_run[2:] if len(per_run) > 2 else per_run
+    return per_run[warmup:] if len(per_run) > warmup else per_run
+
+
+def profile_shapes(model: ModelProto, feeds: Mapping[str, np.ndarray], threads: int = 0) -> dict[str, list[tuple[str, list[int]]]]:
+    """The (element type, shape) of every node's outputs in one ORT_DISABLE_ALL run, from the
+    profiler's events (node name -> one per output): shapes without holding every intermediate
+    tensor at once. Nodes without a name are named after their first output."""
+    out: dict[str, list[tuple[str, list[int]]]] = {}
+    for run in _profile_events(model, feeds, "disable", threads, runs=1, warmup=0, prepack=False):
+        for e in run:
+            shapes = (e.get("args") or {}).get("output_type_shape") or []
+            out[e["name"][: -len("_kernel_time")]] = [next(iter(d.items())) for d in shapes if d]
+    return out
 
 
 def profile_nodes(
