@@ -127,9 +127,21 @@ def _consoles(args: argparse.Namespace):
     from rich.console import Console
 
     out = Console(soft_wrap=True)
-    if not out.is_terminal:
-        out = Console(soft_wrap=True, width=200)  # piped or in CI: do not squeeze the tables to 80 columns
-    return out, Console(stderr=True)
+    if not out.is_terminal:  # piped or in CI: $COLUMNS if set, else 100 columns (the narrow tables fit)
+        out = Console(soft_wrap=True, width=_piped_width())
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        err = Console(stderr=True, width=_piped_width())
+    return out, err
+
+
+def _piped_width() -> int:
+    import os
+
+    try:
+        return max(40, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 100
 
 
 def _options(args: argparse.Namespace, profile_nodes: bool):

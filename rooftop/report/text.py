@@ -268,7 +268,7 @@ def progress_line(r: PassRecord) -> str:
     if r.latency is not None:
         parts.append(f"measured {r.latency.describe()} {r.latency.verdict.value}")
     elif r.removes_only:
-        parts.append("removes work only: timed with the final model")
+        parts.append("timed with the final model")
     return f"  {r.name}{it}: " + ", ".join(parts)
 
 
