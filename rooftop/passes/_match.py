@@ -25,6 +25,15 @@ def matches(graph: gs.Graph, res, ops: tuple[str, ...], match):
             yield node, m
 
 
+def replace(graph: gs.Graph, nodes: list[gs.Node], fused: gs.Node) -> None:
+    """Drop ``nodes`` (disconnected; the pass's cleanup removes them) and add ``fused``, which
+    writes the tensors they wrote that the rest of the graph reads."""
+    for n in nodes:
+        n.inputs.clear()
+        n.outputs.clear()
+    graph.nodes.append(fused)
+
+
 def producer(t: gs.Tensor, *ops: str) -> gs.Node | None:
     """The node that writes ``t`` when it is one of ``ops`` (any op when none given)."""
     if len(t.inputs) != 1:

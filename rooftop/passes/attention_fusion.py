@@ -56,7 +56,7 @@ import onnx_graphsurgeon as gs
 
 from rooftop.passes._causal import causal_mask
 from rooftop.passes._graph import Namer
-from rooftop.passes._match import matches, only_consumer, other_input, producer, scalar
+from rooftop.passes._match import matches, only_consumer, other_input, producer, replace, scalar
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 ATTENTION_OPSET = 23
@@ -431,13 +431,8 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
         inputs = [m.q, m.k, m.v, *([bias] if bias is not None else [])]
         op, domain = "Attention", None
         attrs = {"q_num_heads": m.heads, "kv_num_heads": m.heads, "scale": float(m.scale), **({"is_causal": 1} if m.causal else {})}
-    for n in [*m.nodes, *drop]:
-        n.inputs.clear()
-        n.outputs.clear()
-    graph.nodes.append(gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain))
-    key = f"attention-into-{op}" + ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else "")
-    res.counts[key] = res.counts.get(key, 0) + 1
-    res.rewrites += 1
+    replace(graph, [*m.nodes, *drop], gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain))
+    res.count(f"attention-into-{op}" + ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else ""))
     return ""
 
 

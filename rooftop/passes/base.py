@@ -67,6 +67,11 @@ class PassResult:
     def refuse(self, reason: str, node: gs.Node) -> None:
         self.refusals.setdefault(reason, []).append(node.name or (node.outputs[0].name if node.outputs else node.op))
 
+    def count(self, kind: str, n: int = 1) -> None:
+        """``n`` rewrites of ``kind``."""
+        self.counts[kind] = self.counts.get(kind, 0) + n
+        self.rewrites += n
+
 
 @dataclass
 class Validation:

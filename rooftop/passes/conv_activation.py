@@ -92,9 +92,7 @@ class ConvActivation(Pass):
                 res.refuse(params, conv)
                 continue
             _fuse(conv, act, params)
-            key = f"{act.op.lower()}-into-fusedconv"
-            res.counts[key] = res.counts.get(key, 0) + 1
-            res.rewrites += 1
+            res.count(f"{act.op.lower()}-into-fusedconv")
         if res.rewrites:
             res.notes.append(f"fused {res.rewrites} activations into FusedConv")
         return res

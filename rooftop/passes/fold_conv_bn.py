@@ -312,14 +312,11 @@ class FoldConvBN(Pass):
             _absorb(lin, node, removed)
             for f in removed:
                 folded[f.op] = folded.get(f.op, 0) + 1
-                key = f"{'bn' if f.op == 'BatchNormalization' else 'affine'}-into-{node.op.lower()}"
-                res.counts[key] = res.counts.get(key, 0) + 1
-            res.rewrites += len(removed)
+                res.count(f"{'bn' if f.op == 'BatchNormalization' else 'affine'}-into-{node.op.lower()}")
             if bn_to_add is not None:
                 _bn_as_add(*bn_to_add, dtype)
                 folded["BatchNormalization→Add"] = folded.get("BatchNormalization→Add", 0) + 1
-                res.counts["bn-to-add"] = res.counts.get("bn-to-add", 0) + 1
-                res.rewrites += 1
+                res.count("bn-to-add")
         _unreached_batchnorms(graph, res)
         for what, n in folded.items():
             res.notes.append(f"folded {n} {what}")

@@ -26,7 +26,7 @@ import math
 import onnx_graphsurgeon as gs
 
 from rooftop.passes._graph import Namer
-from rooftop.passes._match import matches, near, only_consumer, other_input, producer, scalar
+from rooftop.passes._match import matches, near, only_consumer, other_input, producer, replace, scalar
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 GELU_OPSET = 20
@@ -52,13 +52,8 @@ class GeluFusion(Pass):
             else:
                 res.refuse(f"opset {opset} < {GELU_OPSET}: Gelu needs {GELU_OPSET} (--opset {GELU_OPSET} enables it)", node)
                 continue
-            for n in nodes:
-                n.inputs.clear()
-                n.outputs.clear()
-            graph.nodes.append(gs.Node(op, names.fresh(f"{out.name}_gelu"), attrs, [x], [out], domain=domain))
-            key = f"gelu-{'tanh' if approx == 'tanh' else 'erf'}-into-{op}"
-            res.counts[key] = res.counts.get(key, 0) + 1
-            res.rewrites += 1
+            replace(graph, nodes, gs.Node(op, names.fresh(f"{out.name}_gelu"), attrs, [x], [out], domain=domain))
+            res.count(f"gelu-{'tanh' if approx == 'tanh' else 'erf'}-into-{op}")
         if ctx.target == "onnxruntime":
             for node in list(graph.nodes):
                 if node.op in ("Gelu", "FastGelu") and node.outputs and node.inputs:
@@ -97,13 +92,8 @@ def _bias_gelu(graph: gs.Graph, gelu: gs.Node, res: PassResult) -> None:
     if gelu.op == "FastGelu" and len(gelu.inputs) > 1:
         return
     out = gelu.outputs[0]
-    add.inputs.clear()
-    add.outputs.clear()
-    gelu.inputs.clear()
-    gelu.outputs.clear()
-    graph.nodes.append(gs.Node(op, f"{out.name}_biasgelu", {}, [y, bias], [out], domain="com.microsoft"))
-    res.counts[f"bias-gelu-into-{op}"] = res.counts.get(f"bias-gelu-into-{op}", 0) + 1
-    res.rewrites += 1
+    replace(graph, [add, gelu], gs.Node(op, f"{out.name}_biasgelu", {}, [y, bias], [out], domain="com.microsoft"))
+    res.count(f"bias-gelu-into-{op}")
 
 
 def _erf_form(graph: gs.Graph, erf: gs.Node):

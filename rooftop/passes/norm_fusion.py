@@ -39,7 +39,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from rooftop.passes._graph import Namer, const_value
-from rooftop.passes._match import STANDARD, near, only_consumer, other_input, producer, reduce_axes, scalar, trailing
+from rooftop.passes._match import STANDARD, near, only_consumer, other_input, producer, reduce_axes, replace, scalar, trailing
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 LAYERNORM_OPSET = 17
@@ -110,16 +110,10 @@ class _Run:
             self.res.refuse(scale, anchor)
             return
         inputs = [m.x, scale] + ([m.bias] if m.bias is not None else [])
-        for n in m.nodes:
-            n.inputs.clear()
-            n.outputs.clear()
-        graph.nodes.append(gs.Node(op, self.names.fresh(f"{m.out.name}_{kind}"), {"axis": -m.k, "epsilon": float(m.eps)},
-                                   inputs, [m.out], domain=domain))
-        if via_skip:
-            return  # counted as the Skip… op it becomes
-        key = f"{kind}-into-{op}"
-        self.res.counts[key] = self.res.counts.get(key, 0) + 1
-        self.res.rewrites += 1
+        replace(graph, m.nodes, gs.Node(op, self.names.fresh(f"{m.out.name}_{kind}"), {"axis": -m.k, "epsilon": float(m.eps)},
+                                        inputs, [m.out], domain=domain))
+        if not via_skip:  # (else counted as the Skip… op it becomes)
+            self.res.count(f"{kind}-into-{op}")
 
     def _skip(self, graph: gs.Graph, ln: gs.Node) -> None:
         """``LayerNormalization(a + b)`` over the last axis → com.microsoft SkipLayerNormalization(a, b)
@@ -139,15 +133,9 @@ class _Run:
         if len(s.outputs) > 1 or any(o is s for o in graph.outputs):
             outputs += [gs.Variable.empty(), gs.Variable.empty(), s]
         eps = float(ln.attrs.get("epsilon", 1e-5))
-        add.inputs.clear()
-        add.outputs.clear()
-        ln.inputs.clear()
-        ln.outputs.clear()
         op, kind = SKIP_FORMS[ln.op]
-        graph.nodes.append(gs.Node(op, self.names.fresh(f"{outputs[0].name}_skipln"), {"epsilon": eps}, inputs, outputs, domain="com.microsoft"))
-        key = f"add-{kind}-into-{op}"
-        self.res.counts[key] = self.res.counts.get(key, 0) + 1
-        self.res.rewrites += 1
+        replace(graph, [add, ln], gs.Node(op, self.names.fresh(f"{outputs[0].name}_skipln"), {"epsilon": eps}, inputs, outputs, domain="com.microsoft"))
+        self.res.count(f"add-{kind}-into-{op}")
 
     def _op(self, kind: str) -> tuple[str | None, str | None, int]:
         if kind == "layernorm":
