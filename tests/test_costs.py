@@ -174,7 +174,9 @@ def test_shapes_inference_cannot_give_come_from_the_profiler_not_from_held_outpu
 
     monkeypatch.setattr(costs, "_shapes_from_run", held)
     memo: dict = {}
+    unchanged = m.SerializeToString()  # its nodes have no names: named for the profiler, then not
     c = costs.analyze(m, memo=memo)
+    assert m.SerializeToString() == unchanged
     assert c.totals.unknown == 0 and c.shape_source == "onnx shape inference + one onnxruntime run (4 tensors)"
     mul = next(n for n in c.nodes if n.op_type == "Mul")
     k = int(mul.bytes_written / F)  # the Range's length at the generated input (random, within the index bounds)

@@ -249,14 +249,17 @@ def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: s
     import json
     import tempfile
 
-    m = ModelProto()
-    m.CopyFrom(model)
-    for n in m.graph.node:
-        if not n.name:
-            n.name = n.output[0] if n.output else n.op_type
+    # unnamed nodes are named for the session and unnamed again right after (a copy of the model
+    # would hold every inline weight twice)
+    unnamed = [n for n in model.graph.node if not n.name]
     with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
-        sess = make_session(m, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"), prepack=prepack)
-        del m
+        try:
+            for n in unnamed:
+                n.name = n.output[0] if n.output else n.op_type
+            sess = make_session(model, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"), prepack=prepack)
+        finally:
+            for n in unnamed:
+                n.name = ""
         names = [o.name for o in sess.get_outputs()]
         for _ in range(warmup + runs):
             sess.run(names, dict(feeds))
