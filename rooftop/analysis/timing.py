@@ -259,7 +259,7 @@ def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: s
             sess = make_session(model, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"), prepack=prepack)
         finally:
             for n in unnamed:
-                n.name = ""
+                n.ClearField("name")
         names = [o.name for o in sess.get_outputs()]
         for _ in range(warmup + runs):
             sess.run(names, dict(feeds))
