@@ -177,6 +177,14 @@ def in_turn(model: ModelProto) -> bool:
     return model_io.weights_nbytes(model) > INTERLEAVE_UP_TO
 
 
+def _costs_more(v: Validation) -> bool:
+    """The roofline predicts more bytes, FLOPs or integer ops after the pass than before."""
+    if v.cost is None:
+        return False
+    before, after = v.cost.before, v.cost.after
+    return after.bytes > before.bytes or after.flops > before.flops or after.int_ops > before.int_ops
+
+
 def _op_types(graph) -> set[tuple[str, str]]:
     """(domain, op type) of every node, subgraphs included."""
     types = set()
@@ -332,7 +340,8 @@ class _Run:
         return Validation(max_abs_error=res.max_abs_error, verified=True)
 
     def decide(self, name: str, candidate: ModelProto, v: Validation) -> None:
-        """The measurement gate: reject a pass whose output is slower than its input beyond the noise."""
+        """The measurement gate: reject a pass whose output is slower than its input beyond the noise,
+        or that adds memory traffic and is not measured faster."""
         if not self.gate:
             return
         if not getattr(REGISTRY.get(name), "changes_kernels", False) and not self._adds_work(candidate, v):
@@ -345,7 +354,18 @@ class _Run:
         level = self.opts.deploy_level
         self.stage(f"timing {name} against its input ({ORT_LEVEL_NAMES[level]})")
         v.latency = self._confirmed(self.current, candidate, level, "gate")
-        if v.latency is None or v.latency.verdict is not Verdict.SLOWER or self.opts.keep_slower:
+        if v.latency is None or self.opts.keep_slower:
+            return
+        if v.latency.verdict is not Verdict.SLOWER:
+            if v.cost is not None and v.cost.after.bytes > v.cost.before.bytes and v.latency.verdict is not Verdict.FASTER:
+                # traffic added for a speed-up that did not show: within the noise it may be a few
+                # percent slower (pad-channels on ddddocr's common_det: ×1.07 [0.94–1.13] here,
+                # then ×1.04–1.06 "slower" in three runs of 8 s)
+                c = v.cost
+                v.cause = Cause.SLOWER
+                v.reason = (f"adds predicted work (traffic {c.before.bytes / 1e6:.3g}→{c.after.bytes / 1e6:.3g} MB, "
+                            f"FLOPs {c.before.flops / 1e6:.4g}→{c.after.flops / 1e6:.4g} M) and measured no faster at "
+                            f"{v.latency.level_name}: {v.latency.describe()}")
             return
         why = f"slower at {v.latency.level_name}: {v.latency.describe()}"
         pred = v.cost.predicted_ratio if v.cost is not None else None
@@ -365,8 +385,7 @@ class _Run:
             return True
         if _op_types(candidate.graph) - _op_types(self.current.graph):
             return True
-        before, after = v.cost.before, v.cost.after
-        return after.bytes > before.bytes or after.flops > before.flops or after.int_ops > before.int_ops
+        return _costs_more(v)
 
     def _decide_by_structure(self, v: Validation) -> None:
         pred = v.cost.predicted_ratio if v.cost is not None else None

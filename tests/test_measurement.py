@@ -139,6 +139,16 @@ def test_median_ci_narrows_with_rounds():
     assert (many[1] - many[0]) < (few[1] - few[0]) / 2
 
 
+def test_leaning_slower_when_the_budget_ends():
+    from rooftop.analysis.timing import leaning_slower
+
+    r = np.random.default_rng(0)
+    wide = list(1.05 + 0.2 * r.standard_normal(12))  # median beyond the band, CI reaching 1.0
+    assert np.median(wide) > 1.03 and median_ci(wide)[0] <= 1.0 and leaning_slower(wide, 0.03)
+    assert not leaning_slower([1.05] * 40, 0.03)  # settled slower: nothing to extend
+    assert not leaning_slower([1.01, 0.99, 1.02, 0.98] * 5, 0.03)  # inside the band
+
+
 def test_adaptive_stop():
     assert decided([2.0] * 10, 0.03, "gate")  # clearly slower
     assert decided([1.0] * 10, 0.03, "gate")  # clearly not slower
@@ -259,3 +269,18 @@ def test_the_final_model_is_timed_at_other_levels_only_for_a_report(test_passes,
     _, rep = rooftop.optimize(base_model(), passes=["test-marker-a"], comparator=cmp, analyze=False, time_all_levels=all_levels)
     assert set(rep.latency) == ({"all", "disable"} if all_levels else {"all"})
     assert [c[2:] for c in cmp.calls] == [("all", "gate"), ("all", "verdict")] + ([("disable", "verdict")] if all_levels else [])
+
+
+def test_added_work_that_does_not_measure_faster_is_rejected(test_passes):
+    """A pass the roofline says adds work (here 40 MatMuls) is kept only if measured faster: a
+    neutral measurement (×1.00, noise) rejects it, with the work it added in the reason."""
+    def even(before, after, level, stop):
+        return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=1.0, ratio=1.0, ci=(0.98, 1.02), iqr=(0.99, 1.01))
+
+    out, rep = rooftop.optimize(base_model(), passes=["test-slow"], comparator=even, hardware="xeon-avx512")
+    (rec,) = rep.passes
+    assert rec.status is Status.REJECTED and rec.cause is Cause.SLOWER
+    assert rec.reason.startswith("adds predicted work (traffic ") and rec.reason.endswith("measured no faster at ORT_ENABLE_ALL: ×1.00 [0.98–1.02]")
+    assert not any(n.name.startswith("slow") for n in out.graph.node)
+    _, kept = rooftop.optimize(base_model(), passes=["test-slow"], comparator=even, hardware="xeon-avx512", keep_slower=True)
+    assert kept.passes[0].status is Status.APPLIED

@@ -124,6 +124,19 @@ def decided(ratios: Sequence[float], band: float, stop: str) -> bool:
     return lo > 1.0 + band or hi < 1.0 - band or (lo > 1.0 - band and hi < 1.0 + band)
 
 
+EXTEND = 3.0  # a comparison leaning slower when its budget is spent may run this many budgets in all
+
+
+def leaning_slower(ratios: Sequence[float], band: float) -> bool:
+    """The median is beyond the band on the slow side but the CI still reaches 1.0: a few percent
+    slower that the budget's rounds could not yet tell from noise (ddddocr's common_det, with
+    pad-channels: ×1.04 [0.98–1.05] in 1 s, then ×1.04–1.06 "slower" in three runs of 8 s)."""
+    if len(ratios) < 2:
+        return False
+    lo, _ = median_ci(ratios)
+    return float(np.median(ratios)) > 1.0 + band and lo <= 1.0
+
+
 def session(model: ModelProto, level: str = "disable", threads: int = 0):
     return make_session(model, optimization=level, threads=threads or physical_cores(), spinning=False)
 
@@ -174,7 +187,8 @@ def compare_sessions(
     stop: str = "budget",
 ) -> Comparison:
     """Time two sessions interleaved until ``budget_s`` is spent, or earlier once ``stop``
-    (``gate``, ``verdict``) says more rounds cannot change the outcome."""
+    (``gate``, ``verdict``) says more rounds cannot change the outcome; a decision still
+    ``leaning_slower`` when the budget is spent goes on, up to EXTEND budgets."""
     ra, rb = _runner(sa, feeds), _runner(sb, feeds)
     for _ in range(warmup):
         ra()
@@ -188,7 +202,13 @@ def compare_sessions(
     ta, tb, ratios = Timing(labels[0]), Timing(labels[1]), []
     start = time.perf_counter()
     i = 0
-    while i < max_rounds and (i < min_rounds or time.perf_counter() - start < budget_s):
+    def more() -> bool:
+        spent = time.perf_counter() - start
+        if spent < budget_s:
+            return True
+        return stop != "budget" and spent < EXTEND * budget_s and leaning_slower(ratios, band)
+
+    while i < max_rounds and (i < min_rounds or more()):
         if i % 2 == 0:
             x, y = ra(), rb()
         else:
