@@ -64,6 +64,7 @@ class Costs:
     int_ops: float
     bytes: float
     predicted_s: float
+    unknown: int = 0  # nodes whose cost is unknown (not in the totals)
 
 
 @dataclass(frozen=True)

@@ -284,3 +284,18 @@ def test_added_work_that_does_not_measure_faster_is_rejected(test_passes):
     assert not any(n.name.startswith("slow") for n in out.graph.node)
     _, kept = rooftop.optimize(base_model(), passes=["test-slow"], comparator=even, hardware="xeon-avx512", keep_slower=True)
     assert kept.passes[0].status is Status.APPLIED
+
+
+def test_added_traffic_is_judged_only_on_complete_totals():
+    """Totals missing unknown nodes grow when a pass makes those nodes known (silero_vad_half:
+    435 B → 0.71 MB by simplify): that is not added work."""
+    from rooftop.passes.base import Validation
+    from rooftop.pipeline import _adds_traffic
+    from rooftop.records import CostDelta, Costs
+
+    def v(before: Costs, after: Costs) -> Validation:
+        return Validation(cost=CostDelta(before, after))
+
+    assert _adds_traffic(v(Costs(1, 0, 100, 1.0), Costs(1, 0, 120, 1.0)))
+    assert not _adds_traffic(v(Costs(1, 0, 100, 1.0, unknown=3), Costs(1, 0, 120, 1.0)))
+    assert not _adds_traffic(v(Costs(1, 0, 100, 1.0), Costs(1, 0, 100, 1.0)))

@@ -83,7 +83,7 @@ class Roofline:
         }
 
     def costs(self) -> Costs:
-        return Costs(self.flops, self.int_ops, self.bytes, self.predicted_s)
+        return Costs(self.flops, self.int_ops, self.bytes, self.predicted_s, len(self.unknown))
 
     def by_layer(self) -> list[LayerTotals]:
         """Totals per repeated block (empty when the model has fewer than two): the rows of a
