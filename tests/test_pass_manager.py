@@ -129,3 +129,44 @@ def test_a_pass_wrong_only_at_the_second_size_is_found_and_rolled_back(monkeypat
     assert rec.status is Status.ROLLED_BACK and rec.cause is Cause.OUTPUTS_CHANGED and "on x=2x" in rec.reason
     assert any(w.startswith("the optimized model differed at a second input size") for w in rep.warnings)
     assert ops(out) == ["Relu", "Neg"] and rep.final_check.ok
+
+
+def test_idle_passes_do_not_import_the_graph(monkeypatch):
+    """A pass whose anchor ops are absent returns without importing (an import of a large graph
+    costs more than most passes' matching); one whose anchor is present imports and runs."""
+    import rooftop.passes.base as base
+    from rooftop.passes import REGISTRY
+
+    def no_import(*a, **k):
+        raise AssertionError("imported")
+
+    monkeypatch.setattr(base, "import_graph", no_import)
+    monkeypatch.setattr(base, "import_with_shapes", no_import)
+    m = model()  # one Add of a constant: nothing to fuse, fold, quantize or pad
+    idle = {"norm-fusion", "gelu-fusion", "attention-fusion", "fold-conv-bn", "conv-activation",
+            "u8-activations", "requant", "nhwc-int8", "pad-channels"}
+    for target in ("portable", "onnxruntime"):
+        ctx = PassContext(target=target, channel_multiple=8)
+        for name in idle:
+            out, res = REGISTRY[name]().apply(m, ctx)
+            assert out is m and res.rewrites == 0, name
+    assert REGISTRY["pad-channels"]().apply(m, PassContext())[1].notes == [
+        "not run: no --channel-multiple and the hardware profile does not say padding pays"]
+    # a QDQ-style MatMul (weight from a DequantizeLinear) gives fold-conv-bn no constant weight
+    qdq = make_model([helper.make_node("DequantizeLinear", ["wq", "s"], ["w"]), helper.make_node("MatMul", ["x", "w"], ["y"])],
+                     [vi("x", [2, 2])], [vi("y", [2, 2])],
+                     [init("wq", np.ones((2, 2), np.int8)), init("s", np.array(0.5, np.float32))])
+    assert REGISTRY["fold-conv-bn"]().apply(qdq, PassContext())[0] is qdq
+    # the anchors are what make them import: cleanup (no anchors) and requant on the DQ graph do
+    for name, mdl in (("cleanup", m), ("requant", qdq), ("fold-conv-bn", model_with_matmul())):
+        try:
+            REGISTRY[name]().apply(mdl, PassContext())
+        except AssertionError as e:
+            assert str(e) == "imported", name
+        else:
+            raise AssertionError(f"{name} did not import")
+
+
+def model_with_matmul():
+    return make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [2, 2])], [vi("y", [2, 2])],
+                      [init("w", np.ones((2, 2), np.float32))])

@@ -67,6 +67,7 @@ class AttentionFusion(Pass):
     name = "attention-fusion"
     summary = "decomposed scaled dot-product attention → Attention (opset 23; com.microsoft Attention/MultiHeadAttention for onnxruntime)"
     needs_shapes = True
+    needs_ops = frozenset({"Softmax"})
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         res = PassResult()

@@ -103,6 +103,17 @@ class Pass:
     # timed against its input even when it only removes work: it changes which kernels run
     # (element types, layouts) in ways the node count and the roofline do not see
     changes_kernels: ClassVar[bool] = False
+    # op types of which the main graph must hold one for this pass to find anything to rewrite;
+    # empty: any graph may hold work. Checked on the ModelProto, before the graph is imported
+    # (on a large graph the import and shape inference cost more than the matching).
+    needs_ops: ClassVar[frozenset[str]] = frozenset()
+
+    def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
+        """The pass's result when it cannot rewrite anything in ``model``, found without importing
+        the graph; None when it may have work. A pass with a cheaper or sharper test overrides it."""
+        if self.needs_ops and not any(n.op_type in self.needs_ops for n in model.graph.node):
+            return PassResult()
+        return None
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -114,7 +125,11 @@ class Pass:
 
     def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
         """The one template: import, run, tidy, export only when something was rewritten (an
-        export copies every weight), with distinct tensor names as a safety net."""
+        export copies every weight), with distinct tensor names as a safety net. A pass that is
+        ``idle`` on the model does not import it."""
+        idle = self.idle(model, ctx)
+        if idle is not None:
+            return model, idle
         with untouched(model):
             graph = import_with_shapes(model) if self.needs_shapes else import_graph(model)
             result = self.run(graph, ctx)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import ModelProto
 
 from rooftop.passes._graph import const_value, const_weight, is_graph_output, single_consumer
 from rooftop.passes.base import Pass, PassContext, PassResult
@@ -75,6 +76,11 @@ def _refusal(conv: gs.Node, graph: gs.Graph) -> str:
 class ConvActivation(Pass):
     name = "conv-activation"
     summary = "onnxruntime target: Conv + Relu/LeakyRelu/Clip/Sigmoid/Tanh/HardSigmoid → com.microsoft FusedConv"
+
+    needs_ops = frozenset({"Conv"})
+
+    def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
+        return PassResult() if ctx.target != "onnxruntime" else super().idle(model, ctx)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         res = PassResult()

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import ModelProto
 
 from rooftop.passes._graph import Weight, const_weight, eval_const, is_graph_output, single_consumer
 from rooftop.passes.base import Pass, PassContext, PassResult
@@ -287,6 +288,12 @@ class FoldConvBN(Pass):
     name = "fold-conv-bn"
     summary = "fold BatchNorm and per-channel Mul/Add/Sub/Div into Conv, ConvTranspose, Gemm, MatMul weights"
     needs_shapes = True
+
+    def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
+        """Idle when no linear producer has a constant weight (a QDQ graph's weights are DequantizeLinear outputs)."""
+        consts = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+        linear = any(n.op_type in PRODUCERS and len(n.input) > 1 and n.input[1] in consts for n in model.graph.node)
+        return None if linear else PassResult()
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         res = PassResult()

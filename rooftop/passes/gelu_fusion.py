@@ -38,6 +38,7 @@ class GeluFusion(Pass):
     name = "gelu-fusion"
     summary = "decomposed GELU (erf and tanh forms) → Gelu (opset 20; com.microsoft Gelu/FastGelu for onnxruntime; BiasGelu there)"
     needs_shapes = True
+    needs_ops = frozenset({"Erf", "Tanh", "Gelu", "FastGelu"})
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         res = PassResult()

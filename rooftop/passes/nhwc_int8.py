@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import ModelProto
 
 from rooftop.passes._graph import Namer, bypass, const_value
 from rooftop.passes.base import Pass, PassContext, PassResult
@@ -43,10 +44,12 @@ class NhwcInt8(Pass):
     name = "nhwc-int8"
     summary = "(--target onnxruntime) quantized Convs run channels-last: com.microsoft QLinearConv with transposes pushed away and cancelled"
     needs_shapes = True
+    needs_ops = frozenset({"QLinearConv"})
+
+    def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
+        return PassResult(0) if ctx.target != "onnxruntime" else super().idle(model, ctx)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        if ctx.target != "onnxruntime":
-            return PassResult(0)
         return _Run(graph).run(graph)
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import ModelProto
 
 from rooftop.passes._graph import Namer, const_value
 from rooftop.passes._match import STANDARD, near, only_consumer, other_input, producer, reduce_axes, replace, scalar, trailing
@@ -64,6 +65,10 @@ class NormFusion(Pass):
     name = "norm-fusion"
     summary = "decomposed LayerNorm / RMSNorm → LayerNormalization (opset 17) / RMSNormalization (opset 23)"
     needs_shapes = True
+
+    def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
+        anchors = {"ReduceMean"} | (set(SKIP_FORMS) if ctx.target == "onnxruntime" else set())
+        return None if any(n.op_type in anchors for n in model.graph.node) else PassResult()
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         return _Run(ctx.target, graph).run(graph)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import ModelProto
 
 from rooftop.passes._graph import Namer, const_value
 from rooftop.passes.base import Pass, PassContext, PassResult
@@ -95,14 +96,17 @@ class PadChannels(Pass):
     name = "pad-channels"
     summary = "zero-pad Conv channels to the kernel block (4/8/16/32), carry the padding through per-channel ops, slice it off where observable"
     needs_shapes = True
+    needs_ops = frozenset({"Conv"})
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+    def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
         n = ctx.channel_multiple
         if n is None:
             return PassResult(0, ["not run: no --channel-multiple and the hardware profile does not say padding pays"])
-        if n < 2:
-            return PassResult(0)
-        return _Padder(graph, n).run()
+        return PassResult(0) if n < 2 else super().idle(model, ctx)
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        assert ctx.channel_multiple is not None  # idle otherwise
+        return _Padder(graph, ctx.channel_multiple).run()
 
 
 class _Padder:

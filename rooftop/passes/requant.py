@@ -218,6 +218,8 @@ class Requant(Pass):
     name = "requant"
     summary = "int8 graphs stay int8: drop DQ→Q pairs, data movement on int8, DQ→Conv/MatMul→Q to QLinearConv/QLinearMatMul, fold requantize"
 
+    needs_ops = frozenset({"DequantizeLinear"})
+
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         return _Run(ctx.target, graph).run(graph)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import ModelProto
 
 from rooftop.passes._graph import Namer, const_value, is_graph_output
 from rooftop.passes.base import Pass, PassContext, PassResult
@@ -79,9 +80,14 @@ class U8Activations(Pass):
     changes_kernels = True
     summary = "--target onnxruntime: int8 activations become uint8 (zero point + 128, exact) for the fast u8·s8 kernels"
 
-    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+    needs_ops = frozenset({"QuantizeLinear"})
+
+    def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
         if ctx.target != "onnxruntime":
             return PassResult(0, ["portable target: activations keep their type"])
+        return super().idle(model, ctx)
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         res = PassResult()
         converted = 0
         names = Namer(graph)
