@@ -184,3 +184,11 @@ def test_shapes_inference_cannot_give_come_from_the_profiler_not_from_held_outpu
     monkeypatch.setattr(costs, "_shapes_from_profile", held)
     again = costs.analyze(m, memo=memo)
     assert again.totals.unknown == 0 and again.shape_source == "onnx shape inference + an earlier onnxruntime run (4 tensors)"
+    # a pass adds a node after the remembered tensors: its shape (and the next one's) follows from
+    # them by shape inference, with no run
+    nodes2 = nodes[:4] + [helper.make_node("Relu", ["sq"], ["z"]), helper.make_node("Unsqueeze", ["z", "ax"], ["y"])]
+    m2 = make_model(nodes2, [vi("n", [1], TensorProto.INT64)], [vi("y", None)], list(m.graph.initializer))
+    c2 = costs.analyze(m2, memo=memo)
+    assert c2.totals.unknown == 0 and c2.shape_source == "onnx shape inference + an earlier onnxruntime run (3 tensors)"
+    relu = next(n for n in c2.nodes if n.op_type == "Relu")
+    assert relu.bytes_read == relu.bytes_written == k * F

@@ -179,7 +179,8 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
                  memo: ShapeMemo | None = None) -> tuple[dict[str, TensorInfo], str, dict[str, list[int]]]:
     """Shape and dtype of every tensor, with dynamic dims bound. ``memo`` carries shapes found by
     running an earlier model of the same run (same bound inputs): a tensor written by the same op
-    from the same inputs has the shape it had then, so only new tensors need a run."""
+    from the same inputs has the shape it had then. Those shapes seed onnx's shape inference,
+    which carries them through the nodes a pass added; only what it still cannot give needs a run."""
     infos: dict[str, TensorInfo] = {}
     for t in model.graph.initializer:
         infos[t.name] = TensorInfo(tuple(int(d) for d in t.dims), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)))
@@ -190,8 +191,12 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
                     infos[n.output[0]] = TensorInfo(tuple(int(d) for d in a.t.dims), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(a.t.data_type)))
     bound: dict[str, list[int]] = {}
     source = "onnx shape inference"
+    keys = {o: (o, n.op_type, tuple(n.input)) for n in model.graph.node for o in n.output if o}
+    remembered = {o: memo[k] for o, k in keys.items() if k in memo} if memo else {}
     try:
         sk, bound = _bind_inputs(model, input_shapes or {})
+        if remembered:  # what an earlier run found seeds the inference: it goes on from there through new nodes
+            _seed(sk, remembered)
         inferred = onnx.shape_inference.infer_shapes(sk, check_type=False, strict_mode=False, data_prop=True)
         for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
             info = _vi_info(vi)
@@ -199,10 +204,8 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
                 infos[vi.name] = info
     except Exception:  # noqa: BLE001
         sk = None
-    keys = {o: (o, n.op_type, tuple(n.input)) for n in model.graph.node for o in n.output if o}
     missing = [o for o in keys if o not in infos or infos[o].shape is None]
-    remembered = {o: memo[keys[o]] for o in missing if memo is not None and keys[o] in memo}
-    infos.update(remembered)
+    infos.update((o, remembered[o]) for o in missing if o in remembered)
     missing = [o for o in missing if o not in remembered]
     if missing and allow_run:
         got = _shapes_from_profile(model, bound, missing)
@@ -217,6 +220,19 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     elif remembered:
         source = f"onnx shape inference + an earlier onnxruntime run ({len(remembered)} tensors)"
     return infos, source, bound
+
+
+def _seed(sk: ModelProto, known: Mapping[str, TensorInfo]) -> None:
+    """Put the shapes in ``known`` on the skeleton as value_info, for shape inference to start from."""
+    have = {vi.name for vi in sk.graph.output} | {vi.name for vi in sk.graph.value_info}
+    for name, info in known.items():
+        if name in have or info.shape is None or info.dtype is None:
+            continue
+        try:
+            elem = onnx.helper.np_dtype_to_tensor_dtype(info.dtype)
+        except Exception:  # noqa: BLE001 - a dtype onnx does not name: left to inference
+            continue
+        sk.graph.value_info.append(onnx.helper.make_tensor_value_info(name, elem, list(info.shape)))
 
 
 _PROFILER_TYPES = {"float": "float32", "double": "float64"}  # the rest are numpy's names (int64, bool, float16, ...)
