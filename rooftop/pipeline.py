@@ -2,8 +2,10 @@
 
 Two safety nets, in this order, after every pass that changed the model:
 
-1. verification: onnx.checker and the outputs against the original (``rooftop.verify``);
-   a failure rolls the pass back;
+1. verification: onnx.checker, then the outputs against the original (``rooftop.verify``);
+   a failure rolls the pass back. The outputs of the pipeline's result are compared once, at
+   every input size; only a pass the gate times, every pass under ``--strict``, and every pass
+   of a re-run after the result differed, is compared on its own (``verify_output``);
 2. measurement: the pass's output timed against its input, interleaved, at the level the
    model is deployed at (``deploy_level``, default ORT_ENABLE_ALL); a pass that is slower
    beyond the noise band is rejected and the model goes on from before it.
@@ -255,10 +257,11 @@ class _Run:
         self.before: Roofline | None = None
         self.current: ModelProto = original
         self.current_cost: Roofline | None = None
-        self.last_verified: tuple[ModelProto, VerifyResult, bool] | None = None  # (a pass's output, its check, at every size?)
-        # each pass's output is checked at the first input size only; the pipeline's output at the
-        # others, and if it differs there, the passes are run again each checked at every size
-        self.first_size_only = True
+        self.last_verified: tuple[ModelProto, VerifyResult] | None = None  # (a model, its check at every size)
+        # the pipeline's output is checked against the original at every input size; only if it
+        # differs are the passes run again, each pass's output checked on its own (``verify_output``)
+        self.check_each = opts.strict  # --strict: a pass that changes the outputs is found and named, whatever else
+        self.passes_warned = 0  # warnings before the passes ran (those after concern that run of them)
         self.gate = True  # per-pass measurement (off during back-off re-runs)
         self.shape_memo: dict = {}  # shapes found by running one model of this run, for the next ones' cost analysis
 
@@ -316,35 +319,48 @@ class _Run:
         if model_io.is_large(candidate):  # write it once; check and run it from disk
             model_io.release_memory()  # the pass's graph and arrays are garbage now
             with model_io.materialized(candidate) as path:
-                v = self.validate(name, candidate, path)
+                v, new_cost = self.validate(name, candidate, path)
             model_io.release_memory()
         else:
-            v = self.validate(name, candidate, None)
+            v, new_cost = self.validate(name, candidate, None)
         if not v.ok:
             return v
-        new_cost = self.cost(candidate) if self.hw is not None else None
-        if self.current_cost is not None and new_cost is not None:
-            v.cost = CostDelta(self.current_cost.costs(), new_cost.costs())
         self.decide(name, candidate, v)
         if v.ok:
             self.current, self.current_cost = candidate, new_cost
         return v
 
-    def validate(self, name: str, candidate: ModelProto, path: str | None) -> Validation:
+    def validate(self, name: str, candidate: ModelProto, path: str | None) -> tuple[Validation, Roofline | None]:
+        """The checker, the cost analysis, and the numerical check when the pass is checked on its
+        own: after the pipeline's output differed (``check_each``), with ``--strict``, or when the
+        gate is to time it (no time is spent measuring a model that computes something else)."""
         data = None if path else candidate.SerializeToString()  # serialized once: checker and onnxruntime
         try:
             model_io.check_model(candidate, f"after {name}", path_on_disk=Path(path) if path else None, data=data)
         except InputError as e:
-            return Validation(Cause.INVALID, f"onnx.checker rejects the result: {e}")
+            return Validation(Cause.INVALID, f"onnx.checker rejects the result: {e}"), None
+        new_cost = self.cost(candidate) if self.hw is not None else None
+        v = Validation()
+        if self.current_cost is not None and new_cost is not None:
+            v.cost = CostDelta(self.current_cost.costs(), new_cost.costs())
         if self.verifier is None or not self.verifier.available:
-            return Validation()
+            return v, new_cost
+        if not (self.check_each or self._timed_alone(name, candidate, v)):
+            return v, new_cost  # checked with the pipeline's output (``verify_output``)
         self.stage(f"verifying {name}")
-        quick = self.first_size_only and len(self.verifier.sets) > 1
-        res = self.verifier.check(candidate, path=path, data=data, sets=slice(0, 1) if quick else slice(None))
-        self.last_verified = (candidate, res, not quick)
+        res = self.verifier.check(candidate, path=path, data=data)
+        if res.ok:
+            self.last_verified = (candidate, res)
+        v.verified, v.max_abs_error = True, res.max_abs_error
         if not res.ok:
-            return Validation(Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}", res.max_abs_error, verified=True)
-        return Validation(max_abs_error=res.max_abs_error, verified=True)
+            v.cause, v.reason = Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}"
+        return v, new_cost
+
+    def _timed_alone(self, name: str, candidate: ModelProto, v: Validation) -> bool:
+        """Whether the gate times this pass's output against its input (see ``decide``)."""
+        if not self.gate or self.compare is None:
+            return False
+        return getattr(REGISTRY.get(name), "changes_kernels", False) or self._adds_work(candidate, v)
 
     def decide(self, name: str, candidate: ModelProto, v: Validation) -> None:
         """The measurement gate: reject a pass whose output is slower than its input beyond the noise,
@@ -438,6 +454,7 @@ class _Run:
         opts = self.opts
         ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=self._channel_multiple())
         self.current, self.current_cost, self.last_verified = self.original, self.before, None
+        self.passes_warned = len(self.warnings)
         def ended(rec: PassRecord) -> None:
             self._unchanged_cost(rec)
             if on_end:
@@ -465,23 +482,26 @@ class _Run:
             return
         rec.cost = CostDelta(cur.costs(), cur.costs())
 
-    def other_sizes(self, names, optimized: ModelProto, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
-        """The pipeline's output at the other input sizes (each pass's was checked at the first only).
-        If it differs there, the passes are run again, each checked at every size: the one that
-        diverges is rolled back and named."""
+    def verify_output(self, names, optimized: ModelProto, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
+        """The pipeline's output against the original at every input size: one session for the
+        whole pipeline, not one per pass. If it differs, the passes are run again, each pass's
+        output checked on its own at every size: the one that diverges is rolled back and named."""
         v = self.verifier
-        if not self.first_size_only or v is None or not v.available or len(v.sets) < 2 or optimized is self.original:
+        if self.check_each or v is None or not v.available or optimized is self.original:
             return optimized, records
-        self.first_size_only = False  # from here on (back-off re-runs too) every check is at every size
-        self.stage("verifying the optimized model at the other sizes")
-        first = self.last_verified[1] if self.last_verified and self.last_verified[0] is optimized else None
-        res = v.check(optimized, sets=slice(1, None) if first is not None else slice(None))
+        self.check_each = True  # from here on (back-off re-runs too) every pass is checked on its own
+        self.stage("verifying the optimized model")
+        res = v.check(optimized)
         if res.ok:
-            worst = res if first is None or res.max_abs_error >= first.max_abs_error else first
-            self.last_verified = (optimized, worst, True)
+            self.last_verified = (optimized, res)
+            for r in records:
+                if r.status is Status.APPLIED:
+                    r.verified = True  # its rewrites are in the model just verified (no error of its own)
             return optimized, records
-        self.warnings.append(f"the optimized model differed at a second input size ({res.message}): every pass was run again and checked at every size")
-        self.stage("outputs differ at a second size: running the passes again, each checked at every size")
+        del self.warnings[self.passes_warned:]  # they concern a run that is discarded
+        self.warnings.append(f"the optimized model differed from the original ({res.message}): the passes were run "
+                             "again, each checked on its own")
+        self.stage("outputs differ: running the passes again, each checked on its own")
         return self.run_passes(names, {}, on_start, on_end)
 
     # -- the final model ---------------------------------------------------------------------
@@ -528,8 +548,8 @@ class _Run:
         v = self.verifier
         if v is None or not v.available:
             return None
-        if self.last_verified and self.last_verified[0] is optimized and self.last_verified[2]:
-            final = self.last_verified[1]  # the last accepted pass's output was verified as it stands, at every size
+        if self.last_verified and self.last_verified[0] is optimized:
+            final = self.last_verified[1]  # verified as it stands, at every size
         elif optimized is self.original:
             final = VerifyResult(True, 0.0, message="model unchanged")
         else:
@@ -661,7 +681,7 @@ def _optimize(original: ModelProto, model_path: str | None, notes: list[str], ou
     run.prepare()
     nodes_before, params_before = len(original.graph.node), count_params(original)
     optimized, records = run.run_passes(names, {}, on_pass_start, on_pass_end)
-    optimized, records = run.other_sizes(names, optimized, records, on_pass_start, on_pass_end)
+    optimized, records = run.verify_output(names, optimized, records, on_pass_start, on_pass_end)
     optimized, records, deploy_lat, backed_off = run.final_decision(names, optimized, records, on_pass_start, on_pass_end)
     _warn_rollbacks(records, run.warnings)
     final = run.final_check(optimized, records)

@@ -156,7 +156,7 @@ class PassRecord:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     verified: bool = False
-    max_abs_error: float | None = None
+    max_abs_error: float | None = None  # None when verified: checked with the pipeline's output, not alone
     cost: CostDelta | None = None  # the model's totals before and after this pass (equal if not kept)
     latency: Latency | None = None  # this pass's output timed against its input at the deploy level
     removes_only: bool = False  # not timed alone (fewer nodes, no new op type, no more predicted work): timed with the final model

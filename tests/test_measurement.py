@@ -299,3 +299,37 @@ def test_added_traffic_is_judged_only_on_complete_totals():
     assert _adds_traffic(v(Costs(1, 0, 100, 1.0), Costs(1, 0, 120, 1.0)))
     assert not _adds_traffic(v(Costs(1, 0, 100, 1.0, unknown=3), Costs(1, 0, 120, 1.0)))
     assert not _adds_traffic(v(Costs(1, 0, 100, 1.0), Costs(1, 0, 100, 1.0)))
+
+
+class SlowAndWrong(SlowsDown):
+    """The 40 MatMuls of test-slow (x·(q/2)⁴⁰), added to the output times 2⁴⁰, not 0: more work, other outputs."""
+
+    name = "test-slow-wrong"
+
+    def run(self, graph, ctx):
+        res = SlowsDown.run(self, graph, ctx)
+        mul = next((n for n in graph.nodes if n.name == "slow_mul"), None)
+        if mul is not None:
+            mul.inputs[1] = gs.Constant("slow_scale", np.full((1,), 2.0 ** 40, np.float32))
+        return res
+
+
+def test_a_pass_the_gate_times_is_verified_first(monkeypatch):
+    """A pass that adds work is timed against its input; it is checked on its own before that
+    (no time is spent measuring a model that computes something else), and a wrong one is rolled
+    back for its outputs, never timed, though the comparator would have called it faster."""
+    monkeypatch.setitem(P.REGISTRY, SlowAndWrong.name, SlowAndWrong)
+    calls = []
+
+    def faster(before, after, level, stop):
+        calls.append(stop)
+        return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=0.5, ratio=0.5, ci=(0.49, 0.51), iqr=(0.5, 0.5))
+
+    out, rep = rooftop.optimize(base_model(), passes=["test-slow-wrong"], comparator=faster, hardware="xeon-avx512")
+    (rec,) = rep.passes
+    assert rec.status is Status.ROLLED_BACK and rec.cause is Cause.OUTPUTS_CHANGED and rec.max_abs_error > 1
+    assert calls == [] and not any(n.name.startswith("slow") for n in out.graph.node)
+    monkeypatch.setitem(P.REGISTRY, SlowsDown.name, SlowsDown)
+    _, ok = rooftop.optimize(base_model(), passes=["test-slow"], comparator=faster, hardware="xeon-avx512")
+    assert ok.passes[0].status is Status.APPLIED and ok.passes[0].max_abs_error is not None  # checked on its own
+    assert ok.passes[0].latency.ratio == 0.5

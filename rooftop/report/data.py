@@ -85,6 +85,7 @@ def _pass_dict(r: PassRecord) -> dict[str, Any]:
         "seconds": round(r.seconds, 6),
         "verified": r.verified,
         "max_abs_error": _num(r.max_abs_error),
+        "verified_with_final": r.verified and r.max_abs_error is None,  # checked with the pipeline's output, not alone
         "timed_with_final": r.removes_only,  # removes work only: not timed alone, the final comparison times it
         "reason": r.reason,
         "notes": [n for n in r.notes if "Traceback" not in n],

@@ -82,11 +82,18 @@ def pass_rows(report: Report) -> list[list[str]]:
                 _delta(c.before.bytes, c.after.bytes, _mb) if c else "",
                 _delta(c.before.predicted_s, c.after.predicted_s, _ms) if c else "",
                 (_lat(r.latency) if not r.removes_only else "with final") if _shown(r) else "",
-                _err(r.max_abs_error) if r.verified else ("-" if r.status is not Status.APPLIED else "unverified"),
+                _verified(r),
                 f"{r.seconds:.2f}",
             ]
         )
     return rows
+
+
+def _verified(r: PassRecord) -> str:
+    """The max error column: the pass's own error, or ``with final`` when it was verified with the pipeline's output."""
+    if not r.verified:
+        return "-" if r.status is not Status.APPLIED else "unverified"
+    return "with final" if r.max_abs_error is None else _err(r.max_abs_error)
 
 
 def profile_words(hw) -> str:
