@@ -368,7 +368,7 @@ class _Run:
         if not self.gate:
             return
         if not getattr(REGISTRY.get(name), "changes_kernels", False) and not self._adds_work(candidate, v):
-            v.removes_only = True  # the final comparison (and back-off) decides it with the rest
+            v.removes_only = self.compare is not None  # the final comparison (and back-off) decides it with the rest
             return
         if self.compare is None:
             if self.feeds is None and self.opts.time and self.opts.comparator is None:

@@ -242,6 +242,8 @@ def test_no_time_says_measurement_did_not_decide(test_passes):
     _, rep = rooftop.optimize(base_model(), passes=["test-slow"], time=False, hardware="xeon-avx512")
     assert rep.passes[0].status is Status.APPLIED  # kept on verification alone ...
     assert sum("measurement did not decide" in w for w in rep.warnings) == 1  # ... and the run says so once
+    _, rep = rooftop.optimize(base_model(), passes=["test-neutral"], time=False, hardware="xeon-avx512")
+    assert rep.passes[0].status is Status.APPLIED and not rep.passes[0].removes_only  # nothing is timed, not even with the final model
 
 
 def test_bad_deploy_level_is_a_usage_error(tmp_path):

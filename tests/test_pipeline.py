@@ -317,3 +317,13 @@ def test_onnxsim_runs_without_its_package_init(tmp_path):
     assert first.split()[0] == "applied" and int(first.split()[1]) > 0
     assert first.split()[2:] == ["True", "False"]
     assert second == "True"
+
+
+def test_second_size_halves_the_other_dims_when_they_halve():
+    """The second size is twice the batch and half the other dynamic dims (cheaper than the first,
+    where an image model's ×2 on height and width would cost 8×); an odd dim is doubled instead."""
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["batch", 3, "h"])], [vi("y", ["batch", 3, "h"])])
+    _, rep = optimize(m, input_shapes={"x": [1, 3, 64]}, time=False, analyze=False)
+    assert rep.verification == "verified on x=1x3x64 and x=2x3x32"
+    _, rep = optimize(m, input_shapes={"x": [1, 3, 63]}, time=False, analyze=False)
+    assert rep.verification == "verified on x=1x3x63 and x=2x3x126"
