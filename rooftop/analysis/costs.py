@@ -125,7 +125,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int | None:
-        return None if self.shape is None else int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return None if self.shape is None else math.prod(self.shape)  # (math.prod: np.prod costs 10 µs a call)
 
     @property
     def nbytes(self) -> int | None:
@@ -596,16 +596,20 @@ def peak_activation_bytes(model: ModelProto, infos: Mapping[str, TensorInfo]) ->
     for vi in model.graph.input:
         if vi.name not in weights:
             live[vi.name] = (infos.get(vi.name) and infos[vi.name].nbytes) or 0
-    peak = sum(live.values())
+    dying: dict[int, list[str]] = {}  # node index -> tensors last used there (freed after it)
+    for t in live:
+        dying.setdefault(max(last_use.get(t, -1), 0), []).append(t)
+    total = peak = sum(live.values())
     for i, n in enumerate(model.graph.node):
         for o in n.output:
-            if o and o not in weights and o not in root:
+            if o and o not in weights and o not in root and o not in live:
                 info = infos.get(o)
                 live[o] = (info.nbytes if info is not None and info.nbytes is not None else 0)
-        peak = max(peak, sum(live.values()))
-        for t in list(live):
-            if last_use.get(t, -1) <= i:
-                del live[t]
+                total += live[o]
+                dying.setdefault(max(last_use.get(o, -1), i), []).append(o)
+        peak = max(peak, total)
+        for t in dying.pop(i, ()):
+            total -= live.pop(t)
     return int(peak)
 
 
