@@ -262,6 +262,9 @@ class _Run:
         # differs are the passes run again, each pass's output checked on its own (``verify_output``)
         self.check_each = opts.strict  # --strict: a pass that changes the outputs is found and named, whatever else
         self.passes_warned = 0  # warnings before the passes ran (those after concern that run of them)
+        # the final comparison: with a report, until its verdict (faster, slower, noise) is settled;
+        # without, until "slower or not" is (the decision; the summary line shows the spread)
+        self.final_stop = "verdict" if opts.time_all_levels else "gate"
         self.gate = True  # per-pass measurement (off during back-off re-runs)
         self.shape_memo: dict = {}  # shapes found by running one model of this run, for the next ones' cost analysis
 
@@ -511,7 +514,7 @@ class _Run:
         if self.compare is None or optimized is self.original:
             return optimized, records, None, []
         self.stage(f"timing the optimized model against the original ({ORT_LEVEL_NAMES[level]})")
-        lat = self._confirmed(self.original, optimized, level, "verdict")
+        lat = self._confirmed(self.original, optimized, level, self.final_stop)
         if lat is None or lat.verdict is not Verdict.SLOWER or self.opts.keep_slower:
             return optimized, records, lat, []
         why = f"the optimized model was slower than the original at {lat.level_name}: {lat.describe()}"
@@ -528,7 +531,7 @@ class _Run:
             optimized, records = self.run_passes(names, skip, on_start, on_end)
             if optimized is self.original:
                 break
-            lat = self._confirmed(self.original, optimized, level, "verdict")
+            lat = self._confirmed(self.original, optimized, level, self.final_stop)
             if lat is None or lat.verdict is not Verdict.SLOWER:
                 return optimized, records, lat, dropped
         return self.revert(records, why), records, None, [r.name for r in kept]

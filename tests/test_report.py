@@ -158,3 +158,17 @@ def test_terminal_output_fits_100_columns_without_truncation(model):
     assert max(len(line) for line in text.splitlines()) <= 100
     for r in rep.passes:
         assert r.name in text
+
+
+def test_traffic_totals_with_different_unknown_nodes_are_not_compared():
+    """A total leaves out the nodes of unknown cost; when a pass makes some known (silero_vad_16k_op15:
+    32 unknown → 10), the two totals do not compare and the line says so instead of "+124,000%"."""
+    from types import SimpleNamespace as NS
+
+    from rooftop.report.text import _traffic_change
+
+    assert _traffic_change(NS(bytes=575.0, unknown=["a"] * 32), NS(bytes=714e3, unknown=["b"] * 10)) == \
+        "not comparable: 32 nodes of unknown cost before, 10 after"
+    assert _traffic_change(NS(bytes=100.0, unknown=[]), NS(bytes=75.0, unknown=[])) == "25.0% less"
+    assert _traffic_change(NS(bytes=100.0, unknown=["c"]), NS(bytes=120.0, unknown=["c"])) == \
+        "20.0% more; 1 node of unknown cost not counted"

@@ -208,8 +208,10 @@ def projected_line(report: Report) -> str:
         return ""
     saved = before.bytes - after.bytes
     verb = "saved" if saved >= 0 else "added"
-    return (f"projected: memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({_mb(abs(saved))} {verb}, "
-            f"{100 * abs(saved) / before.bytes:.1f}%), predicted time {_ms(before.predicted_s)} → {_ms(after.predicted_s)} on {hw.name}")
+    change = (f"{_mb(abs(saved))} {verb}, {100 * abs(saved) / before.bytes:.1f}%" if len(before.unknown) == len(after.unknown)
+              else _traffic_change(before, after))
+    return (f"projected: memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({change}), predicted time "
+            f"{_ms(before.predicted_s)} → {_ms(after.predicted_s)} on {hw.name}")
 
 
 def kinds_lines(report: Report) -> list[str]:
@@ -292,6 +294,17 @@ def check_lines(report: Report) -> list[str]:
     return ["would change: " + ", ".join(changed)] + ([line] if line else [])
 
 
+def _traffic_change(before, after) -> str:
+    """How the traffic changed, in percent, or why the two totals do not compare: nodes of unknown
+    cost (a loop body, a custom op) are left out of a total, and a pass can make them known."""
+    nb, na = len(before.unknown), len(after.unknown)
+    if nb != na:
+        return f"not comparable: {nb} node{'s' if nb != 1 else ''} of unknown cost before, {na} after"
+    saved = before.bytes - after.bytes
+    change = f"{100 * abs(saved) / before.bytes:.1f}% {'less' if saved > 0 else 'more'}" if saved else "unchanged"
+    return change + (f"; {nb} node{'s' if nb != 1 else ''} of unknown cost not counted" if nb else "")
+
+
 def outcome_line(report: Report, output: str | None) -> str:
     """The one summary line of a run without ``--report``: what was written, bytes saved, measured ratio."""
     if not output:
@@ -299,10 +312,7 @@ def outcome_line(report: Report, output: str | None) -> str:
     parts = [f"nodes {report.nodes_before} → {report.nodes_after}"]
     before, after = report.before, report.after
     if before is not None and after is not None and before.bytes:
-        saved = before.bytes - after.bytes
-        pct = 100 * abs(saved) / before.bytes
-        change = f"{pct:.1f}% {'less' if saved > 0 else 'more'}" if saved else "unchanged"
-        parts.append(f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({change})")
+        parts.append(f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({_traffic_change(before, after)})")
     lat = report.latency.get(report.deploy_level)
     if lat is not None:
         parts.append(f"measured at {lat.level_name}: {lat.describe()} ({lat.verdict.value})")
