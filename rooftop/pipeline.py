@@ -57,7 +57,10 @@ if TYPE_CHECKING:
     from rooftop.analysis.roofline import Roofline
 
 MAX_BACKOFF = 3  # re-runs without the worst pass before the original graph is written unchanged
-CACHE_SESSIONS_UP_TO = 256 << 20  # timing sessions of models with more weights are built per comparison
+# timing sessions of models with more weights are built per comparison and dropped after it: a
+# session holds its own (prepacked) copy of the weights, and on bert-qdq (110 MB) two cached
+# sessions beside a verification session made the run's peak (496 MB)
+CACHE_SESSIONS_UP_TO = model_io.SPILL_FROM_BYTES
 INTERLEAVE_UP_TO = 1 << 30  # models with more weights are timed one session at a time (blocks A B B A)
 
 
@@ -220,6 +223,8 @@ class OrtComparator:
             if m is model and lv == level:
                 return s
         s = timing.session(model, level, self.opts.threads)
+        if model_io.weights_nbytes(model) > CACHE_SESSIONS_UP_TO:
+            self.forget()  # (a large model's run never caches; this drops what a small one's left)
         if model_io.weights_nbytes(model) <= CACHE_SESSIONS_UP_TO:  # a session holds its own copy of the weights
             self._cache = (self._cache + [(model, level, s)])[-2:]
         return s
@@ -235,8 +240,12 @@ class OrtComparator:
                                        lambda: timing.session(after, level, self.opts.threads), self.feeds,
                                        level=level, threads=threads, budget_s=budget, band=self.opts.noise_band)
             return c.latency()
+        # the cache keeps the sessions of the last two models timed: drop the others before building new ones
+        self._cache = [c for c in self._cache if c[0] is before or c[0] is after]
         c = timing.compare_sessions(self._session(before, level), self._session(after, level), self.feeds, level=level,
                                     threads=threads, budget_s=budget, band=self.opts.noise_band, stop=stop)
+        if model_io.weights_nbytes(after) > CACHE_SESSIONS_UP_TO:
+            model_io.release_memory()  # the sessions just used are gone: give their memory back
         return c.latency()
 
     def forget(self) -> None:

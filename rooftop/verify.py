@@ -199,6 +199,7 @@ class Verifier:
         self.steps = dequantized_output_steps(original)
         self.ort_distance: dict[str, float] = {}
         self._references(original, input_shapes, inputs_npz, seed)
+        release_memory()  # the reference session is gone before the next is built
         if self.available:
             self._ort_distance(original)
         self._tol = self.tolerances()

@@ -327,3 +327,17 @@ def test_second_size_halves_the_other_dims_when_they_halve():
     assert rep.verification == "verified on x=1x3x64 and x=2x3x32"
     _, rep = optimize(m, input_shapes={"x": [1, 3, 63]}, time=False, analyze=False)
     assert rep.verification == "verified on x=1x3x63 and x=2x3x126"
+
+
+def test_outputs_kept_from_a_run_are_arrays_of_their_own():
+    """onnxruntime returns views into the session's arena: a kept reference output held the whole
+    arena after the session was gone (100 MB on bert-qdq). run_model's outputs own their data."""
+    from rooftop.runtime import make_session, run_model
+
+    m = onnx.load(MODELS / "resnet_bn.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    raw = make_session(m).run(None, {"input": x})
+    assert not raw[0].flags.owndata  # what onnxruntime gives (if it copies one day, this test says so)
+    outs = run_model(m, {"input": x})
+    assert all(a.flags.owndata for a in outs.values())
+    np.testing.assert_array_equal(next(iter(outs.values())), raw[0])
