@@ -3,9 +3,9 @@
 Two safety nets, in this order, after every pass that changed the model:
 
 1. verification: onnx.checker, then the outputs against the original (``rooftop.verify``);
-   a failure rolls the pass back. The outputs of the pipeline's result are compared once, at
-   every input size; only a pass the gate times, every pass under ``--strict``, and every pass
-   of a re-run after the result differed, is compared on its own (``verify_output``);
+   a failure rolls the pass back. The pipeline's result is checked once, at every input size;
+   only a pass the gate times, every pass under ``--strict``, and every pass of a re-run after
+   the result failed, is checked on its own (``after_pass``, ``verify_output``);
 2. measurement: the pass's output timed against its input, interleaved, at the level the
    model is deployed at (``deploy_level``, default ORT_ENABLE_ALL); a pass that is slower
    beyond the noise band is rejected and the model goes on from before it.
@@ -328,45 +328,52 @@ class _Run:
 
     # -- after each pass -------------------------------------------------------------------
     def after_pass(self, name: str, candidate: ModelProto) -> Validation:
-        if model_io.is_large(candidate):  # write it once; check and run it from disk
-            model_io.release_memory()  # the pass's graph and arrays are garbage now
-            with model_io.materialized(candidate) as path:
-                v, new_cost = self.validate(name, candidate, path)
-            model_io.release_memory()
-        else:
-            v, new_cost = self.validate(name, candidate, None)
-        if not v.ok:
-            return v
+        """Cost, checks and measurement of a pass's output. The checks (onnx.checker, then the outputs
+        against the original's) run here only for a pass checked on its own: after the pipeline's
+        output failed them (``check_each``), under ``--strict``, or when the gate is to time it (no
+        time is spent measuring a model that computes something else); the others are checked with
+        the pipeline's output (``verify_output``)."""
+        new_cost = self.cost(candidate) if self.hw is not None else None
+        v = Validation()
+        if self.current_cost is not None and new_cost is not None:
+            v.cost = CostDelta(self.current_cost.costs(), new_cost.costs())
+        if self.check_each or self._timed_alone(name, candidate, v):
+            self.check(name, candidate, v)
+            if not v.ok:
+                return v
         self.decide(name, candidate, v)
         if v.ok:
             self.current, self.current_cost = candidate, new_cost
         return v
 
-    def validate(self, name: str, candidate: ModelProto, path: str | None) -> tuple[Validation, Roofline | None]:
-        """The checker, the cost analysis, and the numerical check when the pass is checked on its
-        own: after the pipeline's output differed (``check_each``), with ``--strict``, or when the
-        gate is to time it (no time is spent measuring a model that computes something else)."""
+    def check(self, name: str, candidate: ModelProto, v: Validation) -> str:
+        """onnx.checker, then the outputs against the original's (when verification is on), into
+        ``v``; returns the failure as one phrase ("" when it passed)."""
+        if model_io.is_large(candidate):  # write it once; check and run it from disk
+            model_io.release_memory()  # the pass's graph and arrays are garbage now
+            with model_io.materialized(candidate) as path:
+                why = self._check_at(name, candidate, v, path)
+            model_io.release_memory()
+            return why
+        return self._check_at(name, candidate, v, None)
+
+    def _check_at(self, name: str, candidate: ModelProto, v: Validation, path: str | None) -> str:
         data = None if path else candidate.SerializeToString()  # serialized once: checker and onnxruntime
         try:
             model_io.check_model(candidate, f"after {name}", path_on_disk=Path(path) if path else None, data=data)
         except InputError as e:
-            return Validation(Cause.INVALID, f"onnx.checker rejects the result: {e}"), None
-        new_cost = self.cost(candidate) if self.hw is not None else None
-        v = Validation()
-        if self.current_cost is not None and new_cost is not None:
-            v.cost = CostDelta(self.current_cost.costs(), new_cost.costs())
+            v.cause, v.reason = Cause.INVALID, f"onnx.checker rejects the result: {e}"
+            return f"was rejected by onnx.checker ({e})"
         if self.verifier is None or not self.verifier.available:
-            return v, new_cost
-        if not (self.check_each or self._timed_alone(name, candidate, v)):
-            return v, new_cost  # checked with the pipeline's output (``verify_output``)
+            return ""
         self.stage(f"verifying {name}")
         res = self.verifier.check(candidate, path=path, data=data)
+        v.verified, v.max_abs_error = True, res.max_abs_error
         if res.ok:
             self.last_verified = (candidate, res)
-        v.verified, v.max_abs_error = True, res.max_abs_error
-        if not res.ok:
-            v.cause, v.reason = Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}"
-        return v, new_cost
+            return ""
+        v.cause, v.reason = Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}"
+        return f"differed from the original ({res.message})"
 
     def _timed_alone(self, name: str, candidate: ModelProto, v: Validation) -> bool:
         """Whether the gate times this pass's output against its input (see ``decide``)."""
@@ -495,25 +502,23 @@ class _Run:
         rec.cost = CostDelta(cur.costs(), cur.costs())
 
     def verify_output(self, names, optimized: ModelProto, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
-        """The pipeline's output against the original at every input size: one session for the
-        whole pipeline, not one per pass. If it differs, the passes are run again, each pass's
-        output checked on its own at every size: the one that diverges is rolled back and named."""
-        v = self.verifier
-        if self.check_each or v is None or not v.available or optimized is self.original:
+        """The pipeline's output through onnx.checker and against the original at every input size:
+        one serialization and one session for the whole pipeline, not one per pass. If it fails,
+        the passes are run again, each pass's output checked on its own: the one that fails is
+        rolled back and named."""
+        if self.check_each or optimized is self.original:
             return optimized, records
         self.check_each = True  # from here on (back-off re-runs too) every pass is checked on its own
-        self.stage("verifying the optimized model")
-        res = v.check(optimized)
-        if res.ok:
-            self.last_verified = (optimized, res)
+        v = Validation()
+        why = self.check("the pipeline", optimized, v)
+        if not why:
             for r in records:
                 if r.status is Status.APPLIED:
-                    r.verified = True  # its rewrites are in the model just verified (no error of its own)
+                    r.verified = v.verified  # its rewrites are in the model just verified (no error of its own)
             return optimized, records
         del self.warnings[self.passes_warned:]  # they concern a run that is discarded
-        self.warnings.append(f"the optimized model differed from the original ({res.message}): the passes were run "
-                             "again, each checked on its own")
-        self.stage("outputs differ: running the passes again, each checked on its own")
+        self.warnings.append(f"the optimized model {why}: the passes were run again, each checked on its own")
+        self.stage("the optimized model failed its checks: running the passes again, each checked on its own")
         return self.run_passes(names, {}, on_start, on_end)
 
     # -- the final model ---------------------------------------------------------------------

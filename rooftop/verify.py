@@ -25,7 +25,7 @@ import numpy as np
 from onnx import ModelProto
 
 from rooftop.errors import InputError, UsageError, first_line
-from rooftop.model_io import release_memory
+from rooftop.model_io import SPILL_FROM_BYTES, release_memory, weights_nbytes
 from rooftop.runtime import bind_shapes, graph_inputs, index_bounds, is_dynamic, make_session, random_inputs, run_model
 
 # (batch, other dynamic dims) tried in turn until the original runs: 1-D windows and reflect pads
@@ -198,12 +198,15 @@ class Verifier:
         self.quantized = quantized_outputs(original)
         self.steps = dequantized_output_steps(original)
         self.ort_distance: dict[str, float] = {}
+        big = weights_nbytes(original) >= SPILL_FROM_BYTES  # (a garbage collection costs 20 ms: for models where memory counts)
         self._references(original, input_shapes, inputs_npz, seed)
-        release_memory()  # the reference session is gone before the next is built
+        if big:
+            release_memory()  # the reference session is gone before the next is built
         if self.available:
             self._ort_distance(original)
         self._tol = self.tolerances()
-        release_memory()  # the reference session is gone: give its memory back
+        if big:
+            release_memory()
 
     def _references(self, original: ModelProto, input_shapes, inputs_npz, seed: int) -> None:
         try:
