@@ -287,7 +287,8 @@ class _Run:
         if opts.verify:
             self.stage("computing reference outputs")
             self.verifier = Verifier(self.original, input_shapes=opts.input_shapes, inputs_npz=opts.inputs_npz,
-                                     rtol=opts.rtol, atol=opts.atol)
+                                     rtol=opts.rtol, atol=opts.atol, shapes=self.hw is not None)
+            self._shapes_from_references()
             if not self.verifier.available:
                 self.warnings.append(f"verification skipped: {self.verifier.reason}{_opset_hint(self.original)}")
             self.warnings.extend(self.verifier.notes)
@@ -297,6 +298,23 @@ class _Run:
         if self.hw is not None:
             self.stage("analyzing the original model")
             self.before = self.current_cost = self.cost(self.original)
+
+    def _shapes_from_references(self) -> None:
+        """The verifier's first reference run was profiled: where it ran at the inputs the cost
+        analysis binds, its node output shapes go into the shape memo, and the analysis of the
+        original needs no session and run of its own."""
+        from rooftop.analysis import costs
+
+        v = self.verifier
+        if not v.node_shapes or not v.sets:
+            return
+        try:
+            bound = costs.bound_inputs(self.original, self.opts.input_shapes)
+        except Exception:  # noqa: BLE001 - the analysis finds its own shapes
+            return
+        if {k: tuple(a.shape) for k, a in v.sets[0].feeds.items()} == bound:
+            costs.remember(self.shape_memo, self.original, v.node_shapes)
+        v.node_shapes = {}
 
     def _prepare_timing(self) -> None:
         opts = self.opts

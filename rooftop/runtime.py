@@ -7,8 +7,9 @@ level and thread count) and every generated input follows the same rules.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,6 +245,48 @@ def run_model(model: ModelProto, feeds: Mapping[str, np.ndarray], session=None) 
     outs = sess.run(names, dict(feeds))
     return {n: np.array(o) if isinstance(o, np.ndarray) else o for n, o in zip(names, outs)}
 
+
+
+@contextlib.contextmanager
+def named_for_profiler(model: ModelProto) -> Iterator[None]:
+    """Name the unnamed nodes (after their first output) for a session the profiler reports by
+    node name, and unname them again when the session is built (a copy of the model would hold
+    every inline weight twice)."""
+    unnamed = [n for n in model.graph.node if not n.name]
+    try:
+        for n in unnamed:
+            n.name = n.output[0] if n.output else n.op_type
+        yield
+    finally:
+        for n in unnamed:
+            n.ClearField("name")
+
+
+def profile_runs(path: str) -> list[list[dict]]:
+    """onnxruntime profiler node events (kernel times) of each run in a profile file."""
+    import json
+
+    with open(path) as f:
+        events = json.load(f)
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    per_run: list[list[dict]] = [[] for _ in spans]
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        for i, (t0, t1) in enumerate(spans):
+            if t0 <= e["ts"] <= t1:
+                per_run[i].append(e)
+                break
+    return per_run
+
+
+def output_shapes(run: list[dict]) -> dict[str, list[tuple[str, list[int]]]]:
+    """The (element type, shape) of each node's outputs in one profiled run (node name -> one per output)."""
+    out: dict[str, list[tuple[str, list[int]]]] = {}
+    for e in run:
+        shapes = (e.get("args") or {}).get("output_type_shape") or []
+        out[e["name"][: -len("_kernel_time")]] = [next(iter(d.items())) for d in shapes if d]
+    return out
 
 
 def physical_cores() -> int:

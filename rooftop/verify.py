@@ -17,6 +17,7 @@ is checked at two sizes of each dynamic axis.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,18 @@ from onnx import ModelProto
 
 from rooftop.errors import InputError, UsageError, first_line
 from rooftop.model_io import SPILL_FROM_BYTES, release_memory, weights_nbytes
-from rooftop.runtime import bind_shapes, graph_inputs, index_bounds, is_dynamic, make_session, random_inputs, run_model
+from rooftop.runtime import (
+    bind_shapes,
+    graph_inputs,
+    index_bounds,
+    is_dynamic,
+    make_session,
+    named_for_profiler,
+    output_shapes,
+    profile_runs,
+    random_inputs,
+    run_model,
+)
 
 # (batch, other dynamic dims) tried in turn until the original runs: 1-D windows and reflect pads
 # (audio models) need long axes, most models run at the first
@@ -188,8 +200,14 @@ class Verifier:
         rtol: float = 1e-4,
         atol: float = 1e-5,
         seed: int = 0,
+        shapes: bool = False,
     ) -> None:
         self.rtol, self.atol = rtol, atol
+        # ``shapes``: the reference run at the first size is profiled, and each node's output shapes
+        # kept (node name -> (element type, shape) per output) for the cost analysis, which would
+        # otherwise build a session of the original and run it again
+        self.shapes = shapes
+        self.node_shapes: dict[str, list[tuple[str, list[int]]]] = {}
         self.sets: list[InputSet] = []
         self.notes: list[str] = []
         self.available = True
@@ -221,19 +239,28 @@ class Verifier:
                 f"--input-shape names unknown input(s) {', '.join(sorted(unknown))}; the model's inputs are "
                 + ", ".join(s.name for s in specs)
             )
-        try:
-            session = make_session(original, prepack=False)
-        except Exception as e:  # noqa: BLE001 - custom ops, unsupported opsets...
-            self.load_error = first_line(e)
-            self._unavailable(f"onnxruntime cannot run the original model ({self.load_error})")
-            return
-        self.load_error = ""
+        with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
+            try:
+                with named_for_profiler(original):
+                    session = make_session(original, prepack=False, profile_prefix=os.path.join(d, "p") if self.shapes else None)
+            except Exception as e:  # noqa: BLE001 - custom ops, unsupported opsets...
+                self.load_error = first_line(e)
+                self._unavailable(f"onnxruntime cannot run the original model ({self.load_error})")
+                return
+            self.load_error = ""
+            self._reference_sets(original, session, specs, overrides, inputs_npz, seed)
+            del session  # (a profiling session writes its file when it goes, while the folder is there)
+
+    def _reference_sets(self, original, session, specs, overrides, inputs_npz, seed: int) -> None:
         if inputs_npz is not None:
             feeds = _load_npz(inputs_npz, specs)
             self.sets.append(InputSet("user inputs", feeds, self._run(original, feeds, session, "user inputs")))
             return
         highs = index_bounds(original)
         first_err = self._first_set(original, session, specs, overrides, highs, seed)
+        if self.shapes and self.sets:
+            runs = profile_runs(session.end_profiling())
+            self.node_shapes = output_shapes(runs[-1]) if runs else {}
         if not self.sets:
             if overrides:
                 raise InputError(f"the original model does not run at the given --input-shape: {first_line(first_err)}")

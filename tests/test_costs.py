@@ -192,3 +192,25 @@ def test_shapes_inference_cannot_give_come_from_the_profiler_not_from_held_outpu
     assert c2.totals.unknown == 0 and c2.shape_source == "onnx shape inference + an earlier onnxruntime run (3 tensors)"
     relu = next(n for n in c2.nodes if n.op_type == "Relu")
     assert relu.bytes_read == relu.bytes_written == k * F
+
+
+def test_the_original_is_analysed_from_the_verification_run(monkeypatch):
+    """The verifier's first reference run is profiled: the original's analysis takes its shapes
+    from it (same bound inputs), with no session or run of its own."""
+    import rooftop
+
+    nodes = [helper.make_node("ReduceMax", ["n"], ["hi"], keepdims=0),
+             helper.make_node("Range", ["zero", "hi", "one"], ["r"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["rf", "rf"], ["y"])]
+    m = make_model(nodes, [vi("n", [1], TensorProto.INT64)], [vi("y", None)],
+                   [init("zero", np.array(0, np.int64)), init("one", np.array(1, np.int64))])
+
+    def forbidden(*a, **k):
+        raise AssertionError("a run of its own")
+
+    monkeypatch.setattr(costs, "_shapes_from_profile", forbidden)
+    monkeypatch.setattr(costs, "_shapes_from_run", forbidden)
+    _, rep = rooftop.optimize(m, passes=["cleanup"], time=False, hardware="xeon-avx512")
+    assert not [w for w in rep.warnings if "cost analysis failed" in w], rep.warnings
+    assert len(rep.before.unknown) == 0 and rep.before.bytes > 0

@@ -239,18 +239,22 @@ _PROFILER_TYPES = {"float": "float32", "double": "float64"}  # the rest are nump
 
 
 def _shapes_from_profile(model: ModelProto, bound: Mapping[str, Sequence[int]], names: list[str]) -> dict[str, TensorInfo]:
-    """The missing shapes from onnxruntime's profiler (one run, no intermediate kept): each node's
-    output shapes, matched to its outputs by position when the node's name is unique and the
-    counts agree."""
+    """The missing shapes from onnxruntime's profiler (one run, no intermediate kept)."""
     from rooftop.analysis.timing import profile_shapes
 
-    wanted = set(names)
     try:
         specs = graph_inputs(model)
         feeds = random_inputs(specs, {s.name: tuple(bound.get(s.name, [])) for s in specs}, seed=0, highs=index_bounds(model))
         events = profile_shapes(model, feeds)
     except Exception:  # noqa: BLE001 - ops onnxruntime cannot run stay unknown (or go to the run below)
         return {}
+    return _match_profile(model, events, set(names))
+
+
+def _match_profile(model: ModelProto, shapes_by_node: Mapping[str, list], wanted: set[str] | None = None) -> dict[str, TensorInfo]:
+    """Each node's output shapes as the profiler reported them (node name -> one per output),
+    matched to its outputs by position when the node's name is unique and the counts agree
+    (``wanted``: only these tensors)."""
     counts: dict[str, int] = {}
     for n in model.graph.node:
         key = n.name or (n.output[0] if n.output else n.op_type)
@@ -259,13 +263,27 @@ def _shapes_from_profile(model: ModelProto, bound: Mapping[str, Sequence[int]], 
     for n in model.graph.node:
         key = n.name or (n.output[0] if n.output else n.op_type)
         outs = [o for o in n.output if o]
-        shapes = events.get(key)
-        if counts[key] != 1 or shapes is None or len(shapes) != len(outs) or not wanted & set(outs):
+        shapes = shapes_by_node.get(key)
+        if counts[key] != 1 or shapes is None or len(shapes) != len(outs) or (wanted is not None and not wanted & set(outs)):
             continue
         for o, (dtype, shape) in zip(outs, shapes, strict=True):
-            if o in wanted:
+            if wanted is None or o in wanted:
                 got[o] = TensorInfo(tuple(int(d) for d in shape), np.dtype(_PROFILER_TYPES.get(dtype, dtype)))
     return got
+
+
+def bound_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
+    """The input shapes the analysis runs ``model`` at (dynamic dims bound as ``tensor_infos`` binds them)."""
+    return {k: tuple(v) for k, v in bind_shapes(graph_inputs(model), dict(input_shapes or {}), 1, 32).items()}
+
+
+def remember(memo: ShapeMemo, model: ModelProto, shapes_by_node: Mapping[str, list]) -> int:
+    """Put the output shapes of a profiled run of ``model`` (at the inputs ``bound_inputs`` gives)
+    into ``memo``, for its analysis and the next models' to start from; returns how many."""
+    got = _match_profile(model, shapes_by_node)
+    keys = {o: (o, n.op_type, tuple(n.input)) for n in model.graph.node for o in n.output if o}
+    memo.update((keys[o], info) for o, info in got.items() if o in keys)
+    return len(got)
 
 
 def _shapes_from_run(model: ModelProto, bound: Mapping[str, Sequence[int]], names: list[str]) -> dict[str, TensorInfo]:

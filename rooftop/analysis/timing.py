@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import ModelProto
 
-from rooftop.runtime import make_session, physical_cores
+from rooftop.runtime import make_session, named_for_profiler, output_shapes, physical_cores, profile_runs
 from rooftop.records import NOISE_BAND, ORT_LEVEL_NAMES, Latency, OpGrowth, verdict
 
 LEVELS = tuple(ORT_LEVEL_NAMES)
@@ -266,35 +266,15 @@ def compare_in_turn(
 def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: str, threads: int, runs: int,
                     warmup: int = 2, prepack: bool = True) -> list[list[dict]]:
     """onnxruntime profiler node events, one list per run after ``warmup`` warm-up runs."""
-    import json
     import tempfile
 
-    # unnamed nodes are named for the session and unnamed again right after (a copy of the model
-    # would hold every inline weight twice)
-    unnamed = [n for n in model.graph.node if not n.name]
     with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
-        try:
-            for n in unnamed:
-                n.name = n.output[0] if n.output else n.op_type
+        with named_for_profiler(model):
             sess = make_session(model, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"), prepack=prepack)
-        finally:
-            for n in unnamed:
-                n.ClearField("name")
         names = [o.name for o in sess.get_outputs()]
         for _ in range(warmup + runs):
             sess.run(names, dict(feeds))
-        path = sess.end_profiling()
-        with open(path) as f:
-            events = json.load(f)
-    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    per_run: list[list[dict]] = [[] for _ in spans]
-    for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
-            continue
-        for i, (t0, t1) in enumerate(spans):
-            if t0 <= e["ts"] <= t1:
-                per_run[i].append(e)
-                break
+        per_run = profile_runs(sess.end_profiling())
     return per_run[warmup:] if len(per_run) > warmup else per_run
 
 
@@ -304,9 +284,7 @@ def profile_shapes(model: ModelProto, feeds: Mapping[str, np.ndarray], threads: 
     tensor at once. Nodes without a name are named after their first output."""
     out: dict[str, list[tuple[str, list[int]]]] = {}
     for run in _profile_events(model, feeds, "disable", threads, runs=1, warmup=0, prepack=False):
-        for e in run:
-            shapes = (e.get("args") or {}).get("output_type_shape") or []
-            out[e["name"][: -len("_kernel_time")]] = [next(iter(d.items())) for d in shapes if d]
+        out.update(output_shapes(run))
     return out
 
 
