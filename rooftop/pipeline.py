@@ -553,7 +553,8 @@ class _Run:
         kept = sorted((r for r in records if r.status is Status.APPLIED),
                       key=lambda r: r.latency.ratio if r.latency is not None else 1.0, reverse=True)
         # passes rejected by the gate stay out of the re-runs (which are not gated)
-        skip = {r.position: (r.status, r.cause, r.reason) for r in records if r.status is Status.REJECTED}
+        rejected = {r.position: r for r in records if r.status is Status.REJECTED}
+        skip = {p: (r.status, r.cause, r.reason) for p, r in rejected.items()}
         dropped: list[str] = []
         self.gate = False
         for rec in kept[:MAX_BACKOFF]:
@@ -561,6 +562,10 @@ class _Run:
             dropped.append(rec.name)
             self.stage(f"backing off: pipeline without {', '.join(dropped)}")
             optimized, records = self.run_passes(names, skip, on_start, on_end)
+            for r in records:  # a pass the gate rejected keeps what it measured and would have saved
+                if r.position in rejected:
+                    r.latency, r.cost, r.verified, r.max_abs_error = (rejected[r.position].latency, rejected[r.position].cost,
+                                                                      rejected[r.position].verified, rejected[r.position].max_abs_error)
             if optimized is self.original:
                 break
             lat = self._confirmed(self.original, optimized, level, self.final_stop)

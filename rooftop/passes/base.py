@@ -28,6 +28,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from rooftop.errors import first_line
 from rooftop.model_io import external_dir, weightless
+from rooftop.passes._graph import cleanup
 from rooftop.records import Cause, CostDelta, Latency, PassRecord, Status
 
 # graphsurgeon logs to stdout/stderr on its own (a colour warning, a message before each exception
@@ -133,7 +134,7 @@ class Pass:
         with untouched(model):
             graph = import_with_shapes(model) if self.needs_shapes else import_graph(model)
             result = self.run(graph, ctx)
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            cleanup(graph).toposort()
             self.tidied(graph, model, result)
             if result.rewrites == 0:
                 return model, result

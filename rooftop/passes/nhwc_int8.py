@@ -26,7 +26,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from rooftop.passes._graph import Namer, bypass, const_value
+from rooftop.passes._graph import Namer, bypass, cleanup, const_value
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 TO_NHWC = [0, 2, 3, 1]
@@ -78,7 +78,7 @@ class _Run:
             for node in list(graph.nodes):
                 changed += self._push(graph, node)
             pushed += changed
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            cleanup(graph).toposort()
             if not changed:
                 break
         cancelled = self._cancel(graph)
@@ -149,7 +149,7 @@ class _Run:
             prev = _is_to_nchw(node.inputs[0])
             if prev is not None and bypass(graph, node, prev.inputs[0], node.outputs[0]):
                 n += 1
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        cleanup(graph).toposort()
         return n
 
 

@@ -49,7 +49,7 @@ from collections import Counter
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import Namer, bypass, const_value, is_graph_output, single_consumer
+from rooftop.passes._graph import Namer, bypass, cleanup, const_value, is_graph_output, single_consumer
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 MOVEMENT = {"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Resize", "Identity"}
@@ -246,7 +246,7 @@ class _Run:
         counts: Counter[str] = Counter()
         for _ in range(6):
             n = self._round(graph, counts)
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            cleanup(graph).toposort()
             if not n:
                 break
         res = PassResult(sum(counts.values()), counts=dict(counts))

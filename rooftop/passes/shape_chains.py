@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import bypass, const_value, const_weight, is_graph_output
+from rooftop.passes._graph import bypass, cleanup, const_value, const_weight, is_graph_output
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 Elem = Any  # int | tuple
@@ -338,7 +338,7 @@ class _Run:
             n = self._round(graph, counts)
             if not n:
                 break
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            cleanup(graph).toposort()
         res = PassResult(sum(counts.values()), counts=dict(counts))
         res.notes = [f"{what}: {n}" for what, n in sorted(counts.items())]
         self._left(graph, res)
