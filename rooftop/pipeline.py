@@ -223,8 +223,6 @@ class OrtComparator:
             if m is model and lv == level:
                 return s
         s = timing.session(model, level, self.opts.threads)
-        if model_io.weights_nbytes(model) > CACHE_SESSIONS_UP_TO:
-            self.forget()  # (a large model's run never caches; this drops what a small one's left)
         if model_io.weights_nbytes(model) <= CACHE_SESSIONS_UP_TO:  # a session holds its own copy of the weights
             self._cache = (self._cache + [(model, level, s)])[-2:]
         return s
@@ -395,8 +393,10 @@ class _Run:
 
     def _timed_alone(self, name: str, candidate: ModelProto, v: Validation) -> bool:
         """Whether the gate times this pass's output against its input (see ``decide``)."""
-        if not self.gate or self.compare is None:
-            return False
+        return self.gate and self.compare is not None and self._may_slow(name, candidate, v)
+
+    def _may_slow(self, name: str, candidate: ModelProto, v: Validation) -> bool:
+        """A pass that adds work or ``changes_kernels``: one that only removes work is timed with the final model."""
         return getattr(REGISTRY.get(name), "changes_kernels", False) or self._adds_work(candidate, v)
 
     def decide(self, name: str, candidate: ModelProto, v: Validation) -> None:
@@ -404,7 +404,7 @@ class _Run:
         or that adds memory traffic and is not measured faster."""
         if not self.gate:
             return
-        if not getattr(REGISTRY.get(name), "changes_kernels", False) and not self._adds_work(candidate, v):
+        if not self._may_slow(name, candidate, v):
             v.removes_only = self.compare is not None  # the final comparison (and back-off) decides it with the rest
             return
         if self.compare is None:
@@ -487,7 +487,7 @@ class _Run:
         return timing.op_growth(a, b, shrank=shrank)
 
     # -- the passes --------------------------------------------------------------------------
-    def run_passes(self, names: Sequence[str], skip: dict[int, tuple[Status, Cause, str]], on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
+    def run_passes(self, names: Sequence[str], skip: dict[int, PassRecord | tuple[Status, Cause, str]], on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
         opts = self.opts
         ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=self._channel_multiple())
         self.current, self.current_cost, self.last_verified = self.original, self.before, None
@@ -553,8 +553,7 @@ class _Run:
         kept = sorted((r for r in records if r.status is Status.APPLIED),
                       key=lambda r: r.latency.ratio if r.latency is not None else 1.0, reverse=True)
         # passes rejected by the gate stay out of the re-runs (which are not gated)
-        rejected = {r.position: r for r in records if r.status is Status.REJECTED}
-        skip = {p: (r.status, r.cause, r.reason) for p, r in rejected.items()}
+        skip: dict[int, PassRecord | tuple[Status, Cause, str]] = {r.position: r for r in records if r.status is Status.REJECTED}
         dropped: list[str] = []
         self.gate = False
         for rec in kept[:MAX_BACKOFF]:
@@ -562,10 +561,6 @@ class _Run:
             dropped.append(rec.name)
             self.stage(f"backing off: pipeline without {', '.join(dropped)}")
             optimized, records = self.run_passes(names, skip, on_start, on_end)
-            for r in records:  # a pass the gate rejected keeps what it measured and would have saved
-                if r.position in rejected:
-                    r.latency, r.cost, r.verified, r.max_abs_error = (rejected[r.position].latency, rejected[r.position].cost,
-                                                                      rejected[r.position].verified, rejected[r.position].max_abs_error)
             if optimized is self.original:
                 break
             lat = self._confirmed(self.original, optimized, level, self.final_stop)

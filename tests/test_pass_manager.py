@@ -76,6 +76,16 @@ def test_manager_skips_positions():
     rec = mgr.records[0]
     assert rec.status is Status.SKIPPED and rec.cause is Cause.BACKED_OFF and rec.reason == "backed off: test"
     assert out.graph.node[0].name == ""
+    # back-off re-runs repeat a rejected pass's record: what it measured and would have saved stay
+    from rooftop.records import Latency, PassRecord
+
+    lat = Latency(level="all", threads=1, rounds=10, ms_before=1.0, ms_after=2.0, ratio=2.0, ci=(1.9, 2.1), iqr=(1.95, 2.05))
+    rejected = PassRecord(name="test-marks", status=Status.REJECTED, cause=Cause.SLOWER, reason="slower", latency=lat, position=0)
+    mgr = PassManager([Marks()], PassContext(), skip={0: rejected})
+    out = mgr.run(model())
+    rec = mgr.records[0]
+    assert rec is not rejected and rec.status is Status.REJECTED and rec.latency is lat and rec.reason == "slower"
+    assert rec.nodes_before == rec.nodes_after == 1 and out.graph.node[0].name == ""
 
 
 def test_passes_keep_no_state_on_the_instance():

@@ -157,8 +157,7 @@ def _vi_info(vi: onnx.ValueInfoProto) -> TensorInfo:
 def _bind_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> tuple[ModelProto, dict[str, list[int]]]:
     """A weightless copy of ``model`` whose graph inputs have concrete shapes."""
 
-    specs = graph_inputs(model)
-    shapes = bind_shapes(specs, dict(input_shapes), 1, 32)
+    shapes = bound_inputs(model, input_shapes)
     sk = weightless(model)
     g = sk.graph
     for new in g.input:
@@ -173,6 +172,11 @@ def _bind_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -
 
 
 ShapeMemo = dict  # (tensor, producer op, producer inputs) -> TensorInfo from an earlier run
+
+
+def _memo_keys(model: ModelProto) -> dict[str, tuple]:
+    """Each node output's key in a ShapeMemo: written by the same op from the same inputs, it has the same shape."""
+    return {o: (o, n.op_type, tuple(n.input)) for n in model.graph.node for o in n.output if o}
 
 
 def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None, *, allow_run: bool = True,
@@ -191,7 +195,7 @@ def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
                     infos[n.output[0]] = TensorInfo(tuple(int(d) for d in a.t.dims), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(a.t.data_type)))
     bound: dict[str, list[int]] = {}
     source = "onnx shape inference"
-    keys = {o: (o, n.op_type, tuple(n.input)) for n in model.graph.node for o in n.output if o}
+    keys = _memo_keys(model)
     remembered = {o: memo[k] for o, k in keys.items() if k in memo} if memo else {}
     try:
         sk, bound = _bind_inputs(model, input_shapes or {})
@@ -281,7 +285,7 @@ def remember(memo: ShapeMemo, model: ModelProto, shapes_by_node: Mapping[str, li
     """Put the output shapes of a profiled run of ``model`` (at the inputs ``bound_inputs`` gives)
     into ``memo``, for its analysis and the next models' to start from; returns how many."""
     got = _match_profile(model, shapes_by_node)
-    keys = {o: (o, n.op_type, tuple(n.input)) for n in model.graph.node for o in n.output if o}
+    keys = _memo_keys(model)
     memo.update((keys[o], info) for o, info in got.items() if o in keys)
     return len(got)
 

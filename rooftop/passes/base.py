@@ -400,7 +400,8 @@ AfterPass = Callable[[str, ModelProto], Validation]
 class PassManager:
     """Runs passes in order, validating each, rolling back the ones that fail.
 
-    ``skip`` maps pipeline positions not to run to the (status, cause, reason) their record gets
+    ``skip`` maps pipeline positions not to run to the (status, cause, reason) their record gets,
+    or to the record to repeat
     (the pipeline's back-off uses it); the model goes on unchanged past them.
     """
 
@@ -415,7 +416,7 @@ class PassManager:
         on_start: Callable[[str, int], None] | None = None,
         on_end: Callable[[PassRecord], None] | None = None,
         debug: bool = False,
-        skip: Mapping[int, tuple[Status, Cause, str]] | None = None,
+        skip: Mapping[int, PassRecord | tuple[Status, Cause, str]] | None = None,
     ) -> None:
         self.passes = list(passes)
         self.ctx = ctx
@@ -443,8 +444,7 @@ class PassManager:
             changed = 0
             for p in self.passes:
                 if position in self.skip:
-                    status, cause, reason = self.skip[position]
-                    rec = PassRecord(name=p.name, iteration=iteration, status=status, cause=cause, reason=reason, position=position)
+                    rec = self._skipped(p, position, iteration)
                     rec.nodes_before = rec.nodes_after = count_nodes(model)
                 else:
                     model, rec = self._run_one(p, model, iteration)
@@ -458,6 +458,15 @@ class PassManager:
             if not changed:
                 break
         return model
+
+    def _skipped(self, p: Pass, position: int, iteration: int) -> PassRecord:
+        """The record of a position not run: a record given in ``skip`` repeated (a pass the gate
+        rejected keeps what it measured and would have saved), or one made from (status, cause, reason)."""
+        spec = self.skip[position]
+        if isinstance(spec, PassRecord):
+            return dataclasses.replace(spec, iteration=iteration, position=position)
+        status, cause, reason = spec
+        return PassRecord(name=p.name, iteration=iteration, status=status, cause=cause, reason=reason, position=position)
 
     def _run_one(self, p: Pass, model: ModelProto, iteration: int) -> tuple[ModelProto, PassRecord]:
         rec = PassRecord(name=p.name, iteration=iteration, nodes_before=count_nodes(model))
