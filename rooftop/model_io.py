@@ -518,6 +518,15 @@ def release_memory() -> None:
         pass
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is not there to tell)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
+
+
 def is_large(model: ModelProto) -> bool:
     """Too large for one protobuf: must go to disk with external data to be checked or run
     (external references do not count: they stay where they are)."""

@@ -62,6 +62,10 @@ MAX_BACKOFF = 3  # re-runs without the worst pass before the original graph is w
 # sessions beside a verification session made the run's peak (496 MB)
 CACHE_SESSIONS_UP_TO = model_io.SPILL_FROM_BYTES
 INTERLEAVE_UP_TO = 1 << 30  # models with more weights are timed one session at a time (blocks A B B A)
+# the memory goal (README): peak resident memory at most MEMORY_PER_SIZE times the weights, for
+# models with MEMORY_GOAL_FROM or more of them
+MEMORY_GOAL_FROM = 50 << 20
+MEMORY_PER_SIZE = 3.0
 
 
 class Comparator(Protocol):
@@ -177,9 +181,15 @@ def _check_options(opts: Options) -> None:
 
 
 def in_turn(model: ModelProto) -> bool:
-    """Whether timing builds one session at a time: a session holds the weights (prepacked), and
-    two of a model this large would hold them twice."""
-    return model_io.weights_nbytes(model) > INTERLEAVE_UP_TO
+    """Whether timing builds one session at a time. A session holds its own copy of the weights
+    (onnxruntime copies them in from a memory-mapped file too, prepacked or not: ViT, 88 MB, +85 MB
+    a session), so two alive hold them twice: always over ``INTERLEAVE_UP_TO``, and from
+    ``MEMORY_GOAL_FROM`` when what the process holds now plus two copies would pass the memory goal
+    (ViT: 130 MB of libraries and state + 2 × 88 MB > 3 × 88 MB; bert, 438 MB, fits)."""
+    w = model_io.weights_nbytes(model)
+    if w > INTERLEAVE_UP_TO:
+        return True
+    return w >= MEMORY_GOAL_FROM and model_io.resident_bytes() + 2 * w > MEMORY_PER_SIZE * w
 
 
 def _costs_more(v: Validation) -> bool:
@@ -212,8 +222,9 @@ class OrtComparator:
     """Interleaved onnxruntime timing on this machine. Keeps the session of the last model it
     timed as "after", so the next pass's comparison (whose "before" it is) does not build it again."""
 
-    def __init__(self, feeds: dict, opts: Options) -> None:
+    def __init__(self, feeds: dict, opts: Options, one_at_a_time: bool = False) -> None:
         self.feeds, self.opts = feeds, opts
+        self.one_at_a_time = one_at_a_time  # ``in_turn`` of the original, decided once for the run
         self._cache: list[tuple[ModelProto, str, Any]] = []
 
     def _session(self, model: ModelProto, level: str):
@@ -232,7 +243,7 @@ class OrtComparator:
 
         threads = self.opts.threads or runtime.physical_cores()
         budget = self.opts.time_budget * (2.0 if stop == "verdict" else 1.0)
-        if in_turn(before):  # two sessions alive would hold every (prepacked) weight twice
+        if self.one_at_a_time:  # two sessions alive would hold every weight twice
             self.forget()
             c = timing.compare_in_turn(lambda: timing.session(before, level, self.opts.threads),
                                        lambda: timing.session(after, level, self.opts.threads), self.feeds,
@@ -327,11 +338,14 @@ class _Run:
             self.warnings.append("onnxruntime cannot run the model, so nothing was timed: passes were decided by "
                                  "structure alone (a pass whose predicted time grows is rejected)")
             return
-        self.compare = OrtComparator(self.feeds, opts)
-        if in_turn(self.original):
-            gb = model_io.weights_nbytes(self.original) / 1e9
+        one = in_turn(self.original)
+        self.compare = OrtComparator(self.feeds, opts, one_at_a_time=one)
+        if one:
+            w = model_io.weights_nbytes(self.original)
+            size = f"{w / 1e9:.1f} GB" if w >= 1e9 else f"{w / 1e6:.0f} MB"
             self.warnings.append(f"timed one session at a time (blocks A B B A, each a fresh session): two sessions "
-                                 f"of {gb:.1f} GB of weights would hold them twice; the intervals are wider than interleaved")
+                                 f"would hold its {size} of weights twice, past {MEMORY_PER_SIZE:g}× its size in "
+                                 f"memory; the intervals are wider than interleaved")
 
     def cost(self, model: ModelProto) -> Roofline | None:
         from rooftop.analysis import costs, roofline

@@ -125,6 +125,31 @@ def test_large_models_are_timed_one_session_at_a_time(decoder, tmp_path, monkeyp
     assert len(built) % 4 == 0 and built  # blocks A B B A, a fresh session each
 
 
+def test_two_sessions_alive_only_within_the_memory_goal(monkeypatch):
+    """From MEMORY_GOAL_FROM of weights, timing interleaves only when what the process holds plus
+    two copies of the weights stays within 3x them; under it, it always interleaves."""
+    w = np.zeros((256, 1024), np.float32)  # 1 MiB
+    m = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1024])],
+        [onnx.numpy_helper.from_array(w, "w")]))
+    monkeypatch.setattr(pipeline, "MEMORY_GOAL_FROM", 1 << 20)
+    monkeypatch.setattr(model_io, "resident_bytes", lambda: 1 << 20)  # 1 + 2 x 1 MiB: within 3x
+    assert not pipeline.in_turn(m)
+    monkeypatch.setattr(model_io, "resident_bytes", lambda: 2 << 20)  # 2 + 2 x 1 MiB: past 3x
+    assert pipeline.in_turn(m)
+    monkeypatch.setattr(pipeline, "MEMORY_GOAL_FROM", 2 << 20)  # a model under the goal's size
+    assert not pipeline.in_turn(m)
+
+
+def test_resident_bytes_reads_this_process():
+    before = model_io.resident_bytes()
+    block = np.ones(64 << 20, np.uint8)  # 64 MiB, touched
+    assert 10 << 20 < before and model_io.resident_bytes() >= before + (60 << 20)
+    del block
+
+
 def test_report_reads_the_rows_as_blocks(decoder, tmp_path):
     from rooftop.report.text import summary_lines
 
