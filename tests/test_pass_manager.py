@@ -188,6 +188,10 @@ def test_idle_passes_do_not_import_the_graph(monkeypatch):
                      [vi("x", [2, 2])], [vi("y", [2, 2])],
                      [init("wq", np.ones((2, 2), np.int8)), init("s", np.array(0.5, np.float32))])
     assert REGISTRY["fold-conv-bn"]().apply(qdq, PassContext())[0] is qdq
+    # a global average pool written as ReduceMean (no Sqrt: no decomposed norm) leaves norm-fusion idle
+    gap = make_model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)],
+                     [vi("x", [1, 4, 2, 2])], [vi("y", [1, 4])], [], opset=17)
+    assert REGISTRY["norm-fusion"]().apply(gap, PassContext())[0] is gap
     # the anchors are what make them import: cleanup (no anchors) and requant on the DQ graph do
     for name, mdl in (("cleanup", m), ("requant", qdq), ("fold-conv-bn", model_with_matmul())):
         try:

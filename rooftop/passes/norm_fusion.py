@@ -67,8 +67,12 @@ class NormFusion(Pass):
     needs_shapes = True
 
     def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
-        anchors = {"ReduceMean"} | (set(SKIP_FORMS) if ctx.target == "onnxruntime" else set())
-        return None if any(n.op_type in anchors for n in model.graph.node) else PassResult()
+        """Idle without a decomposed norm's ReduceMean and Sqrt (a global average pool is a
+        ReduceMean alone) or, for the onnxruntime target, a normalization op to put a skip into."""
+        ops = {n.op_type for n in model.graph.node}
+        if {"ReduceMean", "Sqrt"} <= ops or (ctx.target == "onnxruntime" and ops & set(SKIP_FORMS)):
+            return None
+        return PassResult()
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         return _Run(ctx.target, graph).run(graph)
