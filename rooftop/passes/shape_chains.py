@@ -46,6 +46,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from rooftop.passes import _fold
 from rooftop.passes._graph import bypass, cleanup, const_value, const_weight, is_graph_output
 from rooftop.passes.base import Pass, PassContext, PassResult
 
@@ -413,9 +414,6 @@ class _Run:
         return rule(node, ins, vals) if rule is not None else None
 
     def _fold_node(self, node: gs.Node, vals: dict[str, Val]) -> list[Val | None] | None:
-        from onnx.reference import ReferenceEvaluator
-        from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
-
         feeds = {t.name: vals[t.name].const for t in node.inputs if t.name}
         if sum(v.nbytes for v in feeds.values()) > self.limit:
             return None
@@ -423,9 +421,15 @@ class _Run:
         if size is not None and size > self.limit:  # known before computing it: never materialized
             self.over_limit.add(node.outputs[0].name)
             return None
-        proto = OnnxExporter.export_node(node)
         opset = self._opset or onnx.defs.onnx_opset_version()
-        outs = ReferenceEvaluator(proto, opsets={"": opset}).run(None, feeds)
+        outs = None
+        if len(node.outputs) == 1 and all(t.name for t in node.inputs):
+            outs = _fold.fold(node.op, [feeds[t.name] for t in node.inputs], node.attrs, opset)
+        if outs is None:
+            from onnx.reference import ReferenceEvaluator
+            from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+            outs = ReferenceEvaluator(OnnxExporter.export_node(node), opsets={"": opset}).run(None, feeds)
         res: list[Val | None] = []
         for t, o in zip(node.outputs, outs):
             o = np.asarray(o)
