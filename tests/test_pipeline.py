@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import MODELS, cli, init, make_model, ops, run, vi, optimize
+from helpers import MODELS, ROOT, cli, init, make_model, ops, optimize, run, vi
 from onnx import TensorProto, helper
 
 import rooftop
@@ -74,6 +77,22 @@ def test_samples_optimize_and_verify(model, tmp_path):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["verification"]["ok"] is True
     assert [p["name"] for p in rep["passes"]] == rep["pipeline"]
+
+
+def test_the_command_ends_with_its_output_flushed_and_no_temp_left(tmp_path):
+    """The command skips the interpreter's teardown (os._exit): its exit code, its last line and
+    the report it wrote must all be there, and its temp folder empty."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "out.onnx"
+    res = subprocess.run([sys.executable, "-m", "rooftop", str(SAMPLES[0]), "--check", "--hardware", "host",
+                          "--time-budget", "0.2", "--report", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
+    assert res.returncode == 1, res.stderr  # --check: the model would change
+    assert "would change: cleanup" in res.stdout and res.stdout.rstrip().splitlines()[-1].startswith("projected:"), res.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["passes"]
+    # (onnxruntime's import writes a 51-byte session marker, .ses, into the temp folder: not ours)
+    assert not out.exists() and [p.name for p in tmp.iterdir() if p.name != ".ses"] == []
 
 
 def test_broken_pass_is_rolled_back(extra_passes, tmp_path):
