@@ -342,21 +342,21 @@ def _conv_like(node, ins, outs, attrs, transpose=False, integer=False):
     if x is None or w is None or y is None or x.shape is None or w.shape is None or y.shape is None:
         return "shapes unknown"
     g = int(attrs.get("group", 1))
-    k = int(np.prod(w.shape[2:])) if len(w.shape) > 2 else 1
+    k = math.prod(w.shape[2:]) if len(w.shape) > 2 else 1
     if not transpose:
         cin_per_group = w.shape[1]
-        macs = int(np.prod(y.shape)) * cin_per_group * k
+        macs = math.prod(y.shape) * cin_per_group * k
     else:
         cout_per_group = w.shape[1]
-        macs = int(np.prod(x.shape)) * cout_per_group * k
+        macs = math.prod(x.shape) * cout_per_group * k
     ops = 2.0 * macs
     bias_idx = 8 if node.op_type == "QLinearConv" else 2
     if len(node.input) > bias_idx and node.input[bias_idx]:
-        ops += int(np.prod(y.shape))
+        ops += math.prod(y.shape)
     if node.op_type == "FusedConv":
-        ops += int(np.prod(y.shape))  # the fused activation
+        ops += math.prod(y.shape)  # the fused activation
         if len(node.input) > 3 and node.input[3]:
-            ops += int(np.prod(y.shape))  # the fused sum
+            ops += math.prod(y.shape)  # the fused sum
     _ = g
     return (0.0, ops) if integer else (ops, 0.0)
 
@@ -386,7 +386,7 @@ def _matmul_ops(a: TensorInfo, b: TensorInfo, y: TensorInfo) -> float | None:
     if a.shape is None or y.shape is None:
         return None
     k = a.shape[-1] if len(a.shape) >= 1 else 1
-    return 2.0 * int(np.prod(y.shape)) * k
+    return 2.0 * math.prod(y.shape) * k
 
 
 @rule("MatMul", "FusedMatMul")
@@ -397,7 +397,7 @@ def _matmul(node, ins, outs, attrs):
     if ops is None:
         return "shapes unknown"
     if node.op_type == "FusedMatMul" and int(attrs.get("transA", 0)) and ins[0].shape and len(ins[0].shape) >= 2:
-        ops = 2.0 * int(np.prod(outs[0].shape)) * ins[0].shape[-2]
+        ops = 2.0 * math.prod(outs[0].shape) * ins[0].shape[-2]
     return ops, 0.0
 
 
@@ -417,9 +417,9 @@ def _gemm(node, ins, outs, attrs):
     if a is None or y is None or a.shape is None or y.shape is None:
         return "shapes unknown"
     k = a.shape[0] if int(attrs.get("transA", 0)) else a.shape[1]
-    ops = 2.0 * int(np.prod(y.shape)) * k
+    ops = 2.0 * math.prod(y.shape) * k
     if len(node.input) > 2 and node.input[2]:
-        ops += int(np.prod(y.shape))
+        ops += math.prod(y.shape)
     return ops, 0.0
 
 
@@ -429,7 +429,7 @@ def _qgemm(node, ins, outs, attrs):
     if a is None or y is None or a.shape is None or y.shape is None:
         return "shapes unknown"
     k = a.shape[0] if int(attrs.get("transA", 0)) else a.shape[1]
-    return 0.0, 2.0 * int(np.prod(y.shape)) * k
+    return 0.0, 2.0 * math.prod(y.shape) * k
 
 
 @rule("Einsum")
@@ -445,7 +445,7 @@ def _einsum(node, ins, outs, attrs):
             return "Einsum with ellipsis or unknown shapes"
         for ch, d in zip(term, info.shape):
             sizes[ch] = max(sizes.get(ch, 1), int(d))
-    total = float(np.prod(list(sizes.values()))) if sizes else 1.0
+    total = float(math.prod(sizes.values())) if sizes else 1.0
     out_letters = set(rhs) if _ else set()
     contracted = set(sizes) - out_letters
     return (2.0 * total if contracted else total), 0.0
@@ -481,8 +481,8 @@ def _pool(node, ins, outs, attrs):
     y = outs[0]
     if y is None or y.shape is None:
         return "shapes unknown"
-    k = int(np.prod(attrs.get("kernel_shape", [1])))
-    return float(int(np.prod(y.shape)) * k), 0.0
+    k = math.prod(attrs.get("kernel_shape", [1]))
+    return float(math.prod(y.shape) * k), 0.0
 
 
 @rule("QLinearAveragePool")
@@ -500,7 +500,7 @@ def _resize(node, ins, outs, attrs):
     mode = mode.decode() if isinstance(mode, bytes) else mode
     k = sum(1 for a, b in zip(x.shape, y.shape) if a != b)
     per = 0 if mode == "nearest" else (2 * 2**k if mode == "linear" else 2 * 4**k)
-    return float(per * int(np.prod(y.shape))), 0.0
+    return float(per * math.prod(y.shape)), 0.0
 
 
 @rule("LSTM", "GRU", "RNN")
@@ -657,7 +657,7 @@ def analyze(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None 
         d["bytes"] += c.bytes
         d["unknown"] += 0 if c.known else 1
     for tensor in model.graph.initializer:
-        n = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+        n = math.prod(tensor.dims) if tensor.dims else 1
         t.params += n
         info = infos.get(tensor.name)
         t.param_bytes += (info.nbytes or 0) if info is not None else 0
@@ -680,7 +680,7 @@ def node_layers(model: ModelProto) -> list[str]:
 
     # weights (16 elements or more) name their block, or say the node is outside every block
     # (the final norm and the LM head read ``model.norm.weight``, ``lm_head.weight``)
-    weights = {t.name for t in model.graph.initializer if int(np.prod(t.dims, dtype=np.int64)) >= 16}
+    weights = {t.name for t in model.graph.initializer if math.prod(t.dims) >= 16}
     of: dict[str, int] = {}
     out: list[str] = []
     for n in model.graph.node:
