@@ -181,9 +181,9 @@ def _check_options(opts: Options) -> None:
 
 
 def in_turn(model: ModelProto) -> bool:
-    """Whether timing builds one session at a time. A session holds its own copy of the weights
-    (onnxruntime copies them in from a memory-mapped file too, prepacked or not: ViT, 88 MB, +85 MB
-    a session), so two alive hold them twice: always over ``INTERLEAVE_UP_TO``, and from
+    """Whether timing builds one session at a time. A timing session holds its own copy of the
+    weights (with prepacking on, onnxruntime copies them out of the memory-mapped file: ViT, 88 MB,
+    +85 MB a session), so two alive hold them twice: always over ``INTERLEAVE_UP_TO``, and from
     ``MEMORY_GOAL_FROM`` when what the process holds now plus two copies would pass the memory goal
     (ViT: 130 MB of libraries and state + 2 × 88 MB > 3 × 88 MB; bert, 438 MB, fits)."""
     w = model_io.weights_nbytes(model)

@@ -63,3 +63,4 @@ def test_what_it_does_not_cover_goes_to_the_reference():
     assert _fold.fold("Unsqueeze", [X], {"axes": [0]}, 13) is None  # attribute axes at opset 13
     assert _fold.fold("Unsqueeze", [X, i64(0)], {}, 11) is None  # input axes before opset 13
     assert _fold.fold("Gather", [X, np.array([0.0])], {}, 17) is None
+    assert _fold.fold("Reshape", [np.zeros((0,), np.float32), i64(1, 0)], {}, 17) is None  # 0 past the input's rank

@@ -8,7 +8,7 @@ indices count from the end as ``np.take``'s do; Reshape's 0 copies the input's d
 
 Refuses (returns None, and the caller uses the reference evaluator): an op not in ``FORMS``;
 element-wise inputs of different element types (the model is invalid; the reference says how);
-axes given both ways or in a form this opset does not have.
+axes in a form this opset does not have; a Reshape 0 past the input's rank.
 """
 
 from __future__ import annotations
@@ -33,12 +33,18 @@ def _binary(f: Callable[[np.ndarray, np.ndarray], np.ndarray]):
     return form
 
 
-def _axes(ins: Sequence[np.ndarray], attrs: Attrs, opset: int) -> tuple[int, ...] | None | bool:
-    """Unsqueeze/Squeeze axes: an attribute before opset 13, the second input from it. False: malformed."""
+class _Malformed(Exception):
+    """Axes given in a form this opset does not have: the reference evaluator says what it does."""
+
+
+def _axes(ins: Sequence[np.ndarray], attrs: Attrs, opset: int) -> tuple[int, ...] | None:
+    """Unsqueeze/Squeeze axes (None: not given): an attribute before opset 13, the second input from it."""
     if opset < 13:
-        return False if len(ins) > 1 else (None if attrs.get("axes") is None else tuple(int(a) for a in attrs["axes"]))
+        if len(ins) > 1:
+            raise _Malformed
+        return None if attrs.get("axes") is None else tuple(int(a) for a in attrs["axes"])
     if "axes" in attrs:
-        return False
+        raise _Malformed
     return tuple(int(a) for a in ins[1].reshape(-1)) if len(ins) > 1 else None
 
 
@@ -49,8 +55,6 @@ def _unsqueeze(ins, attrs, opset):
 
 def _squeeze(ins, attrs, opset):
     axes = _axes(ins, attrs, opset)
-    if axes is False:
-        return None
     return np.squeeze(ins[0]) if axes is None else np.squeeze(ins[0], axis=axes)
 
 
@@ -59,7 +63,9 @@ def _reshape(ins, attrs, opset):
         return None
     x, shape = ins[0], [int(d) for d in ins[1].reshape(-1)]
     if not int(attrs.get("allowzero", 0)):
-        shape = [x.shape[i] if d == 0 and i < x.ndim else d for i, d in enumerate(shape)]
+        if any(d == 0 for d in shape[x.ndim:]):
+            raise _Malformed  # a 0 that copies a dim the input does not have
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return x.reshape(shape)
 
 
@@ -100,5 +106,8 @@ def fold(op: str, ins: Sequence[np.ndarray], attrs: Attrs, opset: int) -> list[n
     form = FORMS.get(op)
     if form is None:
         return None
-    out = form([np.asarray(a) for a in ins], attrs, opset)
+    try:
+        out = form([np.asarray(a) for a in ins], attrs, opset)
+    except _Malformed:
+        return None
     return None if out is None else [np.array(out, order="C")]  # (a copy of its own; 0-d stays 0-d)
