@@ -60,7 +60,7 @@ MAX_BACKOFF = 3  # re-runs without the worst pass before the original graph is w
 # timing sessions of models with more weights are built per comparison and dropped after it: a
 # session holds its own (prepacked) copy of the weights, and on bert-qdq (110 MB) two cached
 # sessions beside a verification session made the run's peak (496 MB)
-CACHE_SESSIONS_UP_TO = model_io.SPILL_FROM_BYTES
+CACHE_SESSIONS_UP_TO = model_io.LARGE_WEIGHT_BYTES
 INTERLEAVE_UP_TO = 1 << 30  # models with more weights are timed one session at a time (blocks A B B A)
 # the memory goal (README): peak resident memory at most MEMORY_PER_SIZE times the weights, for
 # models with MEMORY_GOAL_FROM or more of them
@@ -106,7 +106,7 @@ class Options:
     comparator: Comparator | None = None  # replaces onnxruntime timing on this machine (tests, remote devices)
     opset: int | None = None  # convert the model to this default-domain opset before the passes
     # weights stay on disk (memory-mapped by onnxruntime, read by a pass only when it rewrites them,
-    # streamed to the output); None: from 64 MB of weights on. External data is referred to where it
+    # streamed to the output); None: from 8 MB of weights on. External data is referred to where it
     # is (the model optimize() returns then refers to the input's data file, relative to its folder);
     # a model stored inline is moved to a scratch file for the run and returned with its weights.
     lazy_weights: bool | None = None

@@ -26,7 +26,7 @@ import numpy as np
 from onnx import ModelProto
 
 from rooftop.errors import InputError, UsageError, first_line
-from rooftop.model_io import SPILL_FROM_BYTES, release_memory, weights_nbytes
+from rooftop.model_io import LARGE_WEIGHT_BYTES, release_memory, weights_nbytes
 from rooftop.runtime import (
     bind_shapes,
     graph_inputs,
@@ -216,7 +216,7 @@ class Verifier:
         self.quantized = quantized_outputs(original)
         self.steps = dequantized_output_steps(original)
         self.ort_distance: dict[str, float] = {}
-        big = weights_nbytes(original) >= SPILL_FROM_BYTES  # (a garbage collection costs 20 ms: for models where memory counts)
+        big = weights_nbytes(original) >= LARGE_WEIGHT_BYTES  # (a garbage collection costs 20 ms: for models where memory counts)
         self._references(original, input_shapes, inputs_npz, seed)
         if big:
             release_memory()  # the reference session is gone before the next is built
