@@ -214,6 +214,34 @@ def test_a_model_of_8_mb_stored_inline_works_from_a_spilled_copy(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c128.onnx", "c512.onnx", "o128.onnx", "o512.onnx"]
 
 
+def test_weights_on_disk_fold_as_inline_ones_do(tmp_path):
+    """A weight left on disk under the fold limit is read in for onnxsim: Transpose(w) feeding a
+    MatMul folds whether the model is stored inline or with external data (spilled or not), and
+    a weight onnxsim returns untouched refers to its bytes on disk again."""
+    r = np.random.default_rng(1)
+    wt = r.standard_normal((256, 512)).astype(np.float32)  # 512 KB: under the 1 MB fold limit
+    w2 = r.standard_normal((256, 256)).astype(np.float32)  # 256 KB: read as it is
+    m = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Transpose", ["wt"], ["w"], perm=[1, 0]),
+         onnx.helper.make_node("MatMul", ["x", "w"], ["h"]),
+         onnx.helper.make_node("MatMul", ["h", "w2"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 512])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 256])],
+        [onnx.numpy_helper.from_array(wt, "wt"), onnx.numpy_helper.from_array(w2, "w2")]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    ref = onnx.ModelProto()
+    ref.CopyFrom(m)
+    src = tmp_path / "ext.onnx"
+    onnx.save(m, src, save_as_external_data=True, location="ext.data", size_threshold=1024)
+    x = {"x": r.standard_normal((2, 512)).astype(np.float32)}
+    model, report = optimize(src, tmp_path / "out.onnx", lazy_weights=True, passes=["simplify"])
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "MatMul"]
+    on_disk = {t.name for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL}
+    assert on_disk == {"w2"}  # the folded weight is new; the untouched one still refers to ext.data
+    np.testing.assert_allclose(run_file(tmp_path / "out.onnx", x)[0], run(ref, x)[0], rtol=1e-4, atol=1e-4)
+
+
 def test_kv_cache_attention_is_fused_at_opset_23(decoder, tmp_path):
     out = tmp_path / "out.onnx"
     model, report = optimize(decoder, out, opset=23)

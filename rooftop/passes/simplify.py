@@ -42,7 +42,7 @@ import onnx
 from onnx import ModelProto
 
 from rooftop.errors import first_line
-from rooftop.model_io import is_large, tensor_nbytes, without_initializers
+from rooftop.model_io import external_dir, is_large, tensor_nbytes, without_initializers
 from rooftop.passes.base import (
     ModelPass,
     PassContext,
@@ -89,7 +89,7 @@ class Simplify(ModelPass):
         if not has_work(model):
             return model, PassResult(0, ["nothing for onnxsim: no constant subgraph, shape read or pair it simplifies (not imported)"])
         before = graph_signature(model)
-        work, kept = _hide_weights(model, int(ctx.fold_limit))
+        work, kept, read = _hide_weights(model, int(ctx.fold_limit))
         if is_large(work):
             return model, PassResult(0, ["skipped: weights under the fold limit add up to over 1.8 GB (onnxsim works on an in-memory protobuf)"])
         work, generators = _hide_large_generators(work, int(ctx.fold_limit))
@@ -100,6 +100,7 @@ class Simplify(ModelPass):
         out, capped, grown, fallback = _within_budget(work, int(ctx.fold_limit), budget, ctx.target)
         _restore_generators(out, generators, model)
         _restore_weights(out, kept)
+        _back_on_disk(out, read)
         resorted = toposort(out)  # onnxsim's output is now and then out of order; the checker refuses that
         del out.graph.value_info[:]
         if graph_signature(out) == before:
@@ -386,9 +387,9 @@ def _hidden_weights(model: ModelProto, limit: int) -> list[onnx.TensorProto]:
     - weights stored narrower than float32 (int8, uint8, int16, fp16, bf16 ...) and widened at run
       time by a Cast or DequantizeLinear: onnxsim would fold them into float32 initializers, four
       times the bytes to store and to read (an int8 MiniLM grew from 22.9 MB to 90.3 MB);
-    - weights over the per-tensor fold limit and weights left on disk: whatever they feed that is
-      small enough to fold is not worth serializing every weight to onnxsim and back (and those
-      on disk would have to be read in); what is large would not fold anyway."""
+    - weights over the per-tensor fold limit: whatever they feed that is small enough to fold is
+      not worth serializing every weight to onnxsim and back; what is large would not fold anyway.
+      (Weights left on disk under the limit are read in for it: ``_hide_weights``.)"""
     widening = {i for n in model.graph.node if n.op_type in ("Cast", "CastLike", "DequantizeLinear") for i in n.input[:1]}
     outputs = {o.name for o in model.graph.output}
 
@@ -397,22 +398,45 @@ def _hidden_weights(model: ModelProto, limit: int) -> list[onnx.TensorProto]:
             return False
         size = tensor_nbytes(t)
         narrow = t.name in widening and t.data_type not in WIDE and size >= NARROW_MIN_BYTES
-        return narrow or t.data_location == onnx.TensorProto.EXTERNAL or size > max(limit, NARROW_MIN_BYTES)
+        return narrow or size > max(limit, NARROW_MIN_BYTES)
 
     return [t for t in model.graph.initializer if hide(t)]
 
 
-def _hide_weights(model: ModelProto, limit: int) -> tuple[ModelProto, list[onnx.TensorProto]]:
-    """``model`` with ``_hidden_weights`` as graph inputs (the rest copied; the hidden ones are not)."""
+OnDisk = dict  # name -> (the weight's reference to its bytes on disk, the bytes onnxsim was given)
+
+
+def _hide_weights(model: ModelProto, limit: int) -> tuple[ModelProto, list[onnx.TensorProto], OnDisk]:
+    """``model`` with ``_hidden_weights`` as graph inputs (the rest copied; the hidden ones are
+    not), and the weights left on disk that onnxsim may fold read in: an inline model of 8 MB or
+    more is spilled to disk for the run, and hiding them lost folds the inline model had (a QDQ
+    encoder of 13 MB kept 20 Transposes of its int8 weights)."""
     kept = _hidden_weights(model, limit)
-    if not kept:
-        return model, []
     names = {t.name for t in kept}
+    if not kept and not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return model, [], {}
     work = without_initializers(model)
     g, src = work.graph, model.graph
     g.initializer.extend(t for t in src.initializer if t.name not in names)
     g.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in kept)
-    return work, kept
+    read: OnDisk = {}
+    for t in g.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            ref = onnx.TensorProto()
+            ref.CopyFrom(t)
+            onnx.external_data_helper.load_external_data_for_tensor(t, external_dir() or "")
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+            read[t.name] = (ref, t.raw_data)
+    return work, kept, read
+
+
+def _back_on_disk(out: ModelProto, read: OnDisk) -> None:
+    """Weights onnxsim returned as it got them refer to their bytes on disk again."""
+    for t in out.graph.initializer:
+        ref, data = read.get(t.name, (None, None))
+        if ref is not None and t.raw_data == data:
+            t.CopyFrom(ref)
 
 
 def _restore_weights(out: ModelProto, kept: list[onnx.TensorProto]) -> None:
