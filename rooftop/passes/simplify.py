@@ -388,19 +388,30 @@ def _hidden_weights(model: ModelProto, limit: int) -> list[onnx.TensorProto]:
       time by a Cast or DequantizeLinear: onnxsim would fold them into float32 initializers, four
       times the bytes to store and to read (an int8 MiniLM grew from 22.9 MB to 90.3 MB);
     - weights over the per-tensor fold limit: whatever they feed that is small enough to fold is
-      not worth serializing every weight to onnxsim and back; what is large would not fold anyway.
-      (Weights left on disk under the limit are read in for it: ``_hide_weights``.)"""
+      not worth serializing every weight to onnxsim and back; what is large would not fold anyway;
+    - weights left on disk that no node folds (every input of a node reading them constant): a
+      MatMul's weight. Those a node folds are read in for onnxsim (``_hide_weights``): a QDQ
+      encoder of 13 MB, spilled to disk for the run, otherwise kept 20 Transposes of int8 weights,
+      and reading every weight under the limit took ViT (88 MB) from 218 MB to 272 MB."""
     widening = {i for n in model.graph.node if n.op_type in ("Cast", "CastLike", "DequantizeLinear") for i in n.input[:1]}
     outputs = {o.name for o in model.graph.output}
+    folded = _folded_reads(model)
 
     def hide(t: onnx.TensorProto) -> bool:
         if t.name in outputs:
             return False
         size = tensor_nbytes(t)
         narrow = t.name in widening and t.data_type not in WIDE and size >= NARROW_MIN_BYTES
-        return narrow or size > max(limit, NARROW_MIN_BYTES)
+        on_disk = t.data_location == onnx.TensorProto.EXTERNAL and t.name not in folded
+        return narrow or on_disk or size > max(limit, NARROW_MIN_BYTES)
 
     return [t for t in model.graph.initializer if hide(t)]
+
+
+def _folded_reads(model: ModelProto) -> set[str]:
+    """Tensors read by a node of the main graph whose inputs are all constants: onnxsim folds it."""
+    const = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return {i for n in model.graph.node if n.input and all(not i or i in const for i in n.input) for i in n.input}
 
 
 OnDisk = dict  # name -> (the weight's reference to its bytes on disk, the bytes onnxsim was given)
@@ -408,9 +419,7 @@ OnDisk = dict  # name -> (the weight's reference to its bytes on disk, the bytes
 
 def _hide_weights(model: ModelProto, limit: int) -> tuple[ModelProto, list[onnx.TensorProto], OnDisk]:
     """``model`` with ``_hidden_weights`` as graph inputs (the rest copied; the hidden ones are
-    not), and the weights left on disk that onnxsim may fold read in: an inline model of 8 MB or
-    more is spilled to disk for the run, and hiding them lost folds the inline model had (a QDQ
-    encoder of 13 MB kept 20 Transposes of its int8 weights)."""
+    not), and the weights left on disk that onnxsim may fold read in."""
     kept = _hidden_weights(model, limit)
     names = {t.name for t in kept}
     if not kept and not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
