@@ -391,8 +391,8 @@ def _append(f, t: TensorProto, location: str, write) -> None:
 
 
 # a model read from a file stored inline with this much weight works from a spilled copy: it holds
-# each weight once, on disk (resnet18, 45 MB: 1.25-1.67 s and 285-315 MB → 1.04-1.07 s and 154 MB;
-# ddddocr common, 52 MB: 2.3 s and 397 MB → 1.3-1.6 s and 204 MB, `optimize --no-time`)
+# each weight once, on disk (`optimize --no-time`, resnet18, 45 MB: 1.48 s and 285 MB → 1.13 s and
+# 150 MB; ddddocr common, 52 MB: 2.3 s and 397 MB → 1.3-1.6 s and 204 MB; benchmarks/RESULTS.md)
 SPILL_FROM_BYTES = LAZY_FROM_BYTES
 # weights from which memory counts more than a few ms: timing sessions are not cached, garbage is
 # collected and freed pages handed back between sessions
