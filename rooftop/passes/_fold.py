@@ -20,37 +20,36 @@ import numpy as np
 Attrs = Mapping[str, object]
 
 
-def _same_type(ins: Sequence[np.ndarray]) -> bool:
-    return all(a.dtype == ins[0].dtype for a in ins)
+class _Refused(Exception):
+    """A node this module does not fold: the reference evaluator says what it computes."""
+
+
+def _need(ok: bool) -> None:
+    if not ok:
+        raise _Refused
 
 
 def _binary(f: Callable[[np.ndarray, np.ndarray], np.ndarray]):
-    def form(ins: Sequence[np.ndarray], attrs: Attrs, opset: int) -> np.ndarray | None:
-        if len(ins) != 2 or not _same_type(ins):
-            return None
+    def form(ins: Sequence[np.ndarray], attrs: Attrs, opset: int) -> np.ndarray:
+        _need(len(ins) == 2 and ins[0].dtype == ins[1].dtype)
         return np.asarray(f(ins[0], ins[1]), dtype=ins[0].dtype)
 
     return form
 
 
-class _Malformed(Exception):
-    """Axes given in a form this opset does not have: the reference evaluator says what it does."""
-
-
 def _axes(ins: Sequence[np.ndarray], attrs: Attrs, opset: int) -> tuple[int, ...] | None:
     """Unsqueeze/Squeeze axes (None: not given): an attribute before opset 13, the second input from it."""
     if opset < 13:
-        if len(ins) > 1:
-            raise _Malformed
+        _need(len(ins) == 1)
         return None if attrs.get("axes") is None else tuple(int(a) for a in attrs["axes"])
-    if "axes" in attrs:
-        raise _Malformed
+    _need("axes" not in attrs)
     return tuple(int(a) for a in ins[1].reshape(-1)) if len(ins) > 1 else None
 
 
 def _unsqueeze(ins, attrs, opset):
     axes = _axes(ins, attrs, opset)
-    return None if not axes else np.expand_dims(ins[0], axes)
+    _need(bool(axes))
+    return np.expand_dims(ins[0], axes)
 
 
 def _squeeze(ins, attrs, opset):
@@ -59,36 +58,30 @@ def _squeeze(ins, attrs, opset):
 
 
 def _reshape(ins, attrs, opset):
-    if len(ins) != 2:
-        return None
+    _need(len(ins) == 2)
     x, shape = ins[0], [int(d) for d in ins[1].reshape(-1)]
     if not int(attrs.get("allowzero", 0)):
-        if any(d == 0 for d in shape[x.ndim:]):
-            raise _Malformed  # a 0 that copies a dim the input does not have
+        _need(all(d != 0 for d in shape[x.ndim:]))  # a 0 copies a dim: one the input has
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return x.reshape(shape)
 
 
 def _expand(ins, attrs, opset):
-    if len(ins) != 2:
-        return None
-    shape = np.broadcast_shapes(ins[0].shape, tuple(int(d) for d in ins[1].reshape(-1)))
-    return np.broadcast_to(ins[0], shape)
+    _need(len(ins) == 2)
+    return np.broadcast_to(ins[0], np.broadcast_shapes(ins[0].shape, tuple(int(d) for d in ins[1].reshape(-1))))
 
 
 def _concat(ins, attrs, opset):
-    if not ins or not _same_type(ins):
-        return None
+    _need(bool(ins) and all(a.dtype == ins[0].dtype for a in ins))
     return np.concatenate(ins, axis=int(attrs["axis"]))
 
 
 def _gather(ins, attrs, opset):
-    if len(ins) != 2 or ins[1].dtype not in (np.int32, np.int64):
-        return None
+    _need(len(ins) == 2 and ins[1].dtype in (np.int32, np.int64))
     return np.take(ins[0], ins[1], axis=int(attrs.get("axis", 0)))
 
 
-FORMS: dict[str, Callable[[Sequence[np.ndarray], Attrs, int], np.ndarray | None]] = {
+FORMS: dict[str, Callable[[Sequence[np.ndarray], Attrs, int], np.ndarray]] = {
     "Add": _binary(np.add),
     "Sub": _binary(np.subtract),
     "Mul": _binary(np.multiply),
@@ -108,6 +101,6 @@ def fold(op: str, ins: Sequence[np.ndarray], attrs: Attrs, opset: int) -> list[n
         return None
     try:
         out = form([np.asarray(a) for a in ins], attrs, opset)
-    except _Malformed:
+    except _Refused:
         return None
-    return None if out is None else [np.array(out, order="C")]  # (a copy of its own; 0-d stays 0-d)
+    return [np.array(out, order="C")]  # (a copy of its own; 0-d stays 0-d)
