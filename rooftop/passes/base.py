@@ -290,6 +290,11 @@ def graph_signature(model: ModelProto) -> str:
     return h.hexdigest()
 
 
+def constant_names(model: ModelProto) -> set[str]:
+    """The main graph's tensors known before it runs: initializers and Constant nodes' outputs."""
+    return {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+
+
 def _numel(t: onnx.TensorProto) -> int:
     n = 1
     for d in t.dims:

@@ -48,7 +48,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from rooftop.passes._graph import Weight, const_weight, eval_const, is_graph_output, single_consumer
-from rooftop.passes.base import Pass, PassContext, PassResult
+from rooftop.passes.base import Pass, PassContext, PassResult, constant_names
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -291,7 +291,7 @@ class FoldConvBN(Pass):
 
     def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
         """Idle when no linear producer has a constant weight (a QDQ graph's weights are DequantizeLinear outputs)."""
-        consts = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+        consts = constant_names(model)
         linear = any(n.op_type in PRODUCERS and len(n.input) > 1 and n.input[1] in consts for n in model.graph.node)
         return None if linear else PassResult()
 

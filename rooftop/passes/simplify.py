@@ -47,6 +47,7 @@ from rooftop.passes.base import (
     ModelPass,
     PassContext,
     PassResult,
+    constant_names,
     graph_signature,
     growth_budget,
     toposort,
@@ -361,15 +362,20 @@ SIMPLIFIABLE = {"Shape", "Size", "Constant", "ConstantOfShape", "Identity", "Dro
 PAIRS = {"Transpose", "Reshape", "LogSoftmax", "Softmax", "ReduceMean", "ReduceSum", "Mul", "Flatten"}
 
 
+def _folds(node: onnx.NodeProto, consts: set[str]) -> bool:
+    """Whether onnxsim's constant folding computes ``node``: its inputs are all constants."""
+    return bool(node.input) and all(not i or i in consts for i in node.input)
+
+
 def has_work(model: ModelProto) -> bool:
     """Whether onnxsim could change the graph: a node whose inputs are all constants, an op it
     rewrites alone, or two chained ops of a kind it merges."""
-    consts = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    consts = constant_names(model)
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
     for n in model.graph.node:
         if n.domain not in ("", "ai.onnx"):
             continue
-        if n.op_type in SIMPLIFIABLE or (n.input and all(i in consts or i == "" for i in n.input)):
+        if n.op_type in SIMPLIFIABLE or _folds(n, consts):
             return True
         if n.op_type in PAIRS and n.input and producer.get(n.input[0]) == n.op_type:
             return True
@@ -409,9 +415,9 @@ def _hidden_weights(model: ModelProto, limit: int) -> list[onnx.TensorProto]:
 
 
 def _folded_reads(model: ModelProto) -> set[str]:
-    """Tensors read by a node of the main graph whose inputs are all constants: onnxsim folds it."""
-    const = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return {i for n in model.graph.node if n.input and all(not i or i in const for i in n.input) for i in n.input}
+    """Tensors read by a node of the main graph that onnxsim folds."""
+    consts = constant_names(model)
+    return {i for n in model.graph.node if _folds(n, consts) for i in n.input}
 
 
 OnDisk = dict  # name -> (the weight's reference to its bytes on disk, the bytes onnxsim was given)
