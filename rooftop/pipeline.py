@@ -345,7 +345,7 @@ class _Run:
             size = f"{w / 1e9:.1f} GB" if w >= 1e9 else f"{w / 1e6:.0f} MB"
             self.warnings.append(f"timed one session at a time (blocks A B B A, each a fresh session): two sessions "
                                  f"would hold its {size} of weights twice, past {MEMORY_PER_SIZE:g}× its size in "
-                                 f"memory; the intervals are wider than interleaved")
+                                 f"memory; its ratios carry session-to-session variation, so the intervals are wider than interleaved")
 
     def cost(self, model: ModelProto) -> Roofline | None:
         from rooftop.analysis import costs, roofline
