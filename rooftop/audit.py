@@ -325,13 +325,13 @@ def _latency(model: ModelProto, level: str, threads: int, blocks: int = 3, block
 
     import numpy as np
 
-    from rooftop import model_io, runtime
+    from rooftop import model_io, runtime, shapes
 
     gc.collect()
     model_io.release_memory()
     try:
         specs = runtime.graph_inputs(model)
-        feeds = runtime.random_inputs(specs, runtime.bind_shapes(specs, {}, 1, 32), 0, runtime.index_bounds(model))
+        feeds = runtime.random_inputs(specs, shapes.bind(specs, {})[0], 0, runtime.index_bounds(model))
         sess = runtime.make_session(model, optimization=level, threads=threads or runtime.physical_cores(), spinning=False)
         for _ in range(5):
             sess.run(None, feeds)

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--list-passes", action="store_true", help="list the passes and exit")
     g.add_argument("--explain", metavar="PASS", action="append", default=[],
                    help="after the run, print what PASS rewrote and every node it looked at and left, with the reason (repeatable)")
+    g.add_argument("--plan", metavar="PLAN.json",
+                   help="replay a plan (from --save-plan, or a --report .json): exactly the passes it kept, with its options "
+                        "and shapes, nothing timed, verification on; byte-identical output with the same library versions")
+    g.add_argument("--save-plan", metavar="PLAN.json", help="write this run's decisions (its plan) to a file, for --plan")
     g.add_argument("--fixed-point", action="store_true", help="repeat the pipeline until nothing changes (at most 4 times)")
     g.add_argument("--target", choices=("portable", "onnxruntime"), default="portable", help="portable: standard ops only (default); onnxruntime: com.microsoft fused ops allowed")
     g.add_argument("--fold-limit", type=parse_size, default=1 << 20, metavar="SIZE", help="largest tensor constant folding may create (default 1MiB)")
@@ -64,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--opset", type=int, metavar="N", help="convert the model to default-domain opset N first (onnx's version converter); "
                    "makes old models runnable in onnxruntime, so they can be verified, and enables newer fused ops")
     v = p.add_argument_group("verification")
-    v.add_argument("--input-shape", action="append", default=[], metavar="NAME=DxDx..", help="bind an input's shape (dynamic dims), e.g. input=1x3x224x224; repeatable")
+    v.add_argument("--input-shape", action="append", default=[], metavar="NAME=DxDx..", help="the shape an input is run at, e.g. input=1x3x224x224; give an input again to add a shape set "
+                   "(every decision must hold at each set). Unbound dynamic dims get realistic defaults (batch 1, image "
+                   "sides 224, sequences 128)")
     v.add_argument("--inputs", metavar="DATA.npz", help="verify on these inputs instead of seeded random data")
     v.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance for float outputs (default 1e-4)")
     v.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance for float outputs (default 1e-5)")
@@ -146,11 +152,11 @@ def _piped_width() -> int:
 
 def _options(args: argparse.Namespace, profile_nodes: bool):
     from rooftop import pipeline
-    from rooftop.runtime import parse_shape_overrides
+    from rooftop.shapes import parse_shape_sets
 
     return pipeline.Options(
         passes=_split([args.passes]) if args.passes else None, skip=_split(args.skip), target=args.target,
-        fold_limit=args.fold_limit, channel_multiple=args.channel_multiple, input_shapes=parse_shape_overrides(args.input_shape),
+        fold_limit=args.fold_limit, channel_multiple=args.channel_multiple, input_shapes=parse_shape_sets(args.input_shape),
         inputs_npz=args.inputs, rtol=args.rtol, atol=args.atol, verify=not args.no_verify, fixed_point=args.fixed_point,
         external_data=True if args.external_data else None, force=args.force, strict=args.strict, debug=args.debug,
         hardware=args.hardware, analyze=not args.no_analysis, time=not args.no_time and not args.check,
@@ -158,6 +164,7 @@ def _options(args: argparse.Namespace, profile_nodes: bool):
         keep_slower=args.keep_slower, noise_band=args.noise_band,
         profile_nodes=profile_nodes,  # per-operator times are only shown in a report
         time_all_levels=bool(args.report),  # so is the ORT_DISABLE_ALL comparison of the final model
+        plan=getattr(args, "plan", None),
     )
 
 
@@ -172,6 +179,13 @@ def _validate(args: argparse.Namespace) -> None:
             check_path(r)
     if args.check and args.output:
         raise errors.UsageError("--check writes nothing; drop -o or drop --check")
+    if args.plan and (args.passes or args.skip):
+        raise errors.UsageError("--plan replays the passes it recorded; drop --passes/--skip")
+    if args.save_plan:
+        from pathlib import Path
+
+        if not Path(args.save_plan).resolve().parent.is_dir():
+            raise errors.UsageError(f"--save-plan {args.save_plan}: folder {Path(args.save_plan).resolve().parent} does not exist")
     unknown = [e for e in args.explain if e not in pipeline.REGISTRY]
     if unknown:
         raise errors.UsageError(f"--explain {unknown[0]}: no such pass (optimize --list-passes)")
@@ -241,6 +255,10 @@ def _main(args: argparse.Namespace) -> int:
         write_report(report, r)
         if not args.quiet:
             err.print(f"report written to {r}", highlight=False)
+    if args.save_plan and report.plan is not None:
+        report.plan.write(args.save_plan)
+        if not args.quiet:
+            err.print(f"plan written to {args.save_plan} (replay: optimize MODEL -o OUT --plan {args.save_plan})", highlight=False)
     if args.check:
         lines = text.check_lines(report)
         for line in lines:

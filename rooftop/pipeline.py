@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from onnx import ModelProto
 
 from rooftop import model_io, runtime
+from rooftop import shapes as shapes_mod
 from rooftop.errors import InputError, UsageError, VerificationError, first_line
 from rooftop.passes import (
     DEFAULT_PIPELINE,
@@ -50,6 +51,9 @@ from rooftop.records import (
     Status,
     Verdict,
 )
+from rooftop import plan as plan_mod
+from rooftop.plan import Plan
+from rooftop.shapes import ShapePlan
 from rooftop.verify import Verifier, VerifyResult
 
 if TYPE_CHECKING:
@@ -84,7 +88,9 @@ class Options:
     fold_limit: int = 1 << 20
     channel_multiple: int | None = None
     hardware: str = "host"  # a built-in profile name, "host" (measured), or a JSON file
-    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    # the shapes decisions are taken at: one mapping (one shape set) or a list of them (every decision
+    # must hold at each; the cost figures are for the first); dims not bound get realistic defaults
+    input_shapes: dict[str, list[int]] | list[dict[str, list[int]]] = field(default_factory=dict)
     inputs_npz: str | None = None
     rtol: float = 1e-4
     atol: float = 1e-5
@@ -110,6 +116,9 @@ class Options:
     # is (the model optimize() returns then refers to the input's data file, relative to its folder);
     # a model stored inline is moved to a scratch file for the run and returned with its weights.
     lazy_weights: bool | None = None
+    # replay a plan (a saved plan or a JSON report's): exactly the passes it kept, with its options and
+    # shapes, no timing, verification on; the output is byte-identical to the run that made it
+    plan: str | os.PathLike[str] | None = None
 
 
 @dataclass
@@ -139,6 +148,9 @@ class Report:
     reverted: bool = False  # the final model was slower even after backing off: the original graph is written
     disagreement: str = ""  # one line when prediction and measurement point in opposite directions
     ort_load_error: str | None = None  # onnxruntime's refusal of the original ("" it loaded; None: not tried, --no-verify)
+    plan: Plan | None = None  # the decisions of this run, replayable with --plan
+    replayed: str | None = None  # the plan file this run replayed
+    shapes: ShapePlan | None = None  # the input shapes decisions (and the cost figures) were taken at
 
     @property
     def changed(self) -> bool:
@@ -207,6 +219,13 @@ def _adds_traffic(v: Validation) -> bool:
     return c is not None and c.before.unknown == 0 and c.after.unknown == 0 and c.after.bytes > c.before.bytes
 
 
+def _adds_ops(v: Validation) -> bool:
+    """More predicted FLOPs or integer ops after the pass, both totals complete."""
+    c = v.cost
+    return (c is not None and c.before.unknown == 0 and c.after.unknown == 0
+            and (c.after.flops > c.before.flops or c.after.int_ops > c.before.int_ops))
+
+
 def _op_types(graph) -> set[tuple[str, str]]:
     """(domain, op type) of every node, subgraphs included."""
     types = set()
@@ -238,20 +257,21 @@ class OrtComparator:
             self._cache = (self._cache + [(model, level, s)])[-2:]
         return s
 
-    def __call__(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
+    def __call__(self, before: ModelProto, after: ModelProto, level: str, stop: str, feeds: dict | None = None) -> Latency | None:
         from rooftop.analysis import timing
 
+        feeds = self.feeds if feeds is None else feeds
         threads = self.opts.threads or runtime.physical_cores()
         budget = self.opts.time_budget * (2.0 if stop == "verdict" else 1.0)
         if self.one_at_a_time:  # two sessions alive would hold every weight twice
             self.forget()
             c = timing.compare_in_turn(lambda: timing.session(before, level, self.opts.threads),
-                                       lambda: timing.session(after, level, self.opts.threads), self.feeds,
+                                       lambda: timing.session(after, level, self.opts.threads), feeds,
                                        level=level, threads=threads, budget_s=budget, band=self.opts.noise_band)
             return c.latency()
         # the cache keeps the sessions of the last two models timed: drop the others before building new ones
         self._cache = [c for c in self._cache if c[0] is before or c[0] is after]
-        c = timing.compare_sessions(self._session(before, level), self._session(after, level), self.feeds, level=level,
+        c = timing.compare_sessions(self._session(before, level), self._session(after, level), feeds, level=level,
                                     threads=threads, budget_s=budget, band=self.opts.noise_band, stop=stop)
         if model_io.weights_nbytes(after) > CACHE_SESSIONS_UP_TO:
             model_io.release_memory()  # the sessions just used are gone: give their memory back
@@ -265,13 +285,17 @@ class OrtComparator:
 class _Run:
     """The state of one optimize run; each method is one step of ``optimize``."""
 
-    def __init__(self, original: ModelProto, opts: Options, stage: Callable[[str], None]) -> None:
+    def __init__(self, original: ModelProto, opts: Options, stage: Callable[[str], None], replay: Plan | None = None) -> None:
         self.original, self.opts, self.stage = original, opts, stage
+        self.replay = replay  # a plan replayed: its positions not kept are skipped, its options used
+        self.base_skip = plan_mod.skips(replay) if replay is not None else {}
         self.warnings: list[str] = []
         self.hw: HardwareProfile | None = None
         self.verifier: Verifier | None = None
         self.compare: Comparator | None = None
-        self.feeds: dict | None = None
+        self.feeds: dict | None = None  # the inputs at the first decision shape set (profiling, explanations)
+        self.feed_sets: list[tuple[str, dict | None]] = []  # (shape set label, its inputs): every set a decision must hold at
+        self.shapes: ShapePlan | None = None
         self.before: Roofline | None = None
         self.current: ModelProto = original
         self.current_cost: Roofline | None = None
@@ -303,10 +327,30 @@ class _Run:
             self.warnings.extend(self.verifier.notes)
         else:
             self.warnings.append("verification disabled (--no-verify): outputs were not compared")
+        self._decision_shapes()
         self._prepare_timing()
         if self.hw is not None:
             self.stage("analyzing the original model")
             self.before = self.current_cost = self.cost(self.original)
+
+    def _decision_shapes(self) -> None:
+        """The shape sets decisions are taken at: as the verifier ran them, else planned here."""
+        v = self.verifier
+        if v is not None and v.plan is not None:
+            self.shapes = v.plan
+            return
+        if v is not None and v.sets and not v.plan:  # --inputs: the user's arrays
+            self.shapes = ShapePlan([{k: tuple(a.shape) for k, a in v.sets[0].feeds.items()}], given=list(v.sets[0].feeds))
+            return
+        try:
+            self.shapes = shapes_mod.plan(runtime.graph_inputs(self.original), self.opts.input_shapes)
+        except InputError:
+            self.shapes = None
+
+    @property
+    def cost_shapes(self) -> dict:
+        """The input shapes the cost figures are computed at: the first decision shape set."""
+        return dict(self.shapes.first) if self.shapes is not None else {}
 
     def _shapes_from_references(self) -> None:
         """The verifier's first reference run was profiled: where it ran at the inputs the cost
@@ -318,7 +362,9 @@ class _Run:
         if not v.node_shapes or not v.sets:
             return
         try:
-            bound = costs.bound_inputs(self.original, self.opts.input_shapes)
+            if v.plan is None:  # (--inputs: the analysis runs its own shapes)
+                return
+            bound = costs.bound_inputs(self.original, v.plan.first)
         except Exception:  # noqa: BLE001 - the analysis finds its own shapes
             return
         if {k: tuple(a.shape) for k, a in v.sets[0].feeds.items()} == bound:
@@ -327,13 +373,18 @@ class _Run:
 
     def _prepare_timing(self) -> None:
         opts = self.opts
+        if self.replay is not None:
+            self.warnings.append(f"replayed plan {opts.plan}: the passes it kept, as decided when it was made "
+                                 "(nothing timed; verification on)")
+            return
         if not opts.time:
             self.warnings.append("measurement did not decide (--no-time): passes were kept on verification alone")
             return
         if opts.comparator is not None:
             self.compare = opts.comparator
             return
-        self.feeds = _timing_feeds(self.original, self.verifier, opts)
+        self.feed_sets = _timing_feeds(self.original, self.verifier, self.shapes)
+        self.feeds = self.feed_sets[0][1] if self.feed_sets else None
         if self.feeds is None:
             self.warnings.append("onnxruntime cannot run the model, so nothing was timed: passes were decided by "
                                  "structure alone (a pass whose predicted time grows is rejected)")
@@ -351,7 +402,7 @@ class _Run:
         from rooftop.analysis import costs, roofline
 
         try:
-            return roofline.roofline(costs.analyze(model, self.opts.input_shapes, memo=self.shape_memo), self.hw)
+            return roofline.roofline(costs.analyze(model, self.cost_shapes, memo=self.shape_memo), self.hw)
         except Exception as e:  # noqa: BLE001 - analysis must never cost the user the model
             self.warnings.append(f"cost analysis failed: {type(e).__name__}: {first_line(e)}")
             return None
@@ -414,8 +465,12 @@ class _Run:
         return getattr(REGISTRY.get(name), "changes_kernels", False) or self._adds_work(candidate, v)
 
     def decide(self, name: str, candidate: ModelProto, v: Validation) -> None:
-        """The measurement gate: reject a pass whose output is slower than its input beyond the noise,
-        or that adds memory traffic and is not measured faster."""
+        """The measurement gate, and the stable rule behind it. A pass that only removes work is
+        kept (the final comparison times it with the rest). Any other is timed against its input:
+        slower (confirmed) is rejected; within the noise, the decision falls to structure, so that
+        the same command gives the same model run after run: a pass that adds predicted work or
+        ``changes_kernels`` is rejected unless it measured faster (confirmed), one that only adds an
+        op type (a fusion: fewer nodes, no more predicted work) is kept."""
         if not self.gate:
             return
         if not self._may_slow(name, candidate, v):
@@ -430,25 +485,31 @@ class _Run:
         v.latency = self._confirmed(self.current, candidate, level, "gate")
         if v.latency is None or self.opts.keep_slower:
             return
-        if v.latency.verdict is not Verdict.SLOWER:
-            if _adds_traffic(v) and v.latency.verdict is not Verdict.FASTER:
-                # traffic added for a speed-up that did not show: within the noise it may be a few
-                # percent slower (pad-channels on ddddocr's common_det: ×1.07 [0.94–1.13] here,
-                # then ×1.04–1.06 "slower" in three runs of 8 s)
-                c = v.cost
-                v.cause = Cause.SLOWER
-                v.reason = (f"adds predicted work (traffic {c.before.bytes / 1e6:.3g}→{c.after.bytes / 1e6:.3g} MB, "
-                            f"FLOPs {c.before.flops / 1e6:.4g}→{c.after.flops / 1e6:.4g} M) and measured no faster at "
-                            f"{v.latency.level_name}: {v.latency.describe()}")
-            return
+        if v.latency.verdict is Verdict.SLOWER:
+            v.cause, v.reason = Cause.SLOWER, self._slower_reason(candidate, v)
+        elif v.latency.verdict is not Verdict.FASTER and self._must_pay(name, candidate, v):
+            c = v.cost
+            what = ("adds nodes or changes the kernels onnxruntime runs" if c is None or not (_adds_traffic(v) or _adds_ops(v)) else
+                    f"adds predicted work (traffic {c.before.bytes / 1e6:.4g}→{c.after.bytes / 1e6:.4g} MB, "
+                    f"FLOPs {c.before.flops / 1e6:.4g}→{c.after.flops / 1e6:.4g} M)")
+            v.cause = Cause.SLOWER
+            v.reason = f"{what} and measured no faster at {v.latency.level_name}: {v.latency.describe()}"
+
+    def _must_pay(self, name: str, candidate: ModelProto, v: Validation) -> bool:
+        """A pass kept only if it measures faster: it adds nodes or predicted work, or changes kernels."""
+        if getattr(REGISTRY.get(name), "changes_kernels", False) or len(candidate.graph.node) > len(self.current.graph.node):
+            return True
+        return _adds_traffic(v) or _adds_ops(v)
+
+    def _slower_reason(self, candidate: ModelProto, v: Validation) -> str:
         why = f"slower at {v.latency.level_name}: {v.latency.describe()}"
         pred = v.cost.predicted_ratio if v.cost is not None else None
         if pred is not None and pred < 1.0 - self.opts.noise_band:
             why += f"; the roofline predicted ×{pred:.2f}"
-            grown = self.explain(self.current, candidate, level)
+            grown = self.explain(self.current, candidate, self.opts.deploy_level)
             if grown:
                 why += "; measured time grew most in " + ", ".join(g.describe() for g in grown)
-        v.cause, v.reason = Cause.SLOWER, why
+        return why
 
     def _adds_work(self, candidate: ModelProto, v: Validation) -> bool:
         """Whether a pass's output could run slower than its input: it has a new op type (or domain),
@@ -468,23 +529,50 @@ class _Run:
             v.reason = f"predicted slower on {self.hw.name if self.hw else 'the profile'}: ×{pred:.2f} (not measured: onnxruntime cannot run the model)"
 
     def _confirmed(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
-        """A measurement that says "slower" is taken again with fresh sessions and stands only if
-        the second says so too: two sessions of the same graph can differ by a few percent for
-        reasons of memory placement alone, and a rejection must not rest on that."""
+        """A measurement that says "slower" or "faster" is taken again with fresh sessions and stands
+        only if the second says so too: two sessions of the same graph can differ by a few percent
+        for reasons of memory placement alone, and a decision must not rest on that. When the two
+        disagree, the result is noise (the second's median, the union of both intervals)."""
         lat = self._measure(before, after, level, stop)
-        if lat is None or lat.verdict is not Verdict.SLOWER or self.opts.keep_slower:
+        if lat is None or lat.verdict is Verdict.NOISE or self.opts.keep_slower:
             return lat
         if isinstance(self.compare, OrtComparator):
             self.compare.forget()
         again = self._measure(before, after, level, stop)
-        return again if again is not None else lat
+        if again is None:
+            return lat
+        if again.verdict is not lat.verdict:  # not confirmed: the two measurements disagree, so it is noise
+            return dataclasses.replace(again, ci=(min(lat.ci[0], again.ci[0]), max(lat.ci[1], again.ci[1])))
+        return again
 
     def _measure(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
-        try:
-            return self.compare(before, after, level, stop) if self.compare is not None else None
-        except Exception as e:  # noqa: BLE001 - a failed measurement decides nothing
-            self.warnings.append(f"timing at {ORT_LEVEL_NAMES[level]} failed: {first_line(e)}")
+        """``after`` against ``before`` at every decision shape set; the set where ``after`` fares
+        worst decides (a decision must hold at each). A set measured slower ends the gate early."""
+        if self.compare is None:
             return None
+        worst: Latency | None = None
+        for label, feeds in self.feed_sets or [("", None)]:
+            try:
+                lat = self._compare_at(before, after, level, stop, label, feeds)
+            except Exception as e:  # noqa: BLE001 - a failed measurement decides nothing
+                self.warnings.append(f"timing at {ORT_LEVEL_NAMES[level]} failed: {first_line(e)}")
+                return None
+            if lat is None:
+                return None
+            if len(self.feed_sets) > 1:
+                lat = dataclasses.replace(lat, shapes=label)
+            if worst is None or lat.ratio > worst.ratio:
+                worst = lat
+            if stop == "gate" and lat.verdict is Verdict.SLOWER:
+                break
+        return worst
+
+    def _compare_at(self, before, after, level: str, stop: str, label: str, feeds) -> Latency | None:
+        if isinstance(self.compare, OrtComparator):
+            return self.compare(before, after, level, stop, feeds=feeds)
+        if label and _accepts(self.compare, "shapes"):  # a comparator of the user's may price each shape set
+            return self.compare(before, after, level, stop, shapes=label)
+        return self.compare(before, after, level, stop)
 
     def explain(self, before: ModelProto, after: ModelProto, level: str, *, shrank: bool = False) -> list[OpGrowth]:
         """The operator types whose measured time grew (``shrank``: fell) most (onnxruntime's profiler)."""
@@ -519,7 +607,10 @@ class _Run:
         return optimized, manager.records
 
     def _channel_multiple(self) -> int | None:
-        """--channel-multiple, else the profile's block where the profile says padding pays."""
+        """--channel-multiple, else the profile's block where the profile says padding pays (a
+        replayed plan: the multiple it was made with)."""
+        if self.replay is not None:
+            return self.replay.options.get("channel_multiple")
         if self.opts.channel_multiple is not None:
             return self.opts.channel_multiple
         hw = self.hw
@@ -551,7 +642,7 @@ class _Run:
         del self.warnings[self.passes_warned:]  # they concern a run that is discarded
         self.warnings.append(f"the optimized model {why}: the passes were run again, each checked on its own")
         self.stage("the optimized model failed its checks: running the passes again, each checked on its own")
-        return self.run_passes(names, {}, on_start, on_end)
+        return self.run_passes(names, dict(self.base_skip), on_start, on_end)
 
     # -- the final model ---------------------------------------------------------------------
     def final_decision(self, names, optimized, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord], Latency | None, list[str]]:
@@ -568,6 +659,7 @@ class _Run:
                       key=lambda r: r.latency.ratio if r.latency is not None else 1.0, reverse=True)
         # passes rejected by the gate stay out of the re-runs (which are not gated)
         skip: dict[int, PassRecord | tuple[Status, Cause, str]] = {r.position: r for r in records if r.status is Status.REJECTED}
+        skip.update(self.base_skip)
         dropped: list[str] = []
         self.gate = False
         for rec in kept[:MAX_BACKOFF]:
@@ -581,6 +673,24 @@ class _Run:
             if lat is None or lat.verdict is not Verdict.SLOWER:
                 return optimized, records, lat, dropped
         return self.revert(records, why), records, None, [r.name for r in kept]
+
+    def make_plan(self, names: list[str], records: list[PassRecord], model_path: str | None, backed_off: list[str],
+                  reverted: bool) -> Plan:
+        opts = self.opts
+        measured = self.compare is not None
+        return Plan(
+            pipeline=list(names),
+            steps=[plan_mod.step(r, measured) for r in records],
+            options={"target": opts.target, "fold_limit": opts.fold_limit, "channel_multiple": self._channel_multiple(),
+                     "fixed_point": opts.fixed_point, "opset": opts.opset},
+            decided=self.replay.decided if self.replay is not None else {
+                "runtime": "onnxruntime", "deploy_level": ORT_LEVEL_NAMES[opts.deploy_level],
+                "threads": opts.threads or runtime.physical_cores(), "noise_band": opts.noise_band,
+                "time_budget_s": opts.time_budget, "measured": measured, "backed_off": backed_off, "reverted": reverted},
+            shapes=self.shapes.as_dict() if self.shapes is not None else None,
+            versions=plan_mod.versions(),
+            model=_model_identity(model_path),
+        )
 
     def revert(self, records: list[PassRecord], why: str) -> ModelProto:
         """The last resort: every kept pass is dropped and the original graph goes out unchanged."""
@@ -689,6 +799,10 @@ def optimize(
     opts = _with_kwargs(options or Options(), kwargs)
     stage = on_stage or (lambda s: None)
     t0 = time.perf_counter()
+    replay = None
+    if opts.plan is not None:
+        replay = plan_mod.load(opts.plan)
+        opts = _replay_options(opts, replay)
     names = resolve_pipeline(opts.passes, opts.skip)
     _check_options(opts)
     original, model_path, notes = _load(model_or_path, output, opts, stage)
@@ -707,7 +821,10 @@ def optimize(
         stack.enter_context(model_io.external_base(base))
         if model_path is not None:  # onnx.checker copies the model it checks: a spilled model is light
             model_io.check_model(original, model_path, path_on_disk=Path(model_path))
-        optimized, report = _optimize(original, model_path, notes, output, opts, names, stage, t0, on_pass_start, on_pass_end)
+        if replay is not None:
+            notes += plan_mod.check(replay, REGISTRY, str(opts.plan)) + _shape_warnings(replay, opts)
+        optimized, report = _optimize(original, model_path, notes, output, opts, names, stage, t0, on_pass_start, on_pass_end,
+                                      replay)
         if spilled:  # the scratch file goes with this block: the caller gets the weights in the model
             optimized = model_io.inlined(optimized)
         return optimized, report
@@ -721,15 +838,16 @@ def _spills(model: ModelProto, model_path: str | None, opts: Options) -> bool:
 
 
 def _optimize(original: ModelProto, model_path: str | None, notes: list[str], output, opts: Options, names: list[str],
-              stage: Callable[[str], None], t0: float, on_pass_start, on_pass_end) -> tuple[ModelProto, Report]:
+              stage: Callable[[str], None], t0: float, on_pass_start, on_pass_end, replay: Plan | None = None,
+              ) -> tuple[ModelProto, Report]:
     original, converted = _convert(original, opts, model_path or "model")
     notes += converted
 
-    run = _Run(original, opts, stage)
+    run = _Run(original, opts, stage, replay)
     run.warnings.extend(notes)
     run.prepare()
     nodes_before, params_before = len(original.graph.node), count_params(original)
-    optimized, records = run.run_passes(names, {}, on_pass_start, on_pass_end)
+    optimized, records = run.run_passes(names, dict(run.base_skip), on_pass_start, on_pass_end)
     optimized, records = run.verify_output(names, optimized, records, on_pass_start, on_pass_end)
     optimized, records, deploy_lat, backed_off = run.final_decision(names, optimized, records, on_pass_start, on_pass_end)
     _warn_rollbacks(records, run.warnings)
@@ -756,7 +874,9 @@ def _optimize(original: ModelProto, model_path: str | None, notes: list[str], ou
         hardware=run.hw, before=run.before, after=after, deploy_level=opts.deploy_level, latency=latency,
         measured=run.compare is not None, backed_off=backed_off, reverted=bool(backed_off) and optimized is original,
         disagreement=disagreement, ort_load_error=run.verifier.load_error if run.verifier is not None else None,
+        replayed=str(opts.plan) if opts.plan is not None else None, shapes=run.shapes,
     )
+    report.plan = run.make_plan(names, records, model_path, backed_off, report.reverted)
     return optimized, report
 
 
@@ -815,16 +935,64 @@ def _opset_hint(model: ModelProto) -> str:
     return ""
 
 
-def _timing_feeds(model: ModelProto, verifier: Verifier | None, opts: Options) -> dict | None:
+def _timing_feeds(model: ModelProto, verifier: Verifier | None, plan: ShapePlan | None) -> list[tuple[str, dict]]:
+    """(label, inputs) of every decision shape set: the verifier's, else generated here; [] when
+    onnxruntime cannot run the model."""
     if verifier is not None and verifier.available and verifier.sets:
-        return verifier.sets[0].feeds
+        return [(s.label, s.feeds) for s in verifier.sets if s.decides]
+    if plan is None:
+        return []
     try:
-        specs = runtime.graph_inputs(model)
-        feeds = runtime.random_inputs(specs, runtime.bind_shapes(specs, opts.input_shapes, 1, 32), seed=0)
-        runtime.make_session(model).run(None, feeds)
-        return feeds
+        specs, highs = runtime.graph_inputs(model), runtime.index_bounds(model)
+        sess = runtime.make_session(model)
+        sets = []
+        for i, shapes in enumerate(plan.sets):
+            feeds = runtime.random_inputs(specs, shapes, seed=2 * i, highs=highs)
+            sess.run(None, feeds)
+            sets.append((shapes_mod.label(shapes), feeds))
+        return sets
     except Exception:  # noqa: BLE001
-        return None
+        return []
+
+
+def _replay_options(opts: Options, replay: Plan) -> Options:
+    """The options a plan's passes ran with, nothing timed; the user's shapes win over the plan's."""
+    o = replay.options
+    shapes = opts.input_shapes or [{k: list(v) for k, v in s.items()} for s in (replay.shapes or {}).get("sets", [])]
+    return dataclasses.replace(opts, passes=list(replay.pipeline), skip=(), target=o.get("target", opts.target),
+                               fold_limit=int(o.get("fold_limit", opts.fold_limit)), fixed_point=bool(o.get("fixed_point")),
+                               opset=o.get("opset"), time=False, input_shapes=shapes)
+
+
+def _shape_warnings(replay: Plan, opts: Options) -> list[str]:
+    """A plan replayed at other shapes than it was decided at: its decisions may not hold there."""
+    made = [{k: list(v) for k, v in s.items()} for s in (replay.shapes or {}).get("sets", [])]
+    now = shapes_mod.as_sets(opts.input_shapes)
+    if not made or now == made:
+        return []
+    return [f"plan {opts.plan} was decided at {' and '.join(shapes_mod.label(s) for s in made)}; replayed at "
+            f"{' and '.join(shapes_mod.label(s) for s in now)}: its decisions were not taken at these shapes"]
+
+
+def _model_identity(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"name": Path(path).name, "sha256": h.hexdigest()}
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def list_passes() -> list[tuple[str, str, bool]]:

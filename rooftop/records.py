@@ -100,6 +100,7 @@ class Latency:
     ci: tuple[float, float]
     iqr: tuple[float, float]
     band: float = NOISE_BAND
+    shapes: str = ""  # the shape set this was measured at, when decisions are taken at several
 
     @property
     def level_name(self) -> str:
@@ -111,7 +112,8 @@ class Latency:
 
     def describe(self) -> str:
         """``×2.96 [2.83–3.02]``: median per-round ratio and the 95% CI of that median."""
-        return f"×{self.ratio:.2f} [{self.ci[0]:.2f}–{self.ci[1]:.2f}]"
+        at = f" at {self.shapes}" if self.shapes else ""
+        return f"×{self.ratio:.2f} [{self.ci[0]:.2f}–{self.ci[1]:.2f}]{at}"
 
 
 def verdict(ratio: float, ci: tuple[float, float], band: float = NOISE_BAND) -> Verdict:

@@ -20,6 +20,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,8 @@ from rooftop.runtime import (
     random_inputs,
     run_model,
 )
+from rooftop.shapes import ShapePlan
+from rooftop.shapes import plan as shapes_plan
 
 # (batch, other dynamic dims) tried in turn until the original runs: 1-D windows and reflect pads
 # (audio models) need long axes, most models run at the first
@@ -186,6 +189,7 @@ class InputSet:
     label: str
     feeds: dict[str, np.ndarray]
     reference: dict[str, np.ndarray]
+    decides: bool = False  # a shape set decisions are taken at (timed); the others only check the outputs
 
 
 class Verifier:
@@ -195,7 +199,7 @@ class Verifier:
         self,
         original: ModelProto,
         *,
-        input_shapes: Mapping[str, Sequence[int]] | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | Sequence[Mapping[str, Sequence[int]]] | None = None,
         inputs_npz: str | os.PathLike[str] | None = None,
         rtol: float = 1e-4,
         atol: float = 1e-5,
@@ -207,6 +211,7 @@ class Verifier:
         # kept (node name -> (element type, shape) per output) for the cost analysis, which would
         # otherwise build a session of the original and run it again
         self.shapes = shapes
+        self.plan: ShapePlan | None = None  # the shape sets decisions are taken at (None: user inputs, or no spec)
         self.node_shapes: dict[str, list[tuple[str, list[int]]]] = {}
         self.sets: list[InputSet] = []
         self.notes: list[str] = []
@@ -232,13 +237,7 @@ class Verifier:
         except InputError as e:
             self._unavailable(str(e))
             return
-        overrides = dict(input_shapes or {})
-        unknown = set(overrides) - {s.name for s in specs}
-        if unknown:
-            raise UsageError(
-                f"--input-shape names unknown input(s) {', '.join(sorted(unknown))}; the model's inputs are "
-                + ", ".join(s.name for s in specs)
-            )
+        plan = shapes_plan(specs, input_shapes)
         with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
             try:
                 with named_for_profiler(original):
@@ -248,58 +247,69 @@ class Verifier:
                 self._unavailable(f"onnxruntime cannot run the original model ({self.load_error})")
                 return
             self.load_error = ""
-            self._reference_sets(original, session, specs, overrides, inputs_npz, seed)
+            self._reference_sets(original, session, specs, plan, inputs_npz, seed)
             del session  # (a profiling session writes its file when it goes, while the folder is there)
 
-    def _reference_sets(self, original, session, specs, overrides, inputs_npz, seed: int) -> None:
+    def _reference_sets(self, original, session, specs, plan: ShapePlan, inputs_npz, seed: int) -> None:
         if inputs_npz is not None:
             feeds = _load_npz(inputs_npz, specs)
-            self.sets.append(InputSet("user inputs", feeds, self._run(original, feeds, session, "user inputs")))
+            self.sets.append(InputSet("user inputs", feeds, self._run(original, feeds, session, "user inputs"), decides=True))
             return
         highs = index_bounds(original)
-        first_err = self._first_set(original, session, specs, overrides, highs, seed)
+        first_err = self._decision_sets(original, session, specs, plan, highs, seed)
         if self.shapes and self.sets:
             runs = profile_runs(session.end_profiling())
-            self.node_shapes = output_shapes(runs[-1]) if runs else {}
+            self.node_shapes = output_shapes(runs[0]) if runs else {}
         if not self.sets:
-            if overrides:
-                raise InputError(f"the original model does not run at the given --input-shape: {first_line(first_err)}")
             self._unavailable(
                 f"the original model does not run on generated inputs ({first_line(first_err)}); "
                 "bind dynamic dims with --input-shape or give --inputs data.npz"
             )
             return
+        self.plan = plan
         if is_dynamic(specs):
             self._second_size(original, session, specs, highs, seed + 1)
 
-    def _first_set(self, original, session, specs, overrides, highs, seed: int) -> Exception | None:
-        """Find a size at which the original runs on generated inputs (sizes tried in turn: a
-        window or a padding may need a long enough axis) and keep its outputs as the reference."""
-        first_err = None
-        for batch, other in CANDIDATE_SIZES if is_dynamic(specs) else [(1, 1)]:
+    def _decision_sets(self, original, session, specs, plan: ShapePlan, highs, seed: int) -> Exception | None:
+        """The reference outputs at every shape set of ``plan``. A set the user gave must run; when
+        the realistic defaults do not, sizes are tried in turn (a window or a padding may need a
+        long enough axis) and the first the original runs at replaces them (``plan.fallback``)."""
+        for i, shapes in enumerate(plan.sets):
             try:
-                shapes = bind_shapes(specs, overrides, batch, other)
+                feeds = random_inputs(specs, shapes, seed + 2 * i, highs)
+                ref = run_model(original, feeds, session)
+            except Exception as e:  # noqa: BLE001
+                if plan.given and not plan.defaulted:
+                    raise InputError(f"the original model does not run at --input-shape {_label(shapes)}: {first_line(e)}") from e
+                return self._fallback(original, session, specs, plan, highs, seed, e)
+            self.sets.append(InputSet(_label(shapes), feeds, ref, decides=True))
+        return None
+
+    def _fallback(self, original, session, specs, plan: ShapePlan, highs, seed: int, why: Exception) -> Exception:
+        for batch, other in CANDIDATE_SIZES if is_dynamic(specs) else []:
+            shapes = bind_shapes(specs, {k: plan.first[k] for k in plan.given}, batch, other)
+            try:
                 feeds = random_inputs(specs, shapes, seed, highs)
                 ref = run_model(original, feeds, session)
-            except UsageError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                first_err = first_err or e
-                if overrides and not is_dynamic([s for s in specs if s.name not in overrides]):
-                    break
+            except Exception:  # noqa: BLE001
                 continue
-            self.sets.append(InputSet(_label(shapes), feeds, ref))
-            return None
-        return first_err
+            self.sets.append(InputSet(_label(shapes), feeds, ref, decides=True))
+            plan.sets = [dict(shapes)]
+            plan.defaulted = [dataclasses.replace(d, value=shapes[d.input][d.axis], why="first size the model runs at")
+                              for d in plan.defaulted]
+            plan.fallback = f"the original does not run at the realistic defaults: {first_line(why)}"
+            return why
+        return why
 
     def _second_size(self, original, session, specs, highs, seed: int) -> None:
         """A second size of every dynamic axis: dynamic axes must stay dynamic. Twice the batch and
         half the other dims first (half the work of the first size: an image model's ×2 on height
         and width would be 8×); then doubled, for models that need their other dims whole."""
         first = {s.name: self.sets[0].feeds[s.name].shape for s in specs}
+        given = {tuple(x.feeds[s.name].shape for s in specs) for x in self.sets}
         for bmul, omul in ((2, 0.5), (2, 2), (2, 1), (1, 2)):
             shapes2 = _scaled(specs, first, bmul, omul)
-            if shapes2 is None or shapes2 == first:
+            if shapes2 is None or shapes2 == first or tuple(shapes2[s.name] for s in specs) in given:
                 continue
             try:
                 feeds = random_inputs(specs, shapes2, seed, highs)

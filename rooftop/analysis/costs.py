@@ -35,7 +35,7 @@ import onnx
 from onnx import ModelProto
 
 from rooftop.model_io import weightless
-from rooftop.runtime import bind_shapes, graph_inputs, index_bounds, make_session, random_inputs
+from rooftop.runtime import graph_inputs, index_bounds, make_session, random_inputs
 
 TRANSCENDENTAL = {
     "Exp", "Log", "Tanh", "Sigmoid", "Erf", "Gelu", "FastGelu", "BiasGelu", "Softplus", "Softsign", "Sqrt", "Pow",
@@ -278,7 +278,10 @@ def _match_profile(model: ModelProto, shapes_by_node: Mapping[str, list], wanted
 
 def bound_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
     """The input shapes the analysis runs ``model`` at (dynamic dims bound as ``tensor_infos`` binds them)."""
-    return {k: tuple(v) for k, v in bind_shapes(graph_inputs(model), dict(input_shapes or {}), 1, 32).items()}
+    from rooftop.shapes import as_sets, bind
+
+    sets = as_sets(input_shapes)
+    return {k: tuple(v) for k, v in bind(graph_inputs(model), sets[0] if sets else {})[0].items()}
 
 
 def remember(memo: ShapeMemo, model: ModelProto, shapes_by_node: Mapping[str, list]) -> int:

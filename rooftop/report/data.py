@@ -142,6 +142,9 @@ def report_dict(report: Report) -> dict[str, Any]:
         "prediction_vs_measurement": {
             "spearman_before": rho_b, "operators_before": n_b, "spearman_after": rho_a, "operators_after": n_a,
         },
+        "shapes": report.shapes.as_dict() if report.shapes is not None else None,
+        "plan": report.plan.as_dict() if report.plan is not None else None,
+        "replayed": report.replayed,
         "warnings": report.warnings,
         "seconds": round(report.seconds, 3),
     }

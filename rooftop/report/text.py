@@ -141,6 +141,23 @@ def layer_line(rl: Roofline) -> str:
     return line + " (JSON: by_layer)"
 
 
+def shapes_lines(report: Report) -> list[str]:
+    """Where the decisions were taken: the shape sets, the dims that were defaulted and the line that binds them."""
+    sp = report.shapes
+    if sp is None:
+        return []
+    what = "replayed" if report.replayed else ("decided and costed" if report.measured else "costed")
+    lines = [f"{what} at {' and '.join(sp.labels()) or 'no inputs'}" + (" (cost figures for the first)" if len(sp.sets) > 1 else "")]
+    if sp.defaulted:
+        lines.append("defaulted dims: " + "; ".join(d.describe() for d in sp.defaulted)
+                     + f"; to decide at the shapes you run: {sp.hint()}")
+    if sp.fallback:
+        lines.append(sp.fallback)
+    if report.replayed:
+        lines.append(f"replayed plan {report.replayed}")
+    return lines
+
+
 def summary_lines(report: Report) -> list[str]:
     lines = []
     hw, before, after = report.hardware, report.before, report.after
@@ -148,6 +165,7 @@ def summary_lines(report: Report) -> list[str]:
         f"nodes {report.nodes_before} → {report.nodes_after}, parameters {report.params_before:,} → {report.params_after:,}; "
         f"{report.verification}"
     )
+    lines += shapes_lines(report)
     if before is not None and after is not None and hw is not None:
         saved = before.bytes - after.bytes
         pct = 100 * saved / before.bytes if before.bytes else 0.0
