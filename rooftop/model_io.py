@@ -211,6 +211,23 @@ def _check_versions(model: ModelProto, name: str) -> None:
         raise InputError(f"{name}: invalid model: it uses standard ops but imports no default-domain opset")
 
 
+def _inside(loc: str, base: Path, name: str, tensor: str) -> None:
+    """External data must be a file in the model's folder or below it, reached without a symlink:
+    a model must not make the tool read an arbitrary file (onnx's loader refuses the same)."""
+    if not loc:
+        return
+    where = Path(loc)
+    if where.is_absolute() or ".." in where.parts:
+        raise InputError(f"{name}: external data '{loc}' of tensor '{tensor}' points outside the model's folder; "
+                         "only files in the model's folder or below it are read")
+    probe = base
+    for part in where.parts:
+        probe = probe / part
+        if probe.is_symlink():
+            raise InputError(f"{name}: external data '{loc}' of tensor '{tensor}' is reached through a symlink; "
+                             "only regular files in the model's folder are read")
+
+
 def _load_external(model: ModelProto, p: Path, name: str, lazy: bool = False) -> None:
     base = p.resolve().parent
     for t in iter_graph_tensors(model.graph):
@@ -218,6 +235,7 @@ def _load_external(model: ModelProto, p: Path, name: str, lazy: bool = False) ->
             continue
         info = {kv.key: kv.value for kv in t.external_data}
         loc = info.get("location", "")
+        _inside(loc, base, name, t.name)
         f = (base / loc).resolve()
         if not loc or not f.is_file():
             raise InputError(f"{name}: external data file '{loc}' of tensor '{t.name}' is missing (looked in {base})")

@@ -380,8 +380,9 @@ class _Run:
         if not opts.time:
             self.warnings.append("measurement did not decide (--no-time): passes were kept on verification alone")
             return
-        if opts.comparator is not None:
+        if opts.comparator is not None:  # it runs the models itself: it is told which shape set it times
             self.compare = opts.comparator
+            self.feed_sets = [(label, None) for label in (self.shapes.labels() if self.shapes is not None else [])]
             return
         self.feed_sets = _timing_feeds(self.original, self.verifier, self.shapes)
         self.feeds = self.feed_sets[0][1] if self.feed_sets else None

@@ -13,6 +13,20 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
+
+try:  # the tests that export real PyTorch models need torch; the pattern tests do not
+    import torch  # noqa: F401
+
+    HAS_TORCH = True
+except ImportError:
+    HAS_TORCH = False
+
+
+def needs_torch(fn):
+    """Skip a test that exports a PyTorch model where torch is not installed (it says so)."""
+    import pytest
+
+    return pytest.mark.skipif(not HAS_TORCH, reason="needs torch (pip install torch==2.13.0): exports a PyTorch model")(fn)
 MODELS = ROOT / "models"
 
 

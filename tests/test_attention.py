@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, init, make_model, ops, optimize, run, small_transformer, vi
+from helpers import HAS_TORCH, ROOT, needs_torch, init, make_model, ops, optimize, run, small_transformer, vi
 from onnx import TensorProto, helper
 
 from rooftop.passes import PassContext
@@ -166,13 +166,15 @@ def test_a_second_reader_of_the_scores_is_refused():
     assert list(res.refusals) == ["an intermediate of the attention is read by another node or is a graph output"]
 
 
-torch = pytest.importorskip("torch")
 sys.path.insert(0, str(ROOT / "models"))
-import archs
+if HAS_TORCH:
+    import archs
+    import torch
 
 small = small_transformer
 
 
+@needs_torch
 @pytest.mark.parametrize("exporter,opset", [("legacy", 14), ("dynamo", None)])
 @pytest.mark.parametrize("name", ["bert", "vit"])
 def test_exports_fuse_attention_for_onnxruntime(tmp_path, name, exporter, opset):
@@ -192,6 +194,7 @@ def test_exports_fuse_attention_for_onnxruntime(tmp_path, name, exporter, opset)
     np.testing.assert_allclose(run(out, {out.graph.input[0].name: x.numpy()})[0], ref, rtol=1e-3, atol=1e-4)
 
 
+@needs_torch
 @pytest.mark.parametrize("exporter,opset", [("legacy", 14), ("dynamo", None)])
 @pytest.mark.parametrize("target", ["onnxruntime", "portable"])
 def test_gpt2_causal_attention_is_fused(tmp_path, exporter, opset, target):

@@ -99,6 +99,41 @@ def test_missing_external_data(tmp_path):
     run_bad(p, tmp_path / "o.onnx", 2, "ext.onnx", "external data", "missing")
 
 
+def _external_model(folder: Path) -> Path:
+    w = np.ones((64, 64), np.float32)
+    m = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [1, 64])], [vi("y", [1, 64])], [init("w", w)]
+    )
+    p = folder / "ext.onnx"
+    onnx.save(m, p, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    return p
+
+
+def _point_at(model_path: Path, location: str) -> None:
+    m = onnx.load(model_path, load_external_data=False)
+    for kv in m.graph.initializer[0].external_data:
+        if kv.key == "location":
+            kv.value = location
+    model_path.write_bytes(m.SerializeToString())
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_external_data_outside_the_model_folder(tmp_path, where):
+    """A model must not make the tool read a file outside its folder: one line, exit 2."""
+    d = tmp_path / "model"
+    d.mkdir()
+    p = _external_model(d)
+    secret = tmp_path / "secret.bin"
+    shutil.move(d / "ext.onnx.data", secret)
+    if where == "parent":
+        _point_at(p, "../secret.bin")
+    elif where == "absolute":
+        _point_at(p, str(secret))
+    else:
+        os.symlink(secret, d / "ext.onnx.data")
+    run_bad(p, tmp_path / "o.onnx", 2, "ext.onnx", "external data", "symlink" if where == "symlink" else "outside the model's folder")
+
+
 def test_missing_output_folder(tmp_path):
     out = tmp_path / "no" / "such" / "dir" / "o.onnx"
     res = cli(str(SAMPLE), "-o", str(out))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import init, make_model, vi
@@ -214,3 +216,35 @@ def test_the_original_is_analysed_from_the_verification_run(monkeypatch):
     _, rep = rooftop.optimize(m, passes=["cleanup"], time=False, hardware="xeon-avx512")
     assert not [w for w in rep.warnings if "cost analysis failed" in w], rep.warnings
     assert len(rep.before.unknown) == 0 and rep.before.bytes > 0
+
+
+def _wheel_model(name: str):
+    import onnx
+
+    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "simple" / name / "model.onnx"
+    if not path.exists():
+        pytest.skip(f"{name} is not in this onnx wheel's test data")
+    return onnx.load(path)
+
+
+@pytest.mark.parametrize("name", ["test_strnorm_model_nostopwords_nochangecase",
+                                  "test_strnorm_model_monday_casesensintive_nochangecase", "test_sequence_model1",
+                                  "test_sequence_model5"])
+def test_tensor_types_numpy_cannot_size_are_unknown_not_an_error(name):
+    """String tensors (StringNormalizer) and sequences: the cost model counts what it can, says
+    which nodes it could not cost, and never ends the run."""
+    rl = roofline.roofline(costs.analyze(_wheel_model(name)), BUILTIN["xeon-avx512"])
+    assert rl.rows and all(r.bound in ("compute", "memory", "meta", "unknown") for r in rl.rows)
+    if "strnorm" in name:
+        assert rl.unknown and any("StringNormalizer" in u for u in rl.unknown)
+
+
+def test_the_string_models_of_the_onnx_wheel_go_through_the_command(tmp_path):
+    from helpers import cli
+
+    import onnx
+
+    for name in ("test_strnorm_model_nostopwords_nochangecase", "test_strnorm_model_monday_casesensintive_nochangecase"):
+        src = Path(onnx.__file__).parent / "backend" / "test" / "data" / "simple" / name / "model.onnx"
+        res = cli(str(src), "-o", str(tmp_path / f"{name}.onnx"), fast=False)
+        assert res.returncode == 0, res.stderr

@@ -7,16 +7,17 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, init, make_model, ops, optimize, run, small_transformer, vi
+from helpers import HAS_TORCH, ROOT, needs_torch, init, make_model, ops, optimize, run, small_transformer, vi
 from onnx import helper
 
 from rooftop.passes import PassContext
 from rooftop.passes.gelu_fusion import GeluFusion
 from rooftop.passes.norm_fusion import NormFusion
 
-torch = pytest.importorskip("torch")
 sys.path.insert(0, str(ROOT / "models"))
-import archs
+if HAS_TORCH:
+    import archs
+    import torch
 
 DECOMPOSED = {"ReduceMean", "Sqrt", "Pow", "Erf", "Tanh", "Reciprocal"}
 
@@ -24,6 +25,7 @@ DECOMPOSED = {"ReduceMean", "Sqrt", "Pow", "Erf", "Tanh", "Reciprocal"}
 small = small_transformer
 
 
+@needs_torch
 @pytest.mark.parametrize("exporter,opset", [("legacy", 14), ("dynamo", None)])  # dynamo: torch's default opset
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
 def test_transformer_exports_keep_no_decomposed_norm_or_gelu(tmp_path, name, exporter, opset):
@@ -43,6 +45,7 @@ def test_transformer_exports_keep_no_decomposed_norm_or_gelu(tmp_path, name, exp
     np.testing.assert_allclose(run(out, feeds)[0], ref, rtol=1e-3, atol=1e-4)
 
 
+@needs_torch
 def test_old_opset_says_which_opset_enables_the_fusions(tmp_path):
     net, x, axes = small("bert")
     src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter="legacy", opset=14)
@@ -57,6 +60,7 @@ def test_old_opset_says_which_opset_enables_the_fusions(tmp_path):
     assert "a higher opset would enable: LayerNormalization ×5, Gelu ×2, Attention ×2 (--opset 23 enables all of them)" in summary_lines(report)
 
 
+@needs_torch
 def test_onnxruntime_target_fuses_gelu_at_the_models_opset(tmp_path):
     net, x, axes = small("gpt2")
     src = archs.export_dynamic(net.eval(), x, tmp_path / "m.onnx", axes, exporter="legacy", opset=17)

@@ -272,7 +272,11 @@ def _match_profile(model: ModelProto, shapes_by_node: Mapping[str, list], wanted
             continue
         for o, (dtype, shape) in zip(outs, shapes, strict=True):
             if wanted is None or o in wanted:
-                got[o] = TensorInfo(tuple(int(d) for d in shape), np.dtype(_PROFILER_TYPES.get(dtype, dtype)))
+                try:
+                    dt = np.dtype(_PROFILER_TYPES.get(dtype, dtype))
+                except TypeError:  # a type numpy cannot size (string, sequence, map): left unknown
+                    continue
+                got[o] = TensorInfo(tuple(int(d) for d in shape), dt)
     return got
 
 
@@ -314,7 +318,8 @@ def _shapes_from_run(model: ModelProto, bound: Mapping[str, Sequence[int]], name
         outs = sess.run(names, feeds)
     except Exception:  # noqa: BLE001
         return {}
-    return {n: TensorInfo(tuple(int(d) for d in np.asarray(v).shape), np.asarray(v).dtype) for n, v in zip(names, outs)}
+    # sequences and maps come back as lists and dicts: no shape to give, they stay unknown
+    return {n: TensorInfo(tuple(int(d) for d in v.shape), v.dtype) for n, v in zip(names, outs) if isinstance(v, np.ndarray)}
 
 
 # ---- rules ------------------------------------------------------------------------------------------
