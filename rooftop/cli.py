@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--deploy-level", choices=("disable", "basic", "extended", "all"), default="all",
                    help="onnxruntime graph optimization level the model will run at; passes are kept or rejected by "
                         "latency measured there (default all: what an InferenceSession does by default)")
+    a.add_argument("--runtime", default="onnxruntime", metavar="NAME[:WHERE]",
+                   help="where verification and every decision are taken: onnxruntime (default), onnxruntime:PROVIDER "
+                        "(any execution provider of the installed onnxruntime), openvino, openvino:DEVICE")
+    cc = a.add_mutually_exclusive_group()
+    cc.add_argument("--cross-check", dest="cross_check", action="store_const", const=True, default=None,
+                    help="portable target: also load, run and compare every candidate in OpenVINO (the default where it "
+                         "is installed and the weights are under 1 GB)")
+    cc.add_argument("--no-cross-check", dest="cross_check", action="store_const", const=False,
+                    help="portable target: do not check candidates in OpenVINO")
     a.add_argument("--keep-slower", action="store_true", help="keep passes and a final model that measure slower at the deploy level")
     a.add_argument("--noise-band", type=float, default=0.03, metavar="FRACTION",
                    help="a measured ratio within 1 ± this (default 0.03) is noise: neither rejected nor claimed as a win")
@@ -164,7 +173,7 @@ def _options(args: argparse.Namespace, profile_nodes: bool):
         keep_slower=args.keep_slower, noise_band=args.noise_band,
         profile_nodes=profile_nodes,  # per-operator times are only shown in a report
         time_all_levels=bool(args.report),  # so is the ORT_DISABLE_ALL comparison of the final model
-        plan=getattr(args, "plan", None),
+        plan=getattr(args, "plan", None), runtime=args.runtime, cross_check=args.cross_check,
     )
 
 

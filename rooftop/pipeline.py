@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from onnx import ModelProto
 
-from rooftop import model_io, runtime
+from rooftop import model_io, runtime, runtimes
 from rooftop import shapes as shapes_mod
 from rooftop.errors import InputError, UsageError, VerificationError, first_line
 from rooftop.passes import (
@@ -53,6 +53,7 @@ from rooftop.records import (
 )
 from rooftop import plan as plan_mod
 from rooftop.plan import Plan
+from rooftop.runtimes.base import Runtime, level_word
 from rooftop.shapes import ShapePlan
 from rooftop.verify import Verifier, VerifyResult
 
@@ -119,6 +120,11 @@ class Options:
     # replay a plan (a saved plan or a JSON report's): exactly the passes it kept, with its options and
     # shapes, no timing, verification on; the output is byte-identical to the run that made it
     plan: str | os.PathLike[str] | None = None
+    # where verification and every decision are taken: onnxruntime[:PROVIDER] or openvino[:DEVICE]
+    runtime: str = "onnxruntime"
+    # portable target: every candidate onnxruntime verifies is also loaded, run and compared in
+    # OpenVINO (None: where OpenVINO is installed and decisions are taken in onnxruntime)
+    cross_check: bool | None = None
 
 
 @dataclass
@@ -151,6 +157,8 @@ class Report:
     plan: Plan | None = None  # the decisions of this run, replayable with --plan
     replayed: str | None = None  # the plan file this run replayed
     shapes: ShapePlan | None = None  # the input shapes decisions (and the cost figures) were taken at
+    runtime: str = "onnxruntime"  # where verification and decisions were taken
+    cross_checked: str | None = None  # the second runtime portable candidates were loaded and compared in
 
     @property
     def changed(self) -> bool:
@@ -241,8 +249,9 @@ class OrtComparator:
     """Interleaved onnxruntime timing on this machine. Keeps the session of the last model it
     timed as "after", so the next pass's comparison (whose "before" it is) does not build it again."""
 
-    def __init__(self, feeds: dict, opts: Options, one_at_a_time: bool = False) -> None:
+    def __init__(self, feeds: dict, opts: Options, one_at_a_time: bool = False, rt: Runtime | None = None) -> None:
         self.feeds, self.opts = feeds, opts
+        self.rt = rt or runtimes.get("onnxruntime")
         self.one_at_a_time = one_at_a_time  # ``in_turn`` of the original, decided once for the run
         self._cache: list[tuple[ModelProto, str, Any]] = []
 
@@ -252,7 +261,7 @@ class OrtComparator:
         for m, lv, s in self._cache:
             if m is model and lv == level:
                 return s
-        s = timing.session(model, level, self.opts.threads)
+        s = self.rt.load(model, level=level, threads=self.opts.threads, timing=True)
         if model_io.weights_nbytes(model) <= CACHE_SESSIONS_UP_TO:  # a session holds its own copy of the weights
             self._cache = (self._cache + [(model, level, s)])[-2:]
         return s
@@ -265,17 +274,20 @@ class OrtComparator:
         budget = self.opts.time_budget * (2.0 if stop == "verdict" else 1.0)
         if self.one_at_a_time:  # two sessions alive would hold every weight twice
             self.forget()
-            c = timing.compare_in_turn(lambda: timing.session(before, level, self.opts.threads),
-                                       lambda: timing.session(after, level, self.opts.threads), feeds,
+            c = timing.compare_in_turn(lambda: self.rt.load(before, level=level, threads=self.opts.threads, timing=True),
+                                       lambda: self.rt.load(after, level=level, threads=self.opts.threads, timing=True), feeds,
                                        level=level, threads=threads, budget_s=budget, band=self.opts.noise_band)
-            return c.latency()
+            return self._named(c.latency())
         # the cache keeps the sessions of the last two models timed: drop the others before building new ones
         self._cache = [c for c in self._cache if c[0] is before or c[0] is after]
         c = timing.compare_sessions(self._session(before, level), self._session(after, level), feeds, level=level,
                                     threads=threads, budget_s=budget, band=self.opts.noise_band, stop=stop)
         if model_io.weights_nbytes(after) > CACHE_SESSIONS_UP_TO:
             model_io.release_memory()  # the sessions just used are gone: give their memory back
-        return c.latency()
+        return self._named(c.latency())
+
+    def _named(self, lat: Latency) -> Latency:
+        return lat if self.rt.levels else dataclasses.replace(lat, where=self.rt.label)
 
     def forget(self) -> None:
         self._cache.clear()
@@ -288,6 +300,8 @@ class _Run:
     def __init__(self, original: ModelProto, opts: Options, stage: Callable[[str], None], replay: Plan | None = None) -> None:
         self.original, self.opts, self.stage = original, opts, stage
         self.replay = replay  # a plan replayed: its positions not kept are skipped, its options used
+        self.rt: Runtime = runtimes.get(opts.runtime)  # where verification and decisions are taken
+        self.cross: Verifier | None = None  # a second runtime a portable output must load and match in
         self.base_skip = plan_mod.skips(replay) if replay is not None else {}
         self.warnings: list[str] = []
         self.hw: HardwareProfile | None = None
@@ -320,7 +334,9 @@ class _Run:
         if opts.verify:
             self.stage("computing reference outputs")
             self.verifier = Verifier(self.original, input_shapes=opts.input_shapes, inputs_npz=opts.inputs_npz,
-                                     rtol=opts.rtol, atol=opts.atol, shapes=self.hw is not None)
+                                     rtol=opts.rtol, atol=opts.atol, shapes=self.hw is not None,
+                                     runtime=None if self.rt.label == "onnxruntime" else self.rt)
+            self._cross_check()
             self._shapes_from_references()
             if not self.verifier.available:
                 self.warnings.append(f"verification skipped: {self.verifier.reason}{_opset_hint(self.original)}")
@@ -332,6 +348,27 @@ class _Run:
         if self.hw is not None:
             self.stage("analyzing the original model")
             self.before = self.current_cost = self.cost(self.original)
+
+    def _cross_check(self) -> None:
+        """Portable means it runs elsewhere: where OpenVINO is installed (and decisions are taken in
+        onnxruntime), every candidate is also loaded, run and compared there."""
+        opts, v = self.opts, self.verifier
+        want = opts.cross_check if opts.cross_check is not None else opts.target == "portable"
+        if not want or v is None or not v.available or self.rt.name != "onnxruntime":
+            return
+        ov = runtimes.installed("openvino")
+        if ov is None:
+            if opts.cross_check:
+                raise UsageError("--cross-check: OpenVINO is not installed (pip install 'rooftop[openvino]')")
+            return
+        if model_io.weights_nbytes(self.original) > INTERLEAVE_UP_TO and not opts.cross_check:
+            self.warnings.append(f"portable outputs not checked in {ov.label}: over 1 GB of weights, which a second "
+                                 "runtime would hold again (--cross-check checks them)")
+            return
+        self.stage("computing reference outputs in OpenVINO")
+        self.cross = Verifier(self.original, rtol=opts.rtol, atol=opts.atol, runtime=ov, feeds_from=v)
+        if not self.cross.available:
+            self.warnings.append(f"portable outputs not checked in {ov.label}: {self.cross.reason}")
 
     def _decision_shapes(self) -> None:
         """The shape sets decisions are taken at: as the verifier ran them, else planned here."""
@@ -391,7 +428,7 @@ class _Run:
                                  "structure alone (a pass whose predicted time grows is rejected)")
             return
         one = in_turn(self.original)
-        self.compare = OrtComparator(self.feeds, opts, one_at_a_time=one)
+        self.compare = OrtComparator(self.feeds, opts, one_at_a_time=one, rt=self.rt)
         if one:
             w = model_io.weights_nbytes(self.original)
             size = f"{w / 1e9:.1f} GB" if w >= 1e9 else f"{w / 1e6:.0f} MB"
@@ -452,10 +489,24 @@ class _Run:
         res = self.verifier.check(candidate, path=path, data=data)
         v.verified, v.max_abs_error = True, res.max_abs_error
         if res.ok:
-            self.last_verified = (candidate, res)
-            return ""
+            return self._check_elsewhere(name, candidate, v, res, path, data)
         v.cause, v.reason = Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}"
         return f"differed from the original ({res.message})"
+
+    def _check_elsewhere(self, name: str, candidate: ModelProto, v: Validation, res: VerifyResult, path, data) -> str:
+        """The same check in the second runtime (portable target): a result it cannot load, or
+        whose outputs differ there, fails like any verification, with its message."""
+        cross = self.cross
+        if cross is not None and cross.available:
+            self.stage(f"checking {name} in {cross.where}")
+            other = cross.check(candidate, path=path, data=data)
+            if not other.ok:
+                cant = "cannot load" in other.message or "fails on" in other.message
+                v.cause = Cause.INVALID if cant else Cause.OUTPUTS_CHANGED
+                v.reason = other.message if cant else f"outputs changed in {cross.where}: {other.message}"
+                return f"failed in {cross.where} ({other.message})"
+        self.last_verified = (candidate, res)
+        return ""
 
     def _timed_alone(self, name: str, candidate: ModelProto, v: Validation) -> bool:
         """Whether the gate times this pass's output against its input (see ``decide``)."""
@@ -482,7 +533,7 @@ class _Run:
                 self._decide_by_structure(v)
             return
         level = self.opts.deploy_level
-        self.stage(f"timing {name} against its input ({ORT_LEVEL_NAMES[level]})")
+        self.stage(f"timing {name} against its input ({level_word(self.rt, level)})")
         v.latency = self._confirmed(self.current, candidate, level, "gate")
         if v.latency is None or self.opts.keep_slower:
             return
@@ -556,7 +607,7 @@ class _Run:
             try:
                 lat = self._compare_at(before, after, level, stop, label, feeds)
             except Exception as e:  # noqa: BLE001 - a failed measurement decides nothing
-                self.warnings.append(f"timing at {ORT_LEVEL_NAMES[level]} failed: {first_line(e)}")
+                self.warnings.append(f"timing at {level_word(self.rt, level)} failed: {first_line(e)}")
                 return None
             if lat is None:
                 return None
@@ -577,7 +628,7 @@ class _Run:
 
     def explain(self, before: ModelProto, after: ModelProto, level: str, *, shrank: bool = False) -> list[OpGrowth]:
         """The operator types whose measured time grew (``shrank``: fell) most (onnxruntime's profiler)."""
-        if self.feeds is None or not isinstance(self.compare, OrtComparator) or model_io.is_large(before):
+        if self.feeds is None or not isinstance(self.compare, OrtComparator) or model_io.is_large(before) or not self.rt.levels:
             return []  # (the profiler copies the model: not for one over 2 GB)
         from rooftop.analysis import timing
 
@@ -651,7 +702,7 @@ class _Run:
         level = self.opts.deploy_level
         if self.compare is None or optimized is self.original:
             return optimized, records, None, []
-        self.stage(f"timing the optimized model against the original ({ORT_LEVEL_NAMES[level]})")
+        self.stage(f"timing the optimized model against the original ({level_word(self.rt, level)})")
         lat = self._confirmed(self.original, optimized, level, self.final_stop)
         if lat is None or lat.verdict is not Verdict.SLOWER or self.opts.keep_slower:
             return optimized, records, lat, []
@@ -685,7 +736,8 @@ class _Run:
             options={"target": opts.target, "fold_limit": opts.fold_limit, "channel_multiple": self._channel_multiple(),
                      "fixed_point": opts.fixed_point, "opset": opts.opset},
             decided=self.replay.decided if self.replay is not None else {
-                "runtime": "onnxruntime", "deploy_level": ORT_LEVEL_NAMES[opts.deploy_level],
+                "runtime": self.rt.label, "deploy_level": level_word(self.rt, opts.deploy_level),
+                "cross_checked": self.cross.where if self.cross is not None and self.cross.available else None,
                 "threads": opts.threads or runtime.physical_cores(), "noise_band": opts.noise_band,
                 "time_budget_s": opts.time_budget, "measured": measured, "backed_off": backed_off, "reverted": reverted},
             shapes=self.shapes.as_dict() if self.shapes is not None else None,
@@ -725,12 +777,12 @@ class _Run:
         out: dict[str, Latency] = {}
         if self.compare is None or optimized is self.original:
             return out
-        levels = ("disable", self.opts.deploy_level) if self.opts.time_all_levels else (self.opts.deploy_level,)
+        levels = ("disable", self.opts.deploy_level) if self.opts.time_all_levels and self.rt.levels else (self.opts.deploy_level,)
         for level in dict.fromkeys(levels):
             if level == self.opts.deploy_level and deploy is not None:
                 out[level] = deploy
                 continue
-            self.stage(f"timing the optimized model against the original ({ORT_LEVEL_NAMES[level]})")
+            self.stage(f"timing the optimized model against the original ({level_word(self.rt, level)})")
             lat = self._measure(self.original, optimized, level, "verdict")
             if lat is not None:
                 out[level] = lat
@@ -763,7 +815,7 @@ class _Run:
         try:
             for model, rl in ((self.original, self.before), (optimized, after)):
                 if rl is not None:
-                    timing.join_measured(rl.rows, timing.profile_nodes(model, self.feeds, threads=self.opts.threads))
+                    timing.join_measured(rl.rows, self.rt.profile_nodes(model, self.feeds, threads=self.opts.threads))
         except Exception as e:  # noqa: BLE001
             self.warnings.append(f"operator profiling failed: {first_line(e)}")
             return
@@ -875,7 +927,8 @@ def _optimize(original: ModelProto, model_path: str | None, notes: list[str], ou
         hardware=run.hw, before=run.before, after=after, deploy_level=opts.deploy_level, latency=latency,
         measured=run.compare is not None, backed_off=backed_off, reverted=bool(backed_off) and optimized is original,
         disagreement=disagreement, ort_load_error=run.verifier.load_error if run.verifier is not None else None,
-        replayed=str(opts.plan) if opts.plan is not None else None, shapes=run.shapes,
+        replayed=str(opts.plan) if opts.plan is not None else None, shapes=run.shapes, runtime=run.rt.label,
+        cross_checked=run.cross.where if run.cross is not None and run.cross.available else None,
     )
     report.plan = run.make_plan(names, records, model_path, backed_off, report.reverted)
     return optimized, report

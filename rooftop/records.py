@@ -101,10 +101,11 @@ class Latency:
     iqr: tuple[float, float]
     band: float = NOISE_BAND
     shapes: str = ""  # the shape set this was measured at, when decisions are taken at several
+    where: str = ""  # the runtime, when not onnxruntime (whose levels name themselves)
 
     @property
     def level_name(self) -> str:
-        return ORT_LEVEL_NAMES[self.level]
+        return self.where or ORT_LEVEL_NAMES[self.level]
 
     @property
     def verdict(self) -> Verdict:

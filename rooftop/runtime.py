@@ -195,6 +195,7 @@ def make_session(
     data: bytes | None = None,
     spinning: bool = True,
     prepack: bool = True,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
 ):
     """An onnxruntime CPU session for a ModelProto (large models go through a temp file).
 
@@ -225,15 +226,16 @@ def make_session(
         so.profile_file_prefix = profile_prefix
     if not prepack:
         so.add_session_config_entry("session.disable_prepacking", "1")
+    providers = list(providers)
     if path is not None:
-        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(path, so, providers=providers)
     src = data if data is not None else ort_source(model)
     if src is not None:
         if external_dir() is not None:  # a model from memory reads its external data from here
             so.add_session_config_entry("session.model_external_initializers_file_folder_path", external_dir())
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(src, so, providers=providers)
     with materialized(model) as path:
-        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(path, so, providers=providers)
 
 
 def run_model(model: ModelProto, feeds: Mapping[str, np.ndarray], session=None) -> dict[str, np.ndarray]:

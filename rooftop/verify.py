@@ -40,6 +40,7 @@ from rooftop.runtime import (
     random_inputs,
     run_model,
 )
+from rooftop.runtimes.base import Runtime
 from rooftop.shapes import ShapePlan
 from rooftop.shapes import plan as shapes_plan
 
@@ -205,8 +206,14 @@ class Verifier:
         atol: float = 1e-5,
         seed: int = 0,
         shapes: bool = False,
+        runtime: Runtime | None = None,
+        feeds_from: Verifier | None = None,
     ) -> None:
         self.rtol, self.atol = rtol, atol
+        # where the models run (onnxruntime's CPU provider unless told); ``feeds_from``: another
+        # verifier whose inputs this one runs too (a second runtime checks the same inputs)
+        self.runtime = runtime
+        self.feeds_from = feeds_from
         # ``shapes``: the reference run at the first size is profiled, and each node's output shapes
         # kept (node name -> (element type, shape) per output) for the cost analysis, which would
         # otherwise build a session of the original and run it again
@@ -225,13 +232,30 @@ class Verifier:
         self._references(original, input_shapes, inputs_npz, seed)
         if big:
             release_memory()  # the reference session is gone before the next is built
-        if self.available:
+        if self.available and self._ort:
             self._ort_distance(original)
         self._tol = self.tolerances()
         if big:
             release_memory()
 
+    @property
+    def _ort(self) -> bool:
+        return self.runtime is None or self.runtime.name == "onnxruntime" and self.runtime.where == "CPUExecutionProvider"
+
+    @property
+    def where(self) -> str:
+        return "onnxruntime" if self.runtime is None else self.runtime.label
+
+    def _load(self, model, **kw):
+        if self._ort:
+            return make_session(model, prepack=False, **kw)
+        kw.pop("profile_prefix", None)
+        return self.runtime.load(model, **kw)
+
     def _references(self, original: ModelProto, input_shapes, inputs_npz, seed: int) -> None:
+        if self.feeds_from is not None:
+            self._same_inputs(original)
+            return
         try:
             specs = graph_inputs(original)
         except InputError as e:
@@ -241,10 +265,10 @@ class Verifier:
         with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
             try:
                 with named_for_profiler(original):
-                    session = make_session(original, prepack=False, profile_prefix=os.path.join(d, "p") if self.shapes else None)
+                    session = self._load(original, profile_prefix=os.path.join(d, "p") if self.shapes and self._ort else None)
             except Exception as e:  # noqa: BLE001 - custom ops, unsupported opsets...
                 self.load_error = first_line(e)
-                self._unavailable(f"onnxruntime cannot run the original model ({self.load_error})")
+                self._unavailable(f"{self.where} cannot run the original model ({self.load_error})")
                 return
             self.load_error = ""
             self._reference_sets(original, session, specs, plan, inputs_npz, seed)
@@ -257,7 +281,7 @@ class Verifier:
             return
         highs = index_bounds(original)
         first_err = self._decision_sets(original, session, specs, plan, highs, seed)
-        if self.shapes and self.sets:
+        if self.shapes and self.sets and self._ort:
             runs = profile_runs(session.end_profiling())
             self.node_shapes = output_shapes(runs[0]) if runs else {}
         if not self.sets:
@@ -277,7 +301,7 @@ class Verifier:
         for i, shapes in enumerate(plan.sets):
             try:
                 feeds = random_inputs(specs, shapes, seed + 2 * i, highs)
-                ref = run_model(original, feeds, session)
+                ref = _outputs(original, feeds, session)
             except Exception as e:  # noqa: BLE001
                 if plan.given and not plan.defaulted:
                     raise InputError(f"the original model does not run at --input-shape {_label(shapes)}: {first_line(e)}") from e
@@ -290,7 +314,7 @@ class Verifier:
             shapes = bind_shapes(specs, {k: plan.first[k] for k in plan.given}, batch, other)
             try:
                 feeds = random_inputs(specs, shapes, seed, highs)
-                ref = run_model(original, feeds, session)
+                ref = _outputs(original, feeds, session)
             except Exception:  # noqa: BLE001
                 continue
             self.sets.append(InputSet(_label(shapes), feeds, ref, decides=True))
@@ -313,7 +337,7 @@ class Verifier:
                 continue
             try:
                 feeds = random_inputs(specs, shapes2, seed, highs)
-                ref = run_model(original, feeds, session)
+                ref = _outputs(original, feeds, session)
             except Exception:  # noqa: BLE001
                 continue
             self.sets.append(InputSet(_label(shapes2), feeds, ref))
@@ -344,13 +368,31 @@ class Verifier:
         names = set(self.steps) | set(self.ort_distance)
         return {n: max(self.steps.get(n, 0.0), 1.1 * self.ort_distance.get(n, 0.0)) for n in names}
 
+    def _same_inputs(self, original: ModelProto) -> None:
+        """The references of ``feeds_from``'s inputs, run here."""
+        try:
+            session = self._load(original)
+        except Exception as e:  # noqa: BLE001
+            self.load_error = first_line(e)
+            self._unavailable(f"{self.where} cannot load the original model ({self.load_error})")
+            return
+        self.load_error = ""
+        self.plan = self.feeds_from.plan
+        for s in self.feeds_from.sets:
+            try:
+                ref = _outputs(original, s.feeds, session)
+            except Exception as e:  # noqa: BLE001
+                self._unavailable(f"{self.where} cannot run the original model on {s.label} ({first_line(e)})")
+                return
+            self.sets.append(InputSet(s.label, s.feeds, ref, s.decides))
+
     def _unavailable(self, reason: str) -> None:
         self.available = False
         self.reason = reason
 
     def _run(self, model, feeds, session, label):
         try:
-            return run_model(model, feeds, session)
+            return _outputs(model, feeds, session)
         except Exception as e:  # noqa: BLE001
             raise InputError(f"the original model does not run on {label}: {first_line(e)}") from e
 
@@ -358,6 +400,8 @@ class Verifier:
         if not self.available:
             return f"verification skipped: {self.reason}"
         text = "verified on " + " and ".join(s.label for s in self.sets)
+        if not self._ort:
+            text += f" in {self.where}"
         if self.ort_distance:
             d = max(self.ort_distance.values())
             step = max(self.steps.values(), default=0.0)
@@ -371,15 +415,15 @@ class Verifier:
         if not self.available:
             return VerifyResult(True, 0.0, message=self.reason, skipped=True)
         try:
-            session = make_session(candidate, path=path, data=data, prepack=False)
+            session = self._load(candidate, path=path, data=data)
         except Exception as e:  # noqa: BLE001
-            return VerifyResult(False, float("inf"), message=f"onnxruntime cannot load the rewritten model: {first_line(e)}")
+            return VerifyResult(False, float("inf"), message=f"{self.where} cannot load the rewritten model: {first_line(e)}")
         worst = VerifyResult(True, 0.0)
         for s in self.sets:
             try:
-                got = run_model(candidate, s.feeds, session)
+                got = _outputs(candidate, s.feeds, session)
             except Exception as e:  # noqa: BLE001
-                return VerifyResult(False, float("inf"), message=f"onnxruntime fails on {s.label}: {first_line(e)}")
+                return VerifyResult(False, float("inf"), message=f"{self.where} fails on {s.label}: {first_line(e)}")
             res = compare_outputs(s.reference, got, rtol=self.rtol, atol=self.atol, quantized=self.quantized, steps=self._tol)
             if not res.ok:
                 res.message = f"on {s.label}: {res.message}"
@@ -387,6 +431,13 @@ class Verifier:
             if res.max_abs_error >= worst.max_abs_error:
                 worst = res
         return worst
+
+
+def _outputs(model: ModelProto, feeds, session) -> dict[str, np.ndarray]:
+    """One run's outputs: an onnxruntime InferenceSession, or a runtime's session."""
+    if hasattr(session, "get_outputs"):
+        return run_model(model, feeds, session)
+    return session.run(feeds)
 
 
 def _scaled(specs, first, bmul, omul) -> dict[str, tuple[int, ...]] | None:

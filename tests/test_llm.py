@@ -110,15 +110,16 @@ def test_a_pass_reads_a_weight_left_on_disk(tmp_path):
 def test_large_models_are_timed_one_session_at_a_time(decoder, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "INTERLEAVE_UP_TO", 0)
     built = []
-    from rooftop.analysis import timing
+    from rooftop.runtimes.onnxruntime import OnnxRuntime
 
-    orig_session = timing.session
+    orig_load = OnnxRuntime.load
 
-    def counting(model, level="disable", threads=0):
-        built.append(level)
-        return orig_session(model, level, threads)
+    def counting(self, model, **kw):
+        if kw.get("timing"):
+            built.append(kw.get("level"))
+        return orig_load(self, model, **kw)
 
-    monkeypatch.setattr(timing, "session", counting)
+    monkeypatch.setattr(OnnxRuntime, "load", counting)
     _, report = optimize(decoder, tmp_path / "out.onnx", lazy_weights=True, time=True, time_budget=0.2, profile_nodes=False)
     assert any("one session at a time" in w for w in report.warnings)
     assert report.latency and all(lat.rounds >= 6 for lat in report.latency.values())  # 2 blocks a model, 3 runs at least

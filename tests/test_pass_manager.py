@@ -145,13 +145,13 @@ def test_passes_are_checked_with_the_pipelines_output_and_alone_only_when_it_dif
              helper.make_node("Add", ["r", "i"], ["y"])]
     m = make_model(nodes, [vi("x", ["batch", 8])], [vi("y", ["batch", 8])])
 
-    out, rep = rooftop.optimize(m, passes=["cleanup"], time=False, analyze=False)
+    out, rep = rooftop.optimize(m, passes=["cleanup"], time=False, analyze=False, cross_check=False)
     assert checked == [["Relu", "Add"]]  # one check, of the output
     (rec,) = rep.passes
     assert rec.status is Status.APPLIED and rec.verified and rec.max_abs_error is None and rep.final_check.ok
 
     checked.clear()
-    out, rep = rooftop.optimize(m, passes=["cleanup", "test-first-row"], time=False, analyze=False)
+    out, rep = rooftop.optimize(m, passes=["cleanup", "test-first-row"], time=False, analyze=False, cross_check=False)
     wrong = ["Relu", "Add", "Slice", "Shape", "Expand"]
     assert [sorted(c) for c in checked] == [sorted(wrong), ["Add", "Relu"], sorted(wrong)]  # output; then each pass
     assert rep.verification.startswith("verified on x=1x") and " and x=2x" in rep.verification

@@ -142,7 +142,10 @@ def session(model: ModelProto, level: str = "disable", threads: int = 0):
 
 
 def _runner(sess, feeds: Mapping[str, np.ndarray], repeat: int = 1) -> Callable[[], float]:
-    """A callable that runs the session ``repeat`` times and returns the mean seconds per run."""
+    """A callable that runs the session ``repeat`` times and returns the mean seconds per run
+    (a runtime's session gives its own; an onnxruntime InferenceSession is run here)."""
+    if hasattr(sess, "runner"):
+        return sess.runner(feeds, repeat)
     names = [o.name for o in sess.get_outputs()]
     feeds = dict(feeds)
 

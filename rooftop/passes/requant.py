@@ -12,7 +12,8 @@ and fp32 out of it, then as int8 again: more bytes than the fp32 model. Rewrites
    these ops commute with the monotonic affine map, and ``Q(DQ(x)) == x``).
 3. ``DQ(x) → Conv → [Relu] → Q`` becomes QLinearConv and ``DQ(a) → MatMul → [Relu] → Q``
    becomes QLinearMatMul (standard domain): with constant 2-D weights, per-tensor or
-   per-channel weight scales; with a second quantized activation (attention's scores and
+   per-channel weight scales (per-channel with ``--target onnxruntime`` only: OpenVINO, a runtime
+   a portable model must load in, takes only per-tensor scales in these ops); with a second quantized activation (attention's scores and
    value product: ``DQ(a) → MatMul ← DQ(b)``), per-tensor scales on both; the Conv bias, when it is ``DQ(int32, x_scale·w_scale)``
    as quantizers write it, is used as is, a float bias is quantized at
    ``x_scale·w_scale``. A Relu before the Q is absorbed when the Q's zero point is
@@ -452,6 +453,9 @@ class _Run:
             return self.leave(node, f"{node.op}: output quantized per channel or as another type than the input")
         if relu is not None and int(q.zp.reshape(-1)[0]) != q.qmin:
             return self.leave(node, f"{node.op}: the Relu after it is not implied by the output zero point")
+        if wq is not None and not w.per_tensor and self.target == "portable":
+            return self.leave(node, f"{node.op}: weight quantized per channel, which QLinear{node.op} takes in onnxruntime "
+                                    "but not in OpenVINO (portable keeps the QDQ form; --target onnxruntime converts it)")
         if node.op == "Conv":
             if wq.ndim < 3 or not (w.per_tensor or (w.axis in (0, -wq.ndim) and w.scale.size == wq.shape[0])):
                 return self.leave(node, "Conv: weight scales neither per tensor nor per output channel")

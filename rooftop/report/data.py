@@ -125,6 +125,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "target": report.target,
         "pipeline": report.pipeline,
         "deploy_level": ORT_LEVEL_NAMES[report.deploy_level],
+        "runtime": report.runtime,
+        "cross_checked": report.cross_checked,
         "measured": report.measured,
         "hardware": _hardware_dict(report.hardware),
         "verification": {

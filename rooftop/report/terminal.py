@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rooftop.records import ORT_LEVEL_NAMES
-from rooftop.report.text import TOP_HEADERS, headers, kinds_lines, narrow_rows, not_kept, pass_rows, summary_lines, top_rows
+from rooftop.report.text import deploy_word, TOP_HEADERS, headers, kinds_lines, narrow_rows, not_kept, pass_rows, summary_lines, top_rows
 
 if TYPE_CHECKING:
     from rooftop.pipeline import Report
@@ -33,7 +33,7 @@ def print_terminal(report: Report, console: Console | None = None) -> None:
     narrow = console.width < WIDE_TERMINAL
     title = f"Rooftop: {report.model_path or 'model'}  ({report.target} target)"
     if narrow:
-        heads = ["pass", "status", "rw", "nodes", "traffic", f"measured ({ORT_LEVEL_NAMES[report.deploy_level]})", "error"]
+        heads = ["pass", "status", "rw", "nodes", "traffic", f"measured ({deploy_word(report)})", "error"]
         console.print(_table(title, heads, narrow_rows(report), ("pass", "status"), True))
     else:
         console.print(_table(title, headers(report), pass_rows(report), ("pass", "status"), False))

@@ -57,9 +57,14 @@ def _lat(lat: Latency | None) -> str:
     return f"{lat.ms_before:.3g}→{lat.ms_after:.3g}ms {lat.describe()}{mark}"
 
 
+def deploy_word(report: Report) -> str:
+    """Where decisions were measured: an onnxruntime level, or the runtime (OpenVINO runs its own pipeline)."""
+    return ORT_LEVEL_NAMES[report.deploy_level] if report.runtime == "onnxruntime" else report.runtime
+
+
 def headers(report: Report) -> list[str]:
     return ["pass", "status", "rewrites", "nodes", "FLOPs", "traffic", "predicted",
-            f"measured ({ORT_LEVEL_NAMES[report.deploy_level]})", "max error", "s"]
+            f"measured ({deploy_word(report)})", "max error", "s"]
 
 
 def _shown(r: PassRecord) -> bool:

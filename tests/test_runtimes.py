@@ -1,0 +1,107 @@
+"""The runtime interface: onnxruntime and OpenVINO behind one contract; decisions taken on the
+runtime the user names; a portable output must load and match in OpenVINO."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from helpers import MODELS, cli, ops, optimize
+
+from rooftop import runtimes
+from rooftop.errors import UsageError
+from rooftop.runtime import graph_inputs, random_inputs
+from rooftop.shapes import bind
+
+try:
+    import openvino  # noqa: F401
+
+    HAS_OV = True
+except ImportError:
+    HAS_OV = False
+
+needs_openvino = pytest.mark.skipif(not HAS_OV, reason="OpenVINO is not installed (pip install 'rooftop[openvino]'; .ci/run installs it)")
+SAMPLES = ["resnet_bn", "encoder_dynamic", "resnet_qdq_int8", "odd_channels"]
+
+
+def feeds_for(model):
+    specs = graph_inputs(model)
+    return random_inputs(specs, bind(specs, {})[0], seed=0)
+
+
+@pytest.mark.parametrize("spec", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_both_runtimes_load_run_time_and_profile_the_samples(spec, sample):
+    rt = runtimes.get(spec)
+    model = onnx.load(MODELS / f"{sample}.onnx")
+    feeds = feeds_for(model)
+    out = rt.load(model).run(feeds)
+    ref = runtimes.get("onnxruntime").load(model).run(feeds)
+    assert list(out) == [o.name for o in model.graph.output]
+    for name, r in ref.items():
+        assert out[name].shape == r.shape and out[name].dtype == r.dtype
+        if r.dtype.kind == "f" and "qdq" not in sample:  # the int8 sample rounds differently in each runtime
+            np.testing.assert_allclose(out[name], r, rtol=1e-3, atol=1e-4)
+    t = rt.load(model, level="all", timing=True).runner(feeds, repeat=2)()
+    assert 0 < t < 1.0
+    prof = rt.profile_nodes(model, feeds, runs=2)
+    assert prof and all(v >= 0 for v in prof.values())
+    assert any(n.name in prof for n in model.graph.node)
+
+
+def test_unknown_runtime_or_provider_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown runtime"):
+        runtimes.get("tensorrt")
+    with pytest.raises(UsageError, match="no such execution provider"):
+        runtimes.get("onnxruntime:NoSuchExecutionProvider")
+    for spec in ("tensorrt", "onnxruntime:CUDAExecutionProviderX"):
+        res = cli("models/resnet_bn.onnx", "-o", "/tmp/never.onnx", "--runtime", spec)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "--runtime" in res.stderr
+
+
+@needs_openvino
+def test_runtime_openvino_end_to_end(tmp_path):
+    res = cli("models/resnet_bn.onnx", "-o", str(tmp_path / "o.onnx"), "--runtime", "openvino", "--time-budget", "0.3",
+              "--hardware", "xeon-avx512", "--report", str(tmp_path / "r.json"), "-q", fast=False)
+    assert res.returncode == 0, res.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["runtime"] == "OpenVINO (CPU)" and r["plan"]["decided"]["runtime"] == "OpenVINO (CPU)"
+    assert r["verification"]["description"].endswith("in OpenVINO (CPU)") and r["verification"]["ok"]
+    assert set(r["latency"]) == {"all"} and r["latency"]["all"]["ort_level"] == "OpenVINO (CPU)"
+    assert "fold-conv-bn" in [p["name"] for p in r["passes"] if p["status"] == "applied"]
+    assert "BatchNormalization" not in ops(onnx.load(tmp_path / "o.onnx"))
+
+
+@needs_openvino
+def test_portable_candidates_are_checked_in_openvino(tmp_path):
+    _, rep = optimize(MODELS / "resnet_bn.onnx", tmp_path / "o.onnx")
+    assert rep.cross_checked == "OpenVINO (CPU)"
+    _, rep = optimize(MODELS / "resnet_bn.onnx", tmp_path / "o.onnx", cross_check=False)
+    assert rep.cross_checked is None
+    _, rep = optimize(MODELS / "resnet_bn.onnx", tmp_path / "o.onnx", target="onnxruntime")
+    assert rep.cross_checked is None  # com.microsoft ops are onnxruntime's own
+
+
+@needs_openvino
+def test_portable_requant_with_per_channel_scales_loads_in_openvino(tmp_path):
+    """Per-channel weight scales in QLinearConv/QLinearMatMul load in onnxruntime, not in OpenVINO
+    ("The number of dequantization scale elements ... must match"): the portable form keeps the
+    QDQ groups and says why; the output loads and matches in OpenVINO."""
+    from test_requant import float_cnn, quantize
+
+    src, shapes = float_cnn(tmp_path)
+    q = quantize(src, shapes, tmp_path / "q.onnx", True, "u8")
+    out, rep = optimize(q, tmp_path / "o.onnx", passes=["requant", "cleanup"], cross_check=False)
+    rec = next(r for r in rep.passes if r.name == "requant")
+    assert any("weight quantized per channel" in why for why in rec.refusals), rec.refusals
+    assert "QLinearConv" not in ops(out) and "QLinearMatMul" not in ops(out)
+    ov = runtimes.get("openvino")
+    written = onnx.load(tmp_path / "o.onnx")
+    feeds = feeds_for(written)
+    got = ov.load(written).run(feeds)
+    ref = ov.load(onnx.load(q)).run(feeds)
+    for name, r in ref.items():
+        np.testing.assert_allclose(got[name], r, atol=1e-5)
