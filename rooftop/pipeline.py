@@ -539,13 +539,20 @@ class _Run:
             return
         if v.latency.verdict is Verdict.SLOWER:
             v.cause, v.reason = Cause.SLOWER, self._slower_reason(candidate, v)
-        elif v.latency.verdict is not Verdict.FASTER and self._must_pay(name, candidate, v):
+        elif not self._paid(v.latency) and self._must_pay(name, candidate, v):
             c = v.cost
             what = ("adds nodes or changes the kernels onnxruntime runs" if c is None or not (_adds_traffic(v) or _adds_ops(v)) else
                     f"adds predicted work (traffic {c.before.bytes / 1e6:.4g}→{c.after.bytes / 1e6:.4g} MB, "
                     f"FLOPs {c.before.flops / 1e6:.4g}→{c.after.flops / 1e6:.4g} M)")
             v.cause = Cause.SLOWER
-            v.reason = f"{what} and measured no faster at {v.latency.level_name}: {v.latency.describe()}"
+            v.reason = (f"{what} and measured no faster at {v.latency.level_name} than ×{1 - 2 * self.opts.noise_band:.2f}: "
+                        f"{v.latency.describe()}")
+
+    def _paid(self, lat: Latency) -> bool:
+        """Work added for a speed-up must show a clear one: faster (confirmed) by more than twice the
+        noise band. A gain of a few percent flips with the machine's load from run to run; a pass that
+        adds bytes for it would make the same command write different models."""
+        return lat.verdict is Verdict.FASTER and lat.ratio < 1.0 - 2 * self.opts.noise_band
 
     def _must_pay(self, name: str, candidate: ModelProto, v: Validation) -> bool:
         """A pass kept only if it measures faster: it adds nodes or predicted work, or changes kernels."""

@@ -16,6 +16,7 @@ faster at 32×32 can be slower at 48×320, so the shapes are the ones the model 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from rooftop.runtime import InputSpec
 BATCH = 1  # a deployment runs one request at a time unless told otherwise
 IMAGE_SIDE = 224  # the side of the ImageNet-style crop most vision exports are made for
 SEQUENCE = 128  # a typical sequence (tokens, frames, steps)
+# image sizes tried when a model does not run at IMAGE_SIDE × IMAGE_SIDE (height, width): the text-line
+# crops OCR recognizers are made for (PP-OCR 48×320, CRNN 32×100 and 32×320, 64×256), then a detector's 640
+IMAGE_FALLBACKS = [(48, 320), (32, 320), (32, 100), (64, 256), (640, 640)]
 
 ShapeSet = dict[str, tuple[int, ...]]
 
@@ -180,6 +184,23 @@ def bind(specs: Sequence[InputSpec], given: Mapping[str, Sequence[int]]) -> tupl
                 dims.append(v)
         shapes[s.name] = tuple(dims)
     return shapes, defaulted
+
+
+def image_alternatives(plan: ShapePlan) -> list[tuple[ShapeSet, list[Defaulted]]]:
+    """The first shape set with its defaulted image sides set to each of IMAGE_FALLBACKS in turn."""
+    sides = [d for d in plan.defaulted if d.value == IMAGE_SIDE and d.axis >= 2]
+    out = []
+    for h, w in IMAGE_FALLBACKS:
+        shapes = {k: list(v) for k, v in plan.first.items()}
+        changed = []
+        for d in sides:
+            v = h if d.axis == len(shapes[d.input]) - 2 else w
+            shapes[d.input][d.axis] = v
+            changed.append(dataclasses.replace(d, value=v, why="image size the model runs at"))
+        if changed:
+            rest = [d for d in plan.defaulted if d not in sides]
+            out.append(({k: tuple(v) for k, v in shapes.items()}, rest + changed))
+    return out
 
 
 def plan(specs: Sequence[InputSpec], input_shapes) -> ShapePlan:

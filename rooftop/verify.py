@@ -41,7 +41,7 @@ from rooftop.runtime import (
     run_model,
 )
 from rooftop.runtimes.base import Runtime
-from rooftop.shapes import ShapePlan
+from rooftop.shapes import IMAGE_SIDE, ShapePlan, image_alternatives
 from rooftop.shapes import plan as shapes_plan
 
 # (batch, other dynamic dims) tried in turn until the original runs: 1-D windows and reflect pads
@@ -310,6 +310,16 @@ class Verifier:
         return None
 
     def _fallback(self, original, session, specs, plan: ShapePlan, highs, seed: int, why: Exception) -> Exception:
+        for shapes, defaulted in image_alternatives(plan):  # an OCR recognizer's text line, before the small sizes
+            try:
+                feeds = random_inputs(specs, shapes, seed, highs)
+                ref = _outputs(original, feeds, session)
+            except Exception:  # noqa: BLE001
+                continue
+            self.sets.append(InputSet(_label(shapes), feeds, ref, decides=True))
+            plan.sets, plan.defaulted = [dict(shapes)], defaulted
+            plan.fallback = f"the original does not run at {IMAGE_SIDE}×{IMAGE_SIDE} ({first_line(why)[:100]})"
+            return why
         for batch, other in CANDIDATE_SIZES if is_dynamic(specs) else []:
             shapes = bind_shapes(specs, {k: plan.first[k] for k in plan.given}, batch, other)
             try:
@@ -321,7 +331,7 @@ class Verifier:
             plan.sets = [dict(shapes)]
             plan.defaulted = [dataclasses.replace(d, value=shapes[d.input][d.axis], why="first size the model runs at")
                               for d in plan.defaulted]
-            plan.fallback = f"the original does not run at the realistic defaults: {first_line(why)}"
+            plan.fallback = f"the original does not run at the realistic defaults ({first_line(why)[:100]})"
             return why
         return why
 

@@ -45,6 +45,20 @@ def test_realistic_defaults_by_place_and_by_name():
     assert shapes.plan(graph_inputs(ocr), {}).first == {"x": (1, 3, 48, 224)}
 
 
+def test_a_text_line_model_falls_back_to_an_ocr_size_and_says_so(tmp_path):
+    """A recognizer whose Reshape needs 48-pixel lines does not run at 224×224: it is judged at
+    48×320 (PP-OCR's line), not at a small size made up for speed, and the report says why."""
+    nodes = [onnx.helper.make_node("Reshape", ["x", "shape"], ["y"], name="lines")]
+    m = make_model(nodes, [vi("x", ["N", 3, "H", "W"])], [vi("y", ["N", 144, "L"])],
+                   [init("shape", np.array([0, 144, -1], np.int64))])
+    src = tmp_path / "rec.onnx"
+    onnx.save(m, src)
+    _, rep = rooftop.optimize(str(src), time=False, hardware="xeon-avx512")
+    assert rep.shapes.first == {"x": (1, 3, 48, 320)}
+    assert "does not run at 224×224" in rep.shapes.fallback
+    assert {d.why for d in rep.shapes.defaulted if d.axis >= 2} == {"image size the model runs at"}
+
+
 def test_an_input_given_twice_forms_two_shape_sets():
     sets = shapes.parse_shape_sets(["x=1x3x48x320", "x=4x3x48x640", "n=2"])
     assert sets == [{"x": [1, 3, 48, 320], "n": [2]}, {"x": [4, 3, 48, 640], "n": [2]}]
