@@ -27,9 +27,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
 
+    import archs
     import torch
 
-    import archs
     import rooftop
     from rooftop.analysis import timing
 
@@ -47,17 +47,31 @@ def main() -> None:
             archs.export(net, x, p, exporter=exporter, fold=fold)
     ref = onnx.load(paths["legacy BN folded"][0])
     feeds = {ref.graph.input[0].name: x.numpy()}
-    print(f"onnxruntime {__import__('onnxruntime').__version__}, threads={args.threads or runtime.physical_cores()}, budget {args.budget}s per pair")
+    print(
+        f"onnxruntime {__import__('onnxruntime').__version__}, "
+        f"threads={args.threads or runtime.physical_cores()}, budget {args.budget}s per pair"
+    )
     for label in ("dynamo BN kept (optimize=False)", "legacy BN kept (do_constant_folding=False)"):
         raw = onnx.load(paths[label][0])
         opt, rep = rooftop.optimize(raw)
         fold = next(r for r in rep.passes if r.name == "fold-conv-bn")
         n_bn = lambda m: sum(n.op_type == "BatchNormalization" for n in m.graph.node)  # noqa: E731
-        print(f"\n{label}: {len(raw.graph.node)} nodes ({n_bn(raw)} BN) -> rooftop {len(opt.graph.node)} nodes ({n_bn(opt)} BN); "
-              f"fold-conv-bn rewrites {fold.rewrites}; {rep.verification}, max abs error {rep.final_check.max_abs_error:.2e}")
+        print(
+            f"\n{label}: {len(raw.graph.node)} nodes ({n_bn(raw)} BN) "
+            f"-> rooftop {len(opt.graph.node)} nodes ({n_bn(opt)} BN); "
+            f"fold-conv-bn rewrites {fold.rewrites}; {rep.verification}, "
+            f"max abs error {rep.final_check.max_abs_error:.2e}"
+        )
         for name, model in (("original export", raw), ("after rooftop", opt)):
-            c = timing.compare(ref, model, feeds, level="all", threads=args.threads, budget_s=args.budget,
-                               labels=("legacy BN folded", f"{label} {name}"))
+            c = timing.compare(
+                ref,
+                model,
+                feeds,
+                level="all",
+                threads=args.threads,
+                budget_s=args.budget,
+                labels=("legacy BN folded", f"{label} {name}"),
+            )
             print(f"  {c.describe()}  [{c.a.median_ms:.2f} ms vs {c.b.median_ms:.2f} ms]")
 
 

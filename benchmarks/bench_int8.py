@@ -47,13 +47,14 @@ def encoder_fp32() -> Path:
 
     path = compare.CACHE / "encoder4.onnx"
     if not path.exists():
-        import torch
-
         import archs
+        import torch
 
         torch.manual_seed(0)
         compare.CACHE.mkdir(parents=True, exist_ok=True)
-        archs.export(archs.BertEncoder(vocab=1000, d=256, layers=4, heads=4).eval(), torch.randint(1, 1000, (1, 128)), path)
+        archs.export(
+            archs.BertEncoder(vocab=1000, d=256, layers=4, heads=4).eval(), torch.randint(1, 1000, (1, 128)), path
+        )
     return path
 
 
@@ -65,7 +66,11 @@ def quantized(model: str, config: str) -> Path:
         return dst
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    base = encoder_fp32() if model == "encoder" else compare.build(BASES[model], compare.corpus()[BASES[model]], compare.corpus())
+    base = (
+        encoder_fp32()
+        if model == "encoder"
+        else compare.build(BASES[model], compare.corpus()[BASES[model]], compare.corpus())
+    )
     m = onnx.load(base)
     name = m.graph.input[0].name
     rng = np.random.default_rng(0)
@@ -106,8 +111,14 @@ def timed(a, b, feeds, level_a: str, level_b: str, budget: float) -> str:
     from rooftop.analysis.timing import compare_sessions, physical_cores, session
 
     threads = physical_cores()
-    c = compare_sessions(session(a, level_a, threads), session(b, level_b, threads), feeds, level=level_b,
-                         threads=threads, budget_s=budget)
+    c = compare_sessions(
+        session(a, level_a, threads),
+        session(b, level_b, threads),
+        feeds,
+        level=level_b,
+        threads=threads,
+        budget_s=budget,
+    )
     lo, hi = c.ci
     return f"{c.ratio:.2f} [{lo:.2f}–{hi:.2f}] {c.verdict}"
 
@@ -139,7 +150,10 @@ def main() -> None:
     import rooftop
     from rooftop.runtime import bind_shapes, graph_inputs, random_inputs
 
-    print("| model | quantization | tool | nodes | float islands | time ratio at ORT_ENABLE_ALL (output / original) | rooftop ort-target at ORT_DISABLE_ALL / original at ENABLE_ALL | rooftop decisions | optimize s |")
+    print(
+        "| model | quantization | tool | nodes | float islands | time ratio at ORT_ENABLE_ALL (output / original) "
+        "| rooftop ort-target at ORT_DISABLE_ALL / original at ENABLE_ALL | rooftop decisions | optimize s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         for config in args.configs.split(","):
@@ -153,16 +167,27 @@ def main() -> None:
                 t0 = time.perf_counter()
                 opt, rep = rooftop.optimize(src, target=target, hardware="xeon-avx512", profile_nodes=False)
                 secs = time.perf_counter() - t0
-                dec = "; ".join(f"{r.name} {r.status.value} ({r.latency.describe() if r.latency else '-'})"
-                                for r in rep.passes if r.status.value in ("applied", "rejected", "rolled back", "skipped")
-                                and r.name in ("u8-activations", "requant", "nhwc-int8", "pad-channels"))
+                dec = "; ".join(
+                    f"{r.name} {r.status.value} ({r.latency.describe() if r.latency else '-'})"
+                    for r in rep.passes
+                    if r.status.value in ("applied", "rejected", "rolled back", "skipped")
+                    and r.name in ("u8-activations", "requant", "nhwc-int8", "pad-channels")
+                )
                 if rep.backed_off:
                     dec += f"; backed off {', '.join(rep.backed_off)}"
                 dis = timed(original, opt, feeds, "all", "disable", args.budget) if target == "onnxruntime" else ""
-                print(f"{row} rooftop --target {target} | {len(opt.graph.node)} | {islands(opt)} | {timed(original, opt, feeds, 'all', 'all', args.budget)} "
-                      f"| {dis} | {dec} | {secs:.1f} |", flush=True)
+                print(
+                    f"{row} rooftop --target {target} | {len(opt.graph.node)} | {islands(opt)} "
+                    f"| {timed(original, opt, feeds, 'all', 'all', args.budget)} "
+                    f"| {dis} | {dec} | {secs:.1f} |",
+                    flush=True,
+                )
             off = onnx.load(ort_offline(src, src.with_name(src.stem + ".ort-extended.onnx")))
-            print(f"{row} onnxruntime offline EXTENDED | {len(off.graph.node)} | {islands(off)} | {timed(original, off, feeds, 'all', 'all', args.budget)} | | | |", flush=True)
+            print(
+                f"{row} onnxruntime offline EXTENDED | {len(off.graph.node)} | {islands(off)} "
+                f"| {timed(original, off, feeds, 'all', 'all', args.budget)} | | | |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

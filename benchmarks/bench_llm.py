@@ -37,8 +37,20 @@ def generate(layers: int, d: int, ff: int) -> Path:
     path = CACHE / f"dec-L{layers}-d{d}.onnx"
     if not (path.exists() and Path(str(path) + ".data").exists()):
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_decoder.py"), str(path), "--layers", str(layers),
-                        "--d", str(d), "--ff", str(ff)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "gen_decoder.py"),
+                str(path),
+                "--layers",
+                str(layers),
+                "--d",
+                str(d),
+                "--ff",
+                str(ff),
+            ],
+            check=True,
+        )
     return path
 
 
@@ -92,7 +104,11 @@ def run_tool(cmd: list[str], src: Path, dst: Path, cap_gb: float, timeout: float
             ru = 0
         err.seek(0)
         text = err.read()
-    res = {"ok": code == 0 and not killed and dst.exists(), "seconds": round(wall, 1), "peak_rss_gb": round(max(peak, ru) / 1e6, 2)}
+    res = {
+        "ok": code == 0 and not killed and dst.exists(),
+        "seconds": round(wall, 1),
+        "peak_rss_gb": round(max(peak, ru) / 1e6, 2),
+    }
     if not res["ok"]:
         res["error"] = killed or (text.strip().splitlines() or [f"exit {code}"])[-1][:300]
     return res
@@ -100,12 +116,16 @@ def run_tool(cmd: list[str], src: Path, dst: Path, cap_gb: float, timeout: float
 
 def shape_nodes(m: onnx.ModelProto) -> int:
     """Shape/Size and every node whose inputs are all shape-derived or constant."""
-    const = {t.name for t in m.graph.initializer} | {o for n in m.graph.node if n.op_type == "Constant" for o in n.output}
+    const = {t.name for t in m.graph.initializer} | {
+        o for n in m.graph.node if n.op_type == "Constant" for o in n.output
+    }
     derived: set[str] = set()
     count = 0
     for n in m.graph.node:
         ins = [i for i in n.input if i]
-        if n.op_type in ("Shape", "Size") or (ins and any(i in derived for i in ins) and all(i in derived or i in const for i in ins)):
+        if n.op_type in ("Shape", "Size") or (
+            ins and any(i in derived for i in ins) and all(i in derived or i in const for i in ins)
+        ):
             derived.update(n.output)
             count += 1
     return count
@@ -158,15 +178,26 @@ def main() -> None:
     gb = sum(int(kv.value) for t in orig.graph.initializer for kv in t.external_data if kv.key == "length") / 1e9
     x = feeds(orig)
     ref = run_once(src, x)
-    results = {"model": src.name, "weights_gb": round(gb, 2), "nodes": len(orig.graph.node), "shape_nodes": shape_nodes(orig), "tools": {}}
-    print(f"{src.name}: {gb:.2f} GB of weights, {len(orig.graph.node)} nodes, {results['shape_nodes']} shape-computation nodes")
+    results = {
+        "model": src.name,
+        "weights_gb": round(gb, 2),
+        "nodes": len(orig.graph.node),
+        "shape_nodes": shape_nodes(orig),
+        "tools": {},
+    }
+    print(
+        f"{src.name}: {gb:.2f} GB of weights, {len(orig.graph.node)} "
+        f"nodes, {results['shape_nodes']} shape-computation nodes"
+    )
     with tempfile.TemporaryDirectory(dir=CACHE) as d:
         for name in args.tools.split(","):
             dst = Path(d) / (name.replace(" ", "").replace("-", "") + ".onnx")
             r = run_tool(tools()[name], src, dst, args.mem_cap)
             if r["ok"]:
                 m = onnx.load(dst, load_external_data=False)
-                r.update(nodes=len(m.graph.node), shape_nodes=shape_nodes(m), interface_kept=interface(m) == interface(orig))
+                r.update(
+                    nodes=len(m.graph.node), shape_nodes=shape_nodes(m), interface_kept=interface(m) == interface(orig)
+                )
                 got = run_once(dst, x)
                 r["max_abs_diff"] = float(max(np.max(np.abs(a.astype(np.float64) - b)) for a, b in zip(got, ref)))
                 del got

@@ -83,11 +83,19 @@ def run(src: Path, d: Path, budget: float) -> list[dict]:
     import json
 
     rows = []
-    for label, extra in (("portable (decided in onnxruntime)", []), ("portable --runtime openvino", ["--runtime", "openvino"])):
+    for label, extra in (
+        ("portable (decided in onnxruntime)", []),
+        ("portable --runtime openvino", ["--runtime", "openvino"]),
+    ):
         out, rep = d / f"{src.stem}.{len(rows)}.onnx", d / f"{src.stem}.{len(rows)}.json"
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "rooftop", str(src), "-o", str(out), "--report", str(rep), "-q", *extra],
-                           capture_output=True, text=True, cwd=ROOT, timeout=3600)
+        p = subprocess.run(
+            [sys.executable, "-m", "rooftop", str(src), "-o", str(out), "--report", str(rep), "-q", *extra],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=3600,
+        )
         row = {"model": src.stem, "run": label, "exit": p.returncode, "s": f"{time.perf_counter() - t0:.1f}"}
         if p.returncode != 0 or not out.exists():
             row["note"] = p.stderr.strip().splitlines()[-1][:100] if p.stderr.strip() else ""
@@ -101,7 +109,9 @@ def run(src: Path, d: Path, budget: float) -> list[dict]:
         row["matches in OpenVINO"] = matches_in_openvino(src, out, f)
         row["onnxruntime ENABLE_ALL"] = ratio("onnxruntime", src, out, f, budget)
         row["OpenVINO CPU"] = ratio("openvino", src, out, f, budget)
-        row["not kept"] = "; ".join(f"{q['name']} {q['status']}" for q in r["passes"] if q["status"] in ("rolled back", "rejected", "skipped"))[:120]
+        row["not kept"] = "; ".join(
+            f"{q['name']} {q['status']}" for q in r["passes"] if q["status"] in ("rolled back", "rejected", "skipped")
+        )[:120]
         rows.append(row)
     return rows
 
@@ -115,9 +125,24 @@ def main() -> None:
     import openvino
 
     models = [Path(m) for m in args.models] if args.models else corpus()
-    print(f"<!-- {platform.machine()}, python {platform.python_version()}, onnx {onnx.__version__}, onnxruntime "
-          f"{onnxruntime.__version__}, openvino {openvino.__version__}, numpy {np.__version__}; {time.strftime('%Y-%m-%d')} -->")
-    cols = ["model", "run", "exit", "s", "nodes", "cross-checked", "matches in OpenVINO", "onnxruntime ENABLE_ALL", "OpenVINO CPU", "not kept", "note"]
+    print(
+        f"<!-- {platform.machine()}, python {platform.python_version()}, onnx {onnx.__version__}, onnxruntime "
+        f"{onnxruntime.__version__}, openvino {openvino.__version__}, "
+        f"numpy {np.__version__}; {time.strftime('%Y-%m-%d')} -->"
+    )
+    cols = [
+        "model",
+        "run",
+        "exit",
+        "s",
+        "nodes",
+        "cross-checked",
+        "matches in OpenVINO",
+        "onnxruntime ENABLE_ALL",
+        "OpenVINO CPU",
+        "not kept",
+        "note",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for src in models:

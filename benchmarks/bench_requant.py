@@ -53,9 +53,12 @@ def main() -> None:
             ratios.append(b / a)
             i += 1
         q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-        print(f"{name} (--target {args.target}): {len(original.graph.node)} -> {len(opt.graph.node)} nodes; "
-              f"optimized at ORT_DISABLE_ALL {np.median(tb) * 1e3:.2f} ms / original at ORT_ENABLE_ALL {np.median(ta) * 1e3:.2f} ms "
-              f"= {med:.3f} (IQR {q1:.3f}-{q3:.3f}, {len(ratios)} rounds, {threads} threads); {rep.verification}")
+        print(
+            f"{name} (--target {args.target}): {len(original.graph.node)} -> {len(opt.graph.node)} nodes; "
+            f"optimized at ORT_DISABLE_ALL {np.median(tb) * 1e3:.2f} ms "
+            f"/ original at ORT_ENABLE_ALL {np.median(ta) * 1e3:.2f} ms "
+            f"= {med:.3f} (IQR {q1:.3f}-{q3:.3f}, {len(ratios)} rounds, {threads} threads); {rep.verification}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ opset 18, timed at a prefill of 128 tokens after 128 cached and at one step afte
 cached in benchmarks/cache/): `rooftop.optimize` (portable target, `--opset` converting the model
 so LayerNormalization/Gelu/RMSNormalization/Attention exist, measurement deciding at ORT_ENABLE_ALL) and
 the same with `--target onnxruntime` (com.microsoft SkipLayerNormalization, BiasGelu/FastGelu,
-and attention-fusion: com.microsoft Attention with one packed QKV GEMM), and `onnxruntime.transformers.optimizer.optimize_model` (its fusions into com.microsoft ops, opt_level
+and attention-fusion: com.microsoft Attention with one packed QKV GEMM), and
+`onnxruntime.transformers.optimizer.optimize_model` (its fusions into com.microsoft ops, opt_level
 0 so the file holds only its own rewrites). Each output is timed interleaved against the original
 at ORT_DISABLE_ALL and at ORT_ENABLE_ALL: median of per-round ratios (output / original) with the
 95% CI of that median; then rooftop's onnxruntime-target output directly against the
-transformers optimizer's (ratio rooftop / theirs). The memory traffic each of rooftop's fusions removed comes from its report
+transformers optimizer's (ratio rooftop / theirs). The '
+    'memory traffic each of rooftop's fusions removed comes from its report
 (cost model, bytes read + written).
 """
 
@@ -37,8 +39,10 @@ CACHE = ROOT / "cache"
 DECODER = {"layers": 4, "d": 512, "ff": 1376, "heads": 8, "vocab": 8000}
 # decoder: prefill of 128 tokens after 128 cached; decoder-step: one token after 255 cached (the
 # generation loop's call). Shapes also given to rooftop, so its measurements decide at them.
-SHAPES = {"decoder": {"input_ids": [1, 128], "past_key_values.0.key": [1, 8, 128, 64]},
-          "decoder-step": {"input_ids": [1, 1], "past_key_values.0.key": [1, 8, 255, 64]}}
+SHAPES = {
+    "decoder": {"input_ids": [1, 128], "past_key_values.0.key": [1, 8, 128, 64]},
+    "decoder-step": {"input_ids": [1, 1], "past_key_values.0.key": [1, 8, 255, 64]},
+}
 
 
 def export(name: str) -> tuple[Path, str, dict]:
@@ -49,13 +53,21 @@ def export(name: str) -> tuple[Path, str, dict]:
             from gen_decoder import build
 
             CACHE.mkdir(parents=True, exist_ok=True)
-            build(path, DECODER["layers"], DECODER["d"], DECODER["ff"], DECODER["heads"], DECODER["vocab"], fp16=False, opset=18)
+            build(
+                path,
+                DECODER["layers"],
+                DECODER["d"],
+                DECODER["ff"],
+                DECODER["heads"],
+                DECODER["vocab"],
+                fp16=False,
+                opset=18,
+            )
         return path, "gpt2", {"num_heads": DECODER["heads"], "hidden_size": DECODER["d"]}
     path = CACHE / f"{name}-ts14.onnx"
     if not path.exists():
-        import torch
-
         import archs
+        import torch
 
         torch.manual_seed(0)
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -82,7 +94,9 @@ def feeds_for(model: onnx.ModelProto, shapes: dict):
     from rooftop import runtime
 
     specs = runtime.graph_inputs(model)
-    return runtime.random_inputs(specs, runtime.bind_shapes(specs, shapes, 1, 128), seed=0, highs=runtime.index_bounds(model))
+    return runtime.random_inputs(
+        specs, runtime.bind_shapes(specs, shapes, 1, 128), seed=0, highs=runtime.index_bounds(model)
+    )
 
 
 def timed(original: onnx.ModelProto, other: onnx.ModelProto, feeds, level: str, budget: float) -> str:
@@ -90,16 +104,26 @@ def timed(original: onnx.ModelProto, other: onnx.ModelProto, feeds, level: str, 
     from rooftop.runtime import physical_cores
 
     threads = physical_cores()
-    c = timing.compare_sessions(timing.session(original, level, threads), timing.session(other, level, threads), feeds,
-                                level=level, threads=threads, budget_s=budget)
+    c = timing.compare_sessions(
+        timing.session(original, level, threads),
+        timing.session(other, level, threads),
+        feeds,
+        level=level,
+        threads=threads,
+        budget_s=budget,
+    )
     lo, hi = c.ci
     return f"{c.ratio:.2f} [{lo:.2f}–{hi:.2f}]"
 
 
-def fusion_bytes(report) -> str:  # noqa: ANN001
+def fusion_bytes(report) -> str:
     parts = []
     for r in report.passes:
-        if r.name in ("norm-fusion", "gelu-fusion", "attention-fusion") and r.cost is not None and r.status.value == "applied":
+        if (
+            r.name in ("norm-fusion", "gelu-fusion", "attention-fusion")
+            and r.cost is not None
+            and r.status.value == "applied"
+        ):
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
             parts.append(f"{kinds}: −{(r.cost.before.bytes - r.cost.after.bytes) / 1e6:.1f} MB")
     return "; ".join(parts) or "-"
@@ -115,8 +139,18 @@ def main() -> None:
 
     import rooftop
 
-    print(f"onnxruntime {onnxruntime.__version__}; budget {args.budget}s per comparison; ratios = output/original, median [95% CI]\n")
-    cols = ["model", "output", "nodes", "ORT_DISABLE_ALL", "ORT_ENABLE_ALL", "fusions (rooftop: bytes removed per inference)"]
+    print(
+        f"onnxruntime {onnxruntime.__version__}; budget {args.budget}s "
+        "per comparison; ratios = output/original, median [95% CI]\n"
+    )
+    cols = [
+        "model",
+        "output",
+        "nodes",
+        "ORT_DISABLE_ALL",
+        "ORT_ENABLE_ALL",
+        "fusions (rooftop: bytes removed per inference)",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     with tempfile.TemporaryDirectory() as d:
@@ -125,23 +159,46 @@ def main() -> None:
             original = onnx.load(src)
             shapes = SHAPES.get(name, {})
             feeds = feeds_for(original, shapes)
-            common = {"opset": args.opset, "hardware": "xeon-avx512", "time_budget": 1.0, "input_shapes": shapes, "lazy_weights": False}
+            common = {
+                "opset": args.opset,
+                "hardware": "xeon-avx512",
+                "time_budget": 1.0,
+                "input_shapes": shapes,
+                "lazy_weights": False,
+            }
             ours, report = rooftop.optimize(src, **common)
             ours_ort, report_ort = rooftop.optimize(src, target="onnxruntime", **common)
             theirs = onnx.load(ort_transformers(src, kind, sizes, Path(d) / f"{name}-ort.onnx"))
             their_ops = sorted({n.op_type for n in theirs.graph.node if n.domain == "com.microsoft"})
             ort_ops = sorted({n.op_type for n in ours_ort.graph.node if n.domain == "com.microsoft"})
-            for label, m, note in ((f"rooftop --opset {args.opset}", ours, fusion_bytes(report)),
-                                   (f"rooftop --opset {args.opset} --target onnxruntime", ours_ort,
-                                    fusion_bytes(report_ort) + (f" ({', '.join(ort_ops)})" if ort_ops else "")),
-                                   ("onnxruntime.transformers", theirs, ", ".join(their_ops) or "-")):
-                row = [name, label, f"{len(original.graph.node)}→{len(m.graph.node)}",
-                       timed(original, m, feeds, "disable", args.budget), timed(original, m, feeds, "all", args.budget), note]
+            for label, m, note in (
+                (f"rooftop --opset {args.opset}", ours, fusion_bytes(report)),
+                (
+                    f"rooftop --opset {args.opset} --target onnxruntime",
+                    ours_ort,
+                    fusion_bytes(report_ort) + (f" ({', '.join(ort_ops)})" if ort_ops else ""),
+                ),
+                ("onnxruntime.transformers", theirs, ", ".join(their_ops) or "-"),
+            ):
+                row = [
+                    name,
+                    label,
+                    f"{len(original.graph.node)}→{len(m.graph.node)}",
+                    timed(original, m, feeds, "disable", args.budget),
+                    timed(original, m, feeds, "all", args.budget),
+                    note,
+                ]
                 print("| " + " | ".join(row) + " |", flush=True)
             # the two com.microsoft outputs against each other, interleaved in one comparison (the rows
             # above are each against the original, at different moments of a noisy machine)
-            row = [name, "rooftop --target onnxruntime / onnxruntime.transformers (direct)", "",
-                   timed(theirs, ours_ort, feeds, "disable", args.budget), timed(theirs, ours_ort, feeds, "all", args.budget), ""]
+            row = [
+                name,
+                "rooftop --target onnxruntime / onnxruntime.transformers (direct)",
+                "",
+                timed(theirs, ours_ort, feeds, "disable", args.budget),
+                timed(theirs, ours_ort, feeds, "all", args.budget),
+                "",
+            ]
             print("| " + " | ".join(row) + " |", flush=True)
 
 

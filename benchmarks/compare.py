@@ -64,9 +64,8 @@ def build(name: str, spec: dict, all_specs: dict) -> Path:
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    import torch
-
     import archs
+    import torch
 
     torch.manual_seed(0)
     kind = spec["build"]
@@ -118,8 +117,15 @@ def quantize(src: Path, dst: Path, shape, token_input: bool = False) -> None:
         src_q = pre
     except Exception:  # noqa: BLE001
         src_q = src
-    quantize_static(str(src_q), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True)
+    quantize_static(
+        str(src_q),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
     if pre.exists():
         pre.unlink()
 
@@ -140,10 +146,35 @@ def tools(shape_args: list[str]) -> dict[str, list[str]]:
     py = sys.executable
     return {
         "rooftop": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", "--report", "{dst}.json", *shape_args],
-        "rooftop-ort": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", "--target", "onnxruntime", "--report", "{dst}.json", *shape_args],
+        "rooftop-ort": [
+            py,
+            "-m",
+            "rooftop",
+            "{src}",
+            "-o",
+            "{dst}",
+            "-q",
+            "--target",
+            "onnxruntime",
+            "--report",
+            "{dst}.json",
+            *shape_args,
+        ],
         "rooftop-notime": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", "--no-time", *shape_args],
         "rooftop-plain": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", *shape_args],  # the default run, no report
-        "rooftop-fast": [py, "-m", "rooftop", "{src}", "-o", "{dst}", "-q", "--no-verify", "--no-time", "--no-analysis", *shape_args],
+        "rooftop-fast": [
+            py,
+            "-m",
+            "rooftop",
+            "{src}",
+            "-o",
+            "{dst}",
+            "-q",
+            "--no-verify",
+            "--no-time",
+            "--no-analysis",
+            *shape_args,
+        ],
         "onnxsim": [py, "-m", "onnxsim", "{src}", "{dst}"],
         "onnxslim": [py, "-m", "onnxslim", "{src}", "{dst}"],
         "ort-basic": [py, "-c", ORT_OFFLINE, "{src}", "{dst}", "ORT_ENABLE_BASIC"],
@@ -166,8 +197,11 @@ TOOL_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE
 
 
 def compile_rooftop() -> None:
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(__file__).resolve().parent.parent / "rooftop")],
-                   env=TOOL_ENV, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(__file__).resolve().parent.parent / "rooftop")],
+        env=TOOL_ENV,
+        check=True,
+    )
 
 
 def run_tool(cmd: list[str], src: Path, dst: Path, timeout: float = 1800) -> dict:
@@ -227,7 +261,9 @@ def max_diff(a: onnx.ModelProto, b: onnx.ModelProto, feeds: dict) -> float:
 
     ra = make_session(a).run(None, feeds)
     rb = make_session(b).run(None, feeds)
-    return float(max(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))) if x.size else 0.0 for x, y in zip(ra, rb)))
+    return float(
+        max(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))) if x.size else 0.0 for x, y in zip(ra, rb))
+    )
 
 
 def traffic(m: onnx.ModelProto, shape_overrides: dict) -> float | None:
@@ -246,8 +282,11 @@ def not_kept(report: Path) -> list[str]:
     if not report.exists():
         return []
     rep = json.loads(report.read_text())
-    out = [f"{p['name']} {p['status']}" + (f" ({p['latency_ratio']:.2f})" if p.get("latency_ratio") else "")
-           for p in rep["passes"] if p["status"] in ("rejected", "rolled back", "skipped")]
+    out = [
+        f"{p['name']} {p['status']}" + (f" ({p['latency_ratio']:.2f})" if p.get("latency_ratio") else "")
+        for p in rep["passes"]
+        if p["status"] in ("rejected", "rolled back", "skipped")
+    ]
     report.unlink()
     return out
 
@@ -259,8 +298,14 @@ def latency(orig: onnx.ModelProto, opt: onnx.ModelProto, feeds: dict, budget: fl
     for level in ("disable", "all"):
         c = timing.compare(orig, opt, feeds, level=level, budget_s=budget)
         lo, hi = c.ci
-        out[level] = {"ratio": round(c.ratio, 3), "q1": round(lo, 3), "q3": round(hi, 3), "verdict": c.verdict,
-                      "ms_original": round(c.a.median_ms, 3), "ms": round(c.b.median_ms, 3)}
+        out[level] = {
+            "ratio": round(c.ratio, 3),
+            "q1": round(lo, 3),
+            "q3": round(hi, 3),
+            "verdict": c.verdict,
+            "ms_original": round(c.a.median_ms, 3),
+            "ms": round(c.b.median_ms, 3),
+        }
     return out
 
 
@@ -272,8 +317,12 @@ def main() -> None:
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--budget", type=float, default=5.0, help="seconds of interleaved timing per model/tool/level")
     ap.add_argument("--input-shape", action="append", default=[])
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="run every tool this many times, in turn (tool time: the median, with min-max; RSS: the max)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every tool this many times, in turn (tool time: the median, with min-max; RSS: the max)",
+    )
     args = ap.parse_args()
 
     from rooftop.runtime import parse_shape_overrides
@@ -302,7 +351,13 @@ def main() -> None:
             tl = {k: v for k, v in tl.items() if k in args.tools.split(",")}
         orig = onnx.load(src)
         feeds = feeds_for(orig, shp)
-        row = {"original": {**counts(orig), "file_mb": round(src.stat().st_size / 2**20, 2), "traffic_bytes": traffic(orig, shp)}}
+        row = {
+            "original": {
+                **counts(orig),
+                "file_mb": round(src.stat().st_size / 2**20, 2),
+                "traffic_bytes": traffic(orig, shp),
+            }
+        }
         for tool, cmd in tl.items():
             dst = OUT / f"{name}.{tool}.onnx"
             if dst.exists():
@@ -317,7 +372,11 @@ def main() -> None:
                     r["file_mb"] = round(sum(f.stat().st_size for f in OUT.glob(f"{name}.{tool}.onnx*")) / 2**20, 2)
                     r["max_abs_diff"] = max_diff(orig, opt, feeds)
                     r["traffic_bytes"] = traffic(opt, shp)
-                    if not args.no_latency and tool not in ("rooftop-fast", "rooftop-notime", "rooftop-plain"):  # same output as "rooftop", only its tool time differs
+                    if not args.no_latency and tool not in (
+                        "rooftop-fast",
+                        "rooftop-notime",
+                        "rooftop-plain",
+                    ):  # same output as "rooftop", only its tool time differs
                         r["latency"] = latency(orig, opt, feeds, args.budget)
                 except Exception as e:  # noqa: BLE001
                     r["ok"] = False
@@ -348,12 +407,17 @@ def time_ratios(results: dict, base: str = "onnxslim") -> str:
     tools = sorted({t for row in results.values() for t in row if t not in ("original", base)})
     lines = [f"Tool time / {base} time (median of the runs):", ""]
     for tool in tools:
-        ratios = {n: row[tool]["seconds"] / row[base]["seconds"] for n, row in results.items()
-                  if row.get(tool, {}).get("ok") and row.get(base, {}).get("ok") and row[base]["seconds"]}
+        ratios = {
+            n: row[tool]["seconds"] / row[base]["seconds"]
+            for n, row in results.items()
+            if row.get(tool, {}).get("ok") and row.get(base, {}).get("ok") and row[base]["seconds"]
+        }
         if ratios:
             at_most = sum(v <= 1.0 for v in ratios.values())
-            lines.append(f"- {tool}: median {np.median(list(ratios.values())):.2f}, at most 1.0 on {at_most} of {len(ratios)}; "
-                         + ", ".join(f"{n} {v:.2f}" for n, v in ratios.items()))
+            lines.append(
+                f"- {tool}: median {np.median(list(ratios.values())):.2f}, at most 1.0 on {at_most} of {len(ratios)}; "
+                + ", ".join(f"{n} {v:.2f}" for n, v in ratios.items())
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -375,7 +439,8 @@ def markdown(results: dict) -> str:
         "the median; `=` noise (within 3% or the CI contains 1.0), `✗` slower. `not kept`: passes rooftop "
         "rejected (measured slower at ORT_ENABLE_ALL, with the ratio), rolled back or backed off.",
         "",
-        "| model | tool | ok | time s | RSS MB | nodes | BN | shape ops | Q/DQ | MB | max diff | traffic MB | DISABLE_ALL | ENABLE_ALL | not kept |",
+        "| model | tool | ok | time s | RSS MB | nodes | BN | shape ops | Q/DQ "
+        "| MB | max diff | traffic MB | DISABLE_ALL | ENABLE_ALL | not kept |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -389,19 +454,31 @@ def markdown(results: dict) -> str:
     for name, row in results.items():
         o = row["original"]
         tb = o.get("traffic_bytes")
-        lines.append(f"| {name} | original | | | | {o['nodes']} | {o['bn']} | {o['shape_ops']} | {o['qdq']} | {o['file_mb']} | | "
-                     f"{'-' if tb is None else round(tb / 2**20, 1)} | | | |")
+        lines.append(
+            f"| {name} | original | | | | {o['nodes']} | {o['bn']} "
+            f"| {o['shape_ops']} | {o['qdq']} | {o['file_mb']} | | "
+            f"{'-' if tb is None else round(tb / 2**20, 1)} | | | |"
+        )
         for tool, r in row.items():
             if tool == "original":
                 continue
             if not r.get("ok"):
-                lines.append(f"| | {tool} | ✗ {r.get('error', '')[:60]} | {r.get('seconds', '')} | {r.get('peak_rss_mb', '')} | | | | | | | | | | |")
+                lines.append(
+                    f"| | {tool} | ✗ {r.get('error', '')[:60]} | {r.get('seconds', '')} "
+                    f"| {r.get('peak_rss_mb', '')} | | | | | | | | | | |"
+                )
                 continue
             tb = r.get("traffic_bytes")
-            secs = f"{r['seconds']} ({min(r['seconds_all'])}-{max(r['seconds_all'])})" if "seconds_all" in r else r["seconds"]
+            secs = (
+                f"{r['seconds']} ({min(r['seconds_all'])}-{max(r['seconds_all'])})"
+                if "seconds_all" in r
+                else r["seconds"]
+            )
             lines.append(
-                f"| | {tool} | ✓ | {secs} | {r['peak_rss_mb']} | {r['nodes']} | {r['bn']} | {r['shape_ops']} | {r['qdq']} | "
-                f"{r['file_mb']} | {r['max_abs_diff']:.1e} | {'-' if tb is None else round(tb / 2**20, 1)} | {lat(r, 'disable')} | {lat(r, 'all')} | "
+                f"| | {tool} | ✓ | {secs} | {r['peak_rss_mb']} | {r['nodes']} "
+                f"| {r['bn']} | {r['shape_ops']} | {r['qdq']} | "
+                f"{r['file_mb']} | {r['max_abs_diff']:.1e} | "
+                f"{'-' if tb is None else round(tb / 2**20, 1)} | {lat(r, 'disable')} | {lat(r, 'all')} | "
                 f"{'; '.join(r.get('not_kept') or []) if tool.startswith('rooftop') else ''} |"
             )
     return "\n".join(lines) + "\n"

@@ -30,14 +30,18 @@ class Writer:
 
     def __init__(self, model_path: Path, dtype: np.dtype, seed: int = 0) -> None:
         self.data_name = model_path.name + ".data"
-        self.f = open(model_path.parent / self.data_name, "wb")  # noqa: SIM115
+        self.f = open(model_path.parent / self.data_name, "wb")
         self.offset = 0
         self.inits: list[TensorProto] = []
         self.dtype = dtype
         self.rng = np.random.default_rng(seed)
 
     def weight(self, name: str, shape: tuple[int, ...], scale: float = 0.02, value: float | None = None) -> str:
-        a = np.full(shape, value, np.float32) if value is not None else (self.rng.standard_normal(shape, np.float32) * scale)
+        a = (
+            np.full(shape, value, np.float32)
+            if value is not None
+            else (self.rng.standard_normal(shape, np.float32) * scale)
+        )
         return self.external(name, a.astype(self.dtype))
 
     def external(self, name: str, a: np.ndarray) -> str:
@@ -90,18 +94,33 @@ class Builder:
         return self.op("Concat", [a, b], axis=-1)
 
 
-def build(path: Path, layers: int, d: int, ff: int, heads: int, vocab: int, fp16: bool, opset: int, max_pos: int = 4096) -> Path:
+def build(
+    path: Path, layers: int, d: int, ff: int, heads: int, vocab: int, fp16: bool, opset: int, max_pos: int = 4096
+) -> Path:
     dtype = np.dtype(np.float16 if fp16 else np.float32)
     elem = helper.np_dtype_to_tensor_dtype(dtype)
     hd = d // heads
     w = Writer(path, dtype)
     b = Builder(w, heads, hd)
-    for name, v in (("two", np.array(2.0, dtype)), ("eps", np.array(1e-6, dtype)), ("axis_last", np.array([-1], np.int64)),
-                    ("heads_hd", np.array([heads, hd], np.int64)), ("bsd_tail", np.array([d], np.int64)),
-                    ("zero1", np.array([0], np.int64)), ("half1", np.array([hd // 2], np.int64)), ("big1", np.array([2**62], np.int64)),
-                    ("one_i", np.array(1, np.int64)), ("zero_i", np.array(0, np.int64)), ("idx2", np.array([2], np.int64)), ("ax01", np.array([0, 1], np.int64)),
-                    ("ax1", np.array([1], np.int64)), ("ax0", np.array([0], np.int64)), ("scale", np.array(1 / np.sqrt(hd), dtype)),
-                    ("neg", np.array(-1e4 if fp16 else -1e9, dtype)), ("zero_f", np.array(0, dtype))):
+    for name, v in (
+        ("two", np.array(2.0, dtype)),
+        ("eps", np.array(1e-6, dtype)),
+        ("axis_last", np.array([-1], np.int64)),
+        ("heads_hd", np.array([heads, hd], np.int64)),
+        ("bsd_tail", np.array([d], np.int64)),
+        ("zero1", np.array([0], np.int64)),
+        ("half1", np.array([hd // 2], np.int64)),
+        ("big1", np.array([2**62], np.int64)),
+        ("one_i", np.array(1, np.int64)),
+        ("zero_i", np.array(0, np.int64)),
+        ("idx2", np.array([2], np.int64)),
+        ("ax01", np.array([0, 1], np.int64)),
+        ("ax1", np.array([1], np.int64)),
+        ("ax0", np.array([0], np.int64)),
+        ("scale", np.array(1 / np.sqrt(hd), dtype)),
+        ("neg", np.array(-1e4 if fp16 else -1e9, dtype)),
+        ("zero_f", np.array(0, dtype)),
+    ):
         w.const(name, v)
     inv = 1.0 / (10000 ** (np.arange(0, hd, 2) / hd))
     ang = np.outer(np.arange(max_pos), inv)
@@ -135,9 +154,13 @@ def build(path: Path, layers: int, d: int, ff: int, heads: int, vocab: int, fp16
         k_all = b.op("Concat", [f"past_key_values.{i}.key", k], name=f"present.{i}.key", axis=2)
         v_all = b.op("Concat", [f"past_key_values.{i}.value", v], name=f"present.{i}.value", axis=2)
         for kind in ("key", "value"):
-            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", elem, ["batch", heads, "past", hd]))
+            inputs.append(
+                helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", elem, ["batch", heads, "past", hd])
+            )
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", elem, ["batch", heads, "total", hd]))
-        s = b.op("Add", [b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [k_all], perm=[0, 1, 3, 2])]), "scale"]), mask])
+        s = b.op(
+            "Add", [b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [k_all], perm=[0, 1, 3, 2])]), "scale"]), mask]
+        )
         att = b.op("MatMul", [b.op("Softmax", [s], axis=-1), v_all])
         att = b.op("Reshape", [b.op("Transpose", [att], perm=[0, 2, 1, 3]), b.op("Concat", [bs, "bsd_tail"], axis=0)])
         x = b.op("Add", [x, b.op("MatMul", [att, w.weight(f"{pre}.self_attn.o_proj.weight", (d, d))])])

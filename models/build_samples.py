@@ -33,9 +33,8 @@ def build_cnn():
     """A small ResNet (3 basic blocks, 32x32 input) with BatchNorm statistics that are not trivial."""
     _torch()
     import torch
-    from torch import nn
-
     from archs import BasicBlock, randomize_bn
+    from torch import nn
 
     class SmallResNet(nn.Module):
         def __init__(self) -> None:
@@ -152,7 +151,11 @@ def main() -> None:
     import archs
 
     report(archs.export(cnn, x, HERE / "resnet_bn.onnx", fold=False, dynamic_batch=True))
-    report(archs.export_dynamic(build_dynamic(), torch.randn(2, 7, 32), HERE / "encoder_dynamic.onnx", {0: "batch", 1: "seq"}, fold=False))
+    report(
+        archs.export_dynamic(
+            build_dynamic(), torch.randn(2, 7, 32), HERE / "encoder_dynamic.onnx", {0: "batch", 1: "seq"}, fold=False
+        )
+    )
     report(archs.export(build_odd(), x, HERE / "odd_channels.onnx", fold=True))
     folded = archs.export(cnn, x, HERE / "_resnet_folded.onnx", fold=True)
     quantize(folded, HERE / "resnet_qdq_int8.onnx", (1, 3, 32, 32))

@@ -36,16 +36,32 @@ from onnx import ModelProto
 
 from rooftop.errors import UsageError, first_line
 
-KINDS = ("batchnorm-foldable", "batchnorm-not-foldable", "odd-channels", "dilated-conv", "grouped-conv", "qdq-float-op",
-         "cast-round-trip", "shape-computation", "tiny-ops", "memory-bound-hotspot", "custom-domain", "unsupported-op")
+KINDS = (
+    "batchnorm-foldable",
+    "batchnorm-not-foldable",
+    "odd-channels",
+    "dilated-conv",
+    "grouped-conv",
+    "qdq-float-op",
+    "cast-round-trip",
+    "shape-computation",
+    "tiny-ops",
+    "memory-bound-hotspot",
+    "custom-domain",
+    "unsupported-op",
+)
 # the passes that remove a kind of finding, in the order the pipeline runs them
 FIXERS = {
-    "batchnorm-foldable": ("fold-conv-bn",), "odd-channels": ("pad-channels",), "qdq-float-op": ("requant", "u8-activations"),
-    "cast-round-trip": ("simplify", "shape-chains"), "shape-computation": ("simplify", "shape-chains"),
+    "batchnorm-foldable": ("fold-conv-bn",),
+    "odd-channels": ("pad-channels",),
+    "qdq-float-op": ("requant", "u8-activations"),
+    "cast-round-trip": ("simplify", "shape-chains"),
+    "shape-computation": ("simplify", "shape-chains"),
 }
 AUTHOR = {
     "batchnorm-foldable": "nothing to change: fold-conv-bn folds it into the weights",
-    "batchnorm-not-foldable": "put BatchNorm directly after the Conv/Linear (Conv→BN→ReLU) so it folds into the weights",
+    "batchnorm-not-foldable": "put BatchNorm directly after the Conv/Linear "
+    "(Conv→BN→ReLU) so it folds into the weights",
     "odd-channels": "use a channel count that is a multiple of {m}: kernels pad to it anyway",
     "dilated-conv": "dilated convolutions run off the fast paths; a strided or larger plain kernel often serves",
     "grouped-conv": "grouped convolutions (1 < groups < channels) run off the fast paths; prefer depthwise + pointwise",
@@ -53,13 +69,32 @@ AUTHOR = {
     "cast-round-trip": "keep this block in one precision: the casts move the tensor twice",
     "shape-computation": "export with static shapes where they are static, or compute the shape once outside the graph",
     "tiny-ops": "batch more work per operator (larger tensors, fused blocks): per-operator overhead dominates",
-    "memory-bound-hotspot": "fuse it with its neighbours or store its tensors in lower precision: it runs at memory speed",
+    "memory-bound-hotspot": "fuse it with its neighbours or store its tensors "
+    "in lower precision: it runs at memory speed",
     "custom-domain": "replace it with standard ONNX ops if the model must run on other runtimes",
     "unsupported-op": "replace the operator (or convert with --opset) so the runtime can load the model",
 }
 LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-SHAPE_CHAIN = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Reshape", "Equal", "Where", "Range",
-               "ConstantOfShape", "Add", "Sub", "Mul", "Div", "Size", "Expand"}
+SHAPE_CHAIN = {
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Slice",
+    "Cast",
+    "Reshape",
+    "Equal",
+    "Where",
+    "Range",
+    "ConstantOfShape",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Size",
+    "Expand",
+}
 TINY_BYTES = 4096
 HOTSPOT_SHARE = 0.10
 
@@ -147,7 +182,7 @@ def _name(n: onnx.NodeProto) -> str:
     return n.name or (n.output[0] if n.output else n.op_type)
 
 
-def _attr(n: onnx.NodeProto, name: str, default=None):  # noqa: ANN001
+def _attr(n: onnx.NodeProto, name: str, default=None):
     a = next((a for a in n.attribute if a.name == name), None)
     return default if a is None else onnx.helper.get_attribute_value(a)
 
@@ -159,10 +194,16 @@ def _batchnorm(c: Context) -> list[Finding]:
             continue
         p = c.producers.get(n.input[0])
         if p is not None and p.op_type in LINEAR and len(c.consumers.get(n.input[0], [])) == 1:
-            out.append(Finding("batchnorm-foldable", [_name(n)], f"BatchNormalization after {p.op_type} {_name(p)}: foldable"))
+            out.append(
+                Finding("batchnorm-foldable", [_name(n)], f"BatchNormalization after {p.op_type} {_name(p)}: foldable")
+            )
         else:
             what = "a graph input" if p is None else f"{p.op_type} {_name(p)}"
-            out.append(Finding("batchnorm-not-foldable", [_name(n)], f"BatchNormalization after {what}: cannot fold into weights"))
+            out.append(
+                Finding(
+                    "batchnorm-not-foldable", [_name(n)], f"BatchNormalization after {what}: cannot fold into weights"
+                )
+            )
     return out
 
 
@@ -177,9 +218,17 @@ def _convs(c: Context) -> list[Finding]:
         cout, group = w[0], int(_attr(n, "group", 1))
         cin = w[1] * group
         if cout >= c.multiple and cout % c.multiple:
-            out.append(Finding("odd-channels", [_name(n)], f"Conv {_name(n)} writes {cout} channels, not a multiple of {c.multiple}"))
+            out.append(
+                Finding(
+                    "odd-channels",
+                    [_name(n)],
+                    f"Conv {_name(n)} writes {cout} channels, not a multiple of {c.multiple}",
+                )
+            )
         if any(int(d) > 1 for d in _attr(n, "dilations", []) or []):
-            out.append(Finding("dilated-conv", [_name(n)], f"Conv {_name(n)} has dilations {list(_attr(n, 'dilations'))}"))
+            out.append(
+                Finding("dilated-conv", [_name(n)], f"Conv {_name(n)} has dilations {list(_attr(n, 'dilations'))}")
+            )
         if 1 < group < cin:
             out.append(Finding("grouped-conv", [_name(n)], f"Conv {_name(n)} has {group} groups over {cin} channels"))
     return out
@@ -193,8 +242,14 @@ def _qdq(c: Context) -> list[Finding]:
         dq_in = [i for i in n.input if i in c.producers and c.producers[i].op_type == "DequantizeLinear"]
         q_out = [q for q in c.consumers.get(n.output[0], []) if q.op_type == "QuantizeLinear"]
         if dq_in and q_out:
-            out.append(Finding("qdq-float-op", [_name(n)], f"{n.op_type} {_name(n)} runs in float between DequantizeLinear and QuantizeLinear",
-                               op_type=n.op_type))
+            out.append(
+                Finding(
+                    "qdq-float-op",
+                    [_name(n)],
+                    f"{n.op_type} {_name(n)} runs in float between DequantizeLinear and QuantizeLinear",
+                    op_type=n.op_type,
+                )
+            )
     return out
 
 
@@ -208,8 +263,13 @@ def _casts(c: Context) -> list[Finding]:
             continue
         src = c.types.get(p.input[0])
         if src is not None and src == int(_attr(n, "to")):
-            out.append(Finding("cast-round-trip", [_name(p), _name(n)],
-                               f"Cast {_name(p)} → Cast {_name(n)} returns to {onnx.TensorProto.DataType.Name(src).lower()}"))
+            out.append(
+                Finding(
+                    "cast-round-trip",
+                    [_name(p), _name(n)],
+                    f"Cast {_name(p)} → Cast {_name(n)} returns to {onnx.TensorProto.DataType.Name(src).lower()}",
+                )
+            )
     return out
 
 
@@ -241,7 +301,11 @@ def _shapes(c: Context) -> list[Finding]:
                     chain.append(_name(k))
                     frontier += [o for o in k.output if o not in seen]
                     seen.update(k.output)
-        out.append(Finding("shape-computation", chain, f"Shape {_name(n)} and {len(chain) - 1} ops computing with it at run time"))
+        out.append(
+            Finding(
+                "shape-computation", chain, f"Shape {_name(n)} and {len(chain) - 1} ops computing with it at run time"
+            )
+        )
     return out
 
 
@@ -265,7 +329,7 @@ def detect(model: ModelProto, target: str, multiple: int) -> list[Finding]:
 # ---- costs, runtime and the run of the passes ----------------------------------------------------
 
 
-def _stakes(findings: list[Finding], rows) -> None:  # noqa: ANN001
+def _stakes(findings: list[Finding], rows) -> None:
     by_name = {r.name: r for r in rows}
     for f in findings:
         rs = [by_name[n] for n in f.nodes if n in by_name]
@@ -275,7 +339,7 @@ def _stakes(findings: list[Finding], rows) -> None:  # noqa: ANN001
         f.measured_ms = 1e3 * sum(measured) if measured else None
 
 
-def _cost_findings(rows, overhead_s: float) -> list[Finding]:  # noqa: ANN001
+def _cost_findings(rows, overhead_s: float) -> list[Finding]:
     """tiny-ops and memory-bound-hotspot, from the roofline rows."""
     real = [r for r in rows if r.bound in ("compute", "memory")]
     total = sum(r.predicted_s or 0.0 for r in real)
@@ -283,12 +347,24 @@ def _cost_findings(rows, overhead_s: float) -> list[Finding]:  # noqa: ANN001
     tiny = [r for r in real if r.bytes_read + r.bytes_written < TINY_BYTES]
     if len(real) >= 50 and len(tiny) > len(real) / 2:
         share = sum(r.predicted_s or 0.0 for r in tiny) / total if total else 0.0
-        out.append(Finding("tiny-ops", [r.name for r in tiny], f"{len(tiny)} of {len(real)} operators move under {TINY_BYTES} bytes; "
-                                                               f"at {overhead_s * 1e6:.1f} µs per operator they are {100 * share:.0f}% of predicted time"))
+        out.append(
+            Finding(
+                "tiny-ops",
+                [r.name for r in tiny],
+                f"{len(tiny)} of {len(real)} operators move under {TINY_BYTES} bytes; "
+                f"at {overhead_s * 1e6:.1f} µs per operator they are {100 * share:.0f}% of predicted time",
+            )
+        )
     for r in real:
         if r.bound == "memory" and total and (r.predicted_s or 0.0) / total >= HOTSPOT_SHARE:
-            out.append(Finding("memory-bound-hotspot", [r.name], f"{r.op_type} {r.name}: {100 * (r.predicted_s or 0) / total:.0f}% of "
-                                                                 f"predicted time at {r.intensity:.2f} FLOP/B (memory-bound)"))
+            out.append(
+                Finding(
+                    "memory-bound-hotspot",
+                    [r.name],
+                    f"{r.op_type} {r.name}: {100 * (r.predicted_s or 0) / total:.0f}% of "
+                    f"predicted time at {r.intensity:.2f} FLOP/B (memory-bound)",
+                )
+            )
     return out
 
 
@@ -303,7 +379,9 @@ def _runnable(model: ModelProto, load_error: str | None) -> Finding | None:
             load_error = ""
         except Exception as e:  # noqa: BLE001
             load_error = first_line(e)
-    return Finding("unsupported-op", [], f"onnxruntime cannot load the model: {load_error[:200]}") if load_error else None
+    return (
+        Finding("unsupported-op", [], f"onnxruntime cannot load the model: {load_error[:200]}") if load_error else None
+    )
 
 
 def _attribute(findings: list[Finding], final: list[Finding], applied: list[str]) -> None:
@@ -332,7 +410,9 @@ def _latency(model: ModelProto, level: str, threads: int, blocks: int = 3, block
     try:
         specs = runtime.graph_inputs(model)
         feeds = runtime.random_inputs(specs, shapes.bind(specs, {})[0], 0, runtime.index_bounds(model))
-        sess = runtime.make_session(model, optimization=level, threads=threads or runtime.physical_cores(), spinning=False)
+        sess = runtime.make_session(
+            model, optimization=level, threads=threads or runtime.physical_cores(), spinning=False
+        )
         for _ in range(5):
             sess.run(None, feeds)
         runs: list[list[float]] = []
@@ -352,7 +432,7 @@ def _latency(model: ModelProto, level: str, threads: int, blocks: int = 3, block
     return {"level": level, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "best_ms": best, "runs": len(every)}
 
 
-def audit(model_path: str, opts, gate: Gate, on_stage: Callable[[str], None] | None = None) -> Audit:  # noqa: ANN001
+def audit(model_path: str, opts, gate: Gate, on_stage: Callable[[str], None] | None = None) -> Audit:
     """Detect findings on the model, run optimize (nothing written) to see what the passes fix,
     cost them on the profile, apply the gate."""
     from rooftop import pipeline
@@ -373,16 +453,29 @@ def audit(model_path: str, opts, gate: Gate, on_stage: Callable[[str], None] | N
     if broken is not None:
         findings.append(broken)
     applied = [r.name for r in report.passes if r.status.value == "applied"]
-    _attribute(findings, detect(optimized, opts.target, multiple) + (_cost_findings(report.after.rows, hw.overhead_s) if report.after and hw else []), applied)
+    _attribute(
+        findings,
+        detect(optimized, opts.target, multiple)
+        + (_cost_findings(report.after.rows, hw.overhead_s) if report.after and hw else []),
+        applied,
+    )
     for f in findings:
         f.author_fix = "" if f.fixed_by else _author_fix(f, opts.target, multiple)
     findings.sort(key=lambda f: (-(f.measured_ms if f.measured_ms is not None else f.predicted_ms), f.kind))
     total = before.predicted_s if before is not None else 0.0
     memory = sum(r.predicted_s or 0.0 for r in before.rows if r.bound == "memory") if before is not None else 0.0
     after_s = report.after.predicted_s if report.after is not None else total
-    result = Audit(model_path, hw.name if hw is not None else "-", findings, len(original.graph.node),
-                   before.bytes if before is not None else 0.0, 1e3 * total, memory / total if total else 0.0,
-                   1e3 * max(total - after_s, 0.0), notes=notes + list(report.warnings))
+    result = Audit(
+        model_path,
+        hw.name if hw is not None else "-",
+        findings,
+        len(original.graph.node),
+        before.bytes if before is not None else 0.0,
+        1e3 * total,
+        memory / total if total else 0.0,
+        1e3 * max(total - after_s, 0.0),
+        notes=notes + list(report.warnings),
+    )
     if gate.max_latency_ms is not None or gate.baseline is not None:
         stage("measuring latency")
         result.latency = _latency(original, opts.deploy_level, opts.threads)
@@ -397,12 +490,20 @@ def _author_fix(f: Finding, target: str, multiple: int) -> str:
     return text
 
 
-ONNXRUNTIME_QLINEAR = {"Add": "QLinearAdd", "Mul": "QLinearMul", "Concat": "QLinearConcat", "AveragePool": "QLinearAveragePool",
-                       "GlobalAveragePool": "QLinearGlobalAveragePool", "Sigmoid": "QLinearSigmoid", "LeakyRelu": "QLinearLeakyRelu",
-                       "Gemm": "QGemm", "Softmax": "QLinearSoftmax"}
+ONNXRUNTIME_QLINEAR = {
+    "Add": "QLinearAdd",
+    "Mul": "QLinearMul",
+    "Concat": "QLinearConcat",
+    "AveragePool": "QLinearAveragePool",
+    "GlobalAveragePool": "QLinearGlobalAveragePool",
+    "Sigmoid": "QLinearSigmoid",
+    "LeakyRelu": "QLinearLeakyRelu",
+    "Gemm": "QGemm",
+    "Softmax": "QLinearSoftmax",
+}
 
 
-def _original(model_path: str, opts) -> tuple[ModelProto, list[str]]:  # noqa: ANN001
+def _original(model_path: str, opts) -> tuple[ModelProto, list[str]]:
     """The model as the audit and the optimize run both see it (converted with --opset), and
     what loading and converting changed."""
     from rooftop import model_io
@@ -428,14 +529,20 @@ def gate_failures(a: Audit, gate: Gate) -> list[str]:
     for kind in gate.fail_on:
         hits = [f for f in a.findings if f.kind == kind]
         if hits:
-            fails.append(f"--fail-on {kind}: {len(hits)} finding{'s' if len(hits) != 1 else ''} ({', '.join(hits[0].nodes[:3])} ...)")
+            fails.append(
+                f"--fail-on {kind}: {len(hits)} finding{'s' if len(hits) != 1 else ''} "
+                f"({', '.join(hits[0].nodes[:3])} ...)"
+            )
     if gate.max_traffic is not None and a.traffic_bytes > gate.max_traffic:
         fails.append(f"--max-traffic: {a.traffic_bytes / 1e6:.2f} MB per inference > {gate.max_traffic / 1e6:.2f} MB")
     if gate.max_latency_ms is not None:
         if a.latency is None:
             fails.append("--max-latency-ms: the model could not be timed")
         elif a.latency["median_ms"] > gate.max_latency_ms:
-            fails.append(f"--max-latency-ms: {a.latency['median_ms']:.3g} ms at {a.latency['level']} > {gate.max_latency_ms:g} ms")
+            fails.append(
+                f"--max-latency-ms: {a.latency['median_ms']:.3g} ms at "
+                f"{a.latency['level']} > {gate.max_latency_ms:g} ms"
+            )
     if gate.baseline is not None:
         fails += baseline_failures(a, load_baseline(gate.baseline))
     return fails
@@ -459,11 +566,16 @@ def baseline_failures(a: Audit, base: dict) -> list[str]:
     if a.nodes > base["nodes"]:
         fails.append(f"--baseline: nodes grew {base['nodes']} → {a.nodes}")
     if a.traffic_bytes > base["traffic_bytes"] * (1 + 1e-9):
-        fails.append(f"--baseline: memory traffic grew {base['traffic_bytes'] / 1e6:.3f} → {a.traffic_bytes / 1e6:.3f} MB")
+        fails.append(
+            f"--baseline: memory traffic grew {base['traffic_bytes'] / 1e6:.3f} → {a.traffic_bytes / 1e6:.3f} MB"
+        )
     old, new = base.get("latency"), a.latency
     if old and new and new["best_ms"] > old.get("best_ms", old["median_ms"]) * (1 + LATENCY_NOISE):
-        fails.append(f"--baseline: latency grew {old.get('best_ms', old['median_ms']):.3g} → {new['best_ms']:.3g} ms at {new['level']} "
-                     f"(best block medians; more than {LATENCY_NOISE:.0%}, the noise between runs here)")
+        fails.append(
+            f"--baseline: latency grew {old.get('best_ms', old['median_ms']):.3g} "
+            f"→ {new['best_ms']:.3g} ms at {new['level']} "
+            f"(best block medians; more than {LATENCY_NOISE:.0%}, the noise between runs here)"
+        )
     return fails
 
 

@@ -108,7 +108,9 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> ModelProt
     return load_model_noted(path, check=check)[0]
 
 
-def load_model_noted(path: str | os.PathLike[str], *, check: bool = True, lazy: bool | None = False) -> tuple[ModelProto, list[str]]:
+def load_model_noted(
+    path: str | os.PathLike[str], *, check: bool = True, lazy: bool | None = False
+) -> tuple[ModelProto, list[str]]:
     """``load_model``, and the notes of what loading changed (an IR upgrade). ``lazy``: external
     tensors of ``LAZY_MIN_BYTES`` or more stay on disk as references (read them with
     ``external_base(<the model's folder>)`` set); the files are checked all the same. ``None``:
@@ -135,8 +137,10 @@ def load_model_noted(path: str | os.PathLike[str], *, check: bool = True, lazy: 
             f"{name}: not a valid ONNX model (the protobuf does not parse; truncated or not an .onnx file)"
         ) from e
     del data
-    if not model.HasField("graph") or model.ir_version == 0 or (
-        len(model.graph.node) == 0 and len(model.graph.output) == 0
+    if (
+        not model.HasField("graph")
+        or model.ir_version == 0
+        or (len(model.graph.node) == 0 and len(model.graph.output) == 0)
     ):
         raise InputError(f"{name}: not an ONNX model (no ir_version or no graph)")
     _check_versions(model, name)
@@ -180,15 +184,21 @@ def convert_opset(model: ModelProto, target: int, name: str = "model") -> tuple[
     if current is None or current == target:
         return model, None
     if target < current:
-        raise InputError(f"{name}: --opset {target} is lower than the model's opset {current}; Rooftop only raises opsets")
+        raise InputError(
+            f"{name}: --opset {target} is lower than the model's opset {current}; Rooftop only raises opsets"
+        )
     if target > onnx.defs.onnx_opset_version():
-        raise InputError(f"{name}: --opset {target} is newer than the installed onnx supports ({onnx.defs.onnx_opset_version()})")
+        raise InputError(
+            f"{name}: --opset {target} is newer than the installed onnx supports ({onnx.defs.onnx_opset_version()})"
+        )
     from onnx import version_converter
 
     try:
         converted = version_converter.convert_version(model, target)
-    except Exception as e:  # noqa: BLE001 - the converter's errors name the op it cannot convert
-        raise InputError(f"{name}: onnx's version converter cannot take opset {current} to {target}: {first_line(e)}") from e
+    except Exception as e:
+        raise InputError(
+            f"{name}: onnx's version converter cannot take opset {current} to {target}: {first_line(e)}"
+        ) from e
     return converted, f"opset {current} converted to {target} (onnx version converter)"
 
 
@@ -218,14 +228,18 @@ def _inside(loc: str, base: Path, name: str, tensor: str) -> None:
         return
     where = Path(loc)
     if where.is_absolute() or ".." in where.parts:
-        raise InputError(f"{name}: external data '{loc}' of tensor '{tensor}' points outside the model's folder; "
-                         "only files in the model's folder or below it are read")
+        raise InputError(
+            f"{name}: external data '{loc}' of tensor '{tensor}' points outside the model's folder; "
+            "only files in the model's folder or below it are read"
+        )
     probe = base
     for part in where.parts:
         probe = probe / part
         if probe.is_symlink():
-            raise InputError(f"{name}: external data '{loc}' of tensor '{tensor}' is reached through a symlink; "
-                             "only regular files in the model's folder are read")
+            raise InputError(
+                f"{name}: external data '{loc}' of tensor '{tensor}' is reached through a symlink; "
+                "only regular files in the model's folder are read"
+            )
 
 
 def _load_external(model: ModelProto, p: Path, name: str, lazy: bool = False) -> None:
@@ -242,7 +256,8 @@ def _load_external(model: ModelProto, p: Path, name: str, lazy: bool = False) ->
         need = int(info.get("offset", 0)) + int(info.get("length", 0))
         if f.stat().st_size < need:
             raise InputError(
-                f"{name}: external data file '{loc}' is truncated ({f.stat().st_size} bytes, tensor '{t.name}' needs {need})"
+                f"{name}: external data file '{loc}' is truncated "
+                f"({f.stat().st_size} bytes, tensor '{t.name}' needs {need})"
             )
     try:
         if not lazy:
@@ -390,7 +405,7 @@ def write_with_external_data(model: ModelProto, path: str | os.PathLike[str], da
                 continue
             nt.name, nt.data_type, nt.doc_string = t.name, t.data_type, t.doc_string
             nt.dims.extend(t.dims)
-            _append(f, nt, data_name, lambda dst: _copy_external(t, dst) if external else dst.write(t.raw_data))  # noqa: B023 - called at once
+            _append(f, nt, data_name, lambda dst: _copy_external(t, dst) if external else dst.write(t.raw_data))
     with open(out, "wb") as f:
         f.write(skeleton.SerializeToString())
 
@@ -426,9 +441,13 @@ def spill(model: ModelProto, folder: str | os.PathLike[str]) -> ModelProto:
     ModelProto: protobuf keeps a cleared field's bytes until the message itself is dropped."""
     with open(Path(folder) / SPILL_NAME, "wb") as f:
         for t in model.graph.initializer:
-            if t.data_location == TensorProto.EXTERNAL or not t.HasField("raw_data") or len(t.raw_data) < LAZY_MIN_BYTES:
+            if (
+                t.data_location == TensorProto.EXTERNAL
+                or not t.HasField("raw_data")
+                or len(t.raw_data) < LAZY_MIN_BYTES
+            ):
                 continue
-            _append(f, t, SPILL_NAME, lambda dst: dst.write(t.raw_data))  # noqa: B023 - called at once
+            _append(f, t, SPILL_NAME, lambda dst: dst.write(t.raw_data))
             t.ClearField("raw_data")
     light = ModelProto()
     light.CopyFrom(model)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from onnx import ModelProto
 
 from rooftop import model_io, runtime, runtimes
+from rooftop import plan as plan_mod
 from rooftop import shapes as shapes_mod
 from rooftop.errors import InputError, UsageError, VerificationError, first_line
 from rooftop.passes import (
@@ -41,6 +42,7 @@ from rooftop.passes import (
     PassRecord,
     Validation,
 )
+from rooftop.plan import Plan
 from rooftop.records import (
     NOISE_BAND,
     ORT_LEVEL_NAMES,
@@ -51,8 +53,6 @@ from rooftop.records import (
     Status,
     Verdict,
 )
-from rooftop import plan as plan_mod
-from rooftop.plan import Plan
 from rooftop.runtimes.base import Runtime, level_word
 from rooftop.shapes import ShapePlan
 from rooftop.verify import Verifier, VerifyResult
@@ -153,7 +153,9 @@ class Report:
     backed_off: list[str] = field(default_factory=list)  # passes dropped because the final model was slower
     reverted: bool = False  # the final model was slower even after backing off: the original graph is written
     disagreement: str = ""  # one line when prediction and measurement point in opposite directions
-    ort_load_error: str | None = None  # onnxruntime's refusal of the original ("" it loaded; None: not tried, --no-verify)
+    ort_load_error: str | None = (
+        None  # onnxruntime's refusal of the original ("" it loaded; None: not tried, --no-verify)
+    )
     plan: Plan | None = None  # the decisions of this run, replayable with --plan
     replayed: str | None = None  # the plan file this run replayed
     shapes: ShapePlan | None = None  # the input shapes decisions (and the cost figures) were taken at
@@ -230,8 +232,12 @@ def _adds_traffic(v: Validation) -> bool:
 def _adds_ops(v: Validation) -> bool:
     """More predicted FLOPs or integer ops after the pass, both totals complete."""
     c = v.cost
-    return (c is not None and c.before.unknown == 0 and c.after.unknown == 0
-            and (c.after.flops > c.before.flops or c.after.int_ops > c.before.int_ops))
+    return (
+        c is not None
+        and c.before.unknown == 0
+        and c.after.unknown == 0
+        and (c.after.flops > c.before.flops or c.after.int_ops > c.before.int_ops)
+    )
 
 
 def _op_types(graph) -> set[tuple[str, str]]:
@@ -256,7 +262,6 @@ class OrtComparator:
         self._cache: list[tuple[ModelProto, str, Any]] = []
 
     def _session(self, model: ModelProto, level: str):
-        from rooftop.analysis import timing
 
         for m, lv, s in self._cache:
             if m is model and lv == level:
@@ -266,7 +271,9 @@ class OrtComparator:
             self._cache = (self._cache + [(model, level, s)])[-2:]
         return s
 
-    def __call__(self, before: ModelProto, after: ModelProto, level: str, stop: str, feeds: dict | None = None) -> Latency | None:
+    def __call__(
+        self, before: ModelProto, after: ModelProto, level: str, stop: str, feeds: dict | None = None
+    ) -> Latency | None:
         from rooftop.analysis import timing
 
         feeds = self.feeds if feeds is None else feeds
@@ -274,14 +281,28 @@ class OrtComparator:
         budget = self.opts.time_budget * (2.0 if stop == "verdict" else 1.0)
         if self.one_at_a_time:  # two sessions alive would hold every weight twice
             self.forget()
-            c = timing.compare_in_turn(lambda: self.rt.load(before, level=level, threads=self.opts.threads, timing=True),
-                                       lambda: self.rt.load(after, level=level, threads=self.opts.threads, timing=True), feeds,
-                                       level=level, threads=threads, budget_s=budget, band=self.opts.noise_band)
+            c = timing.compare_in_turn(
+                lambda: self.rt.load(before, level=level, threads=self.opts.threads, timing=True),
+                lambda: self.rt.load(after, level=level, threads=self.opts.threads, timing=True),
+                feeds,
+                level=level,
+                threads=threads,
+                budget_s=budget,
+                band=self.opts.noise_band,
+            )
             return self._named(c.latency())
         # the cache keeps the sessions of the last two models timed: drop the others before building new ones
         self._cache = [c for c in self._cache if c[0] is before or c[0] is after]
-        c = timing.compare_sessions(self._session(before, level), self._session(after, level), feeds, level=level,
-                                    threads=threads, budget_s=budget, band=self.opts.noise_band, stop=stop)
+        c = timing.compare_sessions(
+            self._session(before, level),
+            self._session(after, level),
+            feeds,
+            level=level,
+            threads=threads,
+            budget_s=budget,
+            band=self.opts.noise_band,
+            stop=stop,
+        )
         if model_io.weights_nbytes(after) > CACHE_SESSIONS_UP_TO:
             model_io.release_memory()  # the sessions just used are gone: give their memory back
         return self._named(c.latency())
@@ -297,7 +318,9 @@ class OrtComparator:
 class _Run:
     """The state of one optimize run; each method is one step of ``optimize``."""
 
-    def __init__(self, original: ModelProto, opts: Options, stage: Callable[[str], None], replay: Plan | None = None) -> None:
+    def __init__(
+        self, original: ModelProto, opts: Options, stage: Callable[[str], None], replay: Plan | None = None
+    ) -> None:
         self.original, self.opts, self.stage = original, opts, stage
         self.replay = replay  # a plan replayed: its positions not kept are skipped, its options used
         self.rt: Runtime = runtimes.get(opts.runtime)  # where verification and decisions are taken
@@ -308,7 +331,9 @@ class _Run:
         self.verifier: Verifier | None = None
         self.compare: Comparator | None = None
         self.feeds: dict | None = None  # the inputs at the first decision shape set (profiling, explanations)
-        self.feed_sets: list[tuple[str, dict | None]] = []  # (shape set label, its inputs): every set a decision must hold at
+        self.feed_sets: list[
+            tuple[str, dict | None]
+        ] = []  # (shape set label, its inputs): every set a decision must hold at
         self.shapes: ShapePlan | None = None
         self.before: Roofline | None = None
         self.current: ModelProto = original
@@ -333,9 +358,15 @@ class _Run:
             self.hw = hardware.get_profile(opts.hardware, progress=lambda s: self.stage(f"measuring this machine: {s}"))
         if opts.verify:
             self.stage("computing reference outputs")
-            self.verifier = Verifier(self.original, input_shapes=opts.input_shapes, inputs_npz=opts.inputs_npz,
-                                     rtol=opts.rtol, atol=opts.atol, shapes=self.hw is not None,
-                                     runtime=None if self.rt.label == "onnxruntime" else self.rt)
+            self.verifier = Verifier(
+                self.original,
+                input_shapes=opts.input_shapes,
+                inputs_npz=opts.inputs_npz,
+                rtol=opts.rtol,
+                atol=opts.atol,
+                shapes=self.hw is not None,
+                runtime=None if self.rt.label == "onnxruntime" else self.rt,
+            )
             self._cross_check()
             self._shapes_from_references()
             if not self.verifier.available:
@@ -362,8 +393,10 @@ class _Run:
                 raise UsageError("--cross-check: OpenVINO is not installed (pip install 'rooftop[openvino]')")
             return
         if model_io.weights_nbytes(self.original) > INTERLEAVE_UP_TO and not opts.cross_check:
-            self.warnings.append(f"portable outputs not checked in {ov.label}: over 1 GB of weights, which a second "
-                                 "runtime would hold again (--cross-check checks them)")
+            self.warnings.append(
+                f"portable outputs not checked in {ov.label}: over 1 GB of weights, which a second "
+                "runtime would hold again (--cross-check checks them)"
+            )
             return
         self.stage("computing reference outputs in OpenVINO")
         self.cross = Verifier(self.original, rtol=opts.rtol, atol=opts.atol, runtime=ov, feeds_from=v)
@@ -377,7 +410,9 @@ class _Run:
             self.shapes = v.plan
             return
         if v is not None and v.sets and not v.plan:  # --inputs: the user's arrays
-            self.shapes = ShapePlan([{k: tuple(a.shape) for k, a in v.sets[0].feeds.items()}], given=list(v.sets[0].feeds))
+            self.shapes = ShapePlan(
+                [{k: tuple(a.shape) for k, a in v.sets[0].feeds.items()}], given=list(v.sets[0].feeds)
+            )
             return
         try:
             self.shapes = shapes_mod.plan(runtime.graph_inputs(self.original), self.opts.input_shapes)
@@ -411,8 +446,10 @@ class _Run:
     def _prepare_timing(self) -> None:
         opts = self.opts
         if self.replay is not None:
-            self.warnings.append(f"replayed plan {opts.plan}: the passes it kept, as decided when it was made "
-                                 "(nothing timed; verification on)")
+            self.warnings.append(
+                f"replayed plan {opts.plan}: the passes it kept, as decided when it was made "
+                "(nothing timed; verification on)"
+            )
             return
         if not opts.time:
             self.warnings.append("measurement did not decide (--no-time): passes were kept on verification alone")
@@ -424,17 +461,21 @@ class _Run:
         self.feed_sets = _timing_feeds(self.original, self.verifier, self.shapes)
         self.feeds = self.feed_sets[0][1] if self.feed_sets else None
         if self.feeds is None:
-            self.warnings.append("onnxruntime cannot run the model, so nothing was timed: passes were decided by "
-                                 "structure alone (a pass whose predicted time grows is rejected)")
+            self.warnings.append(
+                "onnxruntime cannot run the model, so nothing was timed: passes were decided by "
+                "structure alone (a pass whose predicted time grows is rejected)"
+            )
             return
         one = in_turn(self.original)
         self.compare = OrtComparator(self.feeds, opts, one_at_a_time=one, rt=self.rt)
         if one:
             w = model_io.weights_nbytes(self.original)
             size = f"{w / 1e9:.1f} GB" if w >= 1e9 else f"{w / 1e6:.0f} MB"
-            self.warnings.append(f"timed one session at a time (blocks A B B A, each a fresh session): two sessions "
-                                 f"would hold its {size} of weights twice, past {MEMORY_PER_SIZE:g}× its size in "
-                                 f"memory; its ratios carry session-to-session variation, so the intervals are wider than interleaved")
+            self.warnings.append(
+                f"timed one session at a time (blocks A B B A, each a fresh session): two sessions "
+                f"would hold its {size} of weights twice, past {MEMORY_PER_SIZE:g}× its size in "
+                f"memory; its ratios carry session-to-session variation, so the intervals are wider than interleaved"
+            )
 
     def cost(self, model: ModelProto) -> Roofline | None:
         from rooftop.analysis import costs, roofline
@@ -541,12 +582,17 @@ class _Run:
             v.cause, v.reason = Cause.SLOWER, self._slower_reason(candidate, v)
         elif not self._paid(v.latency) and self._must_pay(name, candidate, v):
             c = v.cost
-            what = ("adds nodes or changes the kernels onnxruntime runs" if c is None or not (_adds_traffic(v) or _adds_ops(v)) else
-                    f"adds predicted work (traffic {c.before.bytes / 1e6:.4g}→{c.after.bytes / 1e6:.4g} MB, "
-                    f"FLOPs {c.before.flops / 1e6:.4g}→{c.after.flops / 1e6:.4g} M)")
+            what = (
+                "adds nodes or changes the kernels onnxruntime runs"
+                if c is None or not (_adds_traffic(v) or _adds_ops(v))
+                else f"adds predicted work (traffic {c.before.bytes / 1e6:.4g}→{c.after.bytes / 1e6:.4g} MB, "
+                f"FLOPs {c.before.flops / 1e6:.4g}→{c.after.flops / 1e6:.4g} M)"
+            )
             v.cause = Cause.SLOWER
-            v.reason = (f"{what} and measured no faster at {v.latency.level_name} than ×{1 - 2 * self.opts.noise_band:.2f}: "
-                        f"{v.latency.describe()}")
+            v.reason = (
+                f"{what} and measured no faster at {v.latency.level_name} than ×{1 - 2 * self.opts.noise_band:.2f}: "
+                f"{v.latency.describe()}"
+            )
 
     def _paid(self, lat: Latency) -> bool:
         """Work added for a speed-up must show a clear one: faster (confirmed) by more than twice the
@@ -556,7 +602,9 @@ class _Run:
 
     def _must_pay(self, name: str, candidate: ModelProto, v: Validation) -> bool:
         """A pass kept only if it measures faster: it adds nodes or predicted work, or changes kernels."""
-        if getattr(REGISTRY.get(name), "changes_kernels", False) or len(candidate.graph.node) > len(self.current.graph.node):
+        if getattr(REGISTRY.get(name), "changes_kernels", False) or len(candidate.graph.node) > len(
+            self.current.graph.node
+        ):
             return True
         return _adds_traffic(v) or _adds_ops(v)
 
@@ -585,7 +633,10 @@ class _Run:
         pred = v.cost.predicted_ratio if v.cost is not None else None
         if pred is not None and pred > 1.0 + self.opts.noise_band and not self.opts.keep_slower:
             v.cause = Cause.SLOWER
-            v.reason = f"predicted slower on {self.hw.name if self.hw else 'the profile'}: ×{pred:.2f} (not measured: onnxruntime cannot run the model)"
+            v.reason = (
+                f"predicted slower on {self.hw.name if self.hw else 'the profile'}: "
+                f"×{pred:.2f} (not measured: onnxruntime cannot run the model)"
+            )
 
     def _confirmed(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
         """A measurement that says "slower" or "faster" is taken again with fresh sessions and stands
@@ -635,7 +686,12 @@ class _Run:
 
     def explain(self, before: ModelProto, after: ModelProto, level: str, *, shrank: bool = False) -> list[OpGrowth]:
         """The operator types whose measured time grew (``shrank``: fell) most (onnxruntime's profiler)."""
-        if self.feeds is None or not isinstance(self.compare, OrtComparator) or model_io.is_large(before) or not self.rt.levels:
+        if (
+            self.feeds is None
+            or not isinstance(self.compare, OrtComparator)
+            or model_io.is_large(before)
+            or not self.rt.levels
+        ):
             return []  # (the profiler copies the model: not for one over 2 GB)
         from rooftop.analysis import timing
 
@@ -648,18 +704,29 @@ class _Run:
         return timing.op_growth(a, b, shrank=shrank)
 
     # -- the passes --------------------------------------------------------------------------
-    def run_passes(self, names: Sequence[str], skip: dict[int, PassRecord | tuple[Status, Cause, str]], on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
+    def run_passes(
+        self, names: Sequence[str], skip: dict[int, PassRecord | tuple[Status, Cause, str]], on_start, on_end
+    ) -> tuple[ModelProto, list[PassRecord]]:
         opts = self.opts
         ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=self._channel_multiple())
         self.current, self.current_cost, self.last_verified = self.original, self.before, None
         self.passes_warned = len(self.warnings)
+
         def ended(rec: PassRecord) -> None:
             self._unchanged_cost(rec)
             if on_end:
                 on_end(rec)
 
-        manager = PassManager([REGISTRY[n]() for n in names], ctx, self.after_pass, fixed_point=opts.fixed_point,
-                              on_start=on_start, on_end=ended, debug=opts.debug, skip=skip)
+        manager = PassManager(
+            [REGISTRY[n]() for n in names],
+            ctx,
+            self.after_pass,
+            fixed_point=opts.fixed_point,
+            on_start=on_start,
+            on_end=ended,
+            debug=opts.debug,
+            skip=skip,
+        )
         # Passes never change the model they are given (tests/test_pipeline.py checks it byte
         # for byte), so the caller's model is the first state and needs no copy.
         optimized = manager.run(self.original)
@@ -683,7 +750,9 @@ class _Run:
             return
         rec.cost = CostDelta(cur.costs(), cur.costs())
 
-    def verify_output(self, names, optimized: ModelProto, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
+    def verify_output(
+        self, names, optimized: ModelProto, records, on_start, on_end
+    ) -> tuple[ModelProto, list[PassRecord]]:
         """The pipeline's output through onnx.checker and against the original at every input size:
         one serialization and one session for the whole pipeline, not one per pass. If it fails,
         the passes are run again, each pass's output checked on its own: the one that fails is
@@ -698,13 +767,15 @@ class _Run:
                 if r.status is Status.APPLIED:
                     r.verified = v.verified  # its rewrites are in the model just verified (no error of its own)
             return optimized, records
-        del self.warnings[self.passes_warned:]  # they concern a run that is discarded
+        del self.warnings[self.passes_warned :]  # they concern a run that is discarded
         self.warnings.append(f"the optimized model {why}: the passes were run again, each checked on its own")
         self.stage("the optimized model failed its checks: running the passes again, each checked on its own")
         return self.run_passes(names, dict(self.base_skip), on_start, on_end)
 
     # -- the final model ---------------------------------------------------------------------
-    def final_decision(self, names, optimized, records, on_start, on_end) -> tuple[ModelProto, list[PassRecord], Latency | None, list[str]]:
+    def final_decision(
+        self, names, optimized, records, on_start, on_end
+    ) -> tuple[ModelProto, list[PassRecord], Latency | None, list[str]]:
         """Compare the final model with the original at the deploy level; back off while slower."""
         level = self.opts.deploy_level
         if self.compare is None or optimized is self.original:
@@ -714,10 +785,15 @@ class _Run:
         if lat is None or lat.verdict is not Verdict.SLOWER or self.opts.keep_slower:
             return optimized, records, lat, []
         why = f"the optimized model was slower than the original at {lat.level_name}: {lat.describe()}"
-        kept = sorted((r for r in records if r.status is Status.APPLIED),
-                      key=lambda r: r.latency.ratio if r.latency is not None else 1.0, reverse=True)
+        kept = sorted(
+            (r for r in records if r.status is Status.APPLIED),
+            key=lambda r: r.latency.ratio if r.latency is not None else 1.0,
+            reverse=True,
+        )
         # passes rejected by the gate stay out of the re-runs (which are not gated)
-        skip: dict[int, PassRecord | tuple[Status, Cause, str]] = {r.position: r for r in records if r.status is Status.REJECTED}
+        skip: dict[int, PassRecord | tuple[Status, Cause, str]] = {
+            r.position: r for r in records if r.status is Status.REJECTED
+        }
         skip.update(self.base_skip)
         dropped: list[str] = []
         self.gate = False
@@ -733,20 +809,34 @@ class _Run:
                 return optimized, records, lat, dropped
         return self.revert(records, why), records, None, [r.name for r in kept]
 
-    def make_plan(self, names: list[str], records: list[PassRecord], model_path: str | None, backed_off: list[str],
-                  reverted: bool) -> Plan:
+    def make_plan(
+        self, names: list[str], records: list[PassRecord], model_path: str | None, backed_off: list[str], reverted: bool
+    ) -> Plan:
         opts = self.opts
         measured = self.compare is not None
         return Plan(
             pipeline=list(names),
             steps=[plan_mod.step(r, measured) for r in records],
-            options={"target": opts.target, "fold_limit": opts.fold_limit, "channel_multiple": self._channel_multiple(),
-                     "fixed_point": opts.fixed_point, "opset": opts.opset},
-            decided=self.replay.decided if self.replay is not None else {
-                "runtime": self.rt.label, "deploy_level": level_word(self.rt, opts.deploy_level),
+            options={
+                "target": opts.target,
+                "fold_limit": opts.fold_limit,
+                "channel_multiple": self._channel_multiple(),
+                "fixed_point": opts.fixed_point,
+                "opset": opts.opset,
+            },
+            decided=self.replay.decided
+            if self.replay is not None
+            else {
+                "runtime": self.rt.label,
+                "deploy_level": level_word(self.rt, opts.deploy_level),
                 "cross_checked": self.cross.where if self.cross is not None and self.cross.available else None,
-                "threads": opts.threads or runtime.physical_cores(), "noise_band": opts.noise_band,
-                "time_budget_s": opts.time_budget, "measured": measured, "backed_off": backed_off, "reverted": reverted},
+                "threads": opts.threads or runtime.physical_cores(),
+                "noise_band": opts.noise_band,
+                "time_budget_s": opts.time_budget,
+                "measured": measured,
+                "backed_off": backed_off,
+                "reverted": reverted,
+            },
             shapes=self.shapes.as_dict() if self.shapes is not None else None,
             versions=plan_mod.versions(),
             model=_model_identity(model_path),
@@ -776,7 +866,9 @@ class _Run:
             final = v.check(optimized)
         if not final.ok:
             culprit = next((r.name for r in reversed(records) if r.status is Status.APPLIED), None)
-            raise VerificationError(f"optimized model diverges from the original after pass {culprit}: {final.message}", culprit)
+            raise VerificationError(
+                f"optimized model diverges from the original after pass {culprit}: {final.message}", culprit
+            )
         return final
 
     def final_latency(self, optimized: ModelProto, deploy: Latency | None) -> dict[str, Latency]:
@@ -784,7 +876,11 @@ class _Run:
         out: dict[str, Latency] = {}
         if self.compare is None or optimized is self.original:
             return out
-        levels = ("disable", self.opts.deploy_level) if self.opts.time_all_levels and self.rt.levels else (self.opts.deploy_level,)
+        levels = (
+            ("disable", self.opts.deploy_level)
+            if self.opts.time_all_levels and self.rt.levels
+            else (self.opts.deploy_level,)
+        )
         for level in dict.fromkeys(levels):
             if level == self.opts.deploy_level and deploy is not None:
                 out[level] = deploy
@@ -802,9 +898,16 @@ class _Run:
         pred = after.predicted_s / self.before.predicted_s
         band = self.opts.noise_band
         if pred < 1 - band and lat.verdict is Verdict.SLOWER:
-            line, shrank = f"the roofline predicted ×{pred:.2f} but the model measured {lat.describe()} at {lat.level_name}", False
+            line, shrank = (
+                f"the roofline predicted ×{pred:.2f} but the model measured {lat.describe()} at {lat.level_name}",
+                False,
+            )
         elif pred > 1 + band and lat.verdict is Verdict.FASTER:
-            line, shrank = f"the roofline predicted ×{pred:.2f} (slower) but the model measured {lat.describe()} at {lat.level_name}", True
+            line, shrank = (
+                f"the roofline predicted ×{pred:.2f} (slower) but the "
+                f"model measured {lat.describe()} at {lat.level_name}",
+                True,
+            )
         else:
             return ""
         moved = self.explain(self.original, optimized, lat.level, shrank=shrank)
@@ -839,10 +942,15 @@ class _Run:
         if over:
             top = max(over, key=lambda r: (r.flops + r.int_ops) / r.measured_s)
             attained = (top.flops + top.int_ops) / top.measured_s
-            why = f"{top.name} ({top.op_type}) measured {attained / 1e9:.0f} GFLOP/s over the profile's {hw.peak(top.dtype) / 1e9:.0f}"
+            why = (
+                f"{top.name} ({top.op_type}) measured {attained / 1e9:.0f} "
+                f"GFLOP/s over the profile's {hw.peak(top.dtype) / 1e9:.0f}"
+            )
             hardware.mark_stale(why)
-            self.warnings.append(f"{len(over)} measured operators exceed the host profile's compute roof ({why}): "
-                                 "the profile is measured again on the next run")
+            self.warnings.append(
+                f"{len(over)} measured operators exceed the host profile's compute roof ({why}): "
+                "the profile is measured again on the next run"
+            )
 
 
 def optimize(
@@ -883,8 +991,9 @@ def optimize(
             model_io.check_model(original, model_path, path_on_disk=Path(model_path))
         if replay is not None:
             notes += plan_mod.check(replay, REGISTRY, str(opts.plan)) + _shape_warnings(replay, opts)
-        optimized, report = _optimize(original, model_path, notes, output, opts, names, stage, t0, on_pass_start, on_pass_end,
-                                      replay)
+        optimized, report = _optimize(
+            original, model_path, notes, output, opts, names, stage, t0, on_pass_start, on_pass_end, replay
+        )
         if spilled:  # the scratch file goes with this block: the caller gets the weights in the model
             optimized = model_io.inlined(optimized)
         return optimized, report
@@ -897,9 +1006,19 @@ def _spills(model: ModelProto, model_path: str | None, opts: Options) -> bool:
     return opts.lazy_weights is True or model_io.inline_nbytes(model) >= model_io.SPILL_FROM_BYTES
 
 
-def _optimize(original: ModelProto, model_path: str | None, notes: list[str], output, opts: Options, names: list[str],
-              stage: Callable[[str], None], t0: float, on_pass_start, on_pass_end, replay: Plan | None = None,
-              ) -> tuple[ModelProto, Report]:
+def _optimize(
+    original: ModelProto,
+    model_path: str | None,
+    notes: list[str],
+    output,
+    opts: Options,
+    names: list[str],
+    stage: Callable[[str], None],
+    t0: float,
+    on_pass_start,
+    on_pass_end,
+    replay: Plan | None = None,
+) -> tuple[ModelProto, Report]:
     original, converted = _convert(original, opts, model_path or "model")
     notes += converted
 
@@ -909,7 +1028,9 @@ def _optimize(original: ModelProto, model_path: str | None, notes: list[str], ou
     nodes_before, params_before = len(original.graph.node), count_params(original)
     optimized, records = run.run_passes(names, dict(run.base_skip), on_pass_start, on_pass_end)
     optimized, records = run.verify_output(names, optimized, records, on_pass_start, on_pass_end)
-    optimized, records, deploy_lat, backed_off = run.final_decision(names, optimized, records, on_pass_start, on_pass_end)
+    optimized, records, deploy_lat, backed_off = run.final_decision(
+        names, optimized, records, on_pass_start, on_pass_end
+    )
     _warn_rollbacks(records, run.warnings)
     final = run.final_check(optimized, records)
     if opts.strict:
@@ -926,15 +1047,32 @@ def _optimize(original: ModelProto, model_path: str | None, notes: list[str], ou
         stage("writing model")
         written = [str(p) for p in model_io.save_model(optimized, output, external_data=opts.external_data)]
     report = Report(
-        model_path=model_path, output_paths=written, target=opts.target,
-        nodes_before=nodes_before, nodes_after=len(optimized.graph.node),
-        params_before=params_before, params_after=count_params(optimized),
-        passes=records, verification=run.verifier.describe() if run.verifier is not None else "verification disabled",
-        final_check=final, warnings=run.warnings, seconds=time.perf_counter() - t0, pipeline=names,
-        hardware=run.hw, before=run.before, after=after, deploy_level=opts.deploy_level, latency=latency,
-        measured=run.compare is not None, backed_off=backed_off, reverted=bool(backed_off) and optimized is original,
-        disagreement=disagreement, ort_load_error=run.verifier.load_error if run.verifier is not None else None,
-        replayed=str(opts.plan) if opts.plan is not None else None, shapes=run.shapes, runtime=run.rt.label,
+        model_path=model_path,
+        output_paths=written,
+        target=opts.target,
+        nodes_before=nodes_before,
+        nodes_after=len(optimized.graph.node),
+        params_before=params_before,
+        params_after=count_params(optimized),
+        passes=records,
+        verification=run.verifier.describe() if run.verifier is not None else "verification disabled",
+        final_check=final,
+        warnings=run.warnings,
+        seconds=time.perf_counter() - t0,
+        pipeline=names,
+        hardware=run.hw,
+        before=run.before,
+        after=after,
+        deploy_level=opts.deploy_level,
+        latency=latency,
+        measured=run.compare is not None,
+        backed_off=backed_off,
+        reverted=bool(backed_off) and optimized is original,
+        disagreement=disagreement,
+        ort_load_error=run.verifier.load_error if run.verifier is not None else None,
+        replayed=str(opts.plan) if opts.plan is not None else None,
+        shapes=run.shapes,
+        runtime=run.rt.label,
         cross_checked=run.cross.where if run.cross is not None and run.cross.available else None,
     )
     report.plan = run.make_plan(names, records, model_path, backed_off, report.reverted)
@@ -985,7 +1123,9 @@ def _warn_rollbacks(records: list[PassRecord], warnings: list[str]) -> None:
 def _strict(records: list[PassRecord]) -> None:
     for rec in records:
         if rec.status is Status.ROLLED_BACK and rec.cause is Cause.OUTPUTS_CHANGED:
-            raise VerificationError(f"pass {rec.name} changed the outputs ({rec.reason}); --strict: nothing written", rec.name)
+            raise VerificationError(
+                f"pass {rec.name} changed the outputs ({rec.reason}); --strict: nothing written", rec.name
+            )
 
 
 def _opset_hint(model: ModelProto) -> str:
@@ -1020,9 +1160,17 @@ def _replay_options(opts: Options, replay: Plan) -> Options:
     """The options a plan's passes ran with, nothing timed; the user's shapes win over the plan's."""
     o = replay.options
     shapes = opts.input_shapes or [{k: list(v) for k, v in s.items()} for s in (replay.shapes or {}).get("sets", [])]
-    return dataclasses.replace(opts, passes=list(replay.pipeline), skip=(), target=o.get("target", opts.target),
-                               fold_limit=int(o.get("fold_limit", opts.fold_limit)), fixed_point=bool(o.get("fixed_point")),
-                               opset=o.get("opset"), time=False, input_shapes=shapes)
+    return dataclasses.replace(
+        opts,
+        passes=list(replay.pipeline),
+        skip=(),
+        target=o.get("target", opts.target),
+        fold_limit=int(o.get("fold_limit", opts.fold_limit)),
+        fixed_point=bool(o.get("fixed_point")),
+        opset=o.get("opset"),
+        time=False,
+        input_shapes=shapes,
+    )
 
 
 def _shape_warnings(replay: Plan, opts: Options) -> list[str]:
@@ -1031,8 +1179,10 @@ def _shape_warnings(replay: Plan, opts: Options) -> list[str]:
     now = shapes_mod.as_sets(opts.input_shapes)
     if not made or now == made:
         return []
-    return [f"plan {opts.plan} was decided at {' and '.join(shapes_mod.label(s) for s in made)}; replayed at "
-            f"{' and '.join(shapes_mod.label(s) for s in now)}: its decisions were not taken at these shapes"]
+    return [
+        f"plan {opts.plan} was decided at {' and '.join(shapes_mod.label(s) for s in made)}; replayed at "
+        f"{' and '.join(shapes_mod.label(s) for s in now)}: its decisions were not taken at these shapes"
+    ]
 
 
 def _model_identity(path: str | None) -> dict[str, Any]:

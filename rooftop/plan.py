@@ -102,8 +102,13 @@ def rule(rec: PassRecord, measured: bool) -> str:
 def step(rec: PassRecord, measured: bool) -> Step:
     lat = None
     if rec.latency is not None:
-        lat = {"ratio": round(rec.latency.ratio, 4), "ci": [round(x, 4) for x in rec.latency.ci],
-               "level": rec.latency.level_name, "shapes": rec.latency.shapes, "verdict": rec.latency.verdict.value}
+        lat = {
+            "ratio": round(rec.latency.ratio, 4),
+            "ci": [round(x, 4) for x in rec.latency.ci],
+            "level": rec.latency.level_name,
+            "shapes": rec.latency.shapes,
+            "verdict": rec.latency.verdict.value,
+        }
     return Step(rec.name, rec.position, rec.iteration, rec.status.value, rule(rec, measured), rec.rewrites, lat)
 
 
@@ -121,10 +126,16 @@ def load(path: str | os.PathLike[str]) -> Plan:
         raise InputError(f"{p}: no plan in it (write one with --save-plan, or give a --report .json of a run)")
     try:
         steps = [Step(**s) for s in raw["steps"]]
-        plan = Plan(pipeline=list(raw["pipeline"]), steps=steps, options=dict(raw["options"]),
-                    decided=dict(raw.get("decided") or {}), shapes=raw.get("shapes"),
-                    versions=dict(raw.get("versions") or {}), model=dict(raw.get("model") or {}),
-                    version=int(raw.get("version", PLAN_VERSION)))
+        plan = Plan(
+            pipeline=list(raw["pipeline"]),
+            steps=steps,
+            options=dict(raw["options"]),
+            decided=dict(raw.get("decided") or {}),
+            shapes=raw.get("shapes"),
+            versions=dict(raw.get("versions") or {}),
+            model=dict(raw.get("model") or {}),
+            version=int(raw.get("version", PLAN_VERSION)),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{p}: not a valid plan ({type(e).__name__}: {e})") from e
     if plan.version > PLAN_VERSION:
@@ -135,23 +146,35 @@ def load(path: str | os.PathLike[str]) -> Plan:
 def check(plan: Plan, registry: dict, source: str) -> list[str]:
     """Errors for what cannot be replayed (a pass that no longer exists); warnings for what may
     make the output differ (other library versions)."""
-    missing = sorted({s.name for s in plan.steps if s.name not in registry} | {n for n in plan.pipeline if n not in registry})
+    missing = sorted(
+        {s.name for s in plan.steps if s.name not in registry} | {n for n in plan.pipeline if n not in registry}
+    )
     if missing:
-        raise UsageError(f"plan {source}: pass(es) {', '.join(missing)} no longer exist in this rooftop; "
-                         f"make the plan again (available: {', '.join(registry)})")
+        raise UsageError(
+            f"plan {source}: pass(es) {', '.join(missing)} no longer exist in this rooftop; "
+            f"make the plan again (available: {', '.join(registry)})"
+        )
     now = versions()
-    moved = [f"{lib} {plan.versions[lib]} → {now.get(lib)}" for lib in LIBRARIES
-             if lib in plan.versions and plan.versions[lib] != now.get(lib)]
+    moved = [
+        f"{lib} {plan.versions[lib]} → {now.get(lib)}"
+        for lib in LIBRARIES
+        if lib in plan.versions and plan.versions[lib] != now.get(lib)
+    ]
     if moved:
-        return [f"plan {source} was made with other library versions ({', '.join(moved)}): the output may differ "
-                "from the run that made it"]
+        return [
+            f"plan {source} was made with other library versions ({', '.join(moved)}): the output may differ "
+            "from the run that made it"
+        ]
     return []
 
 
 def skips(plan: Plan) -> dict[int, tuple[Status, Cause | None, str]]:
     """The positions a replay does not run: every one whose pass was not kept."""
-    return {s.position: (Status.SKIPPED, None, f"not replayed: {s.decision} when the plan was made ({s.rule})")
-            for s in plan.steps if not s.kept}
+    return {
+        s.position: (Status.SKIPPED, None, f"not replayed: {s.decision} when the plan was made ({s.rule})")
+        for s in plan.steps
+        if not s.kept
+    }
 
 
 __all__ = ["PLAN_VERSION", "Plan", "Step", "check", "load", "rule", "skips", "step", "versions"]

@@ -162,7 +162,9 @@ class PassRecord:
     max_abs_error: float | None = None  # None when verified: checked with the pipeline's output, not alone
     cost: CostDelta | None = None  # the model's totals before and after this pass (equal if not kept)
     latency: Latency | None = None  # this pass's output timed against its input at the deploy level
-    removes_only: bool = False  # not timed alone (fewer nodes, no new op type, no more predicted work): timed with the final model
+    removes_only: bool = (
+        False  # not timed alone (fewer nodes, no new op type, no more predicted work): timed with the final model
+    )
     position: int = 0  # index of this run in the pipeline (with --fixed-point, across rounds)
     counts: dict[str, int] = field(default_factory=dict)  # rewrites by kind
     refusals: dict[str, list[str]] = field(default_factory=dict)  # reason -> names of the nodes left
@@ -170,7 +172,6 @@ class PassRecord:
     @property
     def kept(self) -> bool:
         return self.status is Status.APPLIED
-
 
 
 __all__ = [

@@ -111,8 +111,12 @@ def bind_shapes(
     return shapes
 
 
-def random_inputs(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]], seed: int = 0,
-                  highs: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+def random_inputs(
+    specs: Sequence[InputSpec],
+    shapes: Mapping[str, tuple[int, ...]],
+    seed: int = 0,
+    highs: Mapping[str, int] | None = None,
+) -> dict[str, np.ndarray]:
     """Seeded inputs: floats standard normal; integers small and non-negative (token ids, lengths),
     below ``highs[name]`` where the model indexes a table with them; int8/uint8 over their range."""
     rng = np.random.default_rng(seed)
@@ -248,7 +252,6 @@ def run_model(model: ModelProto, feeds: Mapping[str, np.ndarray], session=None) 
     return {n: np.array(o) if isinstance(o, np.ndarray) else o for n, o in zip(names, outs)}
 
 
-
 @contextlib.contextmanager
 def named_for_profiler(model: ModelProto) -> Iterator[None]:
     """Name the unnamed nodes (after their first output) for a session the profiler reports by
@@ -270,7 +273,9 @@ def profile_runs(path: str) -> list[list[dict]]:
 
     with open(path) as f:
         events = json.load(f)
-    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    spans = sorted(
+        (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
     per_run: list[list[dict]] = [[] for _ in spans]
     for e in events:
         if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):

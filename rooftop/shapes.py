@@ -99,8 +99,9 @@ def label(shapes: Mapping[str, Sequence[int]]) -> str:
 
 
 def parse_shape_sets(items: Sequence[str]) -> list[dict[str, list[int]]]:
-    """``["x=1x3x48x320", "x=4x3x48x640", "n=2"]`` -> ``[{"x": [1,3,48,320], "n": [2]}, {"x": [4,3,48,640], "n": [2]}]``:
-    the k-th mention of an input goes into set k; an input mentioned fewer times keeps its last shape."""
+    """``["x=1x3x48x320", "x=4x3x48x640", "n=2"]`` ->
+    ``[{"x": [1,3,48,320], "n": [2]}, {"x": [4,3,48,640], "n": [2]}]``: the k-th mention of an
+    input goes into set k; an input mentioned fewer times keeps its last shape."""
     per_name: dict[str, list[list[int]]] = {}
     for item in items:
         name, shape = _parse_one(item)
@@ -124,7 +125,9 @@ def _parse_one(item: str) -> tuple[str, list[int]]:
     return name, shape
 
 
-def as_sets(input_shapes: Mapping[str, Sequence[int]] | Sequence[Mapping[str, Sequence[int]]] | None) -> list[dict[str, list[int]]]:
+def as_sets(
+    input_shapes: Mapping[str, Sequence[int]] | Sequence[Mapping[str, Sequence[int]]] | None,
+) -> list[dict[str, list[int]]]:
     """``Options.input_shapes`` as a list of shape sets (one mapping is one set)."""
     if not input_shapes:
         return []
@@ -209,8 +212,10 @@ def plan(specs: Sequence[InputSpec], input_shapes) -> ShapePlan:
     names = {s.name for s in specs}
     unknown = sorted({k for s in sets for k in s} - names)
     if unknown:
-        raise UsageError(f"--input-shape names unknown input(s) {', '.join(unknown)}; the model's inputs are "
-                         + ", ".join(s.name for s in specs))
+        raise UsageError(
+            f"--input-shape names unknown input(s) {', '.join(unknown)}; the model's inputs are "
+            + ", ".join(s.name for s in specs)
+        )
     if not sets:
         first, defaulted = bind(specs, {})
         return ShapePlan([first], defaulted)
@@ -223,5 +228,17 @@ def plan(specs: Sequence[InputSpec], input_shapes) -> ShapePlan:
     return ShapePlan(bound, defaulted, given=sorted({k for s in sets for k in s}))
 
 
-__all__ = ["BATCH", "IMAGE_SIDE", "SEQUENCE", "Defaulted", "ShapePlan", "ShapeSet", "as_sets", "bind", "default_dim",
-           "label", "parse_shape_sets", "plan"]
+__all__ = [
+    "BATCH",
+    "IMAGE_SIDE",
+    "SEQUENCE",
+    "Defaulted",
+    "ShapePlan",
+    "ShapeSet",
+    "as_sets",
+    "bind",
+    "default_dim",
+    "label",
+    "parse_shape_sets",
+    "plan",
+]

@@ -16,17 +16,17 @@ is checked at two sizes of each dynamic axis.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 from onnx import ModelProto
 
-from rooftop.errors import InputError, UsageError, first_line
+from rooftop.errors import InputError, first_line
 from rooftop.model_io import LARGE_WEIGHT_BYTES, release_memory, weights_nbytes
 from rooftop.runtime import (
     bind_shapes,
@@ -47,6 +47,7 @@ from rooftop.shapes import plan as shapes_plan
 # (batch, other dynamic dims) tried in turn until the original runs: 1-D windows and reflect pads
 # (audio models) need long axes, most models run at the first
 CANDIDATE_SIZES = [(1, 32), (1, 224), (1, 64), (1, 16), (1, 8), (1, 128), (1, 1), (1, 1024), (1, 16000)]
+
 
 @dataclass
 class OutputCheck:
@@ -77,8 +78,24 @@ def quantized_outputs(model: ModelProto) -> set[str]:
     return {o for n in model.graph.node if n.op_type == "QuantizeLinear" for o in n.output}
 
 
-LIPSCHITZ_1 = {"Tanh", "Sigmoid", "Relu", "LeakyRelu", "Clip", "Identity", "Reshape", "Flatten", "Squeeze",
-               "Unsqueeze", "Transpose", "Dropout", "MaxPool", "GlobalMaxPool", "Softsign", "HardSigmoid"}
+LIPSCHITZ_1 = {
+    "Tanh",
+    "Sigmoid",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Dropout",
+    "MaxPool",
+    "GlobalMaxPool",
+    "Softsign",
+    "HardSigmoid",
+}
 
 
 def dequantized_output_steps(model: ModelProto) -> dict[str, float]:
@@ -144,7 +161,9 @@ def compare_outputs(
             tol = 1 if name in quantized else 0
             n_bad = int((diff > tol).sum())
             what = "one quantization step" if tol else "exact equality"
-            checks.append(OutputCheck(name, n_bad == 0, max_abs, f"{n_bad} of {r.size} elements beyond {what}" if n_bad else ""))
+            checks.append(
+                OutputCheck(name, n_bad == 0, max_abs, f"{n_bad} of {r.size} elements beyond {what}" if n_bad else "")
+            )
         else:
             eq = bool(np.array_equal(g, r))
             checks.append(OutputCheck(name, eq, 0.0 if eq else float("inf"), "" if eq else "values differ"))
@@ -181,7 +200,9 @@ def _compare_float(name: str, r: np.ndarray, g: np.ndarray, rtol: float, atol: f
         diff = np.abs(g_[fin] - r_[fin])
         n_bad = int(np.count_nonzero(~np.isfinite(diff) | (diff > atol + rtol * (np.abs(r_[fin]) + scale))))
         max_abs = float(diff.max()) if diff.size else 0.0
-    reason = f"{n_bad} of {r.size} elements beyond rtol={rtol:g} atol={atol:g} (output rms {scale:.3g})" if n_bad else ""
+    reason = (
+        f"{n_bad} of {r.size} elements beyond rtol={rtol:g} atol={atol:g} (output rms {scale:.3g})" if n_bad else ""
+    )
     return OutputCheck(name, n_bad == 0, max_abs, reason)
 
 
@@ -224,11 +245,15 @@ class Verifier:
         self.notes: list[str] = []
         self.available = True
         self.reason = ""
-        self.load_error: str | None = None  # onnxruntime's refusal of the original; "" once it loaded it; None: not tried
+        self.load_error: str | None = (
+            None  # onnxruntime's refusal of the original; "" once it loaded it; None: not tried
+        )
         self.quantized = quantized_outputs(original)
         self.steps = dequantized_output_steps(original)
         self.ort_distance: dict[str, float] = {}
-        big = weights_nbytes(original) >= LARGE_WEIGHT_BYTES  # (a garbage collection costs 20 ms: for models where memory counts)
+        big = (
+            weights_nbytes(original) >= LARGE_WEIGHT_BYTES
+        )  # (a garbage collection costs 20 ms: for models where memory counts)
         self._references(original, input_shapes, inputs_npz, seed)
         if big:
             release_memory()  # the reference session is gone before the next is built
@@ -240,7 +265,9 @@ class Verifier:
 
     @property
     def _ort(self) -> bool:
-        return self.runtime is None or self.runtime.name == "onnxruntime" and self.runtime.where == "CPUExecutionProvider"
+        return (
+            self.runtime is None or self.runtime.name == "onnxruntime" and self.runtime.where == "CPUExecutionProvider"
+        )
 
     @property
     def where(self) -> str:
@@ -265,7 +292,9 @@ class Verifier:
         with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
             try:
                 with named_for_profiler(original):
-                    session = self._load(original, profile_prefix=os.path.join(d, "p") if self.shapes and self._ort else None)
+                    session = self._load(
+                        original, profile_prefix=os.path.join(d, "p") if self.shapes and self._ort else None
+                    )
             except Exception as e:  # noqa: BLE001 - custom ops, unsupported opsets...
                 self.load_error = first_line(e)
                 self._unavailable(f"{self.where} cannot run the original model ({self.load_error})")
@@ -277,7 +306,9 @@ class Verifier:
     def _reference_sets(self, original, session, specs, plan: ShapePlan, inputs_npz, seed: int) -> None:
         if inputs_npz is not None:
             feeds = _load_npz(inputs_npz, specs)
-            self.sets.append(InputSet("user inputs", feeds, self._run(original, feeds, session, "user inputs"), decides=True))
+            self.sets.append(
+                InputSet("user inputs", feeds, self._run(original, feeds, session, "user inputs"), decides=True)
+            )
             return
         highs = index_bounds(original)
         first_err = self._decision_sets(original, session, specs, plan, highs, seed)
@@ -302,9 +333,11 @@ class Verifier:
             try:
                 feeds = random_inputs(specs, shapes, seed + 2 * i, highs)
                 ref = _outputs(original, feeds, session)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if plan.given and not plan.defaulted:
-                    raise InputError(f"the original model does not run at --input-shape {_label(shapes)}: {first_line(e)}") from e
+                    raise InputError(
+                        f"the original model does not run at --input-shape {_label(shapes)}: {first_line(e)}"
+                    ) from e
                 return self._fallback(original, session, specs, plan, highs, seed, e)
             self.sets.append(InputSet(_label(shapes), feeds, ref, decides=True))
         return None
@@ -329,8 +362,10 @@ class Verifier:
                 continue
             self.sets.append(InputSet(_label(shapes), feeds, ref, decides=True))
             plan.sets = [dict(shapes)]
-            plan.defaulted = [dataclasses.replace(d, value=shapes[d.input][d.axis], why="first size the model runs at")
-                              for d in plan.defaulted]
+            plan.defaulted = [
+                dataclasses.replace(d, value=shapes[d.input][d.axis], why="first size the model runs at")
+                for d in plan.defaulted
+            ]
             plan.fallback = f"the original does not run at the realistic defaults ({first_line(why)[:100]})"
             return why
         return why
@@ -366,7 +401,13 @@ class Verifier:
                 got = run_model(original, s.feeds, sess)
                 for name, ref in s.reference.items():
                     r, g = np.asarray(ref), np.asarray(got.get(name))
-                    if r.dtype.kind == "f" and g.shape == r.shape and r.size and np.isfinite(r).all() and np.isfinite(g).all():
+                    if (
+                        r.dtype.kind == "f"
+                        and g.shape == r.shape
+                        and r.size
+                        and np.isfinite(r).all()
+                        and np.isfinite(g).all()
+                    ):
                         d = float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
                         self.ort_distance[name] = max(self.ort_distance.get(name, 0.0), d)
         except Exception:  # noqa: BLE001 - without it, the one-step rule alone applies
@@ -403,7 +444,7 @@ class Verifier:
     def _run(self, model, feeds, session, label):
         try:
             return _outputs(model, feeds, session)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise InputError(f"the original model does not run on {label}: {first_line(e)}") from e
 
     def describe(self) -> str:
@@ -415,8 +456,10 @@ class Verifier:
         if self.ort_distance:
             d = max(self.ort_distance.values())
             step = max(self.steps.values(), default=0.0)
-            text += (f" (quantized outputs: within one step {step:.3g} or 1.1× onnxruntime ENABLE_ALL's own distance "
-                     f"from the reference, {d:.3g})")
+            text += (
+                f" (quantized outputs: within one step {step:.3g} or 1.1× onnxruntime ENABLE_ALL's own distance "
+                f"from the reference, {d:.3g})"
+            )
         return text
 
     def check(self, candidate: ModelProto, path: str | None = None, data: bytes | None = None) -> VerifyResult:
@@ -427,14 +470,18 @@ class Verifier:
         try:
             session = self._load(candidate, path=path, data=data)
         except Exception as e:  # noqa: BLE001
-            return VerifyResult(False, float("inf"), message=f"{self.where} cannot load the rewritten model: {first_line(e)}")
+            return VerifyResult(
+                False, float("inf"), message=f"{self.where} cannot load the rewritten model: {first_line(e)}"
+            )
         worst = VerifyResult(True, 0.0)
         for s in self.sets:
             try:
                 got = _outputs(candidate, s.feeds, session)
             except Exception as e:  # noqa: BLE001
                 return VerifyResult(False, float("inf"), message=f"{self.where} fails on {s.label}: {first_line(e)}")
-            res = compare_outputs(s.reference, got, rtol=self.rtol, atol=self.atol, quantized=self.quantized, steps=self._tol)
+            res = compare_outputs(
+                s.reference, got, rtol=self.rtol, atol=self.atol, quantized=self.quantized, steps=self._tol
+            )
             if not res.ok:
                 res.message = f"on {s.label}: {res.message}"
                 return res
@@ -478,7 +525,7 @@ def _load_npz(path, specs) -> dict[str, np.ndarray]:
             feeds = {k: data[k] for k in data.files}
     except FileNotFoundError as e:
         raise InputError(f"{path}: no such file") from e
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise InputError(f"{path}: not a readable .npz file ({first_line(e)})") from e
     missing = [s.name for s in specs if s.name not in feeds]
     if missing:

@@ -26,7 +26,11 @@ def needs_torch(fn):
     """Skip a test that exports a PyTorch model where torch is not installed (it says so)."""
     import pytest
 
-    return pytest.mark.skipif(not HAS_TORCH, reason="needs torch (pip install torch==2.13.0): exports a PyTorch model")(fn)
+    return pytest.mark.skipif(not HAS_TORCH, reason="needs torch (pip install torch==2.13.0): exports a PyTorch model")(
+        fn
+    )
+
+
 MODELS = ROOT / "models"
 
 
@@ -127,7 +131,15 @@ def small_transformer(name: str):
 
     torch.manual_seed(0)
     if name == "bert":
-        return archs.BertEncoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
+        return (
+            archs.BertEncoder(vocab=100, d=64, layers=2, heads=2),
+            torch.randint(1, 100, (2, 12)),
+            {0: "batch", 1: "seq"},
+        )
     if name == "gpt2":
-        return archs.GPT2Decoder(vocab=100, d=64, layers=2, heads=2), torch.randint(1, 100, (2, 12)), {0: "batch", 1: "seq"}
+        return (
+            archs.GPT2Decoder(vocab=100, d=64, layers=2, heads=2),
+            torch.randint(1, 100, (2, 12)),
+            {0: "batch", 1: "seq"},
+        )
     return archs.ViT(image=32, patch=8, d=48, layers=2, heads=2, classes=10), torch.randn(2, 3, 32, 32), {0: "batch"}

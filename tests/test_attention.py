@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import HAS_TORCH, ROOT, needs_torch, init, make_model, ops, optimize, run, small_transformer, vi
+from helpers import HAS_TORCH, ROOT, init, make_model, needs_torch, ops, optimize, run, small_transformer, vi
 from onnx import TensorProto, helper
 
 from rooftop.passes import PassContext
@@ -29,22 +29,30 @@ def attention_graph(mask: bool = True, heads_const: bool = True, opset: int = 17
     r = np.random.default_rng(0)
     inits = [init(f"w{c}", r.standard_normal((D, D)).astype(np.float32) * 0.3) for c in "qkv"]
     inits += [init(f"b{c}", r.standard_normal(D).astype(np.float32) * 0.1) for c in "qkv"]
-    inits += [init("split", np.array([0, 0, N, H], np.int64)), init("merge", np.array([0, 0, D], np.int64)),
-              init("c", np.array(np.sqrt(H), np.float32))]
+    inits += [
+        init("split", np.array([0, 0, N, H], np.int64)),
+        init("merge", np.array([0, 0, D], np.int64)),
+        init("c", np.array(np.sqrt(H), np.float32)),
+    ]
     nodes = []
     for c in "qkv":
-        nodes += [helper.make_node("MatMul", ["x", f"w{c}"], [f"{c}m"]), helper.make_node("Add", [f"{c}m", f"b{c}"], [c])]
+        nodes += [
+            helper.make_node("MatMul", ["x", f"w{c}"], [f"{c}m"]),
+            helper.make_node("Add", [f"{c}m", f"b{c}"], [c]),
+        ]
         shape = "split" if heads_const else f"{c}_shape"
         if not heads_const:
             nodes.append(helper.make_node("Concat", ["two0", "nh"], [f"{c}_shape"], axis=0))
         nodes.append(helper.make_node("Reshape", [c, shape], [f"{c}4"]))
     if not heads_const:
         inits += [init("two0", np.array([0, 0], np.int64))]
-    nodes += [helper.make_node("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
-              helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
-              helper.make_node("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
-              helper.make_node("MatMul", ["qt", "kt"], ["s"]),
-              helper.make_node("Div", ["s", "c"], ["sc"])]
+    nodes += [
+        helper.make_node("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qt", "kt"], ["s"]),
+        helper.make_node("Div", ["s", "c"], ["sc"]),
+    ]
     inputs = [vi("x", ["batch", "seq", D])]
     if not heads_const:
         inputs.append(vi("nh", [2], TensorProto.INT64))
@@ -53,26 +61,33 @@ def attention_graph(mask: bool = True, heads_const: bool = True, opset: int = 17
         nodes.append(helper.make_node("Add", ["sc", "m"], ["sm_in"]))
     if where:
         nodes += where_mask(where, inits, inputs)
-    nodes += [helper.make_node("Softmax", ["sm_in" if mask or where else "sc"], ["p"], axis=-1),
-              helper.make_node("MatMul", ["p", "vt"], ["o4"]),
-              helper.make_node("Transpose", ["o4"], ["ot"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["ot", "merge"], ["y"])]
+    nodes += [
+        helper.make_node("Softmax", ["sm_in" if mask or where else "sc"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "vt"], ["o4"]),
+        helper.make_node("Transpose", ["o4"], ["ot"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ot", "merge"], ["y"]),
+    ]
     return make_model(nodes, inputs, [vi("y", ["batch", "seq", D])], inits, opset=opset)
 
 
 def where_mask(kind: str, inits: list, inputs: list) -> list:
     """Nodes computing ``sm_in = Where(keep, sc, fill)``."""
-    inits += [init("one_i", np.array([1], np.int64)), init("fill", np.array(-1.0 if kind == "small-fill" else -np.inf, np.float32))]
+    inits += [
+        init("one_i", np.array([1], np.int64)),
+        init("fill", np.array(-1.0 if kind == "small-fill" else -np.inf, np.float32)),
+    ]
     if kind == "input":
         inputs.append(vi("keep", ["seq", "seq"], TensorProto.BOOL))
         return [helper.make_node("Where", ["keep", "sc", "fill"], ["sm_in"])]
     true = helper.make_tensor("t", TensorProto.BOOL, [1], [True])
-    return [helper.make_node("Shape", ["x"], ["xs"]),
-            helper.make_node("Gather", ["xs", "one_i"], ["len"], axis=0),
-            helper.make_node("Concat", ["len", "len"], ["ss"], axis=0),
-            helper.make_node("ConstantOfShape", ["ss"], ["ones"], value=true),
-            helper.make_node("Trilu", ["ones"], ["keep"], upper=int(kind == "upper")),
-            helper.make_node("Where", ["keep", "sc", "fill"], ["sm_in"])]
+    return [
+        helper.make_node("Shape", ["x"], ["xs"]),
+        helper.make_node("Gather", ["xs", "one_i"], ["len"], axis=0),
+        helper.make_node("Concat", ["len", "len"], ["ss"], axis=0),
+        helper.make_node("ConstantOfShape", ["ss"], ["ones"], value=true),
+        helper.make_node("Trilu", ["ones"], ["keep"], upper=int(kind == "upper")),
+        helper.make_node("Where", ["keep", "sc", "fill"], ["sm_in"]),
+    ]
 
 
 def feeds(mask: bool = True, heads: bool = False, seq: int = S):
@@ -92,7 +107,9 @@ def test_self_attention_becomes_one_attention_op_for_onnxruntime():
     # the mask (batch, 1, 1, seq) is expanded over the queries once: Shape, Gather, Concat, Expand
     assert sorted(ops(out)) == ["Attention", "Concat", "Expand", "Gather", "Shape"]
     att = next(n for n in out.graph.node if n.op_type == "Attention")
-    assert att.domain == "com.microsoft" and {a.name: a.i for a in att.attribute if a.name == "num_heads"} == {"num_heads": N}
+    assert att.domain == "com.microsoft" and {a.name: a.i for a in att.attribute if a.name == "num_heads"} == {
+        "num_heads": N
+    }
     for seq in (S, 3):
         x = feeds(seq=seq)
         np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
@@ -114,7 +131,19 @@ def test_portable_padding_mask_is_expanded_over_the_queries():
     m = attention_graph(opset=23)
     out, res = AttentionFusion().apply(m, PassContext())
     assert res.counts == {"attention-into-Attention": 1}
-    assert sorted(ops(out)) == ["Add", "Add", "Add", "Attention", "Concat", "Expand", "Gather", "MatMul", "MatMul", "MatMul", "Shape"]
+    assert sorted(ops(out)) == [
+        "Add",
+        "Add",
+        "Add",
+        "Attention",
+        "Concat",
+        "Expand",
+        "Gather",
+        "MatMul",
+        "MatMul",
+        "MatMul",
+        "Shape",
+    ]
     for seq in (S, 3):
         x = feeds(seq=seq)
         np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
@@ -132,7 +161,9 @@ def test_a_causal_where_mask_becomes_a_causal_attention(target, opset):
     out, res = AttentionFusion().apply(m, PassContext(target=target))
     assert res.counts == {"attention-into-Attention-causal": 1}
     # the mask's graph (Shape … Trilu) and the Where are gone: the op masks by itself
-    assert sorted(ops(out)) == (["Attention"] if target == "onnxruntime" else ["Add", "Add", "Add", "Attention", "MatMul", "MatMul", "MatMul"])
+    assert sorted(ops(out)) == (
+        ["Attention"] if target == "onnxruntime" else ["Add", "Add", "Add", "Attention", "MatMul", "MatMul", "MatMul"]
+    )
     att = next(n for n in out.graph.node if n.op_type == "Attention")
     flag = "unidirectional" if target == "onnxruntime" else "is_causal"
     assert {a.name: a.i for a in att.attribute if a.name == flag} == {flag: 1}
@@ -141,11 +172,17 @@ def test_a_causal_where_mask_becomes_a_causal_attention(target, opset):
         np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,reason", [
-    ("upper", "scores masked by a Where: the mask is computed from the lengths but is not causal"),
-    ("input", "scores masked by a Where: the mask reads a tensor's values (a padding mask or an input), not only lengths"),
-    ("small-fill", "scores masked by a Where whose fill -1 is not -inf or a large negative constant"),
-])
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("upper", "scores masked by a Where: the mask is computed from the lengths but is not causal"),
+        (
+            "input",
+            "scores masked by a Where: the mask reads a tensor's values (a padding mask or an input), not only lengths",
+        ),
+        ("small-fill", "scores masked by a Where whose fill -1 is not -inf or a large negative constant"),
+    ],
+)
 def test_a_where_mask_not_proved_causal_is_refused(kind, reason):
     _, res = AttentionFusion().apply(attention_graph(mask=False, where=kind), PassContext(target="onnxruntime"))
     assert res.rewrites == 0
@@ -210,4 +247,6 @@ def test_gpt2_causal_attention_is_fused(tmp_path, exporter, opset, target):
     with torch.no_grad():
         for seq in (12, 5):
             ids = torch.randint(1, 100, (2, seq))
-            np.testing.assert_allclose(run(out, {out.graph.input[0].name: ids.numpy()})[0], net(ids).numpy(), rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(
+                run(out, {out.graph.input[0].name: ids.numpy()})[0], net(ids).numpy(), rtol=1e-3, atol=1e-4
+            )

@@ -22,8 +22,15 @@ def f32(*s):
 
 def planted():
     """One of each kind an author must fix, and one a pass fixes, each in a named node."""
-    bn = [init(f"bn_{k}", v) for k, v in (("s", np.ones(8, np.float32)), ("b", np.zeros(8, np.float32)),
-                                             ("m", np.zeros(8, np.float32)), ("v", np.ones(8, np.float32)))]
+    bn = [
+        init(f"bn_{k}", v)
+        for k, v in (
+            ("s", np.ones(8, np.float32)),
+            ("b", np.zeros(8, np.float32)),
+            ("m", np.zeros(8, np.float32)),
+            ("v", np.ones(8, np.float32)),
+        )
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "W1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
@@ -44,9 +51,17 @@ def planted():
         helper.make_node("Concat", ["u", "minus1"], ["t"], axis=0, name="concat"),
         helper.make_node("Reshape", ["k", "t"], ["y"], name="reshape"),
     ]
-    inits = [init("W1", f32(8, 8, 3, 3)), init("W2", f32(23, 8, 1, 1)), init("W3", f32(8, 23, 3, 3)), init("W4", f32(8, 4, 3, 3)),
-             init("qs", np.array(0.05, np.float32)), init("qz", np.array(0, np.int8)), init("zero", np.array(0, np.int64)),
-             init("ax0", np.array([0], np.int64)), init("minus1", np.array([-1], np.int64))] + bn
+    inits = [
+        init("W1", f32(8, 8, 3, 3)),
+        init("W2", f32(23, 8, 1, 1)),
+        init("W3", f32(8, 23, 3, 3)),
+        init("W4", f32(8, 4, 3, 3)),
+        init("qs", np.array(0.05, np.float32)),
+        init("qz", np.array(0, np.int8)),
+        init("zero", np.array(0, np.int64)),
+        init("ax0", np.array([0], np.int64)),
+        init("minus1", np.array([-1], np.int64)),
+    ] + bn
     return make_model(nodes, [vi("x", [1, 8, 12, 12])], [vi("y", [1, 1152])], inits)
 
 
@@ -106,9 +121,26 @@ def test_gate_exit_codes_and_json(tmp_path):
     r = cli("--audit", str(src), "--report", str(rep), "--hardware", "xeon-avx512")
     assert r.returncode == 0, r.stderr
     d = json.loads(rep.read_text())["audit"]
-    assert d["schema_version"] == 1 and {"findings", "nodes", "traffic_bytes", "predicted_ms", "memory_bound_share",
-                                          "recoverable_ms", "failures", "latency"} <= set(d)
-    assert set(d["findings"][0]) >= {"kind", "nodes", "message", "bytes", "predicted_ms", "measured_ms", "fixed_by", "author_fix"}
+    assert d["schema_version"] == 1 and {
+        "findings",
+        "nodes",
+        "traffic_bytes",
+        "predicted_ms",
+        "memory_bound_share",
+        "recoverable_ms",
+        "failures",
+        "latency",
+    } <= set(d)
+    assert set(d["findings"][0]) >= {
+        "kind",
+        "nodes",
+        "message",
+        "bytes",
+        "predicted_ms",
+        "measured_ms",
+        "fixed_by",
+        "author_fix",
+    }
     assert cli("--audit", str(src), "--fail-on", "batchnorm-foldable").returncode == 5
     assert cli("--audit", str(src), "--fail-on", "dilated-conv").returncode == 0
     assert cli("--audit", str(src), "--max-traffic", "1KB").returncode == 5
@@ -125,13 +157,21 @@ def heavy_branch(base_path, out_path):
     m = onnx.load(base_path)
     out = m.graph.output[0].name
     g = m.graph
-    g.initializer.extend([init("big_a", f32(384, 384)), init("big_b", f32(384, 384)), init("zero_w", np.zeros((1,), np.float32))])
+    g.initializer.extend(
+        [init("big_a", f32(384, 384)), init("big_b", f32(384, 384)), init("zero_w", np.zeros((1,), np.float32))]
+    )
     x = g.input[0].name
-    g.node.extend([helper.make_node("ReduceSum", [x], ["xs"], keepdims=0), helper.make_node("Mul", ["big_a", "xs"], ["big_ax"]),
-                   helper.make_node("MatMul", ["big_ax", "big_b"], ["big"]), helper.make_node("MatMul", ["big", "big_b"], ["big2"]),
-                   helper.make_node("ReduceSum", ["big2"], ["big_s"], keepdims=0),
-                   helper.make_node("Mul", ["big_s", "zero_w"], ["nothing"]),
-                   helper.make_node("Add", [out, "nothing"], [out + "_plus"])])
+    g.node.extend(
+        [
+            helper.make_node("ReduceSum", [x], ["xs"], keepdims=0),
+            helper.make_node("Mul", ["big_a", "xs"], ["big_ax"]),
+            helper.make_node("MatMul", ["big_ax", "big_b"], ["big"]),
+            helper.make_node("MatMul", ["big", "big_b"], ["big2"]),
+            helper.make_node("ReduceSum", ["big2"], ["big_s"], keepdims=0),
+            helper.make_node("Mul", ["big_s", "zero_w"], ["nothing"]),
+            helper.make_node("Add", [out, "nothing"], [out + "_plus"]),
+        ]
+    )
     g.output[0].name = out + "_plus"
     onnx.save(m, out_path)
 
@@ -155,7 +195,10 @@ def test_custom_op_is_named_and_onnxruntime_refusal_is_reported(tmp_path):
     optimize run's own attempt to load the original (no second session)."""
     import onnx
 
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mystery", ["r"], ["y"], domain="acme.ops", name="mystery")]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Mystery", ["r"], ["y"], domain="acme.ops", name="mystery"),
+    ]
     m = make_model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])], extra_opsets={"acme.ops": 1})
     path = tmp_path / "custom.onnx"
     onnx.save(m, path)

@@ -131,7 +131,14 @@ def test_external_data_outside_the_model_folder(tmp_path, where):
         _point_at(p, str(secret))
     else:
         os.symlink(secret, d / "ext.onnx.data")
-    run_bad(p, tmp_path / "o.onnx", 2, "ext.onnx", "external data", "symlink" if where == "symlink" else "outside the model's folder")
+    run_bad(
+        p,
+        tmp_path / "o.onnx",
+        2,
+        "ext.onnx",
+        "external data",
+        "symlink" if where == "symlink" else "outside the model's folder",
+    )
 
 
 def test_missing_output_folder(tmp_path):

@@ -45,7 +45,9 @@ def test_identity_between_input_and_output_is_kept():
     m = make_model([helper.make_node("Identity", ["x"], ["y"])], [vi("x", [4])], [vi("y", [4])])
     out, res = apply(m)
     assert res.rewrites == 0 and ops(out) == ["Identity"]
-    assert list(res.refusals) == ["writes a graph output from a graph input, another graph output or a constant (both names must stay)"]
+    assert list(res.refusals) == [
+        "writes a graph output from a graph input, another graph output or a constant (both names must stay)"
+    ]
 
 
 def test_dropout_inference_removed_but_not_with_mask_or_training():
@@ -81,7 +83,12 @@ def test_dead_nodes_and_unused_initializers():
         helper.make_node("Add", ["x", "w"], ["dead1"]),
         helper.make_node("Neg", ["dead1"], ["dead2"]),
     ]
-    m = make_model(nodes, [vi("x", [4])], [vi("y", [4])], [init("w", np.ones(4, np.float32)), init("unused", np.ones(3, np.float32))])
+    m = make_model(
+        nodes,
+        [vi("x", [4])],
+        [vi("y", [4])],
+        [init("w", np.ones(4, np.float32)), init("unused", np.ones(3, np.float32))],
+    )
     out, res = apply(m)
     assert ops(out) == ["Relu"]
     assert not out.graph.initializer
@@ -113,10 +120,17 @@ def test_simplify_never_widens_a_low_precision_weight():
     from rooftop.passes.simplify import Simplify
 
     w = np.random.default_rng(0).integers(-127, 127, (1000, 256)).astype(np.int8)
-    nodes = [helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
-             helper.make_node("Mul", ["wf", "s"], ["ws"]),
-             helper.make_node("Gather", ["ws", "ids"], ["y"], axis=0)]
-    m = make_model(nodes, [vi("ids", [4], TensorProto.INT64)], [vi("y", [4, 256])], [init("w", w), init("s", np.array(0.01, np.float32))])
+    nodes = [
+        helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["wf", "s"], ["ws"]),
+        helper.make_node("Gather", ["ws", "ids"], ["y"], axis=0),
+    ]
+    m = make_model(
+        nodes,
+        [vi("ids", [4], TensorProto.INT64)],
+        [vi("y", [4, 256])],
+        [init("w", w), init("s", np.array(0.01, np.float32))],
+    )
     out, res = Simplify().apply(m, PassContext(fold_limit=64 << 20))
     assert {t.name: t.data_type for t in out.graph.initializer}.get("w") == TensorProto.INT8
     assert [i.name for i in out.graph.input] == ["ids"]
@@ -179,8 +193,10 @@ def test_dead_nodes_go_without_formatting_their_constants(monkeypatch):
     from onnx import numpy_helper
 
     value = numpy_helper.from_array(np.arange(4, dtype=np.float32), "c")
-    nodes = [helper.make_node("Constant", [], ["c"], value=value),  # becomes an initializer; the node goes
-             helper.make_node("Add", ["x", "c"], ["y"])]
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=value),  # becomes an initializer; the node goes
+        helper.make_node("Add", ["x", "c"], ["y"]),
+    ]
     m = make_model(nodes, [vi("x", [4])], [vi("y", [4])])
     out, res = Cleanup().apply(m, PassContext())
     assert ops(out) == ["Add"] and res.rewrites == 1 and [t.name for t in out.graph.initializer] == ["c"]

@@ -21,7 +21,10 @@ def fuse(m, target="onnxruntime"):
 
 
 def conv_act(act, attrs=None, extra=(), inits=()):
-    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node(act, ["c", *extra], ["y"], **(attrs or {}))]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node(act, ["c", *extra], ["y"], **(attrs or {})),
+    ]
     return make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 8, 8, 8])], [init("W", f32(8, 3, 3, 3)), *inits])
 
 
@@ -54,10 +57,18 @@ def test_activation_into_fusedconv(act, attrs, extra, params):
 def test_after_fold_conv_bn_the_whole_block_is_one_node():
     """Conv→BN→ReLU: fold-conv-bn takes the BN, conv-activation the ReLU."""
     c = 8
-    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]), helper.make_node("BatchNormalization", ["c", "s", "b", "mu", "var"], ["n"]),
-             helper.make_node("Relu", ["n"], ["y"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "mu", "var"], ["n"]),
+        helper.make_node("Relu", ["n"], ["y"]),
+    ]
     rng = np.random.default_rng(1)
-    bnp = [init("s", rng.uniform(0.5, 2, c).astype(np.float32)), init("b", f32(c)), init("mu", f32(c)), init("var", rng.uniform(0.5, 2, c).astype(np.float32))]
+    bnp = [
+        init("s", rng.uniform(0.5, 2, c).astype(np.float32)),
+        init("b", f32(c)),
+        init("mu", f32(c)),
+        init("var", rng.uniform(0.5, 2, c).astype(np.float32)),
+    ]
     m = make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, c, 8, 8])], [init("W", f32(c, 3, 1, 1)), *bnp])
     folded, _ = FoldConvBN().apply(m, PassContext(target="onnxruntime"))
     out, res = fuse(folded)
@@ -80,18 +91,28 @@ def test_clip_with_dynamic_bound_refused():
 
 
 def test_shared_output_and_graph_output_refused():
-    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"]), helper.make_node("Neg", ["c"], ["z"])]
-    m = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 4, 4, 4]), vi("z", [1, 4, 4, 4])], [init("W", f32(4, 3, 1, 1))])
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"]),
+        helper.make_node("Neg", ["c"], ["z"]),
+    ]
+    m = make_model(
+        nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 4, 4, 4]), vi("z", [1, 4, 4, 4])], [init("W", f32(4, 3, 1, 1))]
+    )
     out, res = fuse(m)
     assert res.rewrites == 0 and res.refusals == {"its output has other consumers": ["conv"]}
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"])]
-    m = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 4, 4, 4]), vi("c", [1, 4, 4, 4])], [init("W", f32(4, 3, 1, 1))])
+    m = make_model(
+        nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 4, 4, 4]), vi("c", [1, 4, 4, 4])], [init("W", f32(4, 3, 1, 1))]
+    )
     out, res = fuse(m)
     assert res.rewrites == 0 and res.refusals == {"its output is a graph output": ["conv"]}
 
 
 def test_fp16_weight_refused():
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"])]
-    m = make_model(nodes, [vi("x", [1, 3, 4, 4], 10)], [vi("y", [1, 4, 4, 4], 10)], [init("W", f32(4, 3, 1, 1).astype(np.float16))])
+    m = make_model(
+        nodes, [vi("x", [1, 3, 4, 4], 10)], [vi("y", [1, 4, 4, 4], 10)], [init("W", f32(4, 3, 1, 1).astype(np.float16))]
+    )
     out, res = fuse(m)
     assert res.rewrites == 0 and res.refusals == {"weight is not a float32 constant": ["conv"]}

@@ -42,8 +42,15 @@ def onnxruntime_runs(op, ins, attrs, opset):
     """The node alone in a model, its inputs graph inputs, run by onnxruntime with nothing fused."""
     names = [f"i{k}" for k in range(len(ins))]
     node = helper.make_node(op, names, ["y"], **attrs)
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-                                        for n, a in zip(names, ins)], [helper.make_empty_tensor_value_info("y")])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in zip(names, ins)
+        ],
+        [helper.make_empty_tensor_value_info("y")],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
     return run(m, dict(zip(names, ins)))[0]

@@ -31,7 +31,9 @@ def bn_params(prefix: str, c: int, dtype=np.float32):
 
 
 def bn(x, y, prefix="bn", **attrs):
-    return helper.make_node("BatchNormalization", [x, f"{prefix}_s", f"{prefix}_b", f"{prefix}_m", f"{prefix}_v"], [y], **attrs)
+    return helper.make_node(
+        "BatchNormalization", [x, f"{prefix}_s", f"{prefix}_b", f"{prefix}_m", f"{prefix}_v"], [y], **attrs
+    )
 
 
 def fold(m, target="portable"):
@@ -150,7 +152,9 @@ def test_matmul_bias_add_mul():
         helper.make_node("Add", ["h", "b"], ["hb"]),
         helper.make_node("Mul", ["hb", "s"], ["y"]),
     ]
-    m = make_model(nodes, [vi("x", [2, 5, 8])], [vi("y", [2, 5, 6])], [init("w", f32(8, 6)), init("b", f32(6)), init("s", f32(6))])
+    m = make_model(
+        nodes, [vi("x", [2, 5, 8])], [vi("y", [2, 5, 6])], [init("w", f32(8, 6)), init("b", f32(6)), init("s", f32(6))]
+    )
     out, res = fold(m)
     assert res.rewrites == 1 and ops(out) == ["MatMul", "Add"]
     assert_same(m, out, {"x": f32(2, 5, 8)})
@@ -167,8 +171,15 @@ def test_matmul_bn_becomes_add():
 def test_params_in_constant_nodes():
     c = 4
     nodes = [
-        helper.make_node("Constant", [], ["W"], value=helper.make_tensor("w", TensorProto.FLOAT, [c, 2, 1, 1], f32(c, 2, 1, 1).ravel())),
-        helper.make_node("Constant", [], ["s"], value=helper.make_tensor("s", TensorProto.FLOAT, [c, 1, 1], f32(c).ravel())),
+        helper.make_node(
+            "Constant",
+            [],
+            ["W"],
+            value=helper.make_tensor("w", TensorProto.FLOAT, [c, 2, 1, 1], f32(c, 2, 1, 1).ravel()),
+        ),
+        helper.make_node(
+            "Constant", [], ["s"], value=helper.make_tensor("s", TensorProto.FLOAT, [c, 1, 1], f32(c).ravel())
+        ),
         helper.make_node("Conv", ["x", "W"], ["cv"]),
         helper.make_node("Mul", ["cv", "s"], ["y"]),
     ]
@@ -185,7 +196,12 @@ def test_shared_weight_is_not_corrupted():
         bn("c1", "y1"),
         helper.make_node("Conv", ["x", "W"], ["y2"]),
     ]
-    m = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y1", [1, 5, 2, 2]), vi("y2", [1, 5, 2, 2])], [init("W", f32(5, 3, 3, 3))] + bn_params("bn", 5))
+    m = make_model(
+        nodes,
+        [vi("x", [1, 3, 4, 4])],
+        [vi("y1", [1, 5, 2, 2]), vi("y2", [1, 5, 2, 2])],
+        [init("W", f32(5, 3, 3, 3))] + bn_params("bn", 5),
+    )
     out, res = fold(m)
     assert res.rewrites == 1 and ops(out) == ["Conv", "Conv"]
     assert out.graph.node[0].input[1] != out.graph.node[1].input[1]
@@ -242,7 +258,9 @@ def test_conv_output_with_second_consumer_not_folded():
         bn("c", "b"),
         helper.make_node("Add", ["b", "c"], ["y"]),
     ]
-    m = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 3, 4, 4])], [init("W", f32(3, 3, 3, 3))] + bn_params("bn", 3))
+    m = make_model(
+        nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 3, 4, 4])], [init("W", f32(3, 3, 3, 3))] + bn_params("bn", 3)
+    )
     out, res = fold(m)
     assert res.rewrites == 0
 
@@ -261,7 +279,9 @@ def test_conv_output_is_graph_output_not_folded():
 )
 def test_non_per_channel_mul_not_folded(shape):
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Mul", ["c", "k"], ["y"])]
-    m = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", None)], [init("W", f32(8, 3, 3, 3)), init("k", f32(*shape))])
+    m = make_model(
+        nodes, [vi("x", [1, 3, 4, 4])], [vi("y", None)], [init("W", f32(8, 3, 3, 3)), init("k", f32(*shape))]
+    )
     out, res = fold(m)
     assert res.rewrites == 0
 
@@ -346,18 +366,36 @@ def test_property_conv_bn(groups, cin_per_group, cout_per_group, k, eps, bias, f
 def _refusal_model(tmp_path):
     """conv1 → bn_train (training mode) ; conv2 → relu → bn_after_relu: two BNs no rewrite can fold."""
     C = 4
-    bn_params = [init(f"{p}{i}", v) for i in (1, 2) for p, v in (("s", np.ones(C, np.float32)), ("b", np.zeros(C, np.float32)),
-                                                                 ("m", np.zeros(C, np.float32)), ("v", np.ones(C, np.float32)))]
+    bn_params = [
+        init(f"{p}{i}", v)
+        for i in (1, 2)
+        for p, v in (
+            ("s", np.ones(C, np.float32)),
+            ("b", np.zeros(C, np.float32)),
+            ("m", np.zeros(C, np.float32)),
+            ("v", np.ones(C, np.float32)),
+        )
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "W1"], ["c1"], name="conv1"),
-        helper.make_node("BatchNormalization", ["c1", "s1", "b1", "m1", "v1"], ["y1"], name="bn_train", training_mode=1),
+        helper.make_node(
+            "BatchNormalization", ["c1", "s1", "b1", "m1", "v1"], ["y1"], name="bn_train", training_mode=1
+        ),
         helper.make_node("Conv", ["x", "W2"], ["c2"], name="conv2"),
         helper.make_node("Relu", ["c2"], ["r2"], name="relu"),
         helper.make_node("BatchNormalization", ["r2", "s2", "b2", "m2", "v2"], ["y2"], name="bn_after_relu"),
     ]
-    m = make_model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y1", [1, C, 5, 5]), vi("y2", [1, C, 5, 5])],
-                   [init("W1", R.standard_normal((C, 3, 1, 1)).astype(np.float32)),
-                    init("W2", R.standard_normal((C, 3, 1, 1)).astype(np.float32))] + bn_params, opset=15)
+    m = make_model(
+        nodes,
+        [vi("x", [1, 3, 5, 5])],
+        [vi("y1", [1, C, 5, 5]), vi("y2", [1, C, 5, 5])],
+        [
+            init("W1", R.standard_normal((C, 3, 1, 1)).astype(np.float32)),
+            init("W2", R.standard_normal((C, 3, 1, 1)).astype(np.float32)),
+        ]
+        + bn_params,
+        opset=15,
+    )
     p = tmp_path / "refuse.onnx"
     onnx.save(m, p)
     return p
@@ -366,8 +404,10 @@ def _refusal_model(tmp_path):
 def test_refusals_name_the_nodes_and_the_reason(tmp_path):
     out, res = FoldConvBN().apply(onnx.load(_refusal_model(tmp_path)), PassContext())
     assert res.rewrites == 0
-    assert res.refusals == {"training-mode BatchNormalization": ["bn_train"],
-                            "follows Relu, not a Conv, ConvTranspose, Gemm or MatMul": ["bn_after_relu"]}
+    assert res.refusals == {
+        "training-mode BatchNormalization": ["bn_train"],
+        "follows Relu, not a Conv, ConvTranspose, Gemm or MatMul": ["bn_after_relu"],
+    }
 
 
 def test_explain_cli_and_json(tmp_path):
@@ -380,7 +420,10 @@ def test_explain_cli_and_json(tmp_path):
     assert "bn_after_relu" in res.stdout
     rep = json.loads((tmp_path / "r.json").read_text())
     fold = rep["passes"][0]
-    assert fold["refusals"] == {"training-mode BatchNormalization": 1, "follows Relu, not a Conv, ConvTranspose, Gemm or MatMul": 1}
+    assert fold["refusals"] == {
+        "training-mode BatchNormalization": 1,
+        "follows Relu, not a Conv, ConvTranspose, Gemm or MatMul": 1,
+    }
     assert fold["refused_nodes"]["training-mode BatchNormalization"] == ["bn_train"]
     bad = cli(str(src), "--explain", "no-such-pass")
     assert bad.returncode == 2 and "no such pass" in bad.stderr
@@ -395,10 +438,18 @@ def test_counts_name_each_kind_of_rewrite():
 def test_shared_weight_copies_count_against_the_fold_budget():
     """Two Convs read one weight: folding a BN into one of them copies the weight. The copy is
     refused when it does not fit the fold budget, and made when it does."""
-    nodes = [helper.make_node("Conv", ["x", "W"], ["c1"], name="conv1"), bn("c1", "y1", "bn1"),
-             helper.make_node("Conv", ["x", "W"], ["c2"], name="conv2"), bn("c2", "y2", "bn2")]
-    m = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y1", [1, 8, 4, 4]), vi("y2", [1, 8, 4, 4])],
-                   [init("W", f32(8, 3, 1, 1))] + bn_params("bn1", 8) + bn_params("bn2", 8))
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c1"], name="conv1"),
+        bn("c1", "y1", "bn1"),
+        helper.make_node("Conv", ["x", "W"], ["c2"], name="conv2"),
+        bn("c2", "y2", "bn2"),
+    ]
+    m = make_model(
+        nodes,
+        [vi("x", [1, 3, 4, 4])],
+        [vi("y1", [1, 8, 4, 4]), vi("y2", [1, 8, 4, 4])],
+        [init("W", f32(8, 3, 1, 1))] + bn_params("bn1", 8) + bn_params("bn2", 8),
+    )
     out, res = FoldConvBN().apply(m, PassContext(fold_budget=0))
     assert res.rewrites == 0 and ops(out).count("BatchNormalization") == 2
     reason = "weight shared with other nodes: a folded copy would grow the weights beyond the fold budget"

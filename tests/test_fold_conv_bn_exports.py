@@ -8,12 +8,11 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import ROOT, run, optimize
+from helpers import ROOT, optimize, run
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(ROOT / "models"))
 import archs  # noqa: E402
-
 
 LINEAR = {"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv"}
 AFFINE = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
@@ -22,7 +21,9 @@ AFFINE = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
 def leftovers(model: onnx.ModelProto) -> list[str]:
     """BN or constant per-channel affine ops directly after a linear op."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    consts = {t.name for t in model.graph.initializer} | {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    consts = {t.name for t in model.graph.initializer} | {
+        n.output[0] for n in model.graph.node if n.op_type == "Constant"
+    }
     bad = []
     for n in model.graph.node:
         if n.op_type not in AFFINE:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import HAS_TORCH, ROOT, needs_torch, init, make_model, ops, optimize, run, small_transformer, vi
+from helpers import HAS_TORCH, ROOT, init, make_model, needs_torch, ops, optimize, run, small_transformer, vi
 from onnx import helper
 
 from rooftop.passes import PassContext
@@ -35,7 +35,9 @@ def test_transformer_exports_keep_no_decomposed_norm_or_gelu(tmp_path, name, exp
     n_gelu = sum(isinstance(m, torch.nn.GELU) for m in net.modules())
     out, report = optimize(src, opset=20)
     types = ops(out)
-    assert not DECOMPOSED & set(types) - ({"Tanh"} if name == "bert" else set()), sorted(DECOMPOSED & set(types))  # BERT's pooler is a real tanh
+    assert not DECOMPOSED & set(types) - ({"Tanh"} if name == "bert" else set()), sorted(
+        DECOMPOSED & set(types)
+    )  # BERT's pooler is a real tanh
     assert types.count("LayerNormalization") == n_ln and types.count("Gelu") == n_gelu
     assert report.final_check is not None and report.final_check.ok
     assert report.verification.count(" and ") == 1  # two sizes of the dynamic axes
@@ -53,11 +55,16 @@ def test_old_opset_says_which_opset_enables_the_fusions(tmp_path):
     norm = next(r for r in report.passes if r.name == "norm-fusion")
     gelu = next(r for r in report.passes if r.name == "gelu-fusion")
     assert norm.rewrites == 0 and gelu.rewrites == 0
-    assert len(norm.refusals["opset 14 < 17: LayerNormalization needs 17 (--opset 17 enables it)"]) == 5  # embeddings + 2 per layer
+    assert (
+        len(norm.refusals["opset 14 < 17: LayerNormalization needs 17 (--opset 17 enables it)"]) == 5
+    )  # embeddings + 2 per layer
     assert len(gelu.refusals["opset 14 < 20: Gelu needs 20 (--opset 20 enables it)"]) == 2
     from rooftop.report.text import summary_lines
 
-    assert "a higher opset would enable: LayerNormalization ×5, Gelu ×2, Attention ×2 (--opset 23 enables all of them)" in summary_lines(report)
+    assert (
+        "a higher opset would enable: LayerNormalization ×5, Gelu ×2, Attention ×2 (--opset 23 enables all of them)"
+        in summary_lines(report)
+    )
 
 
 @needs_torch
@@ -72,11 +79,13 @@ def test_onnxruntime_target_fuses_gelu_at_the_models_opset(tmp_path):
 
 # ---- hand-written patterns and their negative twins -----------------------------------------
 
+
 def layernorm_graph(eps_input: bool = False, axes=(-1,), opset: int = 17, shape=(2, 5, 8), residual: bool = False):
     """x - mean → Pow 2 → mean → + ε → Sqrt → Div → · γ → + β, ReduceMean axes as attribute (< 18);
     ``residual``: x is the sum a + b of two inputs."""
     c = shape[-1]
-    nodes = [*([helper.make_node("Add", ["a", "b_in"], ["x"])] if residual else []),
+    nodes = [
+        *([helper.make_node("Add", ["a", "b_in"], ["x"])] if residual else []),
         helper.make_node("ReduceMean", ["x"], ["m"], axes=list(axes), name="mean"),
         helper.make_node("Sub", ["x", "m"], ["d"]),
         helper.make_node("Pow", ["d", "two"], ["p"]),
@@ -88,7 +97,11 @@ def layernorm_graph(eps_input: bool = False, axes=(-1,), opset: int = 17, shape=
         helper.make_node("Add", ["ng", "b"], ["y"]),
     ]
     r = np.random.default_rng(0)
-    inits = [init("two", np.array(2.0, np.float32)), init("g", r.random(c).astype(np.float32) + 0.5), init("b", r.standard_normal(c).astype(np.float32))]
+    inits = [
+        init("two", np.array(2.0, np.float32)),
+        init("g", r.random(c).astype(np.float32) + 0.5),
+        init("b", r.standard_normal(c).astype(np.float32)),
+    ]
     inputs = [vi("a", list(shape)), vi("b_in", list(shape))] if residual else [vi("x", list(shape))]
     if eps_input:
         inputs.append(vi("eps", []))
@@ -117,9 +130,13 @@ def test_layernorm_refusals_say_why():
 def rmsnorm_graph(form: str, opset: int = 23, residual: bool = False):
     """x · rsqrt(mean(x²) + ε) · γ (ReduceMean axes as an input); ``residual``: x = a + b, the
     sum read again by the next block as a graph output."""
-    nodes = [*([helper.make_node("Add", ["a", "b"], ["x"])] if residual else []),
-             helper.make_node("Pow", ["x", "two"], ["p"], name="square"), helper.make_node("ReduceMean", ["p", "ax"], ["v"]),
-             helper.make_node("Add", ["v", "eps"], ["e"]), helper.make_node("Sqrt", ["e"], ["s"])]
+    nodes = [
+        *([helper.make_node("Add", ["a", "b"], ["x"])] if residual else []),
+        helper.make_node("Pow", ["x", "two"], ["p"], name="square"),
+        helper.make_node("ReduceMean", ["p", "ax"], ["v"]),
+        helper.make_node("Add", ["v", "eps"], ["e"]),
+        helper.make_node("Sqrt", ["e"], ["s"]),
+    ]
     if form == "reciprocal":
         nodes += [helper.make_node("Reciprocal", ["s"], ["r"]), helper.make_node("Mul", ["x", "r"], ["n"])]
     elif form == "one-over":
@@ -127,11 +144,21 @@ def rmsnorm_graph(form: str, opset: int = 23, residual: bool = False):
     else:
         nodes += [helper.make_node("Div", ["x", "s"], ["n"])]
     nodes.append(helper.make_node("Mul", ["g", "n"], ["y"]))
-    inits = [init("two", np.array(2.0, np.float32)), init("ax", np.array([-1], np.int64)), init("eps", np.array(1e-6, np.float32)),
-             init("one", np.array(1.0, np.float32)), init("g", np.linspace(0.5, 1.5, 16).astype(np.float32))]
+    inits = [
+        init("two", np.array(2.0, np.float32)),
+        init("ax", np.array([-1], np.int64)),
+        init("eps", np.array(1e-6, np.float32)),
+        init("one", np.array(1.0, np.float32)),
+        init("g", np.linspace(0.5, 1.5, 16).astype(np.float32)),
+    ]
     if residual:  # the two branches name the same length differently, as shape inference does after a Reshape
-        return make_model(nodes, [vi("a", ["batch", "seq", 16]), vi("b", ["batch", "unk__1", 16])],
-                          [vi("y", ["batch", "seq", 16]), vi("x", ["batch", "seq", 16])], inits, opset=opset)
+        return make_model(
+            nodes,
+            [vi("a", ["batch", "seq", 16]), vi("b", ["batch", "unk__1", 16])],
+            [vi("y", ["batch", "seq", 16]), vi("x", ["batch", "seq", 16])],
+            inits,
+            opset=opset,
+        )
     return make_model(nodes, [vi("x", ["batch", 4, 16])], [vi("y", ["batch", 4, 16])], inits, opset=opset)
 
 
@@ -150,7 +177,10 @@ def test_residual_rmsnorm_becomes_skipsimplifiedlayernormalization_for_onnxrunti
     m = rmsnorm_graph("reciprocal", opset=opset, residual=True)
     out, res = NormFusion().apply(m, PassContext(target="onnxruntime"))
     assert ops(out) == ["SkipSimplifiedLayerNormalization"]
-    assert res.counts == {"add-rmsnorm-into-SkipSimplifiedLayerNormalization": 1, **({"rmsnorm-into-RMSNormalization": 1} if opset >= 23 else {})}
+    assert res.counts == {
+        "add-rmsnorm-into-SkipSimplifiedLayerNormalization": 1,
+        **({"rmsnorm-into-RMSNormalization": 1} if opset >= 23 else {}),
+    }
     node = out.graph.node[0]
     assert node.domain == "com.microsoft" and list(node.output) == ["y", "", "", "x"]  # the sum stays an output
     r = np.random.default_rng(3)
@@ -161,18 +191,30 @@ def test_residual_rmsnorm_becomes_skipsimplifiedlayernormalization_for_onnxrunti
     twin = rmsnorm_graph("reciprocal", opset=opset, residual=True)
     twin.graph.input[1].type.tensor_type.shape.dim[1].dim_value = 1
     _, res = NormFusion().apply(twin, PassContext(target="onnxruntime"))
-    want = "the residual Add broadcasts (or its shapes are unknown)" if opset >= 23 else "opset 18 < 23: RMSNormalization needs 23 (--opset 23 enables it)"
+    want = (
+        "the residual Add broadcasts (or its shapes are unknown)"
+        if opset >= 23
+        else "opset 18 < 23: RMSNormalization needs 23 (--opset 23 enables it)"
+    )
     assert list(res.refusals) == [want]
 
 
 def gelu_graph(shared: bool = False, opset: int = 20):
-    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["u"]), helper.make_node("Erf", ["u"], ["f"], name="erf"),
-             helper.make_node("Add", ["f", "one"], ["a"]), helper.make_node("Mul", ["x", "a"], ["xa"]),
-             helper.make_node("Mul", ["xa", "half"], ["y"])]
+    nodes = [
+        helper.make_node("Div", ["x", "sqrt2"], ["u"]),
+        helper.make_node("Erf", ["u"], ["f"], name="erf"),
+        helper.make_node("Add", ["f", "one"], ["a"]),
+        helper.make_node("Mul", ["x", "a"], ["xa"]),
+        helper.make_node("Mul", ["xa", "half"], ["y"]),
+    ]
     outputs = [vi("y", [4, 8])]
     if shared:
         outputs.append(vi("a", [4, 8]))  # 1 + erf observed: the pattern cannot go
-    inits = [init("sqrt2", np.array(np.sqrt(2.0), np.float32)), init("one", np.array(1.0, np.float32)), init("half", np.array(0.5, np.float32))]
+    inits = [
+        init("sqrt2", np.array(np.sqrt(2.0), np.float32)),
+        init("one", np.array(1.0, np.float32)),
+        init("half", np.array(0.5, np.float32)),
+    ]
     return make_model(nodes, [vi("x", [4, 8])], outputs, inits, opset=opset)
 
 
@@ -193,24 +235,34 @@ def test_gelu_pattern_and_its_twins():
 def residual_layernorm(broadcast: bool = False, sum_read_again: bool = True):
     """LayerNormalization(a + b) with the residual sum read again by the next block (as in BERT)."""
     b_shape = [1, 1, 16] if broadcast else [2, 5, 16]
-    nodes = [helper.make_node("Add", ["a", "b"], ["s"]),
-             helper.make_node("LayerNormalization", ["s", "g", "beta"], ["n"], axis=-1, epsilon=1e-5, name="ln")]
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["s"]),
+        helper.make_node("LayerNormalization", ["s", "g", "beta"], ["n"], axis=-1, epsilon=1e-5, name="ln"),
+    ]
     outputs = [vi("n", [2, 5, 16])]
     if sum_read_again:
         nodes.append(helper.make_node("Relu", ["s"], ["r"]))
         outputs.append(vi("r", [2, 5, 16]))
-    inits = [init("g", np.linspace(0.5, 1.5, 16).astype(np.float32)), init("beta", np.linspace(-1, 1, 16).astype(np.float32))]
+    inits = [
+        init("g", np.linspace(0.5, 1.5, 16).astype(np.float32)),
+        init("beta", np.linspace(-1, 1, 16).astype(np.float32)),
+    ]
     return make_model(nodes, [vi("a", [2, 5, 16]), vi("b", b_shape)], outputs, inits)
 
 
 def test_onnxruntime_target_writes_skiplayernormalization_keeping_the_sum():
     m = residual_layernorm()
     out, res = NormFusion().apply(m, PassContext(target="onnxruntime"))
-    assert ops(out) == ["SkipLayerNormalization", "Relu"] and res.counts == {"add-layernorm-into-SkipLayerNormalization": 1}
+    assert ops(out) == ["SkipLayerNormalization", "Relu"] and res.counts == {
+        "add-layernorm-into-SkipLayerNormalization": 1
+    }
     node = out.graph.node[0]
     assert node.domain == "com.microsoft" and len(node.output) == 4 and node.output[3] == "s"  # the sum, for the Relu
     r = np.random.default_rng(0)
-    feeds = {"a": r.standard_normal((2, 5, 16)).astype(np.float32), "b": r.standard_normal((2, 5, 16)).astype(np.float32)}
+    feeds = {
+        "a": r.standard_normal((2, 5, 16)).astype(np.float32),
+        "b": r.standard_normal((2, 5, 16)).astype(np.float32),
+    }
     for got, ref in zip(run(out, feeds), run(m, feeds)):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     portable, res_p = NormFusion().apply(m, PassContext())
@@ -227,7 +279,9 @@ def test_below_opset_17_a_residual_layernorm_goes_straight_to_skiplayernormaliza
     # its twins: not a residual sum, or the portable target: the opset is the reason
     for model, ctx in ((layernorm_graph(opset=14), PassContext(target="onnxruntime")), (m, PassContext())):
         _, res = NormFusion().apply(model, ctx)
-        assert res.rewrites == 0 and res.refusals == {"opset 14 < 17: LayerNormalization needs 17 (--opset 17 enables it)": ["mean"]}
+        assert res.rewrites == 0 and res.refusals == {
+            "opset 14 < 17: LayerNormalization needs 17 (--opset 17 enables it)": ["mean"]
+        }
 
 
 def test_broadcasting_residual_is_refused():
@@ -236,11 +290,21 @@ def test_broadcasting_residual_is_refused():
 
 
 def test_bias_before_gelu_goes_into_biasgelu():
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["bias", "h"], ["hb"]),
-             helper.make_node("Gelu", ["hb"], ["y"])]
-    m = make_model(nodes, [vi("x", [2, 4, 8])], [vi("y", [2, 4, 12])],
-                   [init("W", np.random.default_rng(0).standard_normal((8, 12)).astype(np.float32)), init("bias", np.linspace(-1, 1, 12).astype(np.float32))],
-                   opset=20)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"]),
+        helper.make_node("Add", ["bias", "h"], ["hb"]),
+        helper.make_node("Gelu", ["hb"], ["y"]),
+    ]
+    m = make_model(
+        nodes,
+        [vi("x", [2, 4, 8])],
+        [vi("y", [2, 4, 12])],
+        [
+            init("W", np.random.default_rng(0).standard_normal((8, 12)).astype(np.float32)),
+            init("bias", np.linspace(-1, 1, 12).astype(np.float32)),
+        ],
+        opset=20,
+    )
     out, res = GeluFusion().apply(m, PassContext(target="onnxruntime"))
     assert ops(out) == ["MatMul", "BiasGelu"] and res.counts == {"bias-gelu-into-BiasGelu": 1}
     x = np.random.default_rng(1).standard_normal((2, 4, 8)).astype(np.float32)

@@ -13,8 +13,16 @@ from rooftop.analysis.roofline import Roofline, Row, above_compute_roof
 
 def fake(peak: float, bw: float, age_s: float = 0.0) -> hardware.HardwareProfile:
     at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - age_s))
-    return hardware.HardwareProfile("host", {"fp32": peak, "fp16": peak, "int8": 4 * peak}, bw, 8, 1e-6, "test", "measured",
-                                    details={"measured_at": at, "measurements": 1})
+    return hardware.HardwareProfile(
+        "host",
+        {"fp32": peak, "fp16": peak, "int8": 4 * peak},
+        bw,
+        8,
+        1e-6,
+        "test",
+        "measured",
+        details={"measured_at": at, "measurements": 1},
+    )
 
 
 @pytest.fixture

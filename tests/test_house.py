@@ -22,8 +22,13 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests/test_fusions.py", "
 def test_the_fusion_pattern_tests_run_without_torch(tmp_path):
     """The norm, GELU and attention pattern tests are built with onnx.helper: without torch they
     run (only the export tests skip), so the fusions never go green with none of their tests run."""
-    res = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "--basetemp", str(tmp_path)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "--basetemp", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     last = res.stdout.strip().splitlines()[-1]
     assert res.returncode == 0, res.stdout[-2000:]
     passed = int(last.split(" passed")[0].split()[-1])

@@ -13,7 +13,7 @@ import gc
 import numpy as np
 import onnx
 import pytest
-from helpers import init, make_model, vi, optimize
+from helpers import init, make_model, optimize, vi
 from onnx import TensorProto, helper
 
 from rooftop.runtime import make_session

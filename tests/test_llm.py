@@ -61,7 +61,9 @@ def test_weights_stay_on_disk_and_the_output_streams_them(decoder, tmp_path):
     assert report.final_check is not None and report.final_check.ok
     assert report.verification.count(" and ") == 1  # verified at two sizes of the dynamic axes
     written = onnx.load(out, load_external_data=False)
-    assert {kv.value for t in written.graph.initializer for kv in t.external_data if kv.key == "location"} == {"out.onnx.data"}
+    assert {kv.value for t in written.graph.initializer for kv in t.external_data if kv.key == "location"} == {
+        "out.onnx.data"
+    }
     assert interface(written) == interface(onnx.load(decoder, load_external_data=False))
     for seq, past in ((1, 7), (5, 0), (3, 20)):
         x = feeds(seq, past)
@@ -88,8 +90,10 @@ def test_a_pass_reads_a_weight_left_on_disk(tmp_path):
 
     r = np.random.default_rng(0)
     w = r.standard_normal((64, 64, 3, 3)).astype(np.float32)  # 147 KB: left on disk
-    nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             onnx.helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
+    nodes = [
+        onnx.helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"]),
+    ]
     bn = [init(n, (r.random(64) + 0.5).astype(np.float32)) for n in ("g", "b", "m", "v")]
     m = make_model(nodes, [vi("x", [1, 64, 8, 8])], [vi("y", [1, 64, 8, 8])], [init("w", w), *bn])
     ref = onnx.ModelProto()
@@ -120,9 +124,13 @@ def test_large_models_are_timed_one_session_at_a_time(decoder, tmp_path, monkeyp
         return orig_load(self, model, **kw)
 
     monkeypatch.setattr(OnnxRuntime, "load", counting)
-    _, report = optimize(decoder, tmp_path / "out.onnx", lazy_weights=True, time=True, time_budget=0.2, profile_nodes=False)
+    _, report = optimize(
+        decoder, tmp_path / "out.onnx", lazy_weights=True, time=True, time_budget=0.2, profile_nodes=False
+    )
     assert any("one session at a time" in w for w in report.warnings)
-    assert report.latency and all(lat.rounds >= 6 for lat in report.latency.values())  # 2 blocks a model, 3 runs at least
+    assert report.latency and all(
+        lat.rounds >= 6 for lat in report.latency.values()
+    )  # 2 blocks a model, 3 runs at least
     assert len(built) % 4 == 0 and built  # blocks A B B A, a fresh session each
 
 
@@ -130,11 +138,15 @@ def test_two_sessions_alive_only_within_the_memory_goal(monkeypatch):
     """From MEMORY_GOAL_FROM of weights, timing interleaves only when what the process holds plus
     two copies of the weights stays within 3x them; under it, it always interleaves."""
     w = np.zeros((256, 1024), np.float32)  # 1 MiB
-    m = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
-        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1024])],
-        [onnx.numpy_helper.from_array(w, "w")]))
+    m = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+            [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1024])],
+            [onnx.numpy_helper.from_array(w, "w")],
+        )
+    )
     monkeypatch.setattr(pipeline, "MEMORY_GOAL_FROM", 1 << 20)
     monkeypatch.setattr(model_io, "resident_bytes", lambda: 1 << 20)  # 1 + 2 x 1 MiB: within 3x
     assert not pipeline.in_turn(m)
@@ -157,9 +169,15 @@ def test_report_reads_the_rows_as_blocks(decoder, tmp_path):
     _, report = optimize(decoder, tmp_path / "out.onnx", lazy_weights=True)
     groups = report.after.by_layer()
     assert [g.layer for g in groups] == [str(i) for i in range(LAYERS)] + [""]
-    head = next(r for r in report.after.rows if r.flops and r.op_type == "MatMul" and r.flops == max(x.flops for x in report.after.rows))
+    head = next(
+        r
+        for r in report.after.rows
+        if r.flops and r.op_type == "MatMul" and r.flops == max(x.flops for x in report.after.rows)
+    )
     assert head.layer == ""  # the LM head reads lm_head.weight: outside the blocks
-    assert all(sum(r.op_type == "MatMul" for r in report.after.rows if r.layer == str(i)) == 9 for i in range(LAYERS))  # 7 weights + 2 attention
+    assert all(
+        sum(r.op_type == "MatMul" for r in report.after.rows if r.layer == str(i)) == 9 for i in range(LAYERS)
+    )  # 7 weights + 2 attention
     assert any(line.startswith(f"{LAYERS} repeated blocks:") for line in summary_lines(report))
 
 
@@ -194,13 +212,19 @@ def test_a_model_of_8_mb_stored_inline_works_from_a_spilled_copy(tmp_path):
     for c in (512, 128):  # 512: 9.4 MB of conv weight; 128: 0.6 MB
         w = r.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.01
         bn = [np.abs(r.standard_normal(c)).astype(np.float32) + 0.5 for _ in range(4)]
-        m = onnx.helper.make_model(onnx.helper.make_graph(
-            [onnx.helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             onnx.helper.make_node("BatchNormalization", ["c", "g", "b", "mu", "var"], ["y"])], "g",
-            [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
-            [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 8, 8])],
-            [onnx.numpy_helper.from_array(a, n) for a, n in zip([w] + bn, ["w", "g", "b", "mu", "var"])]),
-            opset_imports=[onnx.helper.make_opsetid("", 17)])
+        m = onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [
+                    onnx.helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                    onnx.helper.make_node("BatchNormalization", ["c", "g", "b", "mu", "var"], ["y"]),
+                ],
+                "g",
+                [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
+                [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 8, 8])],
+                [onnx.numpy_helper.from_array(a, n) for a, n in zip([w] + bn, ["w", "g", "b", "mu", "var"])],
+            ),
+            opset_imports=[onnx.helper.make_opsetid("", 17)],
+        )
         m.ir_version = 8
         src, out = tmp_path / f"c{c}.onnx", tmp_path / f"o{c}.onnx"
         onnx.save(m, src)
@@ -222,14 +246,20 @@ def test_weights_on_disk_fold_as_inline_ones_do(tmp_path):
     r = np.random.default_rng(1)
     wt = r.standard_normal((256, 512)).astype(np.float32)  # 512 KB: under the 1 MB fold limit
     w2 = r.standard_normal((256, 256)).astype(np.float32)  # 256 KB: read as it is
-    m = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("Transpose", ["wt"], ["w"], perm=[1, 0]),
-         onnx.helper.make_node("MatMul", ["x", "w"], ["h"]),
-         onnx.helper.make_node("MatMul", ["h", "w2"], ["y"])], "g",
-        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 512])],
-        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 256])],
-        [onnx.numpy_helper.from_array(wt, "wt"), onnx.numpy_helper.from_array(w2, "w2")]),
-        opset_imports=[onnx.helper.make_opsetid("", 17)])
+    m = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [
+                onnx.helper.make_node("Transpose", ["wt"], ["w"], perm=[1, 0]),
+                onnx.helper.make_node("MatMul", ["x", "w"], ["h"]),
+                onnx.helper.make_node("MatMul", ["h", "w2"], ["y"]),
+            ],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 512])],
+            [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 256])],
+            [onnx.numpy_helper.from_array(wt, "wt"), onnx.numpy_helper.from_array(w2, "w2")],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 17)],
+    )
     m.ir_version = 8
     ref = onnx.ModelProto()
     ref.CopyFrom(m)
@@ -247,10 +277,14 @@ def test_kv_cache_attention_is_fused_at_opset_23(decoder, tmp_path):
     out = tmp_path / "out.onnx"
     model, report = optimize(decoder, out, opset=23)
     fused = next(p for p in report.passes if p.name == "attention-fusion")
-    assert fused.status == "applied" and fused.counts == {"attention-into-Attention-with-cache": LAYERS} and fused.verified
+    assert (
+        fused.status == "applied" and fused.counts == {"attention-into-Attention-with-cache": LAYERS} and fused.verified
+    )
     att = [n for n in model.graph.node if n.op_type == "Attention"]
     # past in, present out: the op concatenates the cache itself, and the mask goes in as it is
-    assert [(n.input[4], n.output[1]) for n in att] == [(f"past_key_values.{i}.key", f"present.{i}.key") for i in range(LAYERS)]
+    assert [(n.input[4], n.output[1]) for n in att] == [
+        (f"past_key_values.{i}.key", f"present.{i}.key") for i in range(LAYERS)
+    ]
     assert "Softmax" not in {n.op_type for n in model.graph.node}
     norms = next(p for p in report.passes if p.name == "norm-fusion")
     assert norms.counts == {"rmsnorm-into-RMSNormalization": 2 * LAYERS + 1}
@@ -273,7 +307,10 @@ def test_kv_cache_attention_below_opset_23_names_the_opset(decoder):
     # the norms of residual sums need no opset for onnxruntime; the first (of the embeddings) does
     norms = next(p for p in report.passes if p.name == "norm-fusion")
     assert norms.counts == {"add-rmsnorm-into-SkipSimplifiedLayerNormalization": 2 * LAYERS} and norms.verified
-    assert opset_line(report) == f"a higher opset would enable: Attention ×{LAYERS}, RMSNormalization ×1 (--opset 23 enables all of them)"
+    assert (
+        opset_line(report)
+        == f"a higher opset would enable: Attention ×{LAYERS}, RMSNormalization ×1 (--opset 23 enables all of them)"
+    )
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])

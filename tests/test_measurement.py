@@ -27,7 +27,10 @@ N = 256  # MatMuls of ~0.5 ms: a rename measures as it is, not as the noise of a
 
 def base_model() -> onnx.ModelProto:
     w = (np.random.default_rng(0).standard_normal((N, N)) / np.sqrt(N)).astype(np.float32)
-    nodes = [onnx.helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), onnx.helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    nodes = [
+        onnx.helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        onnx.helper.make_node("Relu", ["h"], ["y"], name="relu"),
+    ]
     return make_model(nodes, [vi("x", [N, N])], [vi("y", [N, N])], [init("w", w)])
 
 
@@ -153,6 +156,7 @@ def test_passes(monkeypatch):
 
 # -- the rule ---------------------------------------------------------------------------------
 
+
 def test_verdict_rule():
     assert verdict(1.10, (1.05, 1.20)) is Verdict.SLOWER
     assert verdict(1.10, (0.99, 1.20)) is Verdict.NOISE  # the CI reaches 1.0
@@ -189,11 +193,18 @@ def test_adaptive_stop():
 
 # -- real timing ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("level", ["all", "disable"])
 def test_slow_pass_rejected_neutral_kept(test_passes, level):
     m = base_model()
-    out, rep = rooftop.optimize(m, passes=["test-slow", "test-neutral"], deploy_level=level, time_budget=0.5,
-                                hardware="xeon-avx512", profile_nodes=False)
+    out, rep = rooftop.optimize(
+        m,
+        passes=["test-slow", "test-neutral"],
+        deploy_level=level,
+        time_budget=0.5,
+        hardware="xeon-avx512",
+        profile_nodes=False,
+    )
     slow, neutral = rep.passes
     assert slow.status is Status.REJECTED and slow.cause is Cause.SLOWER
     assert slow.latency is not None and slow.latency.ratio > 5 and slow.latency.verdict is Verdict.SLOWER
@@ -209,8 +220,14 @@ def test_slow_pass_rejected_neutral_kept(test_passes, level):
 
 
 def test_keep_slower_keeps_it(test_passes):
-    out, rep = rooftop.optimize(base_model(), passes=["test-slow"], keep_slower=True, time_budget=0.3,
-                                hardware="xeon-avx512", profile_nodes=False)
+    out, rep = rooftop.optimize(
+        base_model(),
+        passes=["test-slow"],
+        keep_slower=True,
+        time_budget=0.3,
+        hardware="xeon-avx512",
+        profile_nodes=False,
+    )
     assert rep.passes[0].status is Status.APPLIED
     assert rep.latency["all"].verdict is Verdict.SLOWER and not rep.backed_off
     x = np.random.default_rng(3).standard_normal((N, N)).astype(np.float32)
@@ -222,8 +239,22 @@ def test_cli_reports_rejection(test_passes, tmp_path):
 
     src = tmp_path / "m.onnx"
     onnx.save(base_model(), src)
-    code = main([str(src), "-o", str(tmp_path / "o.onnx"), "--passes", "test-slow", "--time-budget", "0.3",
-                 "--hardware", "xeon-avx512", "--report", str(tmp_path / "r.json"), "-q"])
+    code = main(
+        [
+            str(src),
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--passes",
+            "test-slow",
+            "--time-budget",
+            "0.3",
+            "--hardware",
+            "xeon-avx512",
+            "--report",
+            str(tmp_path / "r.json"),
+            "-q",
+        ]
+    )
     assert code == 0
     rep = json.loads((tmp_path / "r.json").read_text())
     p = rep["passes"][0]
@@ -234,6 +265,7 @@ def test_cli_reports_rejection(test_passes, tmp_path):
 
 # -- the decision logic, priced exactly ---------------------------------------------------------
 
+
 def test_each_pass_in_noise_but_together_slower_backs_off(test_passes):
     cmp = priced(0.02)  # each marker +2%: within the 3% band alone, 6% with three
     out, rep = rooftop.optimize(chain_model(), passes=[c.name for c in RENAMES[:3]], comparator=cmp, analyze=False)
@@ -243,15 +275,25 @@ def test_each_pass_in_noise_but_together_slower_backs_off(test_passes):
     assert markers(out) == 1 and rep.latency["all"].verdict is Verdict.NOISE
     # without a cost analysis each pass is timed at the gate (noise: kept, it adds no node); every
     # "slower" of the final comparison is measured twice before the run backs off
-    assert cmp.calls == [(0, 1, "all", "gate"), (1, 2, "all", "gate"), (2, 3, "all", "gate"),
-                         (0, 3, "all", "verdict"), (0, 3, "all", "verdict"), (0, 2, "all", "verdict"),
-                         (0, 2, "all", "verdict"), (0, 1, "all", "verdict"), (0, 1, "disable", "verdict")]
+    assert cmp.calls == [
+        (0, 1, "all", "gate"),
+        (1, 2, "all", "gate"),
+        (2, 3, "all", "gate"),
+        (0, 3, "all", "verdict"),
+        (0, 3, "all", "verdict"),
+        (0, 2, "all", "verdict"),
+        (0, 2, "all", "verdict"),
+        (0, 1, "all", "verdict"),
+        (0, 1, "disable", "verdict"),
+    ]
 
 
 def test_back_off_that_does_not_help_writes_the_original(test_passes, tmp_path):
     src = tmp_path / "m.onnx"
     onnx.save(chain_model(), src)
-    out, rep = rooftop.optimize(str(src), tmp_path / "o.onnx", passes=[c.name for c in RENAMES], comparator=priced(0.02), analyze=False)
+    out, rep = rooftop.optimize(
+        str(src), tmp_path / "o.onnx", passes=[c.name for c in RENAMES], comparator=priced(0.02), analyze=False
+    )
     assert rep.reverted and markers(out) == 0
     assert all(r.status is Status.SKIPPED and r.cause is Cause.BACKED_OFF for r in rep.passes)
     written = onnx.load(tmp_path / "o.onnx")
@@ -260,13 +302,16 @@ def test_back_off_that_does_not_help_writes_the_original(test_passes, tmp_path):
 
 
 def test_keep_slower_skips_back_off(test_passes):
-    out, rep = rooftop.optimize(chain_model(), passes=[c.name for c in RENAMES[:3]], comparator=priced(0.02),
-                                analyze=False, keep_slower=True)
+    out, rep = rooftop.optimize(
+        chain_model(), passes=[c.name for c in RENAMES[:3]], comparator=priced(0.02), analyze=False, keep_slower=True
+    )
     assert all(r.status is Status.APPLIED for r in rep.passes) and markers(out) == 3 and not rep.backed_off
 
 
 def test_gate_rejects_a_pass_priced_slower(test_passes):
-    out, rep = rooftop.optimize(base_model(), passes=["test-marker-a", "test-marker-b"], comparator=priced(0.5), analyze=False)
+    out, rep = rooftop.optimize(
+        base_model(), passes=["test-marker-a", "test-marker-b"], comparator=priced(0.5), analyze=False
+    )
     a, b = rep.passes
     assert a.status is Status.REJECTED and b.status is Status.REJECTED  # each +50% against the state before it
     assert markers(out) == 0 and not rep.backed_off
@@ -277,7 +322,9 @@ def test_no_time_says_measurement_did_not_decide(test_passes):
     assert rep.passes[0].status is Status.APPLIED  # kept on verification alone ...
     assert sum("measurement did not decide" in w for w in rep.warnings) == 1  # ... and the run says so once
     _, rep = rooftop.optimize(base_model(), passes=["test-neutral"], time=False, hardware="xeon-avx512")
-    assert rep.passes[0].status is Status.APPLIED and not rep.passes[0].removes_only  # nothing is timed, not even with the final model
+    assert (
+        rep.passes[0].status is Status.APPLIED and not rep.passes[0].removes_only
+    )  # nothing is timed, not even with the final model
 
 
 def test_bad_deploy_level_is_a_usage_error(tmp_path):
@@ -304,7 +351,9 @@ def test_the_final_model_is_timed_at_other_levels_only_for_a_report(test_passes,
     Without a report the final comparison stops once "slower or not" is settled (``gate``); with
     one, once its verdict is."""
     cmp = priced(0.0)
-    _, rep = rooftop.optimize(chain_model(), passes=["test-rename-a"], comparator=cmp, analyze=False, time_all_levels=all_levels)
+    _, rep = rooftop.optimize(
+        chain_model(), passes=["test-rename-a"], comparator=cmp, analyze=False, time_all_levels=all_levels
+    )
     assert set(rep.latency) == ({"all", "disable"} if all_levels else {"all"})
     final = ("all", "verdict") if all_levels else ("all", "gate")
     assert [c[2:] for c in cmp.calls] == [("all", "gate"), final] + ([("disable", "verdict")] if all_levels else [])
@@ -313,15 +362,22 @@ def test_the_final_model_is_timed_at_other_levels_only_for_a_report(test_passes,
 def test_added_work_that_does_not_measure_faster_is_rejected(test_passes):
     """A pass the roofline says adds work (here 40 MatMuls) is kept only if measured faster: a
     neutral measurement (×1.00, noise) rejects it, with the work it added in the reason."""
+
     def even(before, after, level, stop):
-        return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=1.0, ratio=1.0, ci=(0.98, 1.02), iqr=(0.99, 1.01))
+        return Latency(
+            level=level, threads=1, rounds=10, ms_before=1.0, ms_after=1.0, ratio=1.0, ci=(0.98, 1.02), iqr=(0.99, 1.01)
+        )
 
     out, rep = rooftop.optimize(base_model(), passes=["test-slow"], comparator=even, hardware="xeon-avx512")
     (rec,) = rep.passes
     assert rec.status is Status.REJECTED and rec.cause is Cause.SLOWER
-    assert rec.reason.startswith("adds predicted work (traffic ") and rec.reason.endswith("measured no faster at ORT_ENABLE_ALL than ×0.94: ×1.00 [0.98–1.02]")
+    assert rec.reason.startswith("adds predicted work (traffic ") and rec.reason.endswith(
+        "measured no faster at ORT_ENABLE_ALL than ×0.94: ×1.00 [0.98–1.02]"
+    )
     assert not any(n.name.startswith("slow") for n in out.graph.node)
-    _, kept = rooftop.optimize(base_model(), passes=["test-slow"], comparator=even, hardware="xeon-avx512", keep_slower=True)
+    _, kept = rooftop.optimize(
+        base_model(), passes=["test-slow"], comparator=even, hardware="xeon-avx512", keep_slower=True
+    )
     assert kept.passes[0].status is Status.APPLIED
 
 
@@ -349,7 +405,7 @@ class SlowAndWrong(SlowsDown):
         res = SlowsDown.run(self, graph, ctx)
         mul = next((n for n in graph.nodes if n.name == "slow_mul"), None)
         if mul is not None:
-            mul.inputs[1] = gs.Constant("slow_scale", np.full((1,), 2.0 ** 40, np.float32))
+            mul.inputs[1] = gs.Constant("slow_scale", np.full((1,), 2.0**40, np.float32))
         return res
 
 
@@ -362,7 +418,9 @@ def test_a_pass_the_gate_times_is_verified_first(monkeypatch):
 
     def faster(before, after, level, stop):
         calls.append(stop)
-        return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=0.5, ratio=0.5, ci=(0.49, 0.51), iqr=(0.5, 0.5))
+        return Latency(
+            level=level, threads=1, rounds=10, ms_before=1.0, ms_after=0.5, ratio=0.5, ci=(0.49, 0.51), iqr=(0.5, 0.5)
+        )
 
     out, rep = rooftop.optimize(base_model(), passes=["test-slow-wrong"], comparator=faster, hardware="xeon-avx512")
     (rec,) = rep.passes

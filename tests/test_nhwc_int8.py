@@ -45,9 +45,15 @@ def test_portable_target_untouched():
 
 def test_conv1d_refused_with_reason():
     nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], name="conv1d")]
-    inits = [init("xs", np.array(0.1, np.float32)), init("xz", np.array(128, np.uint8)),
-             init("w", np.ones((4, 2, 3), np.int8)), init("ws", np.array(0.05, np.float32)), init("wz", np.array(0, np.int8)),
-             init("ys", np.array(0.2, np.float32)), init("yz", np.array(128, np.uint8))]
+    inits = [
+        init("xs", np.array(0.1, np.float32)),
+        init("xz", np.array(128, np.uint8)),
+        init("w", np.ones((4, 2, 3), np.int8)),
+        init("ws", np.array(0.05, np.float32)),
+        init("wz", np.array(0, np.int8)),
+        init("ys", np.array(0.2, np.float32)),
+        init("yz", np.array(128, np.uint8)),
+    ]
     m = make_model(nodes, [vi("x", [1, 2, 8], TensorProto.UINT8)], [vi("y", [1, 4, 6], TensorProto.UINT8)], inits)
     out, res = NhwcInt8().apply(m, PassContext(target="onnxruntime"))
     assert res.rewrites == 0 and out is m

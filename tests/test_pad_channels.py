@@ -50,7 +50,12 @@ def chain(c1=12, c2=20, act="Relu"):
         helper.make_node(act, ["a"], ["r"]),
         helper.make_node("Conv", ["r", "W2"], ["y"]),
     ]
-    return make_model(nodes, [vi("x", [1, 3, 6, 6])], [vi("y", [1, c2, 6, 6])], [init("W1", f32(c1, 3, 3, 3)), init("B1", f32(c1)), init("W2", f32(c2, c1, 1, 1))])
+    return make_model(
+        nodes,
+        [vi("x", [1, 3, 6, 6])],
+        [vi("y", [1, c2, 6, 6])],
+        [init("W1", f32(c1, 3, 3, 3)), init("B1", f32(c1)), init("W2", f32(c2, c1, 1, 1))],
+    )
 
 
 @pytest.mark.parametrize("act", ["Relu", "Sigmoid", "HardSigmoid", "Clip"])
@@ -87,7 +92,9 @@ def test_output_and_reshape_are_sliced():
         helper.make_node("Gemm", ["f", "G"], ["y"], transB=1),
     ]
     m = make_model(
-        nodes, [vi("x", [1, 3, 2, 2])], [vi("feat", [1, 10, 2, 2]), vi("b", [1, 4, 2, 2]), vi("y", [1, 5])],
+        nodes,
+        [vi("x", [1, 3, 2, 2])],
+        [vi("feat", [1, 10, 2, 2]), vi("b", [1, 4, 2, 2]), vi("y", [1, 5])],
         [init("W1", f32(10, 3, 1, 1)), init("W2", f32(4, 10, 1, 1)), init("G", f32(5, 40))],
     )
     out, res = pad(m)
@@ -112,10 +119,21 @@ def test_residual_bn_depthwise_and_concat():
         helper.make_node("Conv", ["p", "W4"], ["y"]),
     ]
     m = make_model(
-        nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 6, 4, 4])],
-        [init("W1", f32(c, 3, 3, 3)), init("s", (R.random(c) + 0.5).astype(np.float32)), init("b", f32(c)), init("m", f32(c)),
-         init("v", (R.random(c) + 0.5).astype(np.float32)), init("Wdw", f32(c, 1, 3, 3)), init("Bdw", f32(c)),
-         init("k", f32(1, c, 1, 1)), init("W3", f32(9, 3, 1, 1)), init("W4", f32(6, c + 9, 1, 1))],
+        nodes,
+        [vi("x", [1, 3, 8, 8])],
+        [vi("y", [1, 6, 4, 4])],
+        [
+            init("W1", f32(c, 3, 3, 3)),
+            init("s", (R.random(c) + 0.5).astype(np.float32)),
+            init("b", f32(c)),
+            init("m", f32(c)),
+            init("v", (R.random(c) + 0.5).astype(np.float32)),
+            init("Wdw", f32(c, 1, 3, 3)),
+            init("Bdw", f32(c)),
+            init("k", f32(1, c, 1, 1)),
+            init("W3", f32(9, 3, 1, 1)),
+            init("W4", f32(6, c + 9, 1, 1)),
+        ],
     )
     out, res = pad(m)
     assert res.rewrites == 2
@@ -165,8 +183,12 @@ def test_two_unnamed_convs_absorbing_padding_get_their_own_weights():
         helper.make_node("Conv", ["ar", "W2"], ["y1"], pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["ar", "W3"], ["y2"], pads=[1, 1, 1, 1]),
     ]
-    m = make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y1", [1, 8, 8, 8]), vi("y2", [1, 16, 8, 8])],
-                   [init("W1", f32(23, 3, 3, 3)), init("W2", f32(8, 23, 3, 3)), init("W3", f32(16, 23, 3, 3))])
+    m = make_model(
+        nodes,
+        [vi("x", [1, 3, 8, 8])],
+        [vi("y1", [1, 8, 8, 8]), vi("y2", [1, 16, 8, 8])],
+        [init("W1", f32(23, 3, 3, 3)), init("W2", f32(8, 23, 3, 3)), init("W3", f32(16, 23, 3, 3))],
+    )
     assert all(not n.name for n in m.graph.node)
     out, res = pad(m)
     assert res.rewrites == 1  # the 23-channel output
@@ -184,8 +206,12 @@ def test_conv_with_a_run_time_bias_is_not_half_padded():
         helper.make_node("Relu", ["a"], ["ar"]),
         helper.make_node("Conv", ["ar", "W2"], ["y"], pads=[1, 1, 1, 1]),
     ]
-    m = make_model(nodes, [vi("x", [1, 3, 8, 8]), vi("bias", [23])], [vi("y", [1, 8, 8, 8])],
-                   [init("W1", f32(23, 3, 3, 3)), init("W2", f32(8, 23, 3, 3))])
+    m = make_model(
+        nodes,
+        [vi("x", [1, 3, 8, 8]), vi("bias", [23])],
+        [vi("y", [1, 8, 8, 8])],
+        [init("W1", f32(23, 3, 3, 3)), init("W2", f32(8, 23, 3, 3))],
+    )
     out, res = pad(m)
     assert res.rewrites == 0 and out is m
     assert "left unpadded (bias not constant): 1" in res.notes
@@ -194,10 +220,18 @@ def test_conv_with_a_run_time_bias_is_not_half_padded():
 def test_slice_at_opset_9_takes_attributes():
     """Before opset 10 Slice has starts/ends/axes as attributes (the zoo's old models: the checker
     rejected the input form and the pass was rolled back on light Inception-v1)."""
-    nodes = [helper.make_node("Conv", ["x", "W1"], ["a"]), helper.make_node("Relu", ["a"], ["feat"]),
-             helper.make_node("Conv", ["feat", "W2"], ["b"])]
-    m = make_model(nodes, [vi("x", [1, 3, 2, 2])], [vi("feat", [1, 10, 2, 2]), vi("b", [1, 4, 2, 2])],
-                   [init("W1", f32(10, 3, 1, 1)), init("W2", f32(4, 10, 1, 1))], opset=9)
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["a"]),
+        helper.make_node("Relu", ["a"], ["feat"]),
+        helper.make_node("Conv", ["feat", "W2"], ["b"]),
+    ]
+    m = make_model(
+        nodes,
+        [vi("x", [1, 3, 2, 2])],
+        [vi("feat", [1, 10, 2, 2]), vi("b", [1, 4, 2, 2])],
+        [init("W1", f32(10, 3, 1, 1)), init("W2", f32(4, 10, 1, 1))],
+        opset=9,
+    )
     out, res = pad(m)
     assert res.rewrites == 1 and ops(out).count("Slice") == 1
     sl = next(n for n in out.graph.node if n.op_type == "Slice")

@@ -12,8 +12,12 @@ from rooftop.records import Cause, Status
 
 
 def model():
-    return make_model([helper.make_node("Add", ["x", "c"], ["y"])], [vi("x", [2])], [vi("y", [2])],
-                      [init("c", np.ones(2, np.float32))])
+    return make_model(
+        [helper.make_node("Add", ["x", "c"], ["y"])],
+        [vi("x", [2])],
+        [vi("y", [2])],
+        [init("c", np.ones(2, np.float32))],
+    )
 
 
 class TwoConstantsOneName(Pass):
@@ -37,6 +41,7 @@ def test_template_gives_clashing_tensors_distinct_names():
     assert sorted(names) == ["same", "same_1"]
     vals = {t.name: t for t in out.graph.initializer}
     from onnx import numpy_helper
+
     assert {float(numpy_helper.to_array(v)[0]) for v in vals.values()} == {2.0, 3.0}
 
 
@@ -79,8 +84,12 @@ def test_manager_skips_positions():
     # back-off re-runs repeat a rejected pass's record: what it measured and would have saved stay
     from rooftop.records import Latency, PassRecord
 
-    lat = Latency(level="all", threads=1, rounds=10, ms_before=1.0, ms_after=2.0, ratio=2.0, ci=(1.9, 2.1), iqr=(1.95, 2.05))
-    rejected = PassRecord(name="test-marks", status=Status.REJECTED, cause=Cause.SLOWER, reason="slower", latency=lat, position=0)
+    lat = Latency(
+        level="all", threads=1, rounds=10, ms_before=1.0, ms_after=2.0, ratio=2.0, ci=(1.9, 2.1), iqr=(1.95, 2.05)
+    )
+    rejected = PassRecord(
+        name="test-marks", status=Status.REJECTED, cause=Cause.SLOWER, reason="slower", latency=lat, position=0
+    )
     mgr = PassManager([Marks()], PassContext(), skip={0: rejected})
     out = mgr.run(model())
     rec = mgr.records[0]
@@ -115,11 +124,24 @@ class FirstRowEverywhere(Pass):
         if relu is None:
             return PassResult(0)
         x = graph.inputs[0]
-        row, shape, wide = (gs.Variable(n, dtype=d) for n, d in (("row", np.float32), ("shape", np.int64), ("wide", np.float32)))
-        graph.nodes += [gs.Node("Slice", "first", inputs=[x, gs.Constant("s0", np.array([0])), gs.Constant("s1", np.array([1])),
-                                                         gs.Constant("ax", np.array([0]))], outputs=[row]),
-                        gs.Node("Shape", "shape", inputs=[x], outputs=[shape]),
-                        gs.Node("Expand", "expand", inputs=[row, shape], outputs=[wide])]
+        row, shape, wide = (
+            gs.Variable(n, dtype=d) for n, d in (("row", np.float32), ("shape", np.int64), ("wide", np.float32))
+        )
+        graph.nodes += [
+            gs.Node(
+                "Slice",
+                "first",
+                inputs=[
+                    x,
+                    gs.Constant("s0", np.array([0])),
+                    gs.Constant("s1", np.array([1])),
+                    gs.Constant("ax", np.array([0])),
+                ],
+                outputs=[row],
+            ),
+            gs.Node("Shape", "shape", inputs=[x], outputs=[shape]),
+            gs.Node("Expand", "expand", inputs=[row, shape], outputs=[wide]),
+        ]
         relu.inputs = [wide]
         return PassResult(1)
 
@@ -141,8 +163,11 @@ def test_passes_are_checked_with_the_pipelines_output_and_alone_only_when_it_dif
 
     monkeypatch.setattr(Verifier, "check", check)
     monkeypatch.setitem(P.REGISTRY, FirstRowEverywhere.name, FirstRowEverywhere)
-    nodes = [helper.make_node("Identity", ["x"], ["i"]), helper.make_node("Relu", ["x"], ["r"]),
-             helper.make_node("Add", ["r", "i"], ["y"])]
+    nodes = [
+        helper.make_node("Identity", ["x"], ["i"]),
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Add", ["r", "i"], ["y"]),
+    ]
     m = make_model(nodes, [vi("x", ["batch", 8])], [vi("y", ["batch", 8])])
 
     out, rep = rooftop.optimize(m, passes=["cleanup"], time=False, analyze=False, cross_check=False)
@@ -157,7 +182,11 @@ def test_passes_are_checked_with_the_pipelines_output_and_alone_only_when_it_dif
     assert rep.verification.startswith("verified on x=1x") and " and x=2x" in rep.verification
     clean, first_row = rep.passes
     assert clean.status is Status.APPLIED and clean.verified and clean.max_abs_error == 0.0
-    assert first_row.status is Status.ROLLED_BACK and first_row.cause is Cause.OUTPUTS_CHANGED and "on x=2x" in first_row.reason
+    assert (
+        first_row.status is Status.ROLLED_BACK
+        and first_row.cause is Cause.OUTPUTS_CHANGED
+        and "on x=2x" in first_row.reason
+    )
     assert any(w.startswith("the optimized model differed from the original (on x=2x") for w in rep.warnings)
     assert ops(out) == ["Relu", "Add"] and rep.final_check.ok
 
@@ -174,23 +203,41 @@ def test_idle_passes_do_not_import_the_graph(monkeypatch):
     monkeypatch.setattr(base, "import_graph", no_import)
     monkeypatch.setattr(base, "import_with_shapes", no_import)
     m = model()  # one Add of a constant: nothing to fuse, fold, quantize or pad
-    idle = {"norm-fusion", "gelu-fusion", "attention-fusion", "fold-conv-bn", "conv-activation",
-            "u8-activations", "requant", "nhwc-int8", "pad-channels"}
+    idle = {
+        "norm-fusion",
+        "gelu-fusion",
+        "attention-fusion",
+        "fold-conv-bn",
+        "conv-activation",
+        "u8-activations",
+        "requant",
+        "nhwc-int8",
+        "pad-channels",
+    }
     for target in ("portable", "onnxruntime"):
         ctx = PassContext(target=target, channel_multiple=8)
         for name in idle:
             out, res = REGISTRY[name]().apply(m, ctx)
             assert out is m and res.rewrites == 0, name
     assert REGISTRY["pad-channels"]().apply(m, PassContext())[1].notes == [
-        "not run: no --channel-multiple and the hardware profile does not say padding pays"]
+        "not run: no --channel-multiple and the hardware profile does not say padding pays"
+    ]
     # a QDQ-style MatMul (weight from a DequantizeLinear) gives fold-conv-bn no constant weight
-    qdq = make_model([helper.make_node("DequantizeLinear", ["wq", "s"], ["w"]), helper.make_node("MatMul", ["x", "w"], ["y"])],
-                     [vi("x", [2, 2])], [vi("y", [2, 2])],
-                     [init("wq", np.ones((2, 2), np.int8)), init("s", np.array(0.5, np.float32))])
+    qdq = make_model(
+        [helper.make_node("DequantizeLinear", ["wq", "s"], ["w"]), helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [vi("x", [2, 2])],
+        [vi("y", [2, 2])],
+        [init("wq", np.ones((2, 2), np.int8)), init("s", np.array(0.5, np.float32))],
+    )
     assert REGISTRY["fold-conv-bn"]().apply(qdq, PassContext())[0] is qdq
     # a global average pool written as ReduceMean (no Sqrt: no decomposed norm) leaves norm-fusion idle
-    gap = make_model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)],
-                     [vi("x", [1, 4, 2, 2])], [vi("y", [1, 4])], [], opset=17)
+    gap = make_model(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)],
+        [vi("x", [1, 4, 2, 2])],
+        [vi("y", [1, 4])],
+        [],
+        opset=17,
+    )
     assert REGISTRY["norm-fusion"]().apply(gap, PassContext())[0] is gap
     # the anchors are what make them import: cleanup (no anchors) and requant on the DQ graph do
     for name, mdl in (("cleanup", m), ("requant", qdq), ("fold-conv-bn", model_with_matmul())):
@@ -203,8 +250,12 @@ def test_idle_passes_do_not_import_the_graph(monkeypatch):
 
 
 def model_with_matmul():
-    return make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [2, 2])], [vi("y", [2, 2])],
-                      [init("w", np.ones((2, 2), np.float32))])
+    return make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [vi("x", [2, 2])],
+        [vi("y", [2, 2])],
+        [init("w", np.ones((2, 2), np.float32))],
+    )
 
 
 def test_onnxsim_is_loaded_without_its_toolkit_and_a_later_import_is_the_real_package():

@@ -84,11 +84,30 @@ def test_the_command_ends_with_its_output_flushed_and_no_temp_left(tmp_path):
     the report it wrote must all be there, and its temp folder empty."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    res = subprocess.run([sys.executable, "-m", "rooftop", str(SAMPLES[0]), "--check", "--hardware", "host",
-                          "--time-budget", "0.2", "--report", str(tmp_path / "r.json")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rooftop",
+            str(SAMPLES[0]),
+            "--check",
+            "--hardware",
+            "host",
+            "--time-budget",
+            "0.2",
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
     assert res.returncode == 1, res.stderr  # --check: the model would change
-    assert "would change: cleanup" in res.stdout and res.stdout.rstrip().splitlines()[-1].startswith("projected:"), res.stdout
+    assert "would change: cleanup" in res.stdout and res.stdout.rstrip().splitlines()[-1].startswith("projected:"), (
+        res.stdout
+    )
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["passes"] and rep["output"]["paths"] == []  # --check writes no model
     # (onnxruntime's import writes a 51-byte session marker, .ses, into the temp folder: not ours)
@@ -97,15 +116,19 @@ def test_the_command_ends_with_its_output_flushed_and_no_temp_left(tmp_path):
 
 def test_broken_pass_is_rolled_back(extra_passes, tmp_path):
     src = MODELS / "resnet_bn.onnx"
-    model, report = optimize(src, tmp_path / "o.onnx", passes=["test-explodes", "fold-conv-bn", "test-wrong", "test-invalid"])
+    model, report = optimize(
+        src, tmp_path / "o.onnx", passes=["test-explodes", "fold-conv-bn", "test-wrong", "test-invalid"]
+    )
     recs = {r.name: r for r in report.passes}
     assert recs["test-explodes"].status == "rolled back" and "boom" in recs["test-explodes"].reason
     assert recs["test-wrong"].status == "rolled back" and "outputs changed" in recs["test-wrong"].reason
     assert recs["test-invalid"].status == "rolled back" and "checker" in recs["test-invalid"].reason
     assert recs["fold-conv-bn"].status == "applied"
     # found by the checks of the pipeline's output (onnx.checker first), then named in a re-run
-    assert any(w.startswith("the optimized model was rejected by onnx.checker (after the pipeline: invalid ONNX graph")
-               for w in report.warnings), report.warnings
+    assert any(
+        w.startswith("the optimized model was rejected by onnx.checker (after the pipeline: invalid ONNX graph")
+        for w in report.warnings
+    ), report.warnings
     out = onnx.load(tmp_path / "o.onnx")
     assert "Sigmoid" not in ops(out) and "Relu" in ops(out)
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
@@ -124,7 +147,9 @@ def test_strict_cli_exit_code(tmp_path, monkeypatch):
     from rooftop.cli import main
 
     monkeypatch.setitem(P.REGISTRY, ChangesOutputs.name, ChangesOutputs)
-    code = main([str(MODELS / "resnet_bn.onnx"), "-o", str(tmp_path / "o.onnx"), "--passes", "test-wrong", "--strict", "-q"])
+    code = main(
+        [str(MODELS / "resnet_bn.onnx"), "-o", str(tmp_path / "o.onnx"), "--passes", "test-wrong", "--strict", "-q"]
+    )
     assert code == 3
     assert not (tmp_path / "o.onnx").exists()
 
@@ -261,7 +286,9 @@ def test_input_shape_binding(tmp_path):
 
 
 def test_json_report_schema(tmp_path):
-    res = cli(str(MODELS / "resnet_bn.onnx"), "-o", str(tmp_path / "o.onnx"), "--report", str(tmp_path / "r.json"), "-q")
+    res = cli(
+        str(MODELS / "resnet_bn.onnx"), "-o", str(tmp_path / "o.onnx"), "--report", str(tmp_path / "r.json"), "-q"
+    )
     assert res.returncode == 0
     rep = json.loads((tmp_path / "r.json").read_text())
     for key in ("schema_version", "model", "output", "target", "passes", "verification"):
@@ -285,10 +312,14 @@ def test_text_reports(tmp_path, ext):
 def test_large_constant_is_not_materialized_by_folding(tmp_path):
     """ConstantOfShape of 4M floats (16 MiB) stays an op: the file does not blow up."""
     nodes = [
-        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+        ),
         helper.make_node("Add", ["x", "big"], ["y"]),
     ]
-    m = make_model(nodes, [vi("x", [1024, 4096])], [vi("y", [1024, 4096])], [init("shape", np.array([1024, 4096], np.int64))])
+    m = make_model(
+        nodes, [vi("x", [1024, 4096])], [vi("y", [1024, 4096])], [init("shape", np.array([1024, 4096], np.int64))]
+    )
     out, rep = optimize(m, passes=["simplify"])
     assert "ConstantOfShape" in ops(out)
     assert out.ByteSize() < 100_000
@@ -318,9 +349,14 @@ def test_onnxsim_is_not_imported_when_it_has_nothing_to_do():
     import subprocess
     import sys
 
-    code = ("import sys, rooftop; m, r = rooftop.optimize(sys.argv[1], time=False, hardware='xeon-avx512'); "
-            "s = next(p for p in r.passes if p.name == 'simplify'); print(s.status.value, 'onnxsim.onnx_simplifier' in sys.modules, s.notes[0])")
-    out = subprocess.run([sys.executable, "-c", code, str(MODELS / "resnet_bn.onnx")], capture_output=True, text=True, check=True).stdout
+    code = (
+        "import sys, rooftop; m, r = rooftop.optimize(sys.argv[1], time=False, hardware='xeon-avx512'); "
+        "s = next(p for p in r.passes if p.name == 'simplify'); "
+        "print(s.status.value, 'onnxsim.onnx_simplifier' in sys.modules, s.notes[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(MODELS / "resnet_bn.onnx")], capture_output=True, text=True, check=True
+    ).stdout
     assert out.startswith("unchanged False nothing for onnxsim")
 
 
@@ -330,11 +366,15 @@ def test_onnxsim_runs_without_its_package_init(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, rooftop; m, r = rooftop.optimize(sys.argv[1], time=False, hardware='xeon-avx512'); "
-            "s = next(p for p in r.passes if p.name == 'simplify'); "
-            "print(s.status.value, s.rewrites, 'onnxsim.onnx_simplifier' in sys.modules, 'torch' in sys.modules); "
-            "import onnxsim; print(hasattr(onnxsim, 'simplify'))")
-    out = subprocess.run([sys.executable, "-c", code, str(MODELS / "encoder_dynamic.onnx")], capture_output=True, text=True, check=True).stdout
+    code = (
+        "import sys, rooftop; m, r = rooftop.optimize(sys.argv[1], time=False, hardware='xeon-avx512'); "
+        "s = next(p for p in r.passes if p.name == 'simplify'); "
+        "print(s.status.value, s.rewrites, 'onnxsim.onnx_simplifier' in sys.modules, 'torch' in sys.modules); "
+        "import onnxsim; print(hasattr(onnxsim, 'simplify'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(MODELS / "encoder_dynamic.onnx")], capture_output=True, text=True, check=True
+    ).stdout
     first, second = out.split("\n")[:2]
     assert first.split()[0] == "applied" and int(first.split()[1]) > 0
     assert first.split()[2:] == ["True", "False"]

@@ -26,20 +26,32 @@ SAMPLES = ["resnet_bn", "encoder_dynamic", "resnet_qdq_int8", "odd_channels"]
 def image_model(dims=("N", "unk__1", "unk__2")) -> onnx.ModelProto:
     """Conv 3→4 + Relu on an image input [N, 3, H, W] with dynamic batch and sides."""
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
-    nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             onnx.helper.make_node("Relu", ["c"], ["y"], name="relu")]
-    return make_model(nodes, [vi("x", [dims[0], 3, dims[1], dims[2]])], [vi("y", [dims[0], 4, dims[1], dims[2]])], [init("w", w)])
+    nodes = [
+        onnx.helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    return make_model(
+        nodes, [vi("x", [dims[0], 3, dims[1], dims[2]])], [vi("y", [dims[0], 4, dims[1], dims[2]])], [init("w", w)]
+    )
 
 
 # -- the shapes decisions are taken at ----------------------------------------------------------
 
+
 def test_realistic_defaults_by_place_and_by_name():
     sp = shapes.plan(graph_inputs(image_model()), {})
     assert sp.first == {"x": (1, 3, 224, 224)}
-    assert [(d.axis, d.value, d.why) for d in sp.defaulted] == [(0, 1, "named 'N'"), (2, 224, "image side"), (3, 224, "image side")]
+    assert [(d.axis, d.value, d.why) for d in sp.defaulted] == [
+        (0, 1, "named 'N'"),
+        (2, 224, "image side"),
+        (3, 224, "image side"),
+    ]
     assert sp.hint() == "--input-shape x=1x3x224x224"
-    text = make_model([onnx.helper.make_node("Identity", ["ids"], ["y"])], [vi("ids", ["batch_size", "sequence_length"], onnx.TensorProto.INT64)],
-                      [vi("y", ["batch_size", "sequence_length"], onnx.TensorProto.INT64)])
+    text = make_model(
+        [onnx.helper.make_node("Identity", ["ids"], ["y"])],
+        [vi("ids", ["batch_size", "sequence_length"], onnx.TensorProto.INT64)],
+        [vi("y", ["batch_size", "sequence_length"], onnx.TensorProto.INT64)],
+    )
     assert shapes.plan(graph_inputs(text), {}).first == {"ids": (1, 128)}
     ocr = image_model(("N", 48, "W"))
     assert shapes.plan(graph_inputs(ocr), {}).first == {"x": (1, 3, 48, 224)}
@@ -49,8 +61,12 @@ def test_a_text_line_model_falls_back_to_an_ocr_size_and_says_so(tmp_path):
     """A recognizer whose Reshape needs 48-pixel lines does not run at 224×224: it is judged at
     48×320 (PP-OCR's line), not at a small size made up for speed, and the report says why."""
     nodes = [onnx.helper.make_node("Reshape", ["x", "shape"], ["y"], name="lines")]
-    m = make_model(nodes, [vi("x", ["N", 3, "H", "W"])], [vi("y", ["N", 144, "L"])],
-                   [init("shape", np.array([0, 144, -1], np.int64))])
+    m = make_model(
+        nodes,
+        [vi("x", ["N", 3, "H", "W"])],
+        [vi("y", ["N", 144, "L"])],
+        [init("shape", np.array([0, 144, -1], np.int64))],
+    )
     src = tmp_path / "rec.onnx"
     onnx.save(m, src)
     _, rep = rooftop.optimize(str(src), time=False, hardware="xeon-avx512")
@@ -82,8 +98,17 @@ def test_a_dynamic_image_model_is_judged_at_realistic_defaults_and_says_so(tmp_p
 def test_two_shape_sets_are_verified_and_the_first_is_costed(tmp_path):
     src = tmp_path / "img.onnx"
     onnx.save(image_model(), src)
-    res = cli(str(src), "-o", str(tmp_path / "o.onnx"), "--input-shape", "x=1x3x48x320", "--input-shape", "x=4x3x48x640",
-              "--report", str(tmp_path / "r.json"))
+    res = cli(
+        str(src),
+        "-o",
+        str(tmp_path / "o.onnx"),
+        "--input-shape",
+        "x=1x3x48x320",
+        "--input-shape",
+        "x=4x3x48x640",
+        "--report",
+        str(tmp_path / "r.json"),
+    )
     assert res.returncode == 0, res.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["shapes"]["sets"] == [{"x": [1, 3, 48, 320]}, {"x": [4, 3, 48, 640]}] and not r["shapes"]["defaulted"]
@@ -122,26 +147,42 @@ def test_a_pass_faster_at_one_shape_set_and_slower_at_the_other_is_rejected(monk
         return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=r, ratio=r, ci=(r, r), iqr=(r, r))
 
     sets = [{"x": [1, 3, 48, 320]}, {"x": [4, 3, 48, 640]}]
-    out, rep = rooftop.optimize(image_model(), passes=[AddsIdentity.name], comparator=by_shape, input_shapes=sets,
-                                hardware="xeon-avx512")
+    out, rep = rooftop.optimize(
+        image_model(), passes=[AddsIdentity.name], comparator=by_shape, input_shapes=sets, hardware="xeon-avx512"
+    )
     (rec,) = rep.passes
     assert rec.status is Status.REJECTED and "at x=4x3x48x640" in rec.reason
     assert seen[:2] == ["x=1x3x48x320", "x=4x3x48x640"]
     assert [n.op_type for n in out.graph.node] == ["Conv", "Relu"]
     # at the small size alone it is faster (confirmed) and kept
-    _, rep = rooftop.optimize(image_model(), passes=[AddsIdentity.name], comparator=by_shape, input_shapes=sets[:1],
-                              hardware="xeon-avx512")
+    _, rep = rooftop.optimize(
+        image_model(), passes=[AddsIdentity.name], comparator=by_shape, input_shapes=sets[:1], hardware="xeon-avx512"
+    )
     assert rep.passes[0].status is Status.APPLIED
 
 
 # -- the plan ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def decided(tmp_path_factory):
     """A default run of the resnet sample, timed (a short budget), with its report and plan."""
     d = tmp_path_factory.mktemp("plan")
-    res = cli("models/resnet_bn.onnx", "-o", str(d / "a.onnx"), "--time-budget", "0.2", "--hardware", "xeon-avx512",
-              "--report", str(d / "r.json"), "--save-plan", str(d / "plan.json"), "-q", fast=False)
+    res = cli(
+        "models/resnet_bn.onnx",
+        "-o",
+        str(d / "a.onnx"),
+        "--time-budget",
+        "0.2",
+        "--hardware",
+        "xeon-avx512",
+        "--report",
+        str(d / "r.json"),
+        "--save-plan",
+        str(d / "plan.json"),
+        "-q",
+        fast=False,
+    )
     assert res.returncode == 0, res.stderr
     return d
 
@@ -163,8 +204,18 @@ def test_the_report_and_the_saved_plan_record_every_decision(decided):
 @pytest.mark.parametrize("source", ["plan.json", "r.json"])
 def test_replay_gives_the_same_bytes(decided, source):
     out = decided / f"replayed-{source}.onnx"
-    res = cli("models/resnet_bn.onnx", "-o", str(out), "--plan", str(decided / source), "--report", "-q",
-              "--hardware", "xeon-avx512", fast=False)
+    res = cli(
+        "models/resnet_bn.onnx",
+        "-o",
+        str(out),
+        "--plan",
+        str(decided / source),
+        "--report",
+        "-q",
+        "--hardware",
+        "xeon-avx512",
+        fast=False,
+    )
     assert res.returncode == 0, res.stderr
     assert out.read_bytes() == (decided / "a.onnx").read_bytes()
     assert "replayed plan" in res.stdout and "ORT_ENABLE_ALL" not in res.stdout  # nothing timed
@@ -174,8 +225,9 @@ def test_replay_warns_on_other_library_versions(decided, tmp_path):
     plan = json.loads((decided / "plan.json").read_text())
     plan["plan"]["versions"]["onnx"] = "0.0.1"
     (tmp_path / "p.json").write_text(json.dumps(plan))
-    _, rep = rooftop.optimize(str(ROOT / "models/resnet_bn.onnx"), tmp_path / "o.onnx", plan=tmp_path / "p.json",
-                              hardware="xeon-avx512")
+    _, rep = rooftop.optimize(
+        str(ROOT / "models/resnet_bn.onnx"), tmp_path / "o.onnx", plan=tmp_path / "p.json", hardware="xeon-avx512"
+    )
     assert any("other library versions (onnx 0.0.1 → " in w for w in rep.warnings)
     assert (tmp_path / "o.onnx").read_bytes() == (decided / "a.onnx").read_bytes()
 
@@ -193,8 +245,13 @@ def test_a_plan_naming_a_pass_that_no_longer_exists_is_one_line_and_exit_2(decid
 
 
 def test_a_plan_replayed_at_other_shapes_says_so(decided, tmp_path):
-    _, rep = rooftop.optimize(str(ROOT / "models/resnet_bn.onnx"), tmp_path / "o.onnx", plan=decided / "plan.json",
-                              input_shapes={"input": [2, 3, 32, 32]}, hardware="xeon-avx512")
+    _, rep = rooftop.optimize(
+        str(ROOT / "models/resnet_bn.onnx"),
+        tmp_path / "o.onnx",
+        plan=decided / "plan.json",
+        input_shapes={"input": [2, 3, 32, 32]},
+        hardware="xeon-avx512",
+    )
     assert any("was decided at input=1x3x32x32; replayed at input=2x3x32x32" in w for w in rep.warnings)
 
 
@@ -203,12 +260,15 @@ def test_replay_skips_what_the_gate_rejected(monkeypatch, tmp_path):
     monkeypatch.setitem(P.REGISTRY, AddsIdentity.name, AddsIdentity)
 
     def slower(before, after, level, stop):
-        return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=1.5, ratio=1.5, ci=(1.4, 1.6), iqr=(1.5, 1.5))
+        return Latency(
+            level=level, threads=1, rounds=10, ms_before=1.0, ms_after=1.5, ratio=1.5, ci=(1.4, 1.6), iqr=(1.5, 1.5)
+        )
 
     src = tmp_path / "img.onnx"
     onnx.save(image_model(), src)
-    _, rep = rooftop.optimize(str(src), tmp_path / "a.onnx", passes=["cleanup", AddsIdentity.name], comparator=slower,
-                              hardware="xeon-avx512")
+    _, rep = rooftop.optimize(
+        str(src), tmp_path / "a.onnx", passes=["cleanup", AddsIdentity.name], comparator=slower, hardware="xeon-avx512"
+    )
     assert [r.status for r in rep.passes] == [Status.UNCHANGED, Status.REJECTED]
     rep.plan.write(tmp_path / "plan.json")
     _, again = rooftop.optimize(str(src), tmp_path / "b.onnx", plan=tmp_path / "plan.json", hardware="xeon-avx512")
@@ -218,6 +278,7 @@ def test_replay_skips_what_the_gate_rejected(monkeypatch, tmp_path):
 
 
 # -- deterministic writing ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_every_pass_writes_the_same_bytes_twice(sample):
@@ -230,7 +291,11 @@ def test_every_pass_writes_the_same_bytes_twice(sample):
             a, ra = cls().apply(model, ctx)
             b, rb = cls().apply(model, ctx)
             assert ra.counts == rb.counts, name
-            assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True), (sample, target, name)
+            assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True), (
+                sample,
+                target,
+                name,
+            )
 
 
 def test_the_pipeline_writes_the_same_bytes_under_any_hash_seed(tmp_path):
@@ -240,9 +305,27 @@ def test_the_pipeline_writes_the_same_bytes_under_any_hash_seed(tmp_path):
     for seed in ("1", "2"):
         out = tmp_path / f"o{seed}.onnx"
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        res = subprocess.run([sys.executable, "-m", "rooftop", "models/encoder_dynamic.onnx", "-o", str(out), "--no-time",
-                              "--hardware", "xeon-avx512", "--target", "onnxruntime", "-q"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rooftop",
+                "models/encoder_dynamic.onnx",
+                "-o",
+                str(out),
+                "--no-time",
+                "--hardware",
+                "xeon-avx512",
+                "--target",
+                "onnxruntime",
+                "-q",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]

@@ -19,8 +19,20 @@ from rooftop.errors import UsageError
 def timed_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
     res = cli(
-        str(MODELS / "resnet_bn.onnx"), "-o", str(d / "o.onnx"), "--report", "--report", str(d / "r.json"),
-        "--report", str(d / "r.html"), "--report", str(d / "r.md"), "--hardware", "xeon-avx512", "--time-budget", "0.3",
+        str(MODELS / "resnet_bn.onnx"),
+        "-o",
+        str(d / "o.onnx"),
+        "--report",
+        "--report",
+        str(d / "r.json"),
+        "--report",
+        str(d / "r.html"),
+        "--report",
+        str(d / "r.md"),
+        "--hardware",
+        "xeon-avx512",
+        "--time-budget",
+        "0.3",
         "--keep-slower",  # this test is about what the report holds, not about the decision
         fast=False,
     )
@@ -47,7 +59,13 @@ def test_json_has_costs_and_latency(timed_run):
     assert fold["timed_with_final"] and fold["latency_ms_before"] is None
     for side in ("before", "after"):
         t = rep[side]["totals"]
-        assert t["flops"] > 0 and t["bytes"] > 0 and t["params"] > 0 and t["peak_activation_bytes"] > 0 and t["predicted_s"] > 0
+        assert (
+            t["flops"] > 0
+            and t["bytes"] > 0
+            and t["params"] > 0
+            and t["peak_activation_bytes"] > 0
+            and t["predicted_s"] > 0
+        )
         assert t["unknown_nodes"] == 0
     nodes = rep["after"]["nodes"]
     measured = [n for n in nodes if n["measured_s"] is not None]
@@ -65,8 +83,11 @@ def test_html_plots_one_point_per_operator(timed_run):
     assert "<script" not in page and not re.search(r'(src|href)="https?:', page)  # self-contained
     for side in ("before", "after"):
         expected = [
-            n for n in rep[side]["nodes"]
-            if n["bound"] in ("compute", "memory") and (n["flops"] + n["int_ops"]) > 0 and (n["measured_s"] or n["predicted_s"])
+            n
+            for n in rep[side]["nodes"]
+            if n["bound"] in ("compute", "memory")
+            and (n["flops"] + n["int_ops"]) > 0
+            and (n["measured_s"] or n["predicted_s"])
         ]
         group = re.search(rf'<g id="roofline-{side}">(.*?)</g>\s*</g>', page, re.S)
         assert group, f"no roofline-{side} group"
@@ -90,7 +111,9 @@ def test_check_reports_projected_savings():
 
 def test_hardware_json_profile(tmp_path):
     p = tmp_path / "hw.json"
-    p.write_text(json.dumps({"name": "edge", "peak_flops": {"fp32": 1e11}, "bandwidth_bytes_per_s": 1e10, "channel_multiple": 4}))
+    p.write_text(
+        json.dumps({"name": "edge", "peak_flops": {"fp32": 1e11}, "bandwidth_bytes_per_s": 1e10, "channel_multiple": 4})
+    )
     prof = get_profile(str(p))
     assert prof.name == "edge" and prof.ridge() == pytest.approx(10.0) and prof.kind == "user"
     res = cli(str(MODELS / "resnet_bn.onnx"), "--check", "--hardware", str(p))
@@ -113,7 +136,14 @@ def test_measure_hardware(tmp_path):
     import subprocess
 
     env = dict(os.environ, ROOFTOP_CACHE=str(tmp_path))
-    res = subprocess.run([sys.executable, "-m", "rooftop", "--measure-hardware"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "rooftop", "--measure-hardware"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     gflops = float(re.search(r"peak fp32\s+([\d.]+) GFLOP/s", res.stdout).group(1))
     gbs = float(re.search(r"bandwidth\s+([\d.]+) GB/s", res.stdout).group(1))
@@ -126,9 +156,8 @@ def test_published_mac_counts(tmp_path):
     """Conv/Gemm/MatMul FLOPs of real exports against published MAC counts (within 2%)."""
     torch = pytest.importorskip("torch")
     sys.path.insert(0, str(MODELS))
-    import onnx
-
     import archs
+    import onnx
 
     for make, macs, params in ((archs.resnet50, 4.1e9, 25.6e6), (lambda: archs.mobilenet_v2(1.0, 1000), 300e6, 3.5e6)):
         net = make()
@@ -149,8 +178,9 @@ def test_terminal_output_fits_100_columns_without_truncation(model):
     import rooftop
     from rooftop.report.terminal import print_terminal
 
-    _, rep = rooftop.optimize(model, target="onnxruntime", hardware="xeon-avx512", time_budget=0.2, profile_nodes=False,
-                              keep_slower=True)
+    _, rep = rooftop.optimize(
+        model, target="onnxruntime", hardware="xeon-avx512", time_budget=0.2, profile_nodes=False, keep_slower=True
+    )
     console = Console(width=100, record=True, file=open("/dev/null", "w"))
     print_terminal(rep, console)
     text = console.export_text()
@@ -167,8 +197,12 @@ def test_traffic_totals_with_different_unknown_nodes_are_not_compared():
 
     from rooftop.report.text import _traffic_change
 
-    assert _traffic_change(NS(bytes=575.0, unknown=["a"] * 32), NS(bytes=714e3, unknown=["b"] * 10)) == \
-        "not comparable: 32 nodes of unknown cost before, 10 after"
+    assert (
+        _traffic_change(NS(bytes=575.0, unknown=["a"] * 32), NS(bytes=714e3, unknown=["b"] * 10))
+        == "not comparable: 32 nodes of unknown cost before, 10 after"
+    )
     assert _traffic_change(NS(bytes=100.0, unknown=[]), NS(bytes=75.0, unknown=[])) == "25.0% less"
-    assert _traffic_change(NS(bytes=100.0, unknown=["c"]), NS(bytes=120.0, unknown=["c"])) == \
-        "20.0% more; 1 node of unknown cost not counted"
+    assert (
+        _traffic_change(NS(bytes=100.0, unknown=["c"]), NS(bytes=120.0, unknown=["c"]))
+        == "20.0% more; 1 node of unknown cost not counted"
+    )

@@ -22,8 +22,10 @@ def requant(m, target="portable"):
 def qdq_pair(x, y, s, z, q_dtype=np.uint8, prefix="p"):
     """Q then DQ with the given params, as initializers."""
     return (
-        [helper.make_node("QuantizeLinear", [x, f"{prefix}_s", f"{prefix}_z"], [f"{prefix}_q"]),
-         helper.make_node("DequantizeLinear", [f"{prefix}_q", f"{prefix}_s", f"{prefix}_z"], [y])],
+        [
+            helper.make_node("QuantizeLinear", [x, f"{prefix}_s", f"{prefix}_z"], [f"{prefix}_q"]),
+            helper.make_node("DequantizeLinear", [f"{prefix}_q", f"{prefix}_s", f"{prefix}_z"], [y]),
+        ],
         [init(f"{prefix}_s", np.array(s, np.float32)), init(f"{prefix}_z", np.array(z, q_dtype))],
     )
 
@@ -39,10 +41,17 @@ def float_cnn(tmp_path):
         helper.make_node("MatMul", ["f", "Wfc"], ["y"]),
     ]
     m = make_model(
-        nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 10])],
-        [init("W1", R.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3), init("B1", R.standard_normal(8).astype(np.float32) * 0.1),
-         init("W2", R.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.2), init("B2", R.standard_normal(16).astype(np.float32) * 0.1),
-         init("shape", np.array([1, 256], np.int64)), init("Wfc", R.standard_normal((256, 10)).astype(np.float32) * 0.1)],
+        nodes,
+        [vi("x", [1, 3, 8, 8])],
+        [vi("y", [1, 10])],
+        [
+            init("W1", R.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3),
+            init("B1", R.standard_normal(8).astype(np.float32) * 0.1),
+            init("W2", R.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.2),
+            init("B2", R.standard_normal(16).astype(np.float32) * 0.1),
+            init("shape", np.array([1, 256], np.int64)),
+            init("Wfc", R.standard_normal((256, 10)).astype(np.float32) * 0.1),
+        ],
         opset=17,
     )
     p = tmp_path / "float.onnx"
@@ -57,8 +66,15 @@ def float_mlp(tmp_path):
         helper.make_node("Relu", ["h"], ["r"]),
         helper.make_node("MatMul", ["r", "W2"], ["y"]),
     ]
-    m = make_model(nodes, [vi("x", [2, 5, 16])], [vi("y", [2, 5, 8])],
-                   [init("W1", R.standard_normal((16, 32)).astype(np.float32) * 0.3), init("W2", R.standard_normal((32, 8)).astype(np.float32) * 0.3)])
+    m = make_model(
+        nodes,
+        [vi("x", [2, 5, 16])],
+        [vi("y", [2, 5, 8])],
+        [
+            init("W1", R.standard_normal((16, 32)).astype(np.float32) * 0.3),
+            init("W2", R.standard_normal((32, 8)).astype(np.float32) * 0.3),
+        ],
+    )
     p = tmp_path / "mlp.onnx"
     onnx.save(m, p)
     return p, {"x": (2, 5, 16)}
@@ -75,8 +91,15 @@ def quantize(src, shapes, dst, per_channel, activation):
         def get_next(self):
             return next(self.it, None)
 
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8 if activation == "u8" else QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8 if activation == "u8" else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     return dst
 
 
@@ -103,7 +126,9 @@ def test_quantize_static_models(tmp_path, build, per_channel, activation):
     assert kinds.count("DequantizeLinear") < ops(original).count("DequantizeLinear")
     # outputs within one quantization step of the output's scale, or as far as onnxruntime's own fused run
     out_dq = next(n for n in original.graph.node if n.output[0] == original.graph.output[0].name)
-    step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer if t.name == out_dq.input[1]))))
+    step = float(
+        np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer if t.name == out_dq.input[1])))
+    )
     r = np.random.default_rng(7)
     feeds = {k: r.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     diff = np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max()
@@ -113,8 +138,11 @@ def test_quantize_static_models(tmp_path, build, per_channel, activation):
 
 def test_dq_q_with_equal_params_removed_exactly():
     n1, i1 = qdq_pair("x", "d", 0.1, 128, prefix="a")
-    nodes = n1 + [helper.make_node("QuantizeLinear", ["d", "a_s", "a_z"], ["q2"]), helper.make_node("DequantizeLinear", ["q2", "a_s", "a_z"], ["r"]),
-                  helper.make_node("Relu", ["r"], ["y"])]
+    nodes = n1 + [
+        helper.make_node("QuantizeLinear", ["d", "a_s", "a_z"], ["q2"]),
+        helper.make_node("DequantizeLinear", ["q2", "a_s", "a_z"], ["r"]),
+        helper.make_node("Relu", ["r"], ["y"]),
+    ]
     m = make_model(nodes, [vi("x", [4, 4])], [vi("y", [4, 4])], i1)
     out, res = requant(m)
     assert res.rewrites == 1
@@ -140,7 +168,12 @@ def test_maxpool_and_reshape_run_on_int8():
         helper.make_node("Reshape", ["md", "shape"], ["rs"]),
         helper.make_node("QuantizeLinear", ["rs", "a_s", "a_z"], ["y"]),
     ]
-    m = make_model(nodes, [vi("x", [1, 2, 4, 4])], [vi("y", [1, 8], TensorProto.UINT8)], i1 + [init("shape", np.array([1, 8], np.int64))])
+    m = make_model(
+        nodes,
+        [vi("x", [1, 2, 4, 4])],
+        [vi("y", [1, 8], TensorProto.UINT8)],
+        i1 + [init("shape", np.array([1, 8], np.int64))],
+    )
     out, res = requant(m)
     assert ops(out) == ["QuantizeLinear", "MaxPool", "Reshape"]
     x = R.standard_normal((1, 2, 4, 4)).astype(np.float32)
@@ -149,9 +182,16 @@ def test_maxpool_and_reshape_run_on_int8():
 
 def test_movement_with_mismatched_q_kept():
     n1, i1 = qdq_pair("x", "d", 0.05, 10, prefix="a")
-    nodes = n1 + [helper.make_node("MaxPool", ["d"], ["m"], kernel_shape=[2, 2]),
-                  helper.make_node("QuantizeLinear", ["m", "b_s", "a_z"], ["y"])]
-    m = make_model(nodes, [vi("x", [1, 1, 4, 4])], [vi("y", [1, 1, 3, 3], TensorProto.UINT8)], i1 + [init("b_s", np.array(0.07, np.float32))])
+    nodes = n1 + [
+        helper.make_node("MaxPool", ["d"], ["m"], kernel_shape=[2, 2]),
+        helper.make_node("QuantizeLinear", ["m", "b_s", "a_z"], ["y"]),
+    ]
+    m = make_model(
+        nodes,
+        [vi("x", [1, 1, 4, 4])],
+        [vi("y", [1, 1, 3, 3], TensorProto.UINT8)],
+        i1 + [init("b_s", np.array(0.07, np.float32))],
+    )
     out, res = requant(m)
     assert res.rewrites == 0
     assert res.refusals == {"MaxPool: input and output quantization differ": ["m"]}
@@ -165,9 +205,16 @@ def test_float_tensor_observed_elsewhere_not_converted():
         helper.make_node("Conv", ["xd", "w"], ["c"]),
         helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["y"]),
     ]
-    inits = i1 + [init("wq", R.integers(-5, 5, (4, 2, 1, 1)).astype(np.int8)), init("ws", np.array(0.02, np.float32)),
-                  init("wz", np.array(0, np.int8)), init("ys", np.array(0.1, np.float32)), init("yz", np.array(128, np.uint8))]
-    m = make_model(nodes, [vi("x", [1, 2, 3, 3])], [vi("y", [1, 4, 3, 3], TensorProto.UINT8), vi("c", [1, 4, 3, 3])], inits)
+    inits = i1 + [
+        init("wq", R.integers(-5, 5, (4, 2, 1, 1)).astype(np.int8)),
+        init("ws", np.array(0.02, np.float32)),
+        init("wz", np.array(0, np.int8)),
+        init("ys", np.array(0.1, np.float32)),
+        init("yz", np.array(128, np.uint8)),
+    ]
+    m = make_model(
+        nodes, [vi("x", [1, 2, 3, 3])], [vi("y", [1, 4, 3, 3], TensorProto.UINT8), vi("c", [1, 4, 3, 3])], inits
+    )
     out, res = requant(m)
     assert "QLinearConv" not in ops(out)
     assert res.refusals == {"Conv: its float output is used (no single QuantizeLinear after it)": ["c"]}
@@ -187,8 +234,13 @@ def test_relu_absorbed_only_when_implied():
             helper.make_node("Relu", ["c"], ["r"]),
             helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["y"]),
         ]
-        inits = i1 + [init("wq", R.integers(-5, 5, (4, 2, 1, 1)).astype(np.int8)), init("ws", np.array(0.02, np.float32)),
-                      init("wz", np.array(0, np.int8)), init("ys", np.array(0.01, np.float32)), init("yz", np.array(zp, np.uint8))]
+        inits = i1 + [
+            init("wq", R.integers(-5, 5, (4, 2, 1, 1)).astype(np.int8)),
+            init("ws", np.array(0.02, np.float32)),
+            init("wz", np.array(0, np.int8)),
+            init("ys", np.array(0.01, np.float32)),
+            init("yz", np.array(zp, np.uint8)),
+        ]
         return make_model(nodes, [vi("x", [1, 2, 3, 3])], [vi("y", [1, 4, 3, 3], TensorProto.UINT8)], inits)
 
     m = build(0)  # uint8 with zero point 0: Relu is implied by the range
@@ -219,8 +271,12 @@ def test_onnxruntime_target_leaves_no_float_islands():
     producers = {o: n for n in out.graph.node for o in n.output}
     for n in out.graph.node:
         if n.op_type in ("Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat"):
-            assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input), n.name
-    assert kinds.count("DequantizeLinear") == 1 and kinds.count("QuantizeLinear") == 1  # the model's own input and output
+            assert not any(
+                producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input
+            ), n.name
+    assert (
+        kinds.count("DequantizeLinear") == 1 and kinds.count("QuantizeLinear") == 1
+    )  # the model's own input and output
     assert rep.final_check.ok
     portable, _ = optimize(MODELS / "resnet_qdq_int8.onnx")
     assert not any(n.domain == "com.microsoft" for n in portable.graph.node)
@@ -236,7 +292,12 @@ def test_step_tolerance_follows_one_lipschitz_ops():
         helper.make_node("Tanh", ["d"], ["t"]),
         helper.make_node("Exp", ["d"], ["e"]),
     ]
-    m = make_model(nodes, [vi("x", [4])], [vi("t", [4]), vi("e", [4])], [init("s", np.array(0.25, np.float32)), init("z", np.array(0, np.uint8))])
+    m = make_model(
+        nodes,
+        [vi("x", [4])],
+        [vi("t", [4]), vi("e", [4])],
+        [init("s", np.array(0.25, np.float32)), init("z", np.array(0, np.uint8))],
+    )
     assert dequantized_output_steps(m) == {"t": 0.25}  # Exp can stretch a difference: no step tolerance
 
 
@@ -255,7 +316,12 @@ def float_attention(tmp_path):
         helper.make_node("MatMul", ["p", "v"], ["o"]),
         helper.make_node("MatMul", ["o", "Wo"], ["y"]),
     ]
-    m = make_model(nodes, [vi("x", [1, s, d])], [vi("y", [1, s, d])], list(w.values()) + [init("scale", np.array(0.25, np.float32))])
+    m = make_model(
+        nodes,
+        [vi("x", [1, s, d])],
+        [vi("y", [1, s, d])],
+        list(w.values()) + [init("scale", np.array(0.25, np.float32))],
+    )
     p = tmp_path / "attn.onnx"
     onnx.save(m, p)
     return p, {"x": (1, s, d)}
@@ -282,13 +348,24 @@ def test_attention_matmuls_of_two_activations_become_qlinear(tmp_path, activatio
     for n in out.graph.node:
         if n.op_type in ("MatMul", "Gemm", "Add", "Mul"):
             reads_dq = any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)
-            only_q = all(c.op_type == "QuantizeLinear" for c in consumers.get(n.output[0], [])) and consumers.get(n.output[0])
+            only_q = all(c.op_type == "QuantizeLinear" for c in consumers.get(n.output[0], [])) and consumers.get(
+                n.output[0]
+            )
             assert not (reads_dq and only_q), f"float island left: {n.op_type} {n.name}"
     onnx.checker.check_model(out)
     r = np.random.default_rng(3)
     feeds = {k: r.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-    step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer
-                                                        if t.name == next(n for n in original.graph.node if n.output[0] == "y").input[1]))))
+    step = float(
+        np.max(
+            onnx.numpy_helper.to_array(
+                next(
+                    t
+                    for t in original.graph.initializer
+                    if t.name == next(n for n in original.graph.node if n.output[0] == "y").input[1]
+                )
+            )
+        )
+    )
     assert np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max() <= quantized_tolerance(original, feeds, step)
 
 
@@ -297,8 +374,14 @@ def test_pytorch_qat_export(tmp_path):
     float weights (Q(W) → DQ, per-channel int8). The weight Qs fold to int8 and the Convs and the
     Linear become integer ops."""
     torch = pytest.importorskip("torch")
-    from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
-                                       QConfig, QConfigMapping, disable_observer)
+    from torch.ao.quantization import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+        QConfig,
+        QConfigMapping,
+        disable_observer,
+    )
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
     class Net(torch.nn.Module):
@@ -315,16 +398,27 @@ def test_pytorch_qat_export(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(1, 3, 16, 16)
     qc = QConfig(
-        activation=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8),
-        weight=FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
-                                      dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0))
+        activation=FakeQuantize.with_args(
+            observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8
+        ),
+        weight=FakeQuantize.with_args(
+            observer=MovingAveragePerChannelMinMaxObserver,
+            quant_min=-128,
+            quant_max=127,
+            dtype=torch.qint8,
+            qscheme=torch.per_channel_symmetric,
+            ch_axis=0,
+        ),
+    )
     prepared = prepare_qat_fx(Net().train(), QConfigMapping().set_global(qc), (x,))
     for _ in range(4):
         prepared(torch.randn(1, 3, 16, 16))
     prepared.eval()
     prepared.apply(disable_observer)
     src = tmp_path / "qat.onnx"
-    torch.onnx.export(prepared, (x,), str(src), opset_version=13, dynamo=False, input_names=["input"], output_names=["output"])
+    torch.onnx.export(
+        prepared, (x,), str(src), opset_version=13, dynamo=False, input_names=["input"], output_names=["output"]
+    )
     original = onnx.load(src)
     out, rep = optimize(src, target="onnxruntime", skip=["nhwc-int8"])
     rec = next(r for r in rep.passes if r.name == "requant")
@@ -334,8 +428,17 @@ def test_pytorch_qat_export(tmp_path):
     assert kinds.count("QLinearConv") == 2 and kinds.count("QGemm") == 1 and "Conv" not in kinds
     assert rep.final_check.ok
     feeds = {"input": np.random.default_rng(4).standard_normal((1, 3, 16, 16)).astype(np.float32)}
-    step = float(np.max(onnx.numpy_helper.to_array(next(t for t in original.graph.initializer
-                                                        if t.name == next(n for n in original.graph.node if n.output[0] == "output").input[1]))))
+    step = float(
+        np.max(
+            onnx.numpy_helper.to_array(
+                next(
+                    t
+                    for t in original.graph.initializer
+                    if t.name == next(n for n in original.graph.node if n.output[0] == "output").input[1]
+                )
+            )
+        )
+    )
     assert np.abs(run(out, feeds)[0] - run(original, feeds)[0]).max() <= quantized_tolerance(original, feeds, step)
 
 
@@ -348,8 +451,12 @@ def test_weight_quantize_of_a_constant_folds_exactly(shape):
         helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
         helper.make_node("Add", ["x", "cd"], ["y"]),
     ]
-    m = make_model(nodes, [vi("x", [4])], [vi("y", [4])],
-                   [init("c", c), init("s", np.array(0.01, np.float32)), init("z", np.array(3, np.int8))])
+    m = make_model(
+        nodes,
+        [vi("x", [4])],
+        [vi("y", [4])],
+        [init("c", c), init("s", np.array(0.01, np.float32)), init("z", np.array(3, np.int8))],
+    )
     out, res = requant(m)
     assert res.counts == {"weight QuantizeLinear folded to int8": 1}
     assert "QuantizeLinear" not in ops(out)
@@ -388,8 +495,12 @@ def test_clip_with_a_run_time_bound_is_left():
         helper.make_node("Clip", ["xd", "lo"], ["r"]),
         helper.make_node("QuantizeLinear", ["r", "s", "z"], ["y"]),
     ]
-    m = make_model(nodes, [vi("xq", [4], TensorProto.UINT8), vi("lo", [], TensorProto.FLOAT)], [vi("y", [4], TensorProto.UINT8)],
-                   [init("s", np.array(0.05, np.float32)), init("z", np.array(128, np.uint8))])
+    m = make_model(
+        nodes,
+        [vi("xq", [4], TensorProto.UINT8), vi("lo", [], TensorProto.FLOAT)],
+        [vi("y", [4], TensorProto.UINT8)],
+        [init("s", np.array(0.05, np.float32)), init("z", np.array(128, np.uint8))],
+    )
     out, res = requant(m)
     assert res.rewrites == 0
     assert res.refusals == {"Clip: bounds are not constant scalars": ["r"]}
@@ -397,13 +508,25 @@ def test_clip_with_a_run_time_bound_is_left():
 
 def test_resize_other_than_nearest_and_half_dequantized_matmul_say_why():
     n1, i1 = qdq_pair("x", "d", 0.05, 10, prefix="a")
-    nodes = n1 + [helper.make_node("Resize", ["d", "", "sc"], ["r"], mode="linear"),
-                  helper.make_node("QuantizeLinear", ["r", "a_s", "a_z"], ["y"]),
-                  helper.make_node("MatMul", ["d", "wf"], ["mm"]),
-                  helper.make_node("QuantizeLinear", ["mm", "a_s", "a_z"], ["z"])]
-    inits = i1 + [init("sc", np.array([1, 1, 2, 2], np.float32)), init("wf", R.standard_normal((4, 4)).astype(np.float32))]
-    m = make_model(nodes, [vi("x", [1, 1, 4, 4])], [vi("y", [1, 1, 8, 8], TensorProto.UINT8), vi("z", [1, 1, 4, 4], TensorProto.UINT8)], inits)
+    nodes = n1 + [
+        helper.make_node("Resize", ["d", "", "sc"], ["r"], mode="linear"),
+        helper.make_node("QuantizeLinear", ["r", "a_s", "a_z"], ["y"]),
+        helper.make_node("MatMul", ["d", "wf"], ["mm"]),
+        helper.make_node("QuantizeLinear", ["mm", "a_s", "a_z"], ["z"]),
+    ]
+    inits = i1 + [
+        init("sc", np.array([1, 1, 2, 2], np.float32)),
+        init("wf", R.standard_normal((4, 4)).astype(np.float32)),
+    ]
+    m = make_model(
+        nodes,
+        [vi("x", [1, 1, 4, 4])],
+        [vi("y", [1, 1, 8, 8], TensorProto.UINT8), vi("z", [1, 1, 4, 4], TensorProto.UINT8)],
+        inits,
+    )
     out, res = requant(m)
     assert res.rewrites == 0
-    assert res.refusals == {"Resize: mode is not nearest (interpolation is not exact on integers)": ["r"],
-                            "MatMul: one input is dequantized, the other is float": ["mm"]}
+    assert res.refusals == {
+        "Resize: mode is not nearest (interpolation is not exact on integers)": ["r"],
+        "MatMul: one input is dequantized, the other is float": ["mm"],
+    }

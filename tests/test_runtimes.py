@@ -22,7 +22,9 @@ try:
 except ImportError:
     HAS_OV = False
 
-needs_openvino = pytest.mark.skipif(not HAS_OV, reason="OpenVINO is not installed (pip install 'rooftop[openvino]'; .ci/run installs it)")
+needs_openvino = pytest.mark.skipif(
+    not HAS_OV, reason="OpenVINO is not installed (pip install 'rooftop[openvino]'; .ci/run installs it)"
+)
 SAMPLES = ["resnet_bn", "encoder_dynamic", "resnet_qdq_int8", "odd_channels"]
 
 
@@ -64,8 +66,21 @@ def test_unknown_runtime_or_provider_is_a_usage_error():
 
 @needs_openvino
 def test_runtime_openvino_end_to_end(tmp_path):
-    res = cli("models/resnet_bn.onnx", "-o", str(tmp_path / "o.onnx"), "--runtime", "openvino", "--time-budget", "0.3",
-              "--hardware", "xeon-avx512", "--report", str(tmp_path / "r.json"), "-q", fast=False)
+    res = cli(
+        "models/resnet_bn.onnx",
+        "-o",
+        str(tmp_path / "o.onnx"),
+        "--runtime",
+        "openvino",
+        "--time-budget",
+        "0.3",
+        "--hardware",
+        "xeon-avx512",
+        "--report",
+        str(tmp_path / "r.json"),
+        "-q",
+        fast=False,
+    )
     assert res.returncode == 0, res.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["runtime"] == "OpenVINO (CPU)" and r["plan"]["decided"]["runtime"] == "OpenVINO (CPU)"

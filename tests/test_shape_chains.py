@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS, init, make_model, ops, run, vi, optimize
+from helpers import MODELS, init, make_model, ops, optimize, run, vi
 from onnx import TensorProto, helper
 
 from rooftop.passes import PassContext
@@ -113,12 +113,12 @@ def test_target_from_another_tensor_stays_dynamic_but_shorter():
         helper.make_node("Slice", ["s", "st", "en"], ["t"]),
         helper.make_node("Reshape", ["x", "t"], ["y"]),
     ]
-    m = make_model(
-        nodes, [vi("x", ["n"]), vi("z", ["a", "b", 2])], [vi("y", None)], [i64("st", [0]), i64("en", [2])]
-    )
+    m = make_model(nodes, [vi("x", ["n"]), vi("z", ["a", "b", 2])], [vi("y", None)], [i64("st", [0]), i64("en", [2])])
     out, res = chains(m)
     assert ops(out) == ["Shape", "Reshape"]
-    assert res.refusals == {"reads a dynamic dim: stays computed at run time": ["t_shape0"]}  # the rebuilt Shape(start, end)
+    assert res.refusals == {
+        "reads a dynamic dim: stays computed at run time": ["t_shape0"]
+    }  # the rebuilt Shape(start, end)
     shape_node = out.graph.node[0]
     assert {a.name: a.i for a in shape_node.attribute} == {"start": 0, "end": 2}
     r = np.random.default_rng(0)
@@ -133,7 +133,9 @@ def test_target_from_another_tensor_opset13_kept():
         helper.make_node("Slice", ["s", "st", "en"], ["t"]),
         helper.make_node("Reshape", ["x", "t"], ["y"]),
     ]
-    m = make_model(nodes, [vi("x", ["n"]), vi("z", ["a", "b", 2])], [vi("y", None)], [i64("st", [0]), i64("en", [2])], opset=13)
+    m = make_model(
+        nodes, [vi("x", ["n"]), vi("z", ["a", "b", 2])], [vi("y", None)], [i64("st", [0]), i64("en", [2])], opset=13
+    )
     out, res = chains(m)
     assert res.rewrites == 0
 
@@ -160,7 +162,11 @@ def test_two_symbolic_elements_with_allowzero_kept():
 @pytest.mark.parametrize("first,second", [("Unsqueeze", "Squeeze"), ("Squeeze", "Unsqueeze")])
 def test_squeeze_unsqueeze_pairs(first, second):
     shape = ["n", 4] if first == "Unsqueeze" else ["n", 1, 4]
-    m = relu_wrapped([helper.make_node(first, ["r", "ax"], ["a"]), helper.make_node(second, ["a", "ax"], ["t"])], shape, [i64("ax", [1])])
+    m = relu_wrapped(
+        [helper.make_node(first, ["r", "ax"], ["a"]), helper.make_node(second, ["a", "ax"], ["t"])],
+        shape,
+        [i64("ax", [1])],
+    )
     out, res = chains(m)
     assert res.rewrites == 1 and ops(out) == ["Relu", "Neg"]
     xs = [(1, 4), (3, 4)] if first == "Unsqueeze" else [(1, 1, 4), (3, 1, 4)]
@@ -184,14 +190,20 @@ def test_squeeze_unsqueeze_different_axes_kept():
 
 def test_transpose_pair_cancels_and_merges():
     m = relu_wrapped(
-        [helper.make_node("Transpose", ["r"], ["a"], perm=[0, 2, 1]), helper.make_node("Transpose", ["a"], ["t"], perm=[0, 2, 1])],
+        [
+            helper.make_node("Transpose", ["r"], ["a"], perm=[0, 2, 1]),
+            helper.make_node("Transpose", ["a"], ["t"], perm=[0, 2, 1]),
+        ],
         ["n", 3, 5],
     )
     out, res = chains(m)
     assert res.rewrites == 1 and ops(out) == ["Relu", "Neg"]
     check_sizes(m, out, shapes=((1, 3, 5), (2, 3, 5)))
     m2 = relu_wrapped(
-        [helper.make_node("Transpose", ["r"], ["a"], perm=[0, 2, 1]), helper.make_node("Transpose", ["a"], ["t"], perm=[1, 0, 2])],
+        [
+            helper.make_node("Transpose", ["r"], ["a"], perm=[0, 2, 1]),
+            helper.make_node("Transpose", ["a"], ["t"], perm=[1, 0, 2]),
+        ],
         ["n", 3, 5],
     )
     out2, res2 = chains(m2)
@@ -254,16 +266,28 @@ def test_expand_that_broadcasts_kept():
 
 def test_whole_slice_removed_partial_kept():
     big = 2**63 - 1
-    m = relu_wrapped([helper.make_node("Slice", ["r", "st", "en", "ax"], ["t"])], ["n", 6], [i64("st", [0]), i64("en", [big]), i64("ax", [1])])
+    m = relu_wrapped(
+        [helper.make_node("Slice", ["r", "st", "en", "ax"], ["t"])],
+        ["n", 6],
+        [i64("st", [0]), i64("en", [big]), i64("ax", [1])],
+    )
     out, _ = chains(m)
     assert ops(out) == ["Relu", "Neg"]
-    m2 = relu_wrapped([helper.make_node("Slice", ["r", "st", "en", "ax"], ["t"])], ["n", 6], [i64("st", [0]), i64("en", [4]), i64("ax", [1])])
+    m2 = relu_wrapped(
+        [helper.make_node("Slice", ["r", "st", "en", "ax"], ["t"])],
+        ["n", 6],
+        [i64("st", [0]), i64("en", [4]), i64("ax", [1])],
+    )
     out2, res2 = chains(m2)
     assert "Slice" in ops(out2)
 
 
 def test_reshape_to_same_shape_and_flatten_removed():
-    m = relu_wrapped([helper.make_node("Reshape", ["r", "s"], ["a"]), helper.make_node("Flatten", ["a"], ["t"], axis=1)], [4, 6], [i64("s", [4, 6])])
+    m = relu_wrapped(
+        [helper.make_node("Reshape", ["r", "s"], ["a"]), helper.make_node("Flatten", ["a"], ["t"], axis=1)],
+        [4, 6],
+        [i64("s", [4, 6])],
+    )
     out, _ = chains(m)
     assert ops(out) == ["Relu", "Neg"]
 

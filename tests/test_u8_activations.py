@@ -17,8 +17,11 @@ ORT = PassContext(target="onnxruntime")
 
 def zero_points(m: onnx.ModelProto) -> dict[str, np.ndarray]:
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
-    return {n.name or n.output[0]: inits[n.input[2]] for n in m.graph.node
-            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2}
+    return {
+        n.name or n.output[0]: inits[n.input[2]]
+        for n in m.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2
+    }
 
 
 def weight_dqs(m: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -39,7 +42,9 @@ def test_quantize_static_default_becomes_uint8(tmp_path, build, per_channel):
     for n in out.graph.node:
         key = n.name or n.output[0]
         if n.op_type == "QuantizeLinear" or (n.op_type == "DequantizeLinear" and n not in weight_dqs(out)):
-            assert after[key].dtype == np.uint8 and np.array_equal(after[key].astype(int), before[key].astype(int) + 128), key
+            assert after[key].dtype == np.uint8 and np.array_equal(
+                after[key].astype(int), before[key].astype(int) + 128
+            ), key
     for n in weight_dqs(out):  # weights (int8) and biases (int32) keep their zero points
         key = n.name or n.output[0]
         assert after[key].dtype == before[key].dtype and after[key].dtype in (np.int8, np.int32)
@@ -58,21 +63,28 @@ def test_portable_target_keeps_int8(tmp_path):
 
 
 def _q_dq(consumer_op: str | None, output_q: bool = False):
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq"),
+    ]
     outputs = [vi("y", [4])]
     if consumer_op:
         nodes.append(helper.make_node(consumer_op, ["q"], ["other"], name="other"))
         outputs.append(vi("other", [4], onnx.TensorProto.INT8))
     if output_q:
         outputs.append(vi("q", [4], onnx.TensorProto.INT8))
-    return make_model(nodes, [vi("x", [4])], outputs, [init("s", np.array(0.1, np.float32)), init("z", np.array(3, np.int8))])
+    return make_model(
+        nodes, [vi("x", [4])], outputs, [init("s", np.array(0.1, np.float32)), init("z", np.array(3, np.int8))]
+    )
 
 
-@pytest.mark.parametrize("model,reason", [
-    (_q_dq("Identity"), "consumer Identity is not a DequantizeLinear"),
-    (_q_dq(None, output_q=True), "quantized tensor is a graph output"),
-])
+@pytest.mark.parametrize(
+    "model,reason",
+    [
+        (_q_dq("Identity"), "consumer Identity is not a DequantizeLinear"),
+        (_q_dq(None, output_q=True), "quantized tensor is a graph output"),
+    ],
+)
 def test_refusals(model, reason):
     out, res = U8Activations().apply(model, ORT)
     assert res.rewrites == 0 and out is model
@@ -81,17 +93,25 @@ def test_refusals(model, reason):
 
 def test_zero_point_shared_with_a_weight_is_not_changed():
     w = np.array([1, -2, 3, -4], np.int8)
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["a"]),
-             helper.make_node("DequantizeLinear", ["w", "s", "z"], ["b"]),
-             helper.make_node("Add", ["a", "b"], ["y"])]
-    m = make_model(nodes, [vi("x", [4])], [vi("y", [4])],
-                   [init("s", np.array(0.1, np.float32)), init("z", np.array(-5, np.int8)), init("w", w)])
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["a"]),
+        helper.make_node("DequantizeLinear", ["w", "s", "z"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
+    m = make_model(
+        nodes,
+        [vi("x", [4])],
+        [vi("y", [4])],
+        [init("s", np.array(0.1, np.float32)), init("z", np.array(-5, np.int8)), init("w", w)],
+    )
     out, res = U8Activations().apply(m, ORT)
     assert res.rewrites == 1
     zps = {n.output[0]: n.input[2] for n in out.graph.node if n.op_type != "Add"}
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in out.graph.initializer}
-    assert inits[zps["b"]].dtype == np.int8 and inits[zps["b"]] == -5  # the weight's DQ keeps the shared int8 zero point
+    assert (
+        inits[zps["b"]].dtype == np.int8 and inits[zps["b"]] == -5
+    )  # the weight's DQ keeps the shared int8 zero point
     assert inits[zps["q"]].dtype == np.uint8 and inits[zps["q"]] == 123
     x = np.linspace(-20, 20, 4).astype(np.float32)
     np.testing.assert_array_equal(run(out, {"x": x})[0], run(m, {"x": x})[0])
@@ -130,9 +150,13 @@ def test_the_change_of_kernels_is_timed_against_its_input(tmp_path):
 
     def even(before, after, level, stop):
         calls.append(stop)
-        return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=1.0, ratio=1.0, ci=(1.0, 1.0), iqr=(1.0, 1.0))
+        return Latency(
+            level=level, threads=1, rounds=10, ms_before=1.0, ms_after=1.0, ratio=1.0, ci=(1.0, 1.0), iqr=(1.0, 1.0)
+        )
 
-    _, rep = rooftop.optimize(q, passes=["u8-activations"], target="onnxruntime", comparator=even, hardware="xeon-avx512")
+    _, rep = rooftop.optimize(
+        q, passes=["u8-activations"], target="onnxruntime", comparator=even, hardware="xeon-avx512"
+    )
     (rec,) = rep.passes
     assert rec.status.value == "rejected" and not rec.removes_only and rec.latency is not None
     assert "changes the kernels onnxruntime runs and measured no faster" in rec.reason
@@ -140,10 +164,14 @@ def test_the_change_of_kernels_is_timed_against_its_input(tmp_path):
 
     def faster(before, after, level, stop):
         calls.append(stop)
-        return Latency(level=level, threads=1, rounds=10, ms_before=1.0, ms_after=0.6, ratio=0.6, ci=(0.55, 0.65), iqr=(0.6, 0.6))
+        return Latency(
+            level=level, threads=1, rounds=10, ms_before=1.0, ms_after=0.6, ratio=0.6, ci=(0.55, 0.65), iqr=(0.6, 0.6)
+        )
 
     calls.clear()
-    _, rep = rooftop.optimize(q, passes=["u8-activations"], target="onnxruntime", comparator=faster, hardware="xeon-avx512")
+    _, rep = rooftop.optimize(
+        q, passes=["u8-activations"], target="onnxruntime", comparator=faster, hardware="xeon-avx512"
+    )
     (rec,) = rep.passes
     assert rec.status.value == "applied" and rec.latency.ratio == 0.6
     assert calls[:2] == ["gate", "gate"]  # a "faster" is measured again before it is believed

@@ -33,7 +33,9 @@ def conv_bn_relu(opset: int, ir: int, bn_attrs: dict | None = None) -> onnx.Mode
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
     if ir < 4:
         inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
-    g = helper.make_graph(nodes, "old", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    g = helper.make_graph(
+        nodes, "old", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = ir
     return m
@@ -94,10 +96,18 @@ def test_token_ids_stay_inside_a_small_embedding():
     """A token-type table of 2 rows: generated ids must be 0 or 1, or onnxruntime refuses the
     original and verification would be skipped (it was, on real text models)."""
     table = init("types", R.standard_normal((2, 8)).astype(np.float32))
-    nodes = [helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
-             helper.make_node("Gather", ["types", "ids64"], ["e"]), helper.make_node("Identity", ["e"], ["y"])]
-    g = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", "seq"])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])], [table])
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["types", "ids64"], ["e"]),
+        helper.make_node("Identity", ["e"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "emb",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [table],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     from rooftop.runtime import index_bounds
 
@@ -113,11 +123,23 @@ def _generated_weights_model(n: int = 20, size: int = 160):
     nodes, inits = [], [init("shape", np.array([size, size], np.int64))]
     x = "x"
     for i in range(n):
-        nodes.append(helper.make_node("ConstantOfShape", ["shape"], [f"w{i}"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [float(i)])))
+        nodes.append(
+            helper.make_node(
+                "ConstantOfShape",
+                ["shape"],
+                [f"w{i}"],
+                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [float(i)]),
+            )
+        )
         nodes.append(helper.make_node("Add", [x, f"w{i}"], [f"a{i}"]))
         x = f"a{i}"
-    g = helper.make_graph(nodes, "gen", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
-                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [size, size])], inits)
+    g = helper.make_graph(
+        nodes,
+        "gen",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [size, size])],
+        inits,
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -153,9 +175,17 @@ def test_out_of_order_graph_is_sorted_not_refused():
     (toposort is stable and leaves an ordered graph as it is)."""
     from rooftop.passes.base import toposort, toposorted
 
-    nodes = [helper.make_node("Neg", ["b"], ["y"]), helper.make_node("Relu", ["a"], ["b"]), helper.make_node("Abs", ["x"], ["a"])]
-    g = helper.make_graph(nodes, "shuffled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    nodes = [
+        helper.make_node("Neg", ["b"], ["y"]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Abs", ["x"], ["a"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "shuffled",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     assert not toposorted(m)
     assert toposort(m) and toposorted(m)
@@ -168,8 +198,12 @@ def test_minus_one_dim_is_dynamic():
     """An input declared with a dimension of -1 (some exporters write dynamic axes so) is verified
     as dynamic, at two sizes, instead of being taken as fixed and skipped."""
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"])]
-    g = helper.make_graph(nodes, "m1", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 8])])
+    g = helper.make_graph(
+        nodes,
+        "m1",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 8])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     out, report = optimize(m)
     assert report.final_check is not None and report.final_check.ok
@@ -181,12 +215,21 @@ def test_a_generated_weight_over_the_limit_is_not_folded_through_a_reshape():
     classifier: onnxsim folded the Reshape whatever its threshold; simplify keeps it computed."""
     from rooftop.passes.base import weight_bytes
 
-    nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["w"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.02])),
-             helper.make_node("Reshape", ["w", "wshape2"], ["w2"]),
-             helper.make_node("Gemm", ["x", "w2"], ["y"], transB=1)]
+    nodes = [
+        helper.make_node(
+            "ConstantOfShape", ["wshape"], ["w"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.02])
+        ),
+        helper.make_node("Reshape", ["w", "wshape2"], ["w2"]),
+        helper.make_node("Gemm", ["x", "w2"], ["y"], transB=1),
+    ]
     inits = [init("wshape", np.array([1000, 1024], np.int64)), init("wshape2", np.array([1000, 1024], np.int64))]
-    g = helper.make_graph(nodes, "gen", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])], inits)
+    g = helper.make_graph(
+        nodes,
+        "gen",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     out, report = optimize(m)
     assert weight_bytes(out) - weight_bytes(m) <= 1 << 20

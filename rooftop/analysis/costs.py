@@ -38,31 +38,176 @@ from rooftop.model_io import weightless
 from rooftop.runtime import graph_inputs, index_bounds, make_session, random_inputs
 
 TRANSCENDENTAL = {
-    "Exp", "Log", "Tanh", "Sigmoid", "Erf", "Gelu", "FastGelu", "BiasGelu", "Softplus", "Softsign", "Sqrt", "Pow",
-    "Reciprocal", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Elu",
-    "Selu", "Celu", "Mish", "HardSwish", "QuickGelu", "Softmax", "LogSoftmax", "HardSigmoid", "Swish", "SiLU",
+    "Exp",
+    "Log",
+    "Tanh",
+    "Sigmoid",
+    "Erf",
+    "Gelu",
+    "FastGelu",
+    "BiasGelu",
+    "Softplus",
+    "Softsign",
+    "Sqrt",
+    "Pow",
+    "Reciprocal",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Asin",
+    "Acos",
+    "Atan",
+    "Sinh",
+    "Cosh",
+    "Asinh",
+    "Acosh",
+    "Atanh",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Mish",
+    "HardSwish",
+    "QuickGelu",
+    "Softmax",
+    "LogSoftmax",
+    "HardSigmoid",
+    "Swish",
+    "SiLU",
 }
 ELEMENTWISE = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Mod", "Where", "Equal", "Less", "Greater",
-    "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "Neg", "Abs", "Sign", "Floor", "Ceil", "Round",
-    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Gelu",
-    "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Elu", "Selu", "Celu", "Mish", "ThresholdedRelu",
-    "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "IsNaN", "IsInf",
-    "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "Shrink", "Trilu", "Dropout",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Mean",
+    "Sum",
+    "Mod",
+    "Where",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Not",
+    "Neg",
+    "Abs",
+    "Sign",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Erf",
+    "Gelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Softsign",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Mish",
+    "ThresholdedRelu",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Asin",
+    "Acos",
+    "Atan",
+    "Sinh",
+    "Cosh",
+    "Asinh",
+    "Acosh",
+    "Atanh",
+    "IsNaN",
+    "IsInf",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
+    "BitwiseNot",
+    "Shrink",
+    "Trilu",
+    "Dropout",
     # com.microsoft elementwise
-    "FastGelu", "BiasGelu", "QuickGelu", "BiasAdd", "Swish",
+    "FastGelu",
+    "BiasGelu",
+    "QuickGelu",
+    "BiasAdd",
+    "Swish",
 }
 MOVEMENT = {
-    "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "ScatterND", "ScatterElements", "Transpose",
-    "Pad", "Tile", "Expand", "Cast", "CastLike", "DepthToSpace", "SpaceToDepth", "ReverseSequence", "Compress",
-    "ConstantOfShape", "OneHot", "Range", "EyeLike", "NonZero", "TopK", "ArgMax", "ArgMin", "Unique",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "ScatterND",
+    "ScatterElements",
+    "Transpose",
+    "Pad",
+    "Tile",
+    "Expand",
+    "Cast",
+    "CastLike",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "ReverseSequence",
+    "Compress",
+    "ConstantOfShape",
+    "OneHot",
+    "Range",
+    "EyeLike",
+    "NonZero",
+    "TopK",
+    "ArgMax",
+    "ArgMin",
+    "Unique",
 }
 METADATA = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Shape", "Size", "Constant", "Identity"}
-REDUCE = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
-          "ReduceLogSumExp", "ReduceSumSquare", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "LpNormalization"}
+REDUCE = {
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
+    "LpNormalization",
+}
 Q_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-QLINEAR_ELEMENTWISE = {"QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat",
-                       "QLinearSoftmax", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearReduceMean"}
+QLINEAR_ELEMENTWISE = {
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+    "QLinearConcat",
+    "QLinearSoftmax",
+    "QLinearGlobalAveragePool",
+    "QLinearAveragePool",
+    "QLinearReduceMean",
+}
 
 
 @dataclass
@@ -154,7 +299,9 @@ def _vi_info(vi: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(tuple(dims), dtype)
 
 
-def _bind_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> tuple[ModelProto, dict[str, list[int]]]:
+def _bind_inputs(
+    model: ModelProto, input_shapes: Mapping[str, Sequence[int]]
+) -> tuple[ModelProto, dict[str, list[int]]]:
     """A weightless copy of ``model`` whose graph inputs have concrete shapes."""
 
     shapes = bound_inputs(model, input_shapes)
@@ -179,20 +326,29 @@ def _memo_keys(model: ModelProto) -> dict[str, tuple]:
     return {o: (o, n.op_type, tuple(n.input)) for n in model.graph.node for o in n.output if o}
 
 
-def tensor_infos(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None, *, allow_run: bool = True,
-                 memo: ShapeMemo | None = None) -> tuple[dict[str, TensorInfo], str, dict[str, list[int]]]:
+def tensor_infos(
+    model: ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    allow_run: bool = True,
+    memo: ShapeMemo | None = None,
+) -> tuple[dict[str, TensorInfo], str, dict[str, list[int]]]:
     """Shape and dtype of every tensor, with dynamic dims bound. ``memo`` carries shapes found by
     running an earlier model of the same run (same bound inputs): a tensor written by the same op
     from the same inputs has the shape it had then. Those shapes seed onnx's shape inference,
     which carries them through the nodes a pass added; only what it still cannot give needs a run."""
     infos: dict[str, TensorInfo] = {}
     for t in model.graph.initializer:
-        infos[t.name] = TensorInfo(tuple(int(d) for d in t.dims), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)))
+        infos[t.name] = TensorInfo(
+            tuple(int(d) for d in t.dims), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+        )
     for n in model.graph.node:
         if n.op_type == "Constant":
             for a in n.attribute:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-                    infos[n.output[0]] = TensorInfo(tuple(int(d) for d in a.t.dims), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(a.t.data_type)))
+                    infos[n.output[0]] = TensorInfo(
+                        tuple(int(d) for d in a.t.dims), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(a.t.data_type))
+                    )
     bound: dict[str, list[int]] = {}
     source = "onnx shape inference"
     keys = _memo_keys(model)
@@ -242,20 +398,26 @@ def _seed(sk: ModelProto, known: Mapping[str, TensorInfo]) -> None:
 _PROFILER_TYPES = {"float": "float32", "double": "float64"}  # the rest are numpy's names (int64, bool, float16, ...)
 
 
-def _shapes_from_profile(model: ModelProto, bound: Mapping[str, Sequence[int]], names: list[str]) -> dict[str, TensorInfo]:
+def _shapes_from_profile(
+    model: ModelProto, bound: Mapping[str, Sequence[int]], names: list[str]
+) -> dict[str, TensorInfo]:
     """The missing shapes from onnxruntime's profiler (one run, no intermediate kept)."""
     from rooftop.analysis.timing import profile_shapes
 
     try:
         specs = graph_inputs(model)
-        feeds = random_inputs(specs, {s.name: tuple(bound.get(s.name, [])) for s in specs}, seed=0, highs=index_bounds(model))
+        feeds = random_inputs(
+            specs, {s.name: tuple(bound.get(s.name, [])) for s in specs}, seed=0, highs=index_bounds(model)
+        )
         events = profile_shapes(model, feeds)
     except Exception:  # noqa: BLE001 - ops onnxruntime cannot run stay unknown (or go to the run below)
         return {}
     return _match_profile(model, events, set(names))
 
 
-def _match_profile(model: ModelProto, shapes_by_node: Mapping[str, list], wanted: set[str] | None = None) -> dict[str, TensorInfo]:
+def _match_profile(
+    model: ModelProto, shapes_by_node: Mapping[str, list], wanted: set[str] | None = None
+) -> dict[str, TensorInfo]:
     """Each node's output shapes as the profiler reported them (node name -> one per output),
     matched to its outputs by position when the node's name is unique and the counts agree
     (``wanted``: only these tensors)."""
@@ -268,7 +430,12 @@ def _match_profile(model: ModelProto, shapes_by_node: Mapping[str, list], wanted
         key = n.name or (n.output[0] if n.output else n.op_type)
         outs = [o for o in n.output if o]
         shapes = shapes_by_node.get(key)
-        if counts[key] != 1 or shapes is None or len(shapes) != len(outs) or (wanted is not None and not wanted & set(outs)):
+        if (
+            counts[key] != 1
+            or shapes is None
+            or len(shapes) != len(outs)
+            or (wanted is not None and not wanted & set(outs))
+        ):
             continue
         for o, (dtype, shape) in zip(outs, shapes, strict=True):
             if wanted is None or o in wanted:
@@ -280,7 +447,9 @@ def _match_profile(model: ModelProto, shapes_by_node: Mapping[str, list], wanted
     return got
 
 
-def bound_inputs(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
+def bound_inputs(
+    model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, tuple[int, ...]]:
     """The input shapes the analysis runs ``model`` at (dynamic dims bound as ``tensor_infos`` binds them)."""
     from rooftop.shapes import as_sets, bind
 
@@ -307,7 +476,9 @@ def _shapes_from_run(model: ModelProto, bound: Mapping[str, Sequence[int]], name
     try:
         g.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
         specs = graph_inputs(model)
-        feeds = random_inputs(specs, {s.name: tuple(bound.get(s.name, [])) for s in specs}, seed=0, highs=index_bounds(model))
+        feeds = random_inputs(
+            specs, {s.name: tuple(bound.get(s.name, [])) for s in specs}, seed=0, highs=index_bounds(model)
+        )
         sess = make_session(model, prepack=False)
     except Exception:  # noqa: BLE001 - ops onnxruntime cannot run stay unknown
         return {}
@@ -319,7 +490,9 @@ def _shapes_from_run(model: ModelProto, bound: Mapping[str, Sequence[int]], name
     except Exception:  # noqa: BLE001
         return {}
     # sequences and maps come back as lists and dicts: no shape to give, they stay unknown
-    return {n: TensorInfo(tuple(int(d) for d in v.shape), v.dtype) for n, v in zip(names, outs) if isinstance(v, np.ndarray)}
+    return {
+        n: TensorInfo(tuple(int(d) for d in v.shape), v.dtype) for n, v in zip(names, outs) if isinstance(v, np.ndarray)
+    }
 
 
 # ---- rules ------------------------------------------------------------------------------------------
@@ -473,15 +646,23 @@ def _per_elem(k: float, which: str = "out"):
 for _op in ELEMENTWISE:
     RULES[_op] = _per_elem(1.0)
 RULES["BatchNormalization"] = _per_elem(2.0)
-for _op in ("LayerNormalization", "InstanceNormalization", "GroupNormalization", "SimplifiedLayerNormalization",
-            "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "MeanVarianceNormalization", "RMSNormalization"):
+for _op in (
+    "LayerNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "MeanVarianceNormalization",
+    "RMSNormalization",
+):
     RULES[_op] = _per_elem(5.0)
 for _op in ("Softmax", "LogSoftmax", "Hardmax"):
     RULES[_op] = _per_elem(3.0)
 for _op in REDUCE:
     RULES[_op] = _per_elem(1.0, "in")
 for _op in MOVEMENT:
-    RULES[_op] = lambda node, ins, outs, attrs: (0.0, 0.0)  # noqa: E731 - bytes only
+    RULES[_op] = lambda node, ins, outs, attrs: (0.0, 0.0)
 
 
 @rule("MaxPool", "AveragePool", "LpPool")
@@ -554,10 +735,14 @@ def _qdq(node, ins, outs, attrs):
 
 
 for _op in QLINEAR_ELEMENTWISE:
-    RULES[_op] = lambda node, ins, outs, attrs: ("shapes unknown" if _numel(outs[0]) is None else (0.0, 2.0 * _numel(outs[0])))  # noqa: E731
-RULES["QLinearGlobalAveragePool"] = lambda node, ins, outs, attrs: ("shapes unknown" if _numel(ins[0]) is None else (0.0, float(_numel(ins[0]))))  # noqa: E731
+    RULES[_op] = lambda node, ins, outs, attrs: (
+        "shapes unknown" if _numel(outs[0]) is None else (0.0, 2.0 * _numel(outs[0]))
+    )
+RULES["QLinearGlobalAveragePool"] = lambda node, ins, outs, attrs: (
+    "shapes unknown" if _numel(ins[0]) is None else (0.0, float(_numel(ins[0])))
+)
 for _op in METADATA:
-    RULES[_op] = lambda node, ins, outs, attrs: (0.0, 0.0)  # noqa: E731
+    RULES[_op] = lambda node, ins, outs, attrs: (0.0, 0.0)
 
 
 def _peak_dtype(node: onnx.NodeProto, ins: list, int_ops: float) -> str:
@@ -607,7 +792,9 @@ def node_cost(node: onnx.NodeProto, infos: Mapping[str, TensorInfo]) -> NodeCost
 def peak_activation_bytes(model: ModelProto, infos: Mapping[str, TensorInfo]) -> int:
     """Largest sum of live activation tensors, walking nodes in order. Outputs of metadata ops
     alias their input's buffer; weights are not activations."""
-    weights = {t.name for t in model.graph.initializer} | {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    weights = {t.name for t in model.graph.initializer} | {
+        n.output[0] for n in model.graph.node if n.op_type == "Constant"
+    }
     root: dict[str, str] = {}
     for n in model.graph.node:
         if n.op_type in ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity") and n.input and n.output:
@@ -634,7 +821,7 @@ def peak_activation_bytes(model: ModelProto, infos: Mapping[str, TensorInfo]) ->
         for o in n.output:
             if o and o not in weights and o not in root and o not in live:
                 info = infos.get(o)
-                live[o] = (info.nbytes if info is not None and info.nbytes is not None else 0)
+                live[o] = info.nbytes if info is not None and info.nbytes is not None else 0
                 total += live[o]
                 dying.setdefault(max(last_use.get(o, -1), i), []).append(o)
         peak = max(peak, total)
@@ -643,8 +830,13 @@ def peak_activation_bytes(model: ModelProto, infos: Mapping[str, TensorInfo]) ->
     return int(peak)
 
 
-def analyze(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None, *, allow_run: bool = True,
-            memo: ShapeMemo | None = None) -> ModelCost:
+def analyze(
+    model: ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    allow_run: bool = True,
+    memo: ShapeMemo | None = None,
+) -> ModelCost:
     infos, source, bound = tensor_infos(model, input_shapes, allow_run=allow_run, memo=memo)
     nodes = [node_cost(n, infos) for n in model.graph.node]
     for c, layer in zip(nodes, node_layers(model)):
@@ -682,6 +874,7 @@ def node_layers(model: ModelProto) -> list[str]:
     weight without a number puts it outside the blocks), else the deepest block among the nodes that
     produce its inputs (a Softmax between two MatMuls of block 3 is block 3). Nodes before the first
     block (embedding, mask) and after the last (final norm, head) have none."""
+
     def number(text: str) -> int | None:
         m = _LAYER.search(text)
         return int(m.group(1)) if m else None
@@ -713,4 +906,3 @@ def human(n: float, unit: str = "") -> str:
         if abs(n) >= k:
             return f"{n / k:.3g} {s}{unit}"
     return f"{n:.3g} {unit}".rstrip()
-

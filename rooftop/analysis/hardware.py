@@ -63,32 +63,63 @@ class HardwareProfile:
 T, G = 1e12, 1e9
 BUILTIN: dict[str, HardwareProfile] = {
     "xeon-avx512": HardwareProfile(
-        "xeon-avx512", {"fp32": 4.608 * T, "fp16": 4.608 * T, "int8": 18.43 * T}, 96 * G, 16, 2e-6,
+        "xeon-avx512",
+        {"fp32": 4.608 * T, "fp16": 4.608 * T, "int8": 18.43 * T},
+        96 * G,
+        16,
+        2e-6,
         "paper: 16-core AVX-512 Xeon, 2 FMA units x 16 fp32 lanes x 2 FLOP x 16 cores x 4.5 GHz; int8 VNNI 4x; "
-        "6-channel DDR4-2000 96 GB/s", "paper", pad_pays=True,
+        "6-channel DDR4-2000 96 GB/s",
+        "paper",
+        pad_pays=True,
     ),
     "v100": HardwareProfile(
-        "v100", {"fp32": 15.7 * T, "fp16": 125 * T, "int8": 62.8 * T}, 900 * G, 8, 5e-6,
-        "paper: NVIDIA V100 SXM2 datasheet (fp16 tensor cores, int8 DP4A), HBM2 900 GB/s", "paper", pad_pays=True,
+        "v100",
+        {"fp32": 15.7 * T, "fp16": 125 * T, "int8": 62.8 * T},
+        900 * G,
+        8,
+        5e-6,
+        "paper: NVIDIA V100 SXM2 datasheet (fp16 tensor cores, int8 DP4A), HBM2 900 GB/s",
+        "paper",
+        pad_pays=True,
     ),
     "a100": HardwareProfile(
-        "a100", {"fp32": 19.5 * T, "tf32": 156 * T, "fp16": 312 * T, "int8": 624 * T}, 2039 * G, 8, 5e-6,
-        "paper: NVIDIA A100 80GB SXM datasheet (dense tensor core figures), HBM2e 2039 GB/s", "paper", pad_pays=True,
+        "a100",
+        {"fp32": 19.5 * T, "tf32": 156 * T, "fp16": 312 * T, "int8": 624 * T},
+        2039 * G,
+        8,
+        5e-6,
+        "paper: NVIDIA A100 80GB SXM datasheet (dense tensor core figures), HBM2e 2039 GB/s",
+        "paper",
+        pad_pays=True,
     ),
     "h100": HardwareProfile(
-        "h100", {"fp32": 67 * T, "tf32": 495 * T, "fp16": 989 * T, "int8": 1979 * T}, 3350 * G, 8, 4e-6,
-        "paper: NVIDIA H100 SXM datasheet (dense tensor core figures), HBM3 3.35 TB/s", "paper", pad_pays=True,
+        "h100",
+        {"fp32": 67 * T, "tf32": 495 * T, "fp16": 989 * T, "int8": 1979 * T},
+        3350 * G,
+        8,
+        4e-6,
+        "paper: NVIDIA H100 SXM datasheet (dense tensor core figures), HBM3 3.35 TB/s",
+        "paper",
+        pad_pays=True,
     ),
     "cortex-a76": HardwareProfile(
-        "cortex-a76", {"fp32": 166 * G, "fp16": 333 * G, "int8": 666 * G}, 34 * G, 4, 10e-6,
+        "cortex-a76",
+        {"fp32": 166 * G, "fp16": 333 * G, "int8": 666 * G},
+        34 * G,
+        4,
+        10e-6,
         "paper: 4x Cortex-A76 at 2.6 GHz, 2x128-bit NEON FMA (16 fp32 FLOP/cycle/core), fp16 2x, int8 SDOT 4x; "
-        "LPDDR4X-4266 64-bit 34 GB/s", "paper",
+        "LPDDR4X-4266 64-bit 34 GB/s",
+        "paper",
     ),
 }
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("ROOFTOP_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rooftop")
+    base = os.environ.get("ROOFTOP_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rooftop"
+    )
     return Path(base)
 
 
@@ -112,7 +143,9 @@ def host_key() -> str:
     model, flags = _cpu_flags()
     from rooftop.runtime import physical_cores
 
-    raw = f"v2|{model}|{physical_cores()}|{os.cpu_count()}|{onnxruntime.__version__}|{'avx512f' in flags}"  # v2: pad_pays
+    raw = (
+        f"v2|{model}|{physical_cores()}|{os.cpu_count()}|{onnxruntime.__version__}|{'avx512f' in flags}"  # v2: pad_pays
+    )
     return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
 
@@ -158,8 +191,12 @@ def _peak_ops(op: str, a: np.ndarray, b: np.ndarray, out_elem: int, threads: int
 
     n = a.shape[0]
     elem = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
-    s = _session([helper.make_node(op, ["a", "b"], ["c"])], [_vi("a", elem[a.dtype], [n, n]), _vi("b", elem[b.dtype], [n, n])],
-                 [_vi("c", out_elem, [n, n])], threads=threads)
+    s = _session(
+        [helper.make_node(op, ["a", "b"], ["c"])],
+        [_vi("a", elem[a.dtype], [n, n]), _vi("b", elem[b.dtype], [n, n])],
+        [_vi("c", out_elem, [n, n])],
+        threads=threads,
+    )
     return 2.0 * n**3 / _best(lambda: s.run(None, {"a": a, "b": b}), 5)
 
 
@@ -175,7 +212,12 @@ def _bandwidth(rng, threads: int) -> tuple[float, float]:
     t_add = _best(lambda: np.add(x, y, out=out), 5)
     bw_numpy = max(2 * x.nbytes / t_copy, 3 * x.nbytes / t_add)
     f = TensorProto.FLOAT
-    add = _session([helper.make_node("Add", ["x", "y"], ["z"])], [_vi("x", f, [size]), _vi("y", f, [size])], [_vi("z", f, [size])], threads=threads)
+    add = _session(
+        [helper.make_node("Add", ["x", "y"], ["z"])],
+        [_vi("x", f, [size]), _vi("y", f, [size])],
+        [_vi("z", f, [size])],
+        threads=threads,
+    )
     bw_ort = 3 * x.nbytes / _best(lambda: add.run(None, {"x": x, "y": y}), 5)
     return bw_numpy, bw_ort
 
@@ -186,7 +228,9 @@ def _overhead(threads: int, k: int = 200) -> float:
 
     f = TensorProto.FLOAT
     nodes = [helper.make_node("Add", [f"t{i}", "one"], [f"t{i + 1}"]) for i in range(k)]
-    chain = _session(nodes, [_vi("t0", f, [4])], [_vi(f"t{k}", f, [4])], [helper.make_tensor("one", f, [1], [1.0])], threads=threads)
+    chain = _session(
+        nodes, [_vi("t0", f, [4])], [_vi(f"t{k}", f, [4])], [helper.make_tensor("one", f, [1], [1.0])], threads=threads
+    )
     v = np.zeros(4, np.float32)
     return _best(lambda: chain.run(None, {"t0": v}), 20) / k
 
@@ -203,9 +247,21 @@ def measure_host(progress=None) -> HardwareProfile:
     rng = np.random.default_rng(0)
     n = 2048
     say("peak fp32 FLOP/s (onnxruntime MatMul 2048^3)")
-    fp32 = _peak_ops("MatMul", rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32), TensorProto.FLOAT, threads)
+    fp32 = _peak_ops(
+        "MatMul",
+        rng.standard_normal((n, n), dtype=np.float32),
+        rng.standard_normal((n, n), dtype=np.float32),
+        TensorProto.FLOAT,
+        threads,
+    )
     say("peak int8 ops/s (onnxruntime MatMulInteger 2048^3)")
-    int8 = _peak_ops("MatMulInteger", rng.integers(0, 255, (n, n), dtype=np.uint8), rng.integers(-127, 127, (n, n), dtype=np.int8), TensorProto.INT32, threads)
+    int8 = _peak_ops(
+        "MatMulInteger",
+        rng.integers(0, 255, (n, n), dtype=np.uint8),
+        rng.integers(-127, 127, (n, n), dtype=np.int8),
+        TensorProto.INT32,
+        threads,
+    )
     say("memory bandwidth (copy and add over 256 MiB arrays)")
     bw_numpy, bw_ort = _bandwidth(rng, threads)
     say("per-operator overhead (chain of 200 tiny Adds)")
@@ -216,14 +272,23 @@ def measure_host(progress=None) -> HardwareProfile:
         bandwidth=max(bw_numpy, bw_ort),
         channel_multiple=_alignment(flags),
         overhead_s=overhead,
-        source=(f"measured on this machine ({model}, {threads} physical cores): onnxruntime MatMul 2048^3 "
-                f"fp32, MatMulInteger int8, copy/add of 256 MiB arrays (numpy {bw_numpy / G:.1f} GB/s, "
-                f"onnxruntime {bw_ort / G:.1f} GB/s), 200-Add chain for per-op overhead"),
+        source=(
+            f"measured on this machine ({model}, {threads} physical cores): onnxruntime MatMul 2048^3 "
+            f"fp32, MatMulInteger int8, copy/add of 256 MiB arrays (numpy {bw_numpy / G:.1f} GB/s, "
+            f"onnxruntime {bw_ort / G:.1f} GB/s), 200-Add chain for per-op overhead"
+        ),
         kind="measured",
         pad_pays="avx512f" in flags or "avx2" in flags,
-        details={"cpu": model, "threads": threads, "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
-                 "bandwidth_numpy": bw_numpy, "bandwidth_onnxruntime": bw_ort, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "measurements": 1},
+        details={
+            "cpu": model,
+            "threads": threads,
+            "avx512": "avx512f" in flags,
+            "avx2": "avx2" in flags,
+            "bandwidth_numpy": bw_numpy,
+            "bandwidth_onnxruntime": bw_ort,
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "measurements": 1,
+        },
     )
 
 

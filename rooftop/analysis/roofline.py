@@ -115,8 +115,19 @@ def row(c: NodeCost, hw: HardwareProfile) -> Row:
     t_memory = c.bytes / hw.bandwidth
     intensity = c.intensity
     bound = "compute" if intensity >= hw.ridge(c.dtype) else "memory"
-    return Row(c.name, c.op_type, c.flops, c.int_ops, c.bytes_read, c.bytes_written, intensity, bound,
-               max(t_compute, t_memory) + hw.overhead_s, c.dtype, layer=c.layer)
+    return Row(
+        c.name,
+        c.op_type,
+        c.flops,
+        c.int_ops,
+        c.bytes_read,
+        c.bytes_written,
+        intensity,
+        bound,
+        max(t_compute, t_memory) + hw.overhead_s,
+        c.dtype,
+        layer=c.layer,
+    )
 
 
 def roofline(cost: ModelCost, hw: HardwareProfile) -> Roofline:
@@ -137,7 +148,9 @@ def roofline(cost: ModelCost, hw: HardwareProfile) -> Roofline:
     )
 
 
-def above_compute_roof(rl: Roofline | None, hw: HardwareProfile, margin: float = 1.25, min_s: float = 20e-6) -> list[Row]:
+def above_compute_roof(
+    rl: Roofline | None, hw: HardwareProfile, margin: float = 1.25, min_s: float = 20e-6
+) -> list[Row]:
     """Operators whose measured FLOP/s exceed the profile's compute peak by more than ``margin``
     (timed for at least ``min_s``): the peak was measured low (a busy machine), so the profile
     should be measured again. Memory roofs are not checked: data that stays in cache beats the

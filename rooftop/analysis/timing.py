@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import ModelProto
 
-from rooftop.runtime import make_session, named_for_profiler, output_shapes, physical_cores, profile_runs
 from rooftop.records import NOISE_BAND, ORT_LEVEL_NAMES, Latency, OpGrowth, verdict
+from rooftop.runtime import make_session, named_for_profiler, output_shapes, physical_cores, profile_runs
 
 LEVELS = tuple(ORT_LEVEL_NAMES)
 
@@ -92,7 +92,8 @@ class Comparison:
         lo, hi = self.ci
         return (
             f"{self.b.label} / {self.a.label} = {self.ratio:.3f} (95% CI of the median {lo:.3f}-{hi:.3f}, "
-            f"{len(self.ratios)} interleaved rounds, {ORT_LEVEL_NAMES[self.level]}, {self.threads} threads): {self.verdict}"
+            f"{len(self.ratios)} interleaved rounds, {ORT_LEVEL_NAMES[self.level]}, "
+            f"{self.threads} threads): {self.verdict}"
         )
 
 
@@ -169,7 +170,9 @@ def compare(
 ) -> Comparison:
     """Time ``a`` and ``b`` interleaved on the same inputs (see ``compare_sessions``)."""
     threads = threads or physical_cores()
-    return compare_sessions(session(a, level, threads), session(b, level, threads), feeds, level=level, threads=threads, **kwargs)
+    return compare_sessions(
+        session(a, level, threads), session(b, level, threads), feeds, level=level, threads=threads, **kwargs
+    )
 
 
 def compare_sessions(
@@ -205,6 +208,7 @@ def compare_sessions(
     ta, tb, ratios = Timing(labels[0]), Timing(labels[1]), []
     start = time.perf_counter()
     i = 0
+
     def more() -> bool:
         spent = time.perf_counter() - start
         if spent < budget_s:
@@ -266,14 +270,27 @@ def compare_in_turn(
     return Comparison(ta, tb, ratios, level, threads, band)
 
 
-def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: str, threads: int, runs: int,
-                    warmup: int = 2, prepack: bool = True) -> list[list[dict]]:
+def _profile_events(
+    model: ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    level: str,
+    threads: int,
+    runs: int,
+    warmup: int = 2,
+    prepack: bool = True,
+) -> list[list[dict]]:
     """onnxruntime profiler node events, one list per run after ``warmup`` warm-up runs."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="rooftop-prof-") as d:
         with named_for_profiler(model):
-            sess = make_session(model, optimization=level, threads=threads or physical_cores(), profile_prefix=os.path.join(d, "p"), prepack=prepack)
+            sess = make_session(
+                model,
+                optimization=level,
+                threads=threads or physical_cores(),
+                profile_prefix=os.path.join(d, "p"),
+                prepack=prepack,
+            )
         names = [o.name for o in sess.get_outputs()]
         for _ in range(warmup + runs):
             sess.run(names, dict(feeds))
@@ -281,7 +298,9 @@ def _profile_events(model: ModelProto, feeds: Mapping[str, np.ndarray], level: s
     return per_run[warmup:] if len(per_run) > warmup else per_run
 
 
-def profile_shapes(model: ModelProto, feeds: Mapping[str, np.ndarray], threads: int = 0) -> dict[str, list[tuple[str, list[int]]]]:
+def profile_shapes(
+    model: ModelProto, feeds: Mapping[str, np.ndarray], threads: int = 0
+) -> dict[str, list[tuple[str, list[int]]]]:
     """The (element type, shape) of every node's outputs in one ORT_DISABLE_ALL run, from the
     profiler's events (node name -> one per output): shapes without holding every intermediate
     tensor at once. Nodes without a name are named after their first output."""
@@ -321,7 +340,9 @@ def profile_op_types(
     return {k: float(np.median(v)) for k, v in totals.items()}
 
 
-def op_growth(before: Mapping[str, float], after: Mapping[str, float], k: int = 3, *, shrank: bool = False) -> list[OpGrowth]:
+def op_growth(
+    before: Mapping[str, float], after: Mapping[str, float], k: int = 3, *, shrank: bool = False
+) -> list[OpGrowth]:
     """The ``k`` operator types whose measured time grew most from ``before`` to ``after``
     (``shrank``: fell most)."""
     rows = [OpGrowth(op, before.get(op, 0.0) * 1e3, after.get(op, 0.0) * 1e3) for op in set(before) | set(after)]

@@ -36,7 +36,21 @@ REGISTRY: dict[str, type[Pass]] = {
 
 # Order matters: fold constants first so run-time-computed parameters become
 # constants the pattern passes can match; clean up last.
-DEFAULT_PIPELINE: list[str] = ["cleanup", "simplify", "shape-chains", "norm-fusion", "gelu-fusion", "attention-fusion", "fold-conv-bn", "conv-activation", "u8-activations", "requant", "nhwc-int8", "pad-channels", "cleanup"]
+DEFAULT_PIPELINE: list[str] = [
+    "cleanup",
+    "simplify",
+    "shape-chains",
+    "norm-fusion",
+    "gelu-fusion",
+    "attention-fusion",
+    "fold-conv-bn",
+    "conv-activation",
+    "u8-activations",
+    "requant",
+    "nhwc-int8",
+    "pad-channels",
+    "cleanup",
+]
 
 __all__ = [
     "REGISTRY",

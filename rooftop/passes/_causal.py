@@ -27,6 +27,7 @@ from rooftop.passes._graph import const_value
 MAX_NODES = 64
 PRIMES = ((3, 5, 7, 11, 13), (17, 19, 23, 29, 31))
 
+
 def causal_mask(keep: gs.Tensor, negate: bool, opset: int, square: bool) -> str:
     """'' when ``keep`` (``not keep`` when ``negate``) is causal at every sample, with at least
     two queries (it does not broadcast over them) and, when ``square``, as many keys as queries;
@@ -92,14 +93,19 @@ def _evaluate(t: gs.Tensor, nodes: list[gs.Node], env: dict, opset: int) -> np.n
         if n.op == "Shape":
             dims = np.array([env.get(d, d) for d in n.inputs[0].shape], np.int64)
             start, end = int(n.attrs.get("start", 0)), n.attrs.get("end")
-            inits.append(numpy_helper.from_array(dims[start:] if end is None else dims[start : int(end)], n.outputs[0].name))
+            inits.append(
+                numpy_helper.from_array(dims[start:] if end is None else dims[start : int(end)], n.outputs[0].name)
+            )
             continue
         for i in n.inputs:
             v = const_value(i) if i.name and i.name not in names else None
             if v is not None:
                 inits.append(numpy_helper.from_array(np.asarray(v), i.name))
                 names.add(i.name)
-        attrs = {k: (numpy_helper.from_array(np.asarray(v.values)) if isinstance(v, gs.Constant) else v) for k, v in n.attrs.items()}
+        attrs = {
+            k: (numpy_helper.from_array(np.asarray(v.values)) if isinstance(v, gs.Constant) else v)
+            for k, v in n.attrs.items()
+        }
         protos.append(helper.make_node(n.op, [i.name for i in n.inputs], [o.name for o in n.outputs], **attrs))
     out = helper.make_tensor_value_info(t.name, 0, None)
     graph = helper.make_graph(protos, "mask", [], [out], inits)

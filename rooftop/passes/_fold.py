@@ -61,7 +61,7 @@ def _reshape(ins, attrs, opset):
     _need(len(ins) == 2)
     x, shape = ins[0], [int(d) for d in ins[1].reshape(-1)]
     if not int(attrs.get("allowzero", 0)):
-        _need(all(d != 0 for d in shape[x.ndim:]))  # a 0 copies a dim: one the input has
+        _need(all(d != 0 for d in shape[x.ndim :]))  # a 0 copies a dim: one the input has
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return x.reshape(shape)
 

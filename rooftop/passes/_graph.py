@@ -175,7 +175,9 @@ def _ev_reshape(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
     x, shape = arg(0), arg(1)
     if x is None or shape is None:
         return None
-    return x.reshape([x.shape[i] if d == 0 and not node.attrs.get("allowzero", 0) else int(d) for i, d in enumerate(shape)])
+    return x.reshape(
+        [x.shape[i] if d == 0 and not node.attrs.get("allowzero", 0) else int(d) for i, d in enumerate(shape)]
+    )
 
 
 def _ev_squeeze(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
@@ -194,9 +196,15 @@ def _ev_squeeze(node: gs.Node, arg: Arg, limit: int) -> np.ndarray | None:
 
 
 _EVAL: dict[str, Callable[[gs.Node, Arg, int], "np.ndarray | None"]] = {
-    "Identity": lambda node, arg, limit: arg(0), "Cast": _ev_cast, "CastLike": _ev_cast_like, "Shape": _ev_shape,
-    "ConstantOfShape": _ev_constant_of_shape, "Expand": _ev_expand, "Reshape": _ev_reshape,
-    "Unsqueeze": _ev_squeeze, "Squeeze": _ev_squeeze,
+    "Identity": lambda node, arg, limit: arg(0),
+    "Cast": _ev_cast,
+    "CastLike": _ev_cast_like,
+    "Shape": _ev_shape,
+    "ConstantOfShape": _ev_constant_of_shape,
+    "Expand": _ev_expand,
+    "Reshape": _ev_reshape,
+    "Unsqueeze": _ev_squeeze,
+    "Squeeze": _ev_squeeze,
 }
 
 

@@ -65,7 +65,10 @@ WHERE_FILL_MAX = -1e4  # a Where's fill at or below this hides a position (exp u
 
 class AttentionFusion(Pass):
     name = "attention-fusion"
-    summary = "decomposed scaled dot-product attention → Attention (opset 23; com.microsoft Attention/MultiHeadAttention for onnxruntime)"
+    summary = (
+        "decomposed scaled dot-product attention → Attention (opset 23; "
+        "com.microsoft Attention/MultiHeadAttention for onnxruntime)"
+    )
     needs_shapes = True
     needs_ops = frozenset({"Softmax"})
 
@@ -91,7 +94,9 @@ class _Match:
     concatenated with the new ones. ``mask`` is an additive mask; ``causal`` a Where-mask proved
     causal, ``keep`` its keep-condition (and whether it is negated)."""
 
-    def __init__(self, q, k, v, heads, head_size, scale, mask, out, nodes, four_d=False, past=None, causal=False, keep=None):
+    def __init__(
+        self, q, k, v, heads, head_size, scale, mask, out, nodes, four_d=False, past=None, causal=False, keep=None
+    ):
         self.q, self.k, self.v = q, k, v
         self.heads, self.head_size, self.scale = heads, head_size, scale
         self.mask, self.out, self.nodes = mask, out, nodes
@@ -172,7 +177,9 @@ def _match_4d(graph: gs.Graph, mm1: gs.Node, mm2: gs.Node, c: float, mask, where
     if why:
         return why
     keep = None if where is None else (where.inputs[0], scalar(where.inputs[1]) is not None)
-    return _Match(q, k, v, None, None, c, mask, mm2.outputs[0], nodes, four_d=True, past=past, causal=where is not None, keep=keep)
+    return _Match(
+        q, k, v, None, None, c, mask, mm2.outputs[0], nodes, four_d=True, past=past, causal=where is not None, keep=keep
+    )
 
 
 def _peel(scores: gs.Tensor):
@@ -365,7 +372,9 @@ def _packed(graph: gs.Graph, m: _Match):
     return ps[0][0], w, b, [n for p in ps for n in p[3]]
 
 
-def _bias_for(graph: gs.Graph, m: _Match, query: gs.Tensor, names: Namer, expanded: dict[str, gs.Tensor], seq_axis: int = 1):
+def _bias_for(
+    graph: gs.Graph, m: _Match, query: gs.Tensor, names: Namer, expanded: dict[str, gs.Tensor], seq_axis: int = 1
+):
     """The mask as an attention_bias of shape (B|1, N|1, S, T): as it is, or a padding mask
     (B|1, 1, 1, T) expanded over the query length (dim ``seq_axis`` of ``query``; once per mask
     tensor). A reason when neither. (onnxruntime's standard Attention does not broadcast the
@@ -401,11 +410,18 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
     """Replace the matched nodes by one attention op; '' on success, else the reason."""
     if (m.four_d or target != "onnxruntime") and opset < ATTENTION_OPSET:
         what = "(batch, heads, length, head size) inputs" if m.four_d else "the portable target"
-        return f"opset {opset} < {ATTENTION_OPSET}: Attention needs {ATTENTION_OPSET} for {what} (--opset {ATTENTION_OPSET} enables it)"
+        return (
+            f"opset {opset} < {ATTENTION_OPSET}: Attention needs "
+            f"{ATTENTION_OPSET} for {what} (--opset {ATTENTION_OPSET} enables it)"
+        )
     outputs, drop = [m.out], []
     if m.four_d:
         op, domain, attrs = "Attention", None, {"scale": float(m.scale)}
-        mask = _bias_for(graph, m, m.q, names, done, seq_axis=2) if m.keep is None else _keep_mask(graph, m.keep, names, done)
+        mask = (
+            _bias_for(graph, m, m.q, names, done, seq_axis=2)
+            if m.keep is None
+            else _keep_mask(graph, m.keep, names, done)
+        )
         if isinstance(mask, str):
             return mask
         inputs = [m.q, m.k, m.v, mask if mask is not None else gs.Variable.empty()]
@@ -431,8 +447,17 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
             return bias
         inputs = [m.q, m.k, m.v, *([bias] if bias is not None else [])]
         op, domain = "Attention", None
-        attrs = {"q_num_heads": m.heads, "kv_num_heads": m.heads, "scale": float(m.scale), **({"is_causal": 1} if m.causal else {})}
-    replace(graph, [*m.nodes, *drop], gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain))
+        attrs = {
+            "q_num_heads": m.heads,
+            "kv_num_heads": m.heads,
+            "scale": float(m.scale),
+            **({"is_causal": 1} if m.causal else {}),
+        }
+    replace(
+        graph,
+        [*m.nodes, *drop],
+        gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain),
+    )
     res.count(f"attention-into-{op}" + ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else ""))
     return ""
 

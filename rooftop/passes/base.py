@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import heapq
 import hashlib
+import heapq
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -205,7 +205,9 @@ def import_graph(model: ModelProto) -> gs.Graph:
         lazy = getattr(t, "_values", None)
         if type(lazy) is gs.ir.tensor.LazyValues and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL:
             t._values = _ExternalValues(lazy.tensor)
-            t.data_location = None  # once read, the values are exported inline (the reference goes with the lazy object)
+            t.data_location = (
+                None  # once read, the values are exported inline (the reference goes with the lazy object)
+            )
     return graph
 
 
@@ -223,7 +225,12 @@ class _ExternalValues(gs.ir.tensor.LazyValues):
 def untouched(model: ModelProto) -> Iterator[None]:
     """graphsurgeon writes an empty name into the unnamed tensors of Constant nodes it imports
     and exports; put them back as they were, so a pass never changes the model it was given."""
-    unnamed = [a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR and not a.t.HasField("name")]
+    unnamed = [
+        a.t
+        for n in model.graph.node
+        for a in n.attribute
+        if a.type == onnx.AttributeProto.TENSOR and not a.t.HasField("name")
+    ]
     try:
         yield
     finally:
@@ -292,7 +299,9 @@ def graph_signature(model: ModelProto) -> str:
 
 def constant_names(model: ModelProto) -> set[str]:
     """The main graph's tensors known before it runs: initializers and Constant nodes' outputs."""
-    return {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return {t.name for t in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output
+    }
 
 
 def _numel(t: onnx.TensorProto) -> int:
@@ -312,15 +321,26 @@ def _reads(node: onnx.NodeProto) -> list[str]:
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    return [g for a in node.attribute
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else [])]
+    return [
+        g
+        for a in node.attribute
+        for g in (
+            [a.g]
+            if a.type == onnx.AttributeProto.GRAPH
+            else list(a.graphs)
+            if a.type == onnx.AttributeProto.GRAPHS
+            else []
+        )
+    ]
 
 
 def _sorted_graph(g: onnx.GraphProto) -> bool:
     known = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
     produced = {o for n in g.node for o in n.output}
     for node in g.node:
-        if any(i not in known and i in produced for i in _reads(node)) or not all(_sorted_graph(sg) for sg in _subgraphs(node)):
+        if any(i not in known and i in produced for i in _reads(node)) or not all(
+            _sorted_graph(sg) for sg in _subgraphs(node)
+        ):
             return False
         known.update(node.output)
     return True
@@ -377,7 +397,13 @@ def _sort_graph(g: onnx.GraphProto) -> bool:
 def weight_bytes(model: ModelProto) -> int:
     """Bytes of the model's weights, initializers and Constant node values, from their dims
     (nothing is loaded)."""
-    consts = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    consts = [
+        a.t
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if a.type == onnx.AttributeProto.TENSOR
+    ]
     return sum(_numel(t) * _itemsize(t.data_type) for t in list(model.graph.initializer) + consts)
 
 
@@ -443,7 +469,11 @@ class PassManager:
 
     def run(self, model: ModelProto) -> ModelProto:
         self._weights0 = weight_bytes(model)
-        self._growth_budget = self.ctx.fold_budget if self.ctx.fold_budget is not None else growth_budget(self._weights0, self.ctx.fold_limit)
+        self._growth_budget = (
+            self.ctx.fold_budget
+            if self.ctx.fold_budget is not None
+            else growth_budget(self._weights0, self.ctx.fold_limit)
+        )
         position = 0
         for iteration in range(1, self.max_iterations + 1):
             changed = 0
@@ -471,7 +501,9 @@ class PassManager:
         if isinstance(spec, PassRecord):
             return dataclasses.replace(spec, iteration=iteration, position=position)
         status, cause, reason = spec
-        return PassRecord(name=p.name, iteration=iteration, status=status, cause=cause, reason=reason, position=position)
+        return PassRecord(
+            name=p.name, iteration=iteration, status=status, cause=cause, reason=reason, position=position
+        )
 
     def _run_one(self, p: Pass, model: ModelProto, iteration: int) -> tuple[ModelProto, PassRecord]:
         rec = PassRecord(name=p.name, iteration=iteration, nodes_before=count_nodes(model))
@@ -506,4 +538,3 @@ class PassManager:
         rec.nodes_after = count_nodes(candidate)
         rec.status = Status.APPLIED
         return candidate, rec
-

@@ -39,7 +39,11 @@ class Cleanup(Pass):
                 if bypass(graph, node, node.inputs[0], node.outputs[0]):
                     removed_identity += 1
                 else:
-                    res.refuse("writes a graph output from a graph input, another graph output or a constant (both names must stay)", node)
+                    res.refuse(
+                        "writes a graph output from a graph input, another "
+                        "graph output or a constant (both names must stay)",
+                        node,
+                    )
             elif node.op == "Dropout" and node.inputs and node.outputs:
                 why = _dropout_refusal(graph, node)
                 if why:
@@ -47,7 +51,11 @@ class Cleanup(Pass):
                 elif bypass(graph, node, node.inputs[0], node.outputs[0]):
                     removed_dropout += 1
                 else:
-                    res.refuse("writes a graph output from a graph input, another graph output or a constant (both names must stay)", node)
+                    res.refuse(
+                        "writes a graph output from a graph input, another "
+                        "graph output or a constant (both names must stay)",
+                        node,
+                    )
         constants = _constants_to_initializers(graph, res)
         res.rewrites = removed_identity + removed_dropout + constants
         for n, what in ((removed_identity, "Identity"), (removed_dropout, "Dropout"), (constants, "Constant")):
@@ -80,7 +88,11 @@ def _constants_to_initializers(graph: gs.Graph, res: PassResult) -> int:
         if node.op != "Constant" or len(node.outputs) != 1:
             continue
         out = node.outputs[0]
-        value = const_value(out) if set(node.attrs) <= {"value", "value_float", "value_floats", "value_int", "value_ints"} else None
+        value = (
+            const_value(out)
+            if set(node.attrs) <= {"value", "value_float", "value_floats", "value_int", "value_ints"}
+            else None
+        )
         if id(out) in outputs:
             res.refuse("a Constant written as a graph output stays a node", node)
             continue

@@ -312,7 +312,10 @@ class FoldConvBN(Pass):
             copy = _copy_bytes(node)
             if copy and budget is not None:
                 if copy > budget:
-                    res.refuse("weight shared with other nodes: a folded copy would grow the weights beyond the fold budget", removed[0] if removed else node)
+                    res.refuse(
+                        "weight shared with other nodes: a folded copy would grow the weights beyond the fold budget",
+                        removed[0] if removed else node,
+                    )
                     continue
                 budget -= copy
             _write(lin, dtype, node.name or node.outputs[0].name)
@@ -330,7 +333,9 @@ class FoldConvBN(Pass):
         return res
 
 
-def _followers(graph: gs.Graph, node: gs.Node, lin: Linear, res: PassResult) -> tuple[list[gs.Node], tuple[gs.Node, np.ndarray] | None]:
+def _followers(
+    graph: gs.Graph, node: gs.Node, lin: Linear, res: PassResult
+) -> tuple[list[gs.Node], tuple[gs.Node, np.ndarray] | None]:
     """Walk the chain of per-channel affine followers, applying each to ``lin``'s arrays (the graph
     is not changed yet). Returns the followers taken, and a BatchNorm that must become Add(b) (after
     a bias-less MatMul on a rank-2 tensor)."""

@@ -36,7 +36,10 @@ SQRT_2_PI = math.sqrt(2.0 / math.pi)
 
 class GeluFusion(Pass):
     name = "gelu-fusion"
-    summary = "decomposed GELU (erf and tanh forms) → Gelu (opset 20; com.microsoft Gelu/FastGelu for onnxruntime; BiasGelu there)"
+    summary = (
+        "decomposed GELU (erf and tanh forms) → Gelu (opset 20; "
+        "com.microsoft Gelu/FastGelu for onnxruntime; BiasGelu there)"
+    )
     needs_shapes = True
     needs_ops = frozenset({"Erf", "Tanh", "Gelu", "FastGelu"})
 
@@ -51,7 +54,9 @@ class GeluFusion(Pass):
             elif ctx.target == "onnxruntime":
                 op, domain, attrs = ("FastGelu" if approx == "tanh" else "Gelu"), "com.microsoft", {}
             else:
-                res.refuse(f"opset {opset} < {GELU_OPSET}: Gelu needs {GELU_OPSET} (--opset {GELU_OPSET} enables it)", node)
+                res.refuse(
+                    f"opset {opset} < {GELU_OPSET}: Gelu needs {GELU_OPSET} (--opset {GELU_OPSET} enables it)", node
+                )
                 continue
             replace(graph, nodes, gs.Node(op, names.fresh(f"{out.name}_gelu"), attrs, [x], [out], domain=domain))
             res.count(f"gelu-{'tanh' if approx == 'tanh' else 'erf'}-into-{op}")

@@ -42,7 +42,10 @@ def _is_to_nchw(t: gs.Tensor) -> gs.Node | None:
 
 class NhwcInt8(Pass):
     name = "nhwc-int8"
-    summary = "(--target onnxruntime) quantized Convs run channels-last: com.microsoft QLinearConv with transposes pushed away and cancelled"
+    summary = (
+        "(--target onnxruntime) quantized Convs run channels-last: "
+        "com.microsoft QLinearConv with transposes pushed away and cancelled"
+    )
     needs_shapes = True
     needs_ops = frozenset({"QLinearConv"})
 
@@ -83,8 +86,14 @@ class _Run:
                 break
         cancelled = self._cancel(graph)
         res.rewrites = convs
-        res.notes.append(f"{convs} QLinearConv channels-last, {pushed} transposes pushed down, {cancelled} pairs cancelled")
-        res.counts = {"qlinearconv-channels-last": convs, "transpose-pushed": pushed, "transpose-pair-cancelled": cancelled}
+        res.notes.append(
+            f"{convs} QLinearConv channels-last, {pushed} transposes pushed down, {cancelled} pairs cancelled"
+        )
+        res.counts = {
+            "qlinearconv-channels-last": convs,
+            "transpose-pushed": pushed,
+            "transpose-pair-cancelled": cancelled,
+        }
         _transposes_left(graph, res)
         return res
 
@@ -116,7 +125,9 @@ class _Run:
                 s = const_value(node.inputs[1])
                 if s is None or s.size != 1:
                     return 0
-        elif op == "Clip" and all(not t.name or (const_value(t) is not None and const_value(t).size == 1) for t in node.inputs[1:]):
+        elif op == "Clip" and all(
+            not t.name or (const_value(t) is not None and const_value(t).size == 1) for t in node.inputs[1:]
+        ):
             data = [0]  # scalar bounds: elementwise, any layout
         elif op == "QLinearGlobalAveragePool" and not int(node.attrs.get("channels_last", 0)):
             data = [0]

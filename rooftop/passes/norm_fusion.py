@@ -40,12 +40,25 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from rooftop.passes._graph import Namer, const_value
-from rooftop.passes._match import STANDARD, near, only_consumer, other_input, producer, reduce_axes, replace, scalar, trailing
+from rooftop.passes._match import (
+    STANDARD,
+    near,
+    only_consumer,
+    other_input,
+    producer,
+    reduce_axes,
+    replace,
+    scalar,
+    trailing,
+)
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 LAYERNORM_OPSET = 17
 RMSNORM_OPSET = 23
-SKIP_FORMS = {"LayerNormalization": ("SkipLayerNormalization", "layernorm"), "RMSNormalization": ("SkipSimplifiedLayerNormalization", "rmsnorm")}
+SKIP_FORMS = {
+    "LayerNormalization": ("SkipLayerNormalization", "layernorm"),
+    "RMSNormalization": ("SkipSimplifiedLayerNormalization", "rmsnorm"),
+}
 
 
 @dataclass
@@ -111,16 +124,29 @@ class _Run:
         if via_skip:  # below the op's opset: becomes its com.microsoft Skip… form in this run
             op = "LayerNormalization" if kind == "layernorm" else "RMSNormalization"
         if op is None:
-            self.res.refuse(f"opset {self.opset} < {need}: {'LayerNormalization' if kind == 'layernorm' else 'RMSNormalization'} "
-                            f"needs {need} (--opset {need} enables it)", anchor)
+            self.res.refuse(
+                f"opset {self.opset} < {need}: {'LayerNormalization' if kind == 'layernorm' else 'RMSNormalization'} "
+                f"needs {need} (--opset {need} enables it)",
+                anchor,
+            )
             return
         scale = m.scale if m.scale is not None else _ones(m, self.names)
         if isinstance(scale, str):
             self.res.refuse(scale, anchor)
             return
         inputs = [m.x, scale] + ([m.bias] if m.bias is not None else [])
-        replace(graph, m.nodes, gs.Node(op, self.names.fresh(f"{m.out.name}_{kind}"), {"axis": -m.k, "epsilon": float(m.eps)},
-                                        inputs, [m.out], domain=domain))
+        replace(
+            graph,
+            m.nodes,
+            gs.Node(
+                op,
+                self.names.fresh(f"{m.out.name}_{kind}"),
+                {"axis": -m.k, "epsilon": float(m.eps)},
+                inputs,
+                [m.out],
+                domain=domain,
+            ),
+        )
         if not via_skip:  # (else counted as the Skip… op it becomes)
             self.res.count(f"{kind}-into-{op}")
 
@@ -143,12 +169,27 @@ class _Run:
             outputs += [gs.Variable.empty(), gs.Variable.empty(), s]
         eps = float(ln.attrs.get("epsilon", 1e-5))
         op, kind = SKIP_FORMS[ln.op]
-        replace(graph, [add, ln], gs.Node(op, self.names.fresh(f"{outputs[0].name}_skipln"), {"epsilon": eps}, inputs, outputs, domain="com.microsoft"))
+        replace(
+            graph,
+            [add, ln],
+            gs.Node(
+                op,
+                self.names.fresh(f"{outputs[0].name}_skipln"),
+                {"epsilon": eps},
+                inputs,
+                outputs,
+                domain="com.microsoft",
+            ),
+        )
         self.res.count(f"add-{kind}-into-{op}")
 
     def _op(self, kind: str) -> tuple[str | None, str | None, int]:
         if kind == "layernorm":
-            return ("LayerNormalization", None, LAYERNORM_OPSET) if self.opset >= LAYERNORM_OPSET else (None, None, LAYERNORM_OPSET)
+            return (
+                ("LayerNormalization", None, LAYERNORM_OPSET)
+                if self.opset >= LAYERNORM_OPSET
+                else (None, None, LAYERNORM_OPSET)
+            )
         return ("RMSNormalization", None, RMSNORM_OPSET) if self.opset >= RMSNORM_OPSET else (None, None, RMSNORM_OPSET)
 
 
@@ -184,7 +225,9 @@ def _same_shape(a, b) -> bool:
     dim, 1 in particular, against a symbol is a broadcast). Verification runs behind it."""
     if a is None or b is None or len(a) != len(b):
         return False
-    return all((x == y and x is not None) or (isinstance(x, str) and isinstance(y, str)) for x, y in zip(a, b, strict=True))
+    return all(
+        (x == y and x is not None) or (isinstance(x, str) and isinstance(y, str)) for x, y in zip(a, b, strict=True)
+    )
 
 
 def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | str | None:
@@ -204,7 +247,7 @@ def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | str | None:
     if isinstance(tail, str):
         return tail
     nodes, eps, norm_node, n_out = tail
-    if not (norm_node in d.outputs):
+    if norm_node not in d.outputs:
         return "the normalization does not divide the centred value"
     return _finish(graph, x, [m1, sub, sq] + nodes, eps, axes, n_out, with_bias=True)
 
@@ -270,8 +313,9 @@ def _variance_tail(graph: gs.Graph, sq: gs.Node, axes: list[int], x: gs.Tensor |
     return "the normalization does not divide the input by the Sqrt"
 
 
-def _finish(graph: gs.Graph, x: gs.Tensor, nodes: list[gs.Node], eps: float, axes: list[int], n_out: gs.Tensor,
-            with_bias: bool) -> Norm | str:
+def _finish(
+    graph: gs.Graph, x: gs.Tensor, nodes: list[gs.Node], eps: float, axes: list[int], n_out: gs.Tensor, with_bias: bool
+) -> Norm | str:
     rank = len(x.shape) if x.shape is not None else None
     k = trailing(axes, rank)
     if k is None:
@@ -310,7 +354,7 @@ def _affine(t: gs.Tensor | None, x: gs.Tensor, k: int) -> gs.Constant | str | No
     if v.dtype != np.dtype(x.dtype):
         return f"scale/bias is {v.dtype}, the input {np.dtype(x.dtype)}"
     dims = _normalized_dims(x, k)
-    squeezed = v.reshape(v.shape[next((i for i, d in enumerate(v.shape) if d != 1), v.ndim):]) if v.ndim > k else v
+    squeezed = v.reshape(v.shape[next((i for i, d in enumerate(v.shape) if d != 1), v.ndim) :]) if v.ndim > k else v
     if squeezed.ndim > k or (dims is not None and squeezed.size != int(np.prod(dims))):
         return "scale/bias is not shaped like the normalized dims"
     if dims is None:

@@ -42,7 +42,6 @@ Conv through padding-carrying ops (nothing would absorb the padding).
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
@@ -50,7 +49,19 @@ from onnx import ModelProto
 from rooftop.passes._graph import Namer, const_value
 from rooftop.passes.base import Pass, PassContext, PassResult
 
-UNARY = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Identity", "Dropout", "Neg", "Abs"}
+UNARY = {
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "Dropout",
+    "Neg",
+    "Abs",
+}
 POOL = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 BINARY = {"Add", "Mul", "Sub"}
 
@@ -94,7 +105,10 @@ def _scatter(values: np.ndarray, layout: Layout, fill: float, axis: int = 0) -> 
 
 class PadChannels(Pass):
     name = "pad-channels"
-    summary = "zero-pad Conv channels to the kernel block (4/8/16/32), carry the padding through per-channel ops, slice it off where observable"
+    summary = (
+        "zero-pad Conv channels to the kernel block (4/8/16/32), carry the "
+        "padding through per-channel ops, slice it off where observable"
+    )
     needs_shapes = True
     needs_ops = frozenset({"Conv"})
 
@@ -142,7 +156,9 @@ class _Padder:
         res.rewrites = padded
         if padded:
             res.counts = {"conv-output-padded": padded, "consumer-absorbed-padding": absorbed}
-            res.notes.append(f"padded {padded} Conv outputs to multiples of {self.n}; {absorbed} consumers absorbed the padding")
+            res.notes.append(
+                f"padded {padded} Conv outputs to multiples of {self.n}; {absorbed} consumers absorbed the padding"
+            )
         res.notes += [f"left unpadded ({why}): {len(nodes)}" for why, nodes in sorted(res.refusals.items())]
         return res
 
@@ -351,9 +367,17 @@ class _Padder:
         if lay.is_prefix() and (self.graph.opset or 13) < 10:  # Slice-1: starts/ends/axes are attributes
             return gs.Node("Slice", p, {"starts": [0], "ends": [int(lay.real)], "axes": [1]}, inputs=[t], outputs=[out])
         if lay.is_prefix():
-            return gs.Node("Slice", p, inputs=[
-                t, self.const(f"{p}_starts", np.array([0], np.int64)), self.const(f"{p}_ends", np.array([lay.real], np.int64)),
-                self.const(f"{p}_axes", np.array([1], np.int64))], outputs=[out])
+            return gs.Node(
+                "Slice",
+                p,
+                inputs=[
+                    t,
+                    self.const(f"{p}_starts", np.array([0], np.int64)),
+                    self.const(f"{p}_ends", np.array([lay.real], np.int64)),
+                    self.const(f"{p}_axes", np.array([1], np.int64)),
+                ],
+                outputs=[out],
+            )
         return gs.Node("Gather", p, {"axis": 1}, inputs=[t, self.const(f"{p}_idx", lay.pos)], outputs=[out])
 
     def _sliced(self, t: gs.Tensor) -> gs.Tensor:
@@ -383,7 +407,14 @@ class _Padder:
 
 # how each op type handles padded channels arriving at its inputs (None from a rule: slice them off first)
 _RULES = {
-    "Conv": _Padder._conv, "BatchNormalization": _Padder._batchnorm, "Flatten": _Padder._flatten,
-    "Gemm": _Padder._matmul, "MatMul": _Padder._matmul, "Resize": _Padder._resize, "Concat": _Padder._concat,
-    **{op: _Padder._unary for op in UNARY}, **{op: _Padder._pool for op in POOL}, **{op: _Padder._binary for op in BINARY},
+    "Conv": _Padder._conv,
+    "BatchNormalization": _Padder._batchnorm,
+    "Flatten": _Padder._flatten,
+    "Gemm": _Padder._matmul,
+    "MatMul": _Padder._matmul,
+    "Resize": _Padder._resize,
+    "Concat": _Padder._concat,
+    **{op: _Padder._unary for op in UNARY},
+    **{op: _Padder._pool for op in POOL},
+    **{op: _Padder._binary for op in BINARY},
 }

@@ -13,9 +13,10 @@ and fp32 out of it, then as int8 again: more bytes than the fp32 model. Rewrites
 3. ``DQ(x) → Conv → [Relu] → Q`` becomes QLinearConv and ``DQ(a) → MatMul → [Relu] → Q``
    becomes QLinearMatMul (standard domain): with constant 2-D weights, per-tensor or
    per-channel weight scales (per-channel with ``--target onnxruntime`` only: OpenVINO, a runtime
-   a portable model must load in, takes only per-tensor scales in these ops); with a second quantized activation (attention's scores and
-   value product: ``DQ(a) → MatMul ← DQ(b)``), per-tensor scales on both; the Conv bias, when it is ``DQ(int32, x_scale·w_scale)``
-   as quantizers write it, is used as is, a float bias is quantized at
+   a portable model must load in, takes only per-tensor scales in these ops); with a second
+   quantized activation (attention's scores and value product: ``DQ(a) → MatMul ← DQ(b)``),
+   per-tensor scales on both; the Conv bias, when it is ``DQ(int32, x_scale·w_scale)`` as
+   quantizers write it, is used as is, a float bias is quantized at
    ``x_scale·w_scale``. A Relu before the Q is absorbed when the Q's zero point is
    the bottom of its range (then ``Q(relu(v)) == Q(v)`` for every v); otherwise the
    group is left alone. These integer kernels accumulate in int32 and requantize
@@ -53,12 +54,29 @@ import onnx_graphsurgeon as gs
 from rooftop.passes._graph import Namer, bypass, cleanup, const_value, is_graph_output, single_consumer
 from rooftop.passes.base import Pass, PassContext, PassResult
 
-MOVEMENT = {"MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Resize", "Identity"}
+MOVEMENT = {
+    "MaxPool",
+    "Reshape",
+    "Transpose",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Slice",
+    "Gather",
+    "Resize",
+    "Identity",
+}
 INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 MS_QLINEAR = {
-    "Add": "QLinearAdd", "Mul": "QLinearMul", "Concat": "QLinearConcat", "AveragePool": "QLinearAveragePool",
-    "GlobalAveragePool": "QLinearGlobalAveragePool", "Sigmoid": "QLinearSigmoid", "LeakyRelu": "QLinearLeakyRelu",
-    "Gemm": "QGemm", "Softmax": "QLinearSoftmax",
+    "Add": "QLinearAdd",
+    "Mul": "QLinearMul",
+    "Concat": "QLinearConcat",
+    "AveragePool": "QLinearAveragePool",
+    "GlobalAveragePool": "QLinearGlobalAveragePool",
+    "Sigmoid": "QLinearSigmoid",
+    "LeakyRelu": "QLinearLeakyRelu",
+    "Gemm": "QGemm",
+    "Softmax": "QLinearSoftmax",
 }
 
 
@@ -87,7 +105,10 @@ class QParams:
 
     def same(self, other: QParams) -> bool:
         return (
-            self.ok and other.ok and self.per_tensor and other.per_tensor
+            self.ok
+            and other.ok
+            and self.per_tensor
+            and other.per_tensor
             and self.zp.dtype == other.zp.dtype
             and np.array_equal(self.scale.astype(np.float32), other.scale.astype(np.float32))
             and np.array_equal(self.zp, other.zp)
@@ -117,12 +138,16 @@ def _dq(t: gs.Tensor) -> QParams | None:
     return p if p.ok else None
 
 
-def _constant_dq(names: Namer, base: str, values: np.ndarray, scale: gs.Tensor | np.ndarray, zp: np.ndarray) -> QParams | None:
+def _constant_dq(
+    names: Namer, base: str, values: np.ndarray, scale: gs.Tensor | np.ndarray, zp: np.ndarray
+) -> QParams | None:
     """QParams of a DequantizeLinear of constants (not inserted in the graph: its inputs are what
     the QLinear op that replaces the group reads)."""
     scale_t = scale if isinstance(scale, gs.Tensor) else gs.Constant(names.fresh(f"{base}_scale"), scale)
-    dq = gs.Node("DequantizeLinear", inputs=[gs.Constant(names.fresh(f"{base}_q"), values), scale_t,
-                                              gs.Constant(names.fresh(f"{base}_zp"), zp)])
+    dq = gs.Node(
+        "DequantizeLinear",
+        inputs=[gs.Constant(names.fresh(f"{base}_q"), values), scale_t, gs.Constant(names.fresh(f"{base}_zp"), zp)],
+    )
     p = QParams(dq)
     return p if p.ok else None
 
@@ -139,7 +164,9 @@ def _scalar_as_quantized(names: Namer, t: gs.Tensor, dtype: np.dtype) -> QParams
         q, zp = (1, 0) if v > 0 else (0, 1)
     else:
         q, zp = (1 if v > 0 else -1), 0
-    return _constant_dq(names, t.name or "scalar", np.array(q, dtype), np.array(abs(v), np.float32), np.array(zp, dtype))
+    return _constant_dq(
+        names, t.name or "scalar", np.array(q, dtype), np.array(abs(v), np.float32), np.array(zp, dtype)
+    )
 
 
 def _retyped(names: Namer, d: QParams, dtype: np.dtype) -> QParams | None:
@@ -149,9 +176,13 @@ def _retyped(names: Namer, d: QParams, dtype: np.dtype) -> QParams | None:
     if v is None or not d.per_tensor or v.dtype not in INT8 or np.dtype(dtype) not in INT8 or v.dtype == dtype:
         return None
     shift = 128 if np.dtype(dtype) == np.uint8 else -128
-    return _constant_dq(names, f"{d.node.inputs[0].name or 'const'}_retyped",
-                        np.asarray(v.astype(np.int16) + shift).astype(dtype), d.node.inputs[1],
-                        np.asarray(d.zp.astype(np.int16) + shift).astype(dtype))
+    return _constant_dq(
+        names,
+        f"{d.node.inputs[0].name or 'const'}_retyped",
+        np.asarray(v.astype(np.int16) + shift).astype(dtype),
+        d.node.inputs[1],
+        np.asarray(d.zp.astype(np.int16) + shift).astype(dtype),
+    )
 
 
 def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str], names: Namer) -> int:
@@ -161,7 +192,13 @@ def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str], names: Nam
     group it feeds can then become an integer op."""
     p = QParams(q)
     w = const_value(q.inputs[0])
-    if w is None or w.dtype != np.float32 or not p.ok or "output_dtype" in q.attrs or is_graph_output(graph, q.outputs[0]):
+    if (
+        w is None
+        or w.dtype != np.float32
+        or not p.ok
+        or "output_dtype" in q.attrs
+        or is_graph_output(graph, q.outputs[0])
+    ):
         return 0
     shape = [1] * w.ndim
     if not p.per_tensor:
@@ -217,7 +254,10 @@ def _q_after(graph: gs.Graph, t: gs.Tensor) -> QParams | None:
 
 class Requant(Pass):
     name = "requant"
-    summary = "int8 graphs stay int8: drop DQ→Q pairs, data movement on int8, DQ→Conv/MatMul→Q to QLinearConv/QLinearMatMul, fold requantize"
+    summary = (
+        "int8 graphs stay int8: drop DQ→Q pairs, data movement on int8, "
+        "DQ→Conv/MatMul→Q to QLinearConv/QLinearMatMul, fold requantize"
+    )
 
     needs_ops = frozenset({"DequantizeLinear"})
 
@@ -252,7 +292,7 @@ class _Run:
                 break
         res = PassResult(sum(counts.values()), counts=dict(counts))
         res.notes = [f"{k}: {v}" for k, v in sorted(counts.items())]
-        live = {n.name or (n.outputs[0].name if n.outputs else '') for n in graph.nodes}
+        live = {n.name or (n.outputs[0].name if n.outputs else "") for n in graph.nodes}
         for name, why in self.left.items():
             if name in live:
                 res.refusals.setdefault(why, []).append(name)
@@ -301,7 +341,9 @@ class _Run:
             k = dqs.index(None)
             dqs[k] = _scalar_as_quantized(self.names, node.inputs[k], q.zp.dtype)  # a float constant: exact int8 form
         if op in ("Add", "Mul"):  # a quantized constant of the other 8-bit type: shifted by 128, exactly
-            dqs = [_retyped(self.names, d, q.zp.dtype) if d is not None and d.zp.dtype != q.zp.dtype else d for d in dqs]
+            dqs = [
+                _retyped(self.names, d, q.zp.dtype) if d is not None and d.zp.dtype != q.zp.dtype else d for d in dqs
+            ]
         if any(d is None for d in dqs):
             return self.leave(node, f"{op}: an input is neither dequantized nor a constant")
         if any(not d.per_tensor or d.zp.dtype != q.zp.dtype for d in dqs):
@@ -318,7 +360,10 @@ class _Run:
         if op in ("GlobalAveragePool", "AveragePool"):
             attrs["channels_last"] = 0
         if op == "Softmax":  # the axis means what it meant at the model's opset (it changed at 13)
-            attrs = {"axis": int(node.attrs.get("axis", -1 if (graph.opset or 13) >= 13 else 1)), "opset": int(graph.opset or 13)}
+            attrs = {
+                "axis": int(node.attrs.get("axis", -1 if (graph.opset or 13) >= 13 else 1)),
+                "opset": int(graph.opset or 13),
+            }
         _become(node, q, MS_QLINEAR[op], inputs, attrs, "com.microsoft")
         counts[f"{MS_QLINEAR[op]} (com.microsoft)"] += 1
         return 1
@@ -336,11 +381,20 @@ class _Run:
             return self.leave(node, "Gemm: beta is not 1")
         transB = int(node.attrs.get("transB", 0))
         n_out = bq.shape[0] if transB else bq.shape[1]
-        inputs = [a.node.inputs[0], a.node.inputs[1], a.node.inputs[2], b.node.inputs[0], b.node.inputs[1], b.node.inputs[2]]
+        inputs = [
+            a.node.inputs[0],
+            a.node.inputs[1],
+            a.node.inputs[2],
+            b.node.inputs[0],
+            b.node.inputs[1],
+            b.node.inputs[2],
+        ]
         if len(node.inputs) > 2 and node.inputs[2].name:
             bias = self._bias(node.inputs[2], a, b, n_out)
             if bias is None:
-                return self.leave(node, "bias is not an int32 constant at input scale × weight scale, nor a float constant")
+                return self.leave(
+                    node, "bias is not an int32 constant at input scale × weight scale, nor a float constant"
+                )
             inputs.append(bias)
         else:
             inputs.append(gs.Variable.empty())
@@ -408,7 +462,11 @@ class _Run:
         info = np.iinfo(q.zp.dtype)
 
         def level(v: float, default: int) -> int:
-            return default if not np.isfinite(v) else int(np.clip(np.rint(np.float32(v) / np.float32(s)) + z, info.min, info.max))
+            return (
+                default
+                if not np.isfinite(v)
+                else int(np.clip(np.rint(np.float32(v) / np.float32(s)) + z, info.min, info.max))
+            )
 
         lo, hi = level(bounds[0], info.min), level(bounds[1], info.max)
         names = self.names
@@ -417,8 +475,13 @@ class _Run:
         q.node.outputs.clear()
         node.op, node.attrs = "Clip", {}
         node.inputs.clear()
-        node.inputs.extend([d.node.inputs[0], gs.Constant(names.fresh(f"{out.name}_lo"), np.array(lo, q.zp.dtype)),
-                            gs.Constant(names.fresh(f"{out.name}_hi"), np.array(hi, q.zp.dtype))])
+        node.inputs.extend(
+            [
+                d.node.inputs[0],
+                gs.Constant(names.fresh(f"{out.name}_lo"), np.array(lo, q.zp.dtype)),
+                gs.Constant(names.fresh(f"{out.name}_hi"), np.array(hi, q.zp.dtype)),
+            ]
+        )
         node.outputs[0] = out
         counts["Relu/Clip as an integer Clip"] += 1
         return 1
@@ -438,7 +501,11 @@ class _Run:
         wq = const_value(w.node.inputs[0])
         if wq is None:  # activation x activation (attention scores, the value product): MatMul only
             if node.op != "MatMul" or not w.per_tensor:
-                return self.leave(node, f"{node.op}: second input is a quantized activation with per-channel scales (or a Conv weight computed at run time)")
+                return self.leave(
+                    node,
+                    f"{node.op}: second input is a quantized activation with "
+                    "per-channel scales (or a Conv weight computed at run time)",
+                )
         elif wq.dtype not in INT8:
             return self.leave(node, f"{node.op}: weight is {wq.dtype}, not int8/uint8")
         y = node.outputs[0]
@@ -454,31 +521,65 @@ class _Run:
         if relu is not None and int(q.zp.reshape(-1)[0]) != q.qmin:
             return self.leave(node, f"{node.op}: the Relu after it is not implied by the output zero point")
         if wq is not None and not w.per_tensor and self.target == "portable":
-            return self.leave(node, f"{node.op}: weight quantized per channel, which QLinear{node.op} takes in onnxruntime "
-                                    "but not in OpenVINO (portable keeps the QDQ form; --target onnxruntime converts it)")
+            return self.leave(
+                node,
+                f"{node.op}: weight quantized per channel, which QLinear{node.op} takes in onnxruntime "
+                "but not in OpenVINO (portable keeps the QDQ form; --target onnxruntime converts it)",
+            )
         if node.op == "Conv":
             if wq.ndim < 3 or not (w.per_tensor or (w.axis in (0, -wq.ndim) and w.scale.size == wq.shape[0])):
                 return self.leave(node, "Conv: weight scales neither per tensor nor per output channel")
-            inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
+            inputs = [
+                x.node.inputs[0],
+                x.node.inputs[1],
+                x.node.inputs[2],
+                w.node.inputs[0],
+                w.node.inputs[1],
+                w.node.inputs[2],
+                q.node.inputs[1],
+                q.node.inputs[2],
+            ]
             if len(node.inputs) > 2 and node.inputs[2].name:
                 bias = self._bias(node.inputs[2], x, w, wq.shape[0])
                 if bias is None:
-                    return self.leave(node, "bias is not an int32 constant at input scale × weight scale, nor a float constant")
+                    return self.leave(
+                        node, "bias is not an int32 constant at input scale × weight scale, nor a float constant"
+                    )
                 inputs.append(bias)
             new_op, attrs = "QLinearConv", dict(node.attrs)
         elif wq is not None:  # MatMul with constant 2-D weights [K, N]
             if wq.ndim != 2 or not (w.per_tensor or (w.scale.size == wq.shape[1] and w.axis in (1, -1))):
                 return self.leave(node, "MatMul: weight not 2-D with per-tensor or per-column scales")
-            inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
+            inputs = [
+                x.node.inputs[0],
+                x.node.inputs[1],
+                x.node.inputs[2],
+                w.node.inputs[0],
+                w.node.inputs[1],
+                w.node.inputs[2],
+                q.node.inputs[1],
+                q.node.inputs[2],
+            ]
             new_op, attrs = "QLinearMatMul", {}
         else:  # two quantized activations, per-tensor: QLinearMatMul takes any rank
-            inputs = [x.node.inputs[0], x.node.inputs[1], x.node.inputs[2], w.node.inputs[0], w.node.inputs[1], w.node.inputs[2], q.node.inputs[1], q.node.inputs[2]]
+            inputs = [
+                x.node.inputs[0],
+                x.node.inputs[1],
+                x.node.inputs[2],
+                w.node.inputs[0],
+                w.node.inputs[1],
+                w.node.inputs[2],
+                q.node.inputs[1],
+                q.node.inputs[2],
+            ]
             new_op, attrs = "QLinearMatMul", {}
         if relu is not None:
             relu.inputs.clear()
             relu.outputs.clear()
         _become(node, q, new_op, inputs, attrs)
-        counts[f"{new_op} from DQ→{'Conv' if new_op == 'QLinearConv' else 'MatMul'}{'→Relu' if relu is not None else ''}→Q"] += 1
+        counts[
+            f"{new_op} from DQ→{'Conv' if new_op == 'QLinearConv' else 'MatMul'}{'→Relu' if relu is not None else ''}→Q"
+        ] += 1
         return 1
 
     @staticmethod

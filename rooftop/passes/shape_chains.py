@@ -54,12 +54,57 @@ Elem = Any  # int | tuple
 INT_TYPES = (np.int64, np.int32)
 BIG = 2**62
 SMALL_CONSTANT = 4096  # bytes: shape vectors and scalars fold free of the growth budget
-NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+NONDETERMINISTIC = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
 FOLDABLE = {
-    "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "CastLike", "Identity", "Reshape",
-    "Add", "Sub", "Mul", "Div", "Range", "Equal", "Where", "Less", "Greater", "Not", "And", "Or", "Min", "Max",
-    "Abs", "Neg", "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "ConstantOfShape", "Expand", "Tile",
-    "Size", "Floor", "Ceil", "Sqrt", "Mod", "GatherElements", "Transpose", "Flatten", "Constant",
+    "Shape",
+    "Gather",
+    "Slice",
+    "Concat",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+    "CastLike",
+    "Identity",
+    "Reshape",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Range",
+    "Equal",
+    "Where",
+    "Less",
+    "Greater",
+    "Not",
+    "And",
+    "Or",
+    "Min",
+    "Max",
+    "Abs",
+    "Neg",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ConstantOfShape",
+    "Expand",
+    "Tile",
+    "Size",
+    "Floor",
+    "Ceil",
+    "Sqrt",
+    "Mod",
+    "GatherElements",
+    "Transpose",
+    "Flatten",
+    "Constant",
 }
 
 
@@ -307,16 +352,36 @@ def _arithmetic(node: gs.Node, ins, vals) -> list[Val | None] | None:
     return [Val.of_elems([_arith(node.op, x, y) for x, y in zip(*pair)], scalar=ins[0].is_scalar and ins[1].is_scalar)]
 
 
-_BEFORE_FOLDING: dict[str, Rule] = {"Constant": _constant, "Shape": _shape, "Size": _size, "Identity": _identity, "CastLike": _cast_like}
+_BEFORE_FOLDING: dict[str, Rule] = {
+    "Constant": _constant,
+    "Shape": _shape,
+    "Size": _size,
+    "Identity": _identity,
+    "CastLike": _cast_like,
+}
 _SYMBOLIC: dict[str, Rule] = {
-    "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Concat": _concat, "Cast": _cast, "Reshape": _reshape,
-    "Slice": _slice, "Equal": _equal, "Where": _where, "Add": _arithmetic, "Sub": _arithmetic, "Mul": _arithmetic, "Div": _arithmetic,
+    "Gather": _gather,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Concat": _concat,
+    "Cast": _cast,
+    "Reshape": _reshape,
+    "Slice": _slice,
+    "Equal": _equal,
+    "Where": _where,
+    "Add": _arithmetic,
+    "Sub": _arithmetic,
+    "Mul": _arithmetic,
+    "Div": _arithmetic,
 }
 
 
 class ShapeChains(Pass):
     name = "shape-chains"
-    summary = "fold Shape/Gather/Unsqueeze/Concat chains (also with dynamic axes), constant Reshape targets with 0/-1, cancel Squeeze/Unsqueeze, Transpose, Reshape, Cast pairs"
+    summary = (
+        "fold Shape/Gather/Unsqueeze/Concat chains (also with dynamic axes), constant "
+        "Reshape targets with 0/-1, cancel Squeeze/Unsqueeze, Transpose, Reshape, Cast pairs"
+    )
     needs_shapes = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -446,7 +511,11 @@ class _Run:
             if node.op == "Constant" or node.domain not in ("", "ai.onnx", None) or not node.outputs:
                 continue
             outs = node.outputs
-            if not all(t.name in vals and vals[t.name].const is not None for t in outs if t.outputs or is_graph_output(graph, t)):
+            if not all(
+                t.name in vals and vals[t.name].const is not None
+                for t in outs
+                if t.outputs or is_graph_output(graph, t)
+            ):
                 continue
             if any(is_graph_output(graph, t) for t in outs):
                 continue
@@ -533,7 +602,9 @@ class _Run:
                         parts.append(gs.Constant(f"{t.name}_c{len(parts)}", np.array(a, dtype=np.int64)))
                     else:
                         out = gs.Variable(f"{t.name}_s{len(parts)}", dtype=np.int64, shape=[b - a])
-                        graph.nodes.append(gs.Node("Shape", f"{t.name}_shape{len(parts)}", {"start": a, "end": b}, [kind], [out]))
+                        graph.nodes.append(
+                            gs.Node("Shape", f"{t.name}_shape{len(parts)}", {"start": a, "end": b}, [kind], [out])
+                        )
                         parts.append(out)
                 if len(parts) == 1 and isinstance(parts[0], gs.Variable):
                     new = parts[0]
@@ -552,7 +623,9 @@ class _Run:
         if p.op == "Shape":
             return True
         if p.op == "Concat":
-            return all(isinstance(x, gs.Constant) or (x.inputs and x.inputs[0].op in ("Shape", "Constant")) for x in p.inputs)
+            return all(
+                isinstance(x, gs.Constant) or (x.inputs and x.inputs[0].op in ("Shape", "Constant")) for x in p.inputs
+            )
         return False
 
     @staticmethod
@@ -675,7 +748,12 @@ class _Run:
         if tgt is None:
             return None
         prev = _producer(node.inputs[0])
-        if prev is not None and prev.op == "Reshape" and not int(prev.attrs.get("allowzero", 0)) and not np.any(tgt == 0):
+        if (
+            prev is not None
+            and prev.op == "Reshape"
+            and not int(prev.attrs.get("allowzero", 0))
+            and not np.any(tgt == 0)
+        ):
             node.inputs[0] = prev.inputs[0]
             return None, "Reshape pair merged"
         if self._same_shape_target(node.inputs[0], tgt, int(node.attrs.get("allowzero", 0)), node.outputs[0]):
@@ -778,6 +856,12 @@ def _producer(t: gs.Tensor) -> gs.Node | None:
 
 
 _CANCEL: dict[str, Callable[..., tuple[gs.Tensor | None, str] | None]] = {
-    "Squeeze": _Run._squeeze_pair, "Unsqueeze": _Run._squeeze_pair, "Transpose": _Run._transpose, "Reshape": _Run._reshape,
-    "Cast": _Run._cast, "Expand": _Run._expand, "Slice": _Run._slice, "Flatten": _Run._flatten,
+    "Squeeze": _Run._squeeze_pair,
+    "Unsqueeze": _Run._squeeze_pair,
+    "Transpose": _Run._transpose,
+    "Reshape": _Run._reshape,
+    "Cast": _Run._cast,
+    "Expand": _Run._expand,
+    "Slice": _Run._slice,
+    "Flatten": _Run._flatten,
 }

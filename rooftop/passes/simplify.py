@@ -27,8 +27,8 @@ inputs and come back as the tensors they were: what they feed that is small enou
 worth serializing every weight to onnxsim and back (a 6 GB decoder would need it in memory twice
 over), and what is large would not fold anyway.
 
-Refuses: models whose small weights alone do not fit a 2 GB protobuf. If onnxsim raises (an op it cannot evaluate, a custom domain), the
-pass manager rolls back and the model is unchanged.
+Refuses: models whose small weights alone do not fit a 2 GB protobuf. If onnxsim raises (an op
+it cannot evaluate, a custom domain), the pass manager rolls back and the model is unchanged.
 """
 
 from __future__ import annotations
@@ -88,11 +88,19 @@ class Simplify(ModelPass):
 
     def run_model(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
         if not has_work(model):
-            return model, PassResult(0, ["nothing for onnxsim: no constant subgraph, shape read or pair it simplifies (not imported)"])
+            return model, PassResult(
+                0, ["nothing for onnxsim: no constant subgraph, shape read or pair it simplifies (not imported)"]
+            )
         before = graph_signature(model)
         work, kept, read = _hide_weights(model, int(ctx.fold_limit))
         if is_large(work):
-            return model, PassResult(0, ["skipped: weights under the fold limit add up to over 1.8 GB (onnxsim works on an in-memory protobuf)"])
+            return model, PassResult(
+                0,
+                [
+                    "skipped: weights under the fold limit add up to over "
+                    "1.8 GB (onnxsim works on an in-memory protobuf)"
+                ],
+            )
         work, generators = _hide_large_generators(work, int(ctx.fold_limit))
         if not toposorted(work):  # onnxsim refuses an If whose subgraph reads a value produced after it
             work = _copy(work) if work is model else work
@@ -115,8 +123,12 @@ class Simplify(ModelPass):
         if model.ir_version:
             out.ir_version = model.ir_version
         if capped is not None:
-            notes.append(f"folding would have added {grown / 1e6:.1f} MB of weights (budget {budget / 1e6:.1f} MB: the larger of "
-                         f"--fold-limit and 10% of the model's weights, less what earlier passes added); tensors over {capped:,} bytes stay computed at run time")
+            notes.append(
+                f"folding would have added {grown / 1e6:.1f} MB of "
+                f"weights (budget {budget / 1e6:.1f} MB: the larger of "
+                "--fold-limit and 10% of the model's weights, less what earlier passes "
+                f"added); tensors over {capped:,} bytes stay computed at run time"
+            )
         if fallback:
             notes.append(f"onnxsim's optimizer failed ({fallback[:120]}): constant folding and shape inference only")
         fused = _contrib_ops(out) - _contrib_ops(model)
@@ -126,11 +138,14 @@ class Simplify(ModelPass):
             notes.append("put onnxsim's output back in topological order")
         narrow = sum(t.data_type not in WIDE for t in kept)
         if narrow:
-            notes.append(f"kept {narrow} low-precision weights as stored (folding their Cast/DequantizeLinear would widen them)")
+            notes.append(
+                f"kept {narrow} low-precision weights as stored (folding their Cast/DequantizeLinear would widen them)"
+            )
         return out, PassResult(rewrites, notes)
 
 
-# onnxsim's own fusions: norm-fusion, gelu-fusion and attention-fusion do LayerNorm, RMSNorm, GELU and attention (and report
+# onnxsim's own fusions: norm-fusion, gelu-fusion and attention-fusion do LayerNorm, RMSNorm, GELU and attention (and
+# report
 # them); the rest write com.microsoft ops (GroupQueryAttention, RotaryEmbedding), which
 # the portable target must not get. With --target onnxruntime those stay on and measurement decides.
 OURS = ["fuse_gelu", "fuse_layer_norm", "fuse_rms_norm", "fuse_lp_normalization", "fuse_attention", "fuse_qkv"]
@@ -357,8 +372,28 @@ def _restore_generators(out: ModelProto, nodes: list[onnx.NodeProto], original: 
 # ops onnxsim's optimizer rewrites alone or in pairs (eliminate_nop_*, fuse_consecutive_*, fuse_pad_*,
 # eliminate_shape_*): a model with none of them, no Shape read and no node of constants only gives
 # it nothing to do, and importing it costs seconds (it pulls in torch where torch is installed)
-SIMPLIFIABLE = {"Shape", "Size", "Constant", "ConstantOfShape", "Identity", "Dropout", "Pad", "Cast", "Expand", "Split",
-                "Squeeze", "Unsqueeze", "Slice", "Concat", "Tile", "Range", "If", "Loop", "Einsum", "Where"}
+SIMPLIFIABLE = {
+    "Shape",
+    "Size",
+    "Constant",
+    "ConstantOfShape",
+    "Identity",
+    "Dropout",
+    "Pad",
+    "Cast",
+    "Expand",
+    "Split",
+    "Squeeze",
+    "Unsqueeze",
+    "Slice",
+    "Concat",
+    "Tile",
+    "Range",
+    "If",
+    "Loop",
+    "Einsum",
+    "Where",
+}
 PAIRS = {"Transpose", "Reshape", "LogSoftmax", "Softmax", "ReduceMean", "ReduceSum", "Mul", "Flatten"}
 
 
@@ -399,7 +434,9 @@ def _hidden_weights(model: ModelProto, limit: int) -> list[onnx.TensorProto]:
       MatMul's weight. Those a node folds are read in for onnxsim (``_hide_weights``): a QDQ
       encoder of 13 MB, spilled to disk for the run, otherwise kept 20 Transposes of int8 weights,
       and reading every weight under the limit took ViT (88 MB) from 218 MB to 272 MB."""
-    widening = {i for n in model.graph.node if n.op_type in ("Cast", "CastLike", "DequantizeLinear") for i in n.input[:1]}
+    widening = {
+        i for n in model.graph.node if n.op_type in ("Cast", "CastLike", "DequantizeLinear") for i in n.input[:1]
+    }
     outputs = {o.name for o in model.graph.output}
     folded = _folded_reads(model)
 
@@ -465,5 +502,10 @@ def _restore_weights(out: ModelProto, kept: list[onnx.TensorProto]) -> None:
     out.graph.initializer.extend(t for t in kept if t.name in still)
 
 
-WIDE = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT64, onnx.TensorProto.STRING, onnx.TensorProto.BOOL}
-
+WIDE = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.INT64,
+    onnx.TensorProto.STRING,
+    onnx.TensorProto.BOOL,
+}

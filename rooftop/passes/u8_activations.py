@@ -41,7 +41,11 @@ def _int8_zero_point(node: gs.Node) -> np.ndarray | None:
     return zp if zp is not None and zp.dtype == np.int8 else None
 
 
-SILENT = {"no explicit zero point (uint8 already)", "uint8 already", "input is a constant (a weight, which stays int8)"}  # not activations
+SILENT = {
+    "no explicit zero point (uint8 already)",
+    "uint8 already",
+    "input is a constant (a weight, which stays int8)",
+}  # not activations
 
 
 def _refusal(graph: gs.Graph, q: gs.Node) -> str | None:

@@ -26,22 +26,37 @@ def _fix(f: Finding) -> str:
 
 
 def rows(a: Audit) -> list[list[str]]:
-    return [[f.kind, _nodes(f), f"{f.bytes / 1e6:.3g} MB", f"{f.predicted_ms:.3g} ms",
-             "-" if f.measured_ms is None else f"{f.measured_ms:.3g} ms", _fix(f)] for f in a.findings]
+    return [
+        [
+            f.kind,
+            _nodes(f),
+            f"{f.bytes / 1e6:.3g} MB",
+            f"{f.predicted_ms:.3g} ms",
+            "-" if f.measured_ms is None else f"{f.measured_ms:.3g} ms",
+            _fix(f),
+        ]
+        for f in a.findings
+    ]
 
 
 def summary(a: Audit) -> list[str]:
     by_kind: dict[str, int] = {}
     for f in a.findings:
         by_kind[f.kind] = by_kind.get(f.kind, 0) + 1
-    lines = [f"{len(a.findings)} findings ({', '.join(f'{k} {v}' for k, v in by_kind.items()) or 'none'}); "
-             f"{sum(1 for f in a.findings if f.fixed_by)} fixed by a pass, {sum(1 for f in a.findings if not f.fixed_by)} for the author",
-             f"{a.nodes} nodes, memory traffic {a.traffic_bytes / 1e6:.3g} MB, predicted {a.predicted_ms:.3g} ms on {a.hardware}: "
-             f"{100 * a.memory_bound_share:.0f}% of it memory-bound; the passes recover {a.recoverable_ms:.3g} ms"]
+    lines = [
+        f"{len(a.findings)} findings ({', '.join(f'{k} {v}' for k, v in by_kind.items()) or 'none'}); "
+        f"{sum(1 for f in a.findings if f.fixed_by)} fixed by a pass, "
+        f"{sum(1 for f in a.findings if not f.fixed_by)} for the author",
+        f"{a.nodes} nodes, memory traffic {a.traffic_bytes / 1e6:.3g} "
+        f"MB, predicted {a.predicted_ms:.3g} ms on {a.hardware}: "
+        f"{100 * a.memory_bound_share:.0f}% of it memory-bound; the passes recover {a.recoverable_ms:.3g} ms",
+    ]
     if a.latency:
         lat = a.latency
-        lines.append(f"measured at {lat['level']}: {lat['median_ms']:.3g} ms (quartiles {lat['q1_ms']:.3g}–{lat['q3_ms']:.3g}, "
-                     f"best block median {lat['best_ms']:.3g} ms, {lat['runs']} runs)")
+        lines.append(
+            f"measured at {lat['level']}: {lat['median_ms']:.3g} ms (quartiles {lat['q1_ms']:.3g}–{lat['q3_ms']:.3g}, "
+            f"best block median {lat['best_ms']:.3g} ms, {lat['runs']} runs)"
+        )
     lines += [f"GATE FAILED: {x}" for x in a.failures]
     return lines
 

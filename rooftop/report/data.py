@@ -59,17 +59,42 @@ def _latency_dict(lat: Latency | None) -> dict[str, Any]:
     }
 
 
-_PASS_LATENCY_KEYS = ("latency_ms_before", "latency_ms_after", "latency_spread", "latency_ci", "latency_ratio", "latency_verdict", "ort_level")
+_PASS_LATENCY_KEYS = (
+    "latency_ms_before",
+    "latency_ms_after",
+    "latency_spread",
+    "latency_ci",
+    "latency_ratio",
+    "latency_verdict",
+    "ort_level",
+)
 
 
 def _cost_dict(cost: CostDelta | None) -> dict[str, Any]:
     if cost is None:
-        return {k: None for k in ("flops_before", "flops_after", "int_ops_before", "int_ops_after", "bytes_before",
-                                  "bytes_after", "predicted_s_before", "predicted_s_after")}
+        return {
+            k: None
+            for k in (
+                "flops_before",
+                "flops_after",
+                "int_ops_before",
+                "int_ops_after",
+                "bytes_before",
+                "bytes_after",
+                "predicted_s_before",
+                "predicted_s_after",
+            )
+        }
     b, a = cost.before, cost.after
     return {
-        "flops_before": b.flops, "flops_after": a.flops, "int_ops_before": b.int_ops, "int_ops_after": a.int_ops,
-        "bytes_before": b.bytes, "bytes_after": a.bytes, "predicted_s_before": b.predicted_s, "predicted_s_after": a.predicted_s,
+        "flops_before": b.flops,
+        "flops_after": a.flops,
+        "int_ops_before": b.int_ops,
+        "int_ops_after": a.int_ops,
+        "bytes_before": b.bytes,
+        "bytes_after": a.bytes,
+        "predicted_s_before": b.predicted_s,
+        "predicted_s_after": a.predicted_s,
     }
 
 
@@ -142,7 +167,10 @@ def report_dict(report: Report) -> dict[str, Any]:
         "latency": {level: _clean(_latency_dict(lat)) for level, lat in report.latency.items()},
         "disagreement": report.disagreement or None,
         "prediction_vs_measurement": {
-            "spearman_before": rho_b, "operators_before": n_b, "spearman_after": rho_a, "operators_after": n_a,
+            "spearman_before": rho_b,
+            "operators_before": n_b,
+            "spearman_after": rho_a,
+            "operators_after": n_a,
         },
         "shapes": report.shapes.as_dict() if report.shapes is not None else None,
         "plan": report.plan.as_dict() if report.plan is not None else None,

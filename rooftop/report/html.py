@@ -50,14 +50,31 @@ def roofline_svg(report: Any) -> tuple[str, int, int]:
 
         grid = np.logspace(np.log10(lo), np.log10(hi), 200)
         peak, bw = hw.peak("fp32"), hw.bandwidth
-        ax.plot(grid, np.minimum(peak, grid * bw), color="black", lw=1.5, label=f"roof: {peak / 1e9:.3g} GFLOP/s, {bw / 1e9:.3g} GB/s")
+        ax.plot(
+            grid,
+            np.minimum(peak, grid * bw),
+            color="black",
+            lw=1.5,
+            label=f"roof: {peak / 1e9:.3g} GFLOP/s, {bw / 1e9:.3g} GB/s",
+        )
         ax.axvline(hw.ridge(), color="red", ls=":", lw=1)
-        ax.annotate(f"ridge {hw.ridge():.1f} FLOP/B", (hw.ridge(), peak), textcoords="offset points", xytext=(5, -12), color="red", fontsize=8)
+        ax.annotate(
+            f"ridge {hw.ridge():.1f} FLOP/B",
+            (hw.ridge(), peak),
+            textcoords="offset points",
+            xytext=(5, -12),
+            color="red",
+            fontsize=8,
+        )
     if pb:
-        sc = ax.scatter([p[0] for p in pb], [p[1] for p in pb], s=14, c="#999999", alpha=0.6, label=f"before ({len(pb)} ops)")
+        sc = ax.scatter(
+            [p[0] for p in pb], [p[1] for p in pb], s=14, c="#999999", alpha=0.6, label=f"before ({len(pb)} ops)"
+        )
         sc.set_gid("roofline-before")
     if pa:
-        sc = ax.scatter([p[0] for p in pa], [p[1] for p in pa], s=14, c="#1f77b4", alpha=0.8, label=f"after ({len(pa)} ops)")
+        sc = ax.scatter(
+            [p[0] for p in pa], [p[1] for p in pa], s=14, c="#1f77b4", alpha=0.8, label=f"after ({len(pa)} ops)"
+        )
         sc.set_gid("roofline-after")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -119,7 +136,16 @@ def top_measured(report: Any, k: int = 15) -> list[list[str]]:
     if after is None:
         return []
     rows = sorted((r for r in after.rows if r.measured_s), key=lambda r: r.measured_s, reverse=True)[:k]
-    return [[r.name, r.op_type, r.bound, f"{r.measured_s * 1e6:.1f}", "-" if r.predicted_s is None else f"{r.predicted_s * 1e6:.1f}"] for r in rows]
+    return [
+        [
+            r.name,
+            r.op_type,
+            r.bound,
+            f"{r.measured_s * 1e6:.1f}",
+            "-" if r.predicted_s is None else f"{r.predicted_s * 1e6:.1f}",
+        ]
+        for r in rows
+    ]
 
 
 def html_page(report: Any) -> str:
@@ -134,7 +160,7 @@ def html_page(report: Any) -> str:
     if report.final_check is not None and not report.final_check.skipped:
         verified += f"; final max abs error {report.final_check.max_abs_error:.3g}"
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Rooftop report: {e(report.model_path or 'model')}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Rooftop report: {e(report.model_path or "model")}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}}
 table{{border-collapse:collapse;margin:1em 0;font-size:13px}}
@@ -143,18 +169,20 @@ td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){{text-align:left}}
 th{{background:#f3f3f3}} .plots{{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}}
 code{{background:#f3f3f3;padding:0 3px}}
 </style></head><body>
-<h1>Rooftop report: <code>{e(report.model_path or 'model')}</code></h1>
-<p>Target <code>{e(report.target)}</code>; pipeline {e(', '.join(report.pipeline))}; {report.seconds:.1f} s.
-Hardware profile: {e(hw.name if hw else '-')} — {e(hw.source if hw else '')}</p>
+<h1>Rooftop report: <code>{e(report.model_path or "model")}</code></h1>
+<p>Target <code>{e(report.target)}</code>; pipeline {e(", ".join(report.pipeline))}; {report.seconds:.1f} s.
+Hardware profile: {e(hw.name if hw else "-")} — {e(hw.source if hw else "")}</p>
 <h2>Summary</h2><ul>{summary}</ul>
 <h2>Passes</h2>{_table(headers(report), pass_rows(report))}
-{('<h3>Not kept</h3><ul>' + rb + '</ul>') if rb else ''}
+{("<h3>Not kept</h3><ul>" + rb + "</ul>") if rb else ""}
 <h2>Roofline</h2>
 <p>{nb} operators before, {na} after. Each point is one operator at its arithmetic intensity and attained FLOP/s.</p>
-<div class="plots"><div id="roofline">{svg}</div>{('<div id="scatter">' + sc + '</div>') if sc else ''}</div>
+<div class="plots"><div id="roofline">{svg}</div>{('<div id="scatter">' + sc + "</div>") if sc else ""}</div>
 <h2>Top memory-bound operators (after)</h2>{_table(TOP_HEADERS, top_rows(report, 15))}
-<h2>Top operators by measured time (after)</h2>{_table(['operator', 'op', 'bound', 'measured µs', 'predicted µs'], top_measured(report))}
+<h2>Top operators by measured time (after)</h2>{
+        _table(["operator", "op", "bound", "measured µs", "predicted µs"], top_measured(report))
+    }
 <h2>Verification</h2><p>{verified}. Outputs compared in onnxruntime with its graph optimizations disabled.</p>
-{('<h2>Warnings</h2><ul>' + warn + '</ul>') if warn else ''}
+{("<h2>Warnings</h2><ul>" + warn + "</ul>") if warn else ""}
 </body></html>
 """

@@ -22,7 +22,13 @@ def markdown(report: Report) -> str:
         lines += ["", "## Rewrites by kind, and what was left", ""] + [f"- {k.strip()}" for k in kinds]
     top = top_rows(report)
     if top:
-        lines += ["", "## Top memory-bound operators (after)", "", "| " + " | ".join(TOP_HEADERS) + " |", "|" + "---|" * len(TOP_HEADERS)]
+        lines += [
+            "",
+            "## Top memory-bound operators (after)",
+            "",
+            "| " + " | ".join(TOP_HEADERS) + " |",
+            "|" + "---|" * len(TOP_HEADERS),
+        ]
         lines += ["| " + " | ".join(r) + " |" for r in top]
     rb = not_kept(report)
     if rb:

@@ -8,8 +8,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from rooftop.records import ORT_LEVEL_NAMES
-from rooftop.report.text import deploy_word, TOP_HEADERS, headers, kinds_lines, narrow_rows, not_kept, pass_rows, summary_lines, top_rows
+from rooftop.report.text import (
+    TOP_HEADERS,
+    deploy_word,
+    headers,
+    kinds_lines,
+    narrow_rows,
+    not_kept,
+    pass_rows,
+    summary_lines,
+    top_rows,
+)
 
 if TYPE_CHECKING:
     from rooftop.pipeline import Report
@@ -41,7 +50,9 @@ def print_terminal(report: Report, console: Console | None = None) -> None:
         console.print(line, highlight=False)
     top = top_rows(report)
     if top:
-        console.print(_table("top memory-bound operators after optimization", TOP_HEADERS, top, ("operator", "op"), narrow))
+        console.print(
+            _table("top memory-bound operators after optimization", TOP_HEADERS, top, ("operator", "op"), narrow)
+        )
     for r in not_kept(report):
         console.print(f"  {r.name}: {r.status.value} — {r.reason}", highlight=False)
     if report.output_paths:

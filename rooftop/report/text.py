@@ -20,7 +20,11 @@ def correlation(rl: Any) -> tuple[float | None, int]:
 
     if rl is None:
         return None, 0
-    pairs = [(r.predicted_s, r.measured_s) for r in rl.rows if r.predicted_s is not None and r.measured_s is not None and r.bound != "meta"]
+    pairs = [
+        (r.predicted_s, r.measured_s)
+        for r in rl.rows
+        if r.predicted_s is not None and r.measured_s is not None and r.bound != "meta"
+    ]
     if not pairs:
         return None, 0
     return spearman([p for p, _ in pairs], [m for _, m in pairs]), len(pairs)
@@ -63,8 +67,18 @@ def deploy_word(report: Report) -> str:
 
 
 def headers(report: Report) -> list[str]:
-    return ["pass", "status", "rewrites", "nodes", "FLOPs", "traffic", "predicted",
-            f"measured ({deploy_word(report)})", "max error", "s"]
+    return [
+        "pass",
+        "status",
+        "rewrites",
+        "nodes",
+        "FLOPs",
+        "traffic",
+        "predicted",
+        f"measured ({deploy_word(report)})",
+        "max error",
+        "s",
+    ]
 
 
 def _shown(r: PassRecord) -> bool:
@@ -108,7 +122,11 @@ def profile_words(hw) -> str:
     from rooftop.analysis.hardware import profile_age_s
 
     age = profile_age_s(hw)
-    when = "age unknown" if age == float("inf") else (f"{age / 60:.0f} min ago" if age < 5400 else f"{age / 3600:.0f} h ago")
+    when = (
+        "age unknown"
+        if age == float("inf")
+        else (f"{age / 60:.0f} min ago" if age < 5400 else f"{age / 3600:.0f} h ago")
+    )
     n = int(hw.details.get("measurements", 1))
     return f"measured here {when}, best of {n} measurement{'s' if n != 1 else ''}"
 
@@ -139,8 +157,10 @@ def layer_line(rl: Roofline) -> str:
         return ""
     rest = next((g for g in groups if not g.layer), None)
     lo, hi = min(blocks, key=lambda g: g.predicted_s), max(blocks, key=lambda g: g.predicted_s)
-    line = (f"{len(blocks)} repeated blocks: {_mb(sum(g.bytes for g in blocks) / len(blocks))} of traffic and "
-            f"{_ms(lo.predicted_s)}–{_ms(hi.predicted_s)} predicted each ({sum(g.nodes for g in blocks)} nodes in all)")
+    line = (
+        f"{len(blocks)} repeated blocks: {_mb(sum(g.bytes for g in blocks) / len(blocks))} of traffic and "
+        f"{_ms(lo.predicted_s)}–{_ms(hi.predicted_s)} predicted each ({sum(g.nodes for g in blocks)} nodes in all)"
+    )
     if rest is not None:
         line += f"; outside them {rest.nodes} nodes, {_mb(rest.bytes)}, {_ms(rest.predicted_s)}"
     return line + " (JSON: by_layer)"
@@ -152,10 +172,16 @@ def shapes_lines(report: Report) -> list[str]:
     if sp is None:
         return []
     what = "replayed" if report.replayed else ("decided and costed" if report.measured else "costed")
-    lines = [f"{what} at {' and '.join(sp.labels()) or 'no inputs'}" + (" (cost figures for the first)" if len(sp.sets) > 1 else "")]
+    lines = [
+        f"{what} at {' and '.join(sp.labels()) or 'no inputs'}"
+        + (" (cost figures for the first)" if len(sp.sets) > 1 else "")
+    ]
     if sp.defaulted:
-        lines.append("defaulted dims: " + "; ".join(d.describe() for d in sp.defaulted)
-                     + f"; to decide at the shapes you run: {sp.hint()}")
+        lines.append(
+            "defaulted dims: "
+            + "; ".join(d.describe() for d in sp.defaulted)
+            + f"; to decide at the shapes you run: {sp.hint()}"
+        )
     if sp.fallback:
         lines.append(sp.fallback)
     if report.replayed:
@@ -167,7 +193,8 @@ def summary_lines(report: Report) -> list[str]:
     lines = []
     hw, before, after = report.hardware, report.before, report.after
     lines.append(
-        f"nodes {report.nodes_before} → {report.nodes_after}, parameters {report.params_before:,} → {report.params_after:,}; "
+        f"nodes {report.nodes_before} → {report.nodes_after}, parameters "
+        f"{report.params_before:,} → {report.params_after:,}; "
         f"{report.verification}"
     )
     lines += shapes_lines(report)
@@ -175,38 +202,58 @@ def summary_lines(report: Report) -> list[str]:
         saved = before.bytes - after.bytes
         pct = 100 * saved / before.bytes if before.bytes else 0.0
         lines.append(
-            f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({f'{pct:.1f}% saved' if pct >= 0 else f'{-pct:.1f}% more'}), FLOPs {human(before.flops)} → {human(after.flops)}"
+            f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} "
+            f"({f'{pct:.1f}% saved' if pct >= 0 else f'{-pct:.1f}% more'}), "
+            f"FLOPs {human(before.flops)} → {human(after.flops)}"
             + (f", int ops {human(before.int_ops)} → {human(after.int_ops)}" if before.int_ops or after.int_ops else "")
             + f", peak activations {_mb(before.peak_activation_bytes)} → {_mb(after.peak_activation_bytes)}"
         )
         lines.append(
-            f"predicted on {hw.name} ({profile_words(hw)}: {human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
+            f"predicted on {hw.name} ({profile_words(hw)}: "
+            f"{human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
             f"ridge {hw.ridge():.1f} FLOP/B): {_ms(before.predicted_s)} → {_ms(after.predicted_s)}"
         )
         if hw.kind != "measured" and report.latency:
-            lines.append(f"note: the prediction is for {hw.name} ({hw.kind} figures), the measurements are of this machine's CPU; "
-                         "compare their directions, not their values")
+            lines.append(
+                f"note: the prediction is for {hw.name} ({hw.kind} "
+                "figures), the measurements are of this machine's CPU; "
+                "compare their directions, not their values"
+            )
         blocks = layer_line(after)
         if blocks:
             lines.append(blocks)
         if after.unknown:
-            lines.append(f"{len(after.unknown)} operators could not be costed: " + "; ".join(after.unknown[:3]) + (" ..." if len(after.unknown) > 3 else ""))
+            lines.append(
+                f"{len(after.unknown)} operators could not be costed: "
+                + "; ".join(after.unknown[:3])
+                + (" ..." if len(after.unknown) > 3 else "")
+            )
     for level, lat in report.latency.items():
         deploy = " (deploy level)" if level == report.deploy_level else ""
-        lines.append(f"measured {lat.level_name}{deploy}, {lat.threads} threads, {lat.rounds} interleaved rounds: {_lat(lat)} "
-                     "(median of per-round ratios after/before [95% CI])")
+        lines.append(
+            f"measured {lat.level_name}{deploy}, {lat.threads} threads, {lat.rounds} interleaved rounds: {_lat(lat)} "
+            "(median of per-round ratios after/before [95% CI])"
+        )
     opset = opset_line(report)
     if opset:
         lines.append(opset)
     if report.backed_off:
-        what = "the original graph is written unchanged" if report.reverted else "dropped " + ", ".join(report.backed_off)
+        what = (
+            "the original graph is written unchanged" if report.reverted else "dropped " + ", ".join(report.backed_off)
+        )
         lines.append(f"backed off (the optimized model measured slower than the original): {what}")
     if report.disagreement:
         lines.append(f"prediction and measurement disagree: {report.disagreement}")
     rho, n = correlation(after)
     if rho is not None:
-        other = "" if hw is None or hw.kind == "measured" else f" (predicted for {hw.name}, measured on this CPU: a ranking across two machines)"
-        lines.append(f"predicted vs measured per-operator time: Spearman rank correlation {rho:.2f} over {n} operators{other}")
+        other = (
+            ""
+            if hw is None or hw.kind == "measured"
+            else f" (predicted for {hw.name}, measured on this CPU: a ranking across two machines)"
+        )
+        lines.append(
+            f"predicted vs measured per-operator time: Spearman rank correlation {rho:.2f} over {n} operators{other}"
+        )
     return lines
 
 
@@ -216,8 +263,16 @@ def top_rows(report: Report, k: int = 8) -> list[list[str]]:
         return []
     rows = []
     for r in after.top_memory_bound(k):
-        rows.append([r.name, r.op_type, f"{r.intensity:.2f}" if r.intensity not in (None, float("inf")) else "-",
-                     _mb(r.bytes_read + r.bytes_written), _ms(r.predicted_s or 0.0), "-" if r.measured_s is None else _ms(r.measured_s)])
+        rows.append(
+            [
+                r.name,
+                r.op_type,
+                f"{r.intensity:.2f}" if r.intensity not in (None, float("inf")) else "-",
+                _mb(r.bytes_read + r.bytes_written),
+                _ms(r.predicted_s or 0.0),
+                "-" if r.measured_s is None else _ms(r.measured_s),
+            ]
+        )
     return rows
 
 
@@ -231,10 +286,15 @@ def projected_line(report: Report) -> str:
         return ""
     saved = before.bytes - after.bytes
     verb = "saved" if saved >= 0 else "added"
-    change = (f"{_mb(abs(saved))} {verb}, {100 * abs(saved) / before.bytes:.1f}%" if len(before.unknown) == len(after.unknown)
-              else _traffic_change(before, after))
-    return (f"projected: memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({change}), predicted time "
-            f"{_ms(before.predicted_s)} → {_ms(after.predicted_s)} on {hw.name}")
+    change = (
+        f"{_mb(abs(saved))} {verb}, {100 * abs(saved) / before.bytes:.1f}%"
+        if len(before.unknown) == len(after.unknown)
+        else _traffic_change(before, after)
+    )
+    return (
+        f"projected: memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} ({change}), predicted time "
+        f"{_ms(before.predicted_s)} → {_ms(after.predicted_s)} on {hw.name}"
+    )
 
 
 def kinds_lines(report: Report) -> list[str]:
@@ -271,7 +331,9 @@ def explain_lines(report: Report, name: str) -> list[str]:
 
 
 def not_kept(report: Report) -> list[PassRecord]:
-    return [r for r in report.passes if r.status in (Status.ROLLED_BACK, Status.REJECTED) or r.cause is Cause.BACKED_OFF]
+    return [
+        r for r in report.passes if r.status in (Status.ROLLED_BACK, Status.REJECTED) or r.cause is Cause.BACKED_OFF
+    ]
 
 
 def narrow_rows(report: Report) -> list[list[str]]:
@@ -280,7 +342,9 @@ def narrow_rows(report: Report) -> list[list[str]]:
     rows = []
     for full, r in zip(pass_rows(report), report.passes):
         lat = r.latency if _shown(r) else None
-        measured = "" if lat is None else f"{lat.describe()}{'' if lat.verdict is Verdict.FASTER else ' ' + lat.verdict.value}"
+        measured = (
+            "" if lat is None else f"{lat.describe()}{'' if lat.verdict is Verdict.FASTER else ' ' + lat.verdict.value}"
+        )
         rows.append([full[0], full[1], full[2], full[3], full[5], measured, full[8]])
     return rows
 
@@ -310,7 +374,11 @@ def would_change(report: Report) -> bool:
 
 def check_lines(report: Report) -> list[str]:
     """``--check``: which passes would change the model and what that would save."""
-    changed = [f"{r.name} ({r.rewrites} rewrite{'s' if r.rewrites != 1 else ''})" for r in report.passes if r.status is Status.APPLIED and r.rewrites]
+    changed = [
+        f"{r.name} ({r.rewrites} rewrite{'s' if r.rewrites != 1 else ''})"
+        for r in report.passes
+        if r.status is Status.APPLIED and r.rewrites
+    ]
     if not changed:
         return ["nothing to change"]
     line = projected_line(report)

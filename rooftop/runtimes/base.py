@@ -32,20 +32,28 @@ class Runtime(Protocol):
         """``onnxruntime (CPUExecutionProvider)``, ``OpenVINO (CPU)``: what reports print."""
         ...
 
-    def load(self, model: ModelProto | None, *, level: str = "disable", threads: int = 0, timing: bool = False,
-             path: str | None = None, data: bytes | None = None) -> Session:
+    def load(
+        self,
+        model: ModelProto | None,
+        *,
+        level: str = "disable",
+        threads: int = 0,
+        timing: bool = False,
+        path: str | None = None,
+        data: bytes | None = None,
+    ) -> Session:
         """Load ``model`` (or the same model already serialized as ``data``, or written at ``path``).
         ``timing``: a session for measurement (the runtime's deploy settings, idle threads not
         spinning); else one for checking outputs (exact arithmetic, least memory)."""
         ...
 
-    def profile_nodes(self, model: ModelProto, feeds: Mapping[str, np.ndarray], *, threads: int = 0,
-                      runs: int = 10) -> dict[str, float]:
+    def profile_nodes(
+        self, model: ModelProto, feeds: Mapping[str, np.ndarray], *, threads: int = 0, runs: int = 10
+    ) -> dict[str, float]:
         """Median seconds per run of every operator, by node name."""
         ...
 
-    def versions(self) -> dict[str, str]:
-        ...
+    def versions(self) -> dict[str, str]: ...
 
 
 def timed(run: Callable[[], object], repeat: int) -> Callable[[], float]:

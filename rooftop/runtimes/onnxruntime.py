@@ -24,28 +24,47 @@ class OnnxRuntime:
 
         have = ort.get_available_providers()
         if provider not in have:
-            raise UsageError(f"--runtime onnxruntime:{provider}: this onnxruntime has no such execution provider "
-                             f"(it has {', '.join(have)})")
+            raise UsageError(
+                f"--runtime onnxruntime:{provider}: this onnxruntime has no such execution provider "
+                f"(it has {', '.join(have)})"
+            )
         return cls(provider)
 
     @property
     def label(self) -> str:
         return "onnxruntime" if self.where == "CPUExecutionProvider" else f"onnxruntime ({self.where})"
 
-    def load(self, model: ModelProto | None, *, level: str = "disable", threads: int = 0, timing: bool = False,
-             path: str | None = None, data: bytes | None = None) -> OrtSession:
+    def load(
+        self,
+        model: ModelProto | None,
+        *,
+        level: str = "disable",
+        threads: int = 0,
+        timing: bool = False,
+        path: str | None = None,
+        data: bytes | None = None,
+    ) -> OrtSession:
         from rooftop.runtime import make_session, physical_cores
 
         if timing:
-            s = make_session(model, optimization=level, threads=threads or physical_cores(), spinning=False, path=path,
-                             data=data, providers=[self.where])
+            s = make_session(
+                model,
+                optimization=level,
+                threads=threads or physical_cores(),
+                spinning=False,
+                path=path,
+                data=data,
+                providers=[self.where],
+            )
         else:
-            s = make_session(model, optimization=level, threads=threads, prepack=False, path=path, data=data,
-                             providers=[self.where])
+            s = make_session(
+                model, optimization=level, threads=threads, prepack=False, path=path, data=data, providers=[self.where]
+            )
         return OrtSession(s)
 
-    def profile_nodes(self, model: ModelProto, feeds: Mapping[str, np.ndarray], *, threads: int = 0,
-                      runs: int = 10) -> dict[str, float]:
+    def profile_nodes(
+        self, model: ModelProto, feeds: Mapping[str, np.ndarray], *, threads: int = 0, runs: int = 10
+    ) -> dict[str, float]:
         from rooftop.analysis import timing
 
         return timing.profile_nodes(model, feeds, threads=threads, runs=runs)

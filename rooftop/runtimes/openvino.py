@@ -40,7 +40,9 @@ class OpenVino:
     def on_device(cls, device: str) -> OpenVino:
         have = _core().available_devices
         if device not in have:
-            raise UsageError(f"--runtime openvino:{device}: OpenVINO has no such device here (it has {', '.join(have)})")
+            raise UsageError(
+                f"--runtime openvino:{device}: OpenVINO has no such device here (it has {', '.join(have)})"
+            )
         return cls(device)
 
     @property
@@ -57,18 +59,30 @@ class OpenVino:
             cfg["PERF_COUNT"] = True
         return cfg
 
-    def load(self, model: ModelProto | None, *, level: str = "disable", threads: int = 0, timing: bool = False,
-             path: str | None = None, data: bytes | None = None, perf: bool = False) -> OvSession:
+    def load(
+        self,
+        model: ModelProto | None,
+        *,
+        level: str = "disable",
+        threads: int = 0,
+        timing: bool = False,
+        path: str | None = None,
+        data: bytes | None = None,
+        perf: bool = False,
+    ) -> OvSession:
         from rooftop.runtime import physical_cores
 
         core = _core()
         with _source(model, path, data) as src:
             ov_model = core.read_model(src)
-        compiled = core.compile_model(ov_model, self.where, self.config(threads or (physical_cores() if timing else 0), timing, perf))
+        compiled = core.compile_model(
+            ov_model, self.where, self.config(threads or (physical_cores() if timing else 0), timing, perf)
+        )
         return OvSession(compiled, [o.name for o in model.graph.output] if model is not None else [])
 
-    def profile_nodes(self, model: ModelProto, feeds: Mapping[str, np.ndarray], *, threads: int = 0,
-                      runs: int = 10) -> dict[str, float]:
+    def profile_nodes(
+        self, model: ModelProto, feeds: Mapping[str, np.ndarray], *, threads: int = 0, runs: int = 10
+    ) -> dict[str, float]:
         s = self.load(model, threads=threads, timing=True, perf=True)
         per: dict[str, list[float]] = {}
         for _ in range(2):
