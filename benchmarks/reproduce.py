@@ -108,7 +108,7 @@ def optimize(*args: str) -> tuple[int, float, str]:
 
 
 def one(src: Path, target: str, runs: int, d: Path) -> dict:
-    hashes, secs, nodes, err = [], [], None, ""
+    hashes, secs, nodes, err, decisions = [], [], None, "", []
     for i in range(runs):
         out, rep = d / f"o{i}.onnx", d / f"r{i}.json"
         code, s, err = optimize(str(src), "-o", str(out), "--target", target, "--report", str(rep))
@@ -117,11 +117,18 @@ def one(src: Path, target: str, runs: int, d: Path) -> dict:
         hashes.append(digest(out))
         secs.append(s)
         r = json.loads(rep.read_text())
+        decisions.append(
+            tuple(f"{p['name']}#{p['position']}={p['status']}" for p in r["passes"])
+            + (f"backed_off={r['backed_off']}",)
+        )
         nodes = nodes or f"{r['model']['nodes']}→{r['output']['nodes']}"
         shapes = r["shapes"]
     code, replay_s, err = optimize(str(src), "-o", str(d / "replay.onnx"), "--plan", str(d / "r0.json"))
     same = code == 0 and digest(d / "replay.onnx") == hashes[0]
+    # what differed between the runs that wrote different bytes: each decision's outcomes
+    flips = sorted({d for run in decisions for d in run} - set.intersection(*(set(run) for run in decisions)))
     return {
+        "flips": "; ".join(flips)[:200],
         "model": src.stem,
         "target": target,
         "distinct": len(set(hashes)),

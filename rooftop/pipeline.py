@@ -33,6 +33,7 @@ from onnx import ModelProto
 from rooftop import model_io, runtime, runtimes
 from rooftop import plan as plan_mod
 from rooftop import shapes as shapes_mod
+from rooftop.analysis.timing import pays
 from rooftop.errors import InputError, UsageError, VerificationError, first_line
 from rooftop.passes import (
     DEFAULT_PIPELINE,
@@ -575,12 +576,13 @@ class _Run:
             return
         level = self.opts.deploy_level
         self.stage(f"timing {name} against its input ({level_word(self.rt, level)})")
-        v.latency = self._confirmed(self.current, candidate, level, "gate")
+        must_pay = self._must_pay(name, candidate, v)
+        v.latency = self._confirmed(self.current, candidate, level, "pay" if must_pay else "gate")
         if v.latency is None or self.opts.keep_slower:
             return
         if v.latency.verdict is Verdict.SLOWER:
             v.cause, v.reason = Cause.SLOWER, self._slower_reason(candidate, v)
-        elif not self._paid(v.latency) and self._must_pay(name, candidate, v):
+        elif must_pay and not self._paid(v.latency):
             c = v.cost
             what = (
                 "adds nodes or changes the kernels onnxruntime runs"
@@ -598,7 +600,7 @@ class _Run:
         """Work added for a speed-up must show a clear one: faster (confirmed) by more than twice the
         noise band. A gain of a few percent flips with the machine's load from run to run; a pass that
         adds bytes for it would make the same command write different models."""
-        return lat.verdict is Verdict.FASTER and lat.ratio < 1.0 - 2 * self.opts.noise_band
+        return lat.verdict is Verdict.FASTER and lat.ratio < pays(self.opts.noise_band)
 
     def _must_pay(self, name: str, candidate: ModelProto, v: Validation) -> bool:
         """A pass kept only if it measures faster: it adds nodes or predicted work, or changes kernels."""
@@ -673,7 +675,7 @@ class _Run:
                 lat = dataclasses.replace(lat, shapes=label)
             if worst is None or lat.ratio > worst.ratio:
                 worst = lat
-            if stop == "gate" and lat.verdict is Verdict.SLOWER:
+            if stop in ("gate", "pay") and lat.verdict is Verdict.SLOWER:
                 break
         return worst
 

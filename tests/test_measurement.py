@@ -184,6 +184,16 @@ def test_leaning_slower_when_the_budget_ends():
     assert not leaning_slower([1.01, 0.99, 1.02, 0.98] * 5, 0.03)  # inside the band
 
 
+def test_a_pass_that_adds_work_is_timed_until_it_is_clear_whether_it_pays():
+    from rooftop.analysis.timing import pays, straddles
+
+    assert pays(0.03) == pytest.approx(0.94)
+    assert decided([0.85] * 10, 0.03, "pay") and decided([1.0] * 10, 0.03, "pay")
+    near = list(np.linspace(0.90, 0.98, 10))  # its CI reaches both sides of 0.94
+    assert not decided(near, 0.03, "pay") and straddles(near, 0.94)
+    assert decided(near, 0.03, "gate")  # not slower: the gate alone would have stopped
+
+
 def test_adaptive_stop():
     assert decided([2.0] * 10, 0.03, "gate")  # clearly slower
     assert decided([1.0] * 10, 0.03, "gate")  # clearly not slower

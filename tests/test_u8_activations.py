@@ -160,7 +160,7 @@ def test_the_change_of_kernels_is_timed_against_its_input(tmp_path):
     (rec,) = rep.passes
     assert rec.status.value == "rejected" and not rec.removes_only and rec.latency is not None
     assert "changes the kernels onnxruntime runs and measured no faster" in rec.reason
-    assert calls == ["gate"]
+    assert calls == ["pay"]  # timed until it is settled which side of ×0.94 it lies
 
     def faster(before, after, level, stop):
         calls.append(stop)
@@ -174,4 +174,4 @@ def test_the_change_of_kernels_is_timed_against_its_input(tmp_path):
     )
     (rec,) = rep.passes
     assert rec.status.value == "applied" and rec.latency.ratio == 0.6
-    assert calls[:2] == ["gate", "gate"]  # a "faster" is measured again before it is believed
+    assert calls[:2] == ["pay", "pay"]  # a "faster" is measured again before it is believed

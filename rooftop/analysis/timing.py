@@ -114,18 +114,35 @@ def decided(ratios: Sequence[float], band: float, stop: str) -> bool:
     """Whether more rounds can still change what the comparison is used for.
 
     ``gate``: the keep/reject decision, settled once the CI lies wholly above 1 + band (slower)
-    or wholly below it (cannot be slower). ``verdict``: settled once the CI lies beyond the band
-    on either side or wholly inside it. ``budget``: never (spend the whole budget).
+    or wholly below it (cannot be slower). ``pay``: the decision on a pass that adds work, settled
+    once the CI lies wholly on one side of ``pays(band)`` (it must be faster than that). ``verdict``:
+    settled once the CI lies beyond the band on either side or wholly inside it. ``budget``: never
+    (spend the whole budget).
     """
     if stop == "budget":
         return False
     lo, hi = median_ci(ratios)
     if stop == "gate":
         return lo > 1.0 + band or hi < 1.0 + band
+    if stop == "pay":
+        return lo > pays(band) or hi < pays(band)
     return lo > 1.0 + band or hi < 1.0 - band or (lo > 1.0 - band and hi < 1.0 + band)
 
 
 EXTEND = 3.0  # a comparison leaning slower when its budget is spent may run this many budgets in all
+
+
+def pays(band: float) -> float:
+    """The ratio a pass that adds work must measure below to be kept: twice the band under 1.0."""
+    return 1.0 - 2 * band
+
+
+def straddles(ratios: Sequence[float], threshold: float) -> bool:
+    """The CI still reaches both sides of ``threshold``: more rounds may settle which side it is."""
+    if len(ratios) < 2:
+        return False
+    lo, hi = median_ci(ratios)
+    return lo <= threshold <= hi
 
 
 def leaning_slower(ratios: Sequence[float], band: float) -> bool:
@@ -213,7 +230,11 @@ def compare_sessions(
         spent = time.perf_counter() - start
         if spent < budget_s:
             return True
-        return stop != "budget" and spent < EXTEND * budget_s and leaning_slower(ratios, band)
+        if stop == "budget" or spent >= EXTEND * budget_s:
+            return False
+        # a decision still open when the budget is spent goes on: leaning slower, or (a pass that
+        # adds work) not yet on one side of what it must pay
+        return leaning_slower(ratios, band) or (stop == "pay" and straddles(ratios, pays(band)))
 
     while i < max_rounds and (i < min_rounds or more()):
         if i % 2 == 0:
