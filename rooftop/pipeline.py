@@ -231,14 +231,12 @@ def _adds_traffic(v: Validation) -> bool:
 
 
 def _adds_ops(v: Validation) -> bool:
-    """More predicted FLOPs or integer ops after the pass, both totals complete."""
+    """More predicted operations after the pass (floating point and integer together: a float op
+    that becomes its integer form is not more work), both totals complete."""
     c = v.cost
-    return (
-        c is not None
-        and c.before.unknown == 0
-        and c.after.unknown == 0
-        and (c.after.flops > c.before.flops or c.after.int_ops > c.before.int_ops)
-    )
+    if c is None or c.before.unknown or c.after.unknown:
+        return False
+    return c.after.flops + c.after.int_ops > c.before.flops + c.before.int_ops
 
 
 def _op_types(graph) -> set[tuple[str, str]]:
