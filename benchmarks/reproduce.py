@@ -118,7 +118,7 @@ def one(src: Path, target: str, runs: int, d: Path) -> dict:
         secs.append(s)
         r = json.loads(rep.read_text())
         decisions.append(
-            tuple(f"{p['name']}#{p['position']}={p['status']}" for p in r["passes"])
+            tuple(f"{p['name']}#{k}={p['status']}" for k, p in enumerate(r["passes"]))
             + (f"backed_off={r['backed_off']}",)
         )
         nodes = nodes or f"{r['model']['nodes']}→{r['output']['nodes']}"
