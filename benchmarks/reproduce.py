@@ -169,6 +169,7 @@ def main() -> None:
         "replay_s",
         "shapes",
         "defaulted",
+        "flips",
         "error",
     ]
     print("| " + " | ".join(cols) + " |")
