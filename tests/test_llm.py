@@ -13,7 +13,7 @@ import pytest
 from helpers import ROOT, optimize, run
 from onnx import TensorProto
 
-from rooftop import model_io, pipeline
+from rooftop import decide, model_io
 from rooftop.runtime import make_session
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -112,7 +112,7 @@ def test_a_pass_reads_a_weight_left_on_disk(tmp_path):
 
 
 def test_large_models_are_timed_one_session_at_a_time(decoder, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "INTERLEAVE_UP_TO", 0)
+    monkeypatch.setattr(decide, "INTERLEAVE_UP_TO", 0)
     built = []
     from rooftop.runtimes.onnxruntime import OnnxRuntime
 
@@ -147,13 +147,13 @@ def test_two_sessions_alive_only_within_the_memory_goal(monkeypatch):
             [onnx.numpy_helper.from_array(w, "w")],
         )
     )
-    monkeypatch.setattr(pipeline, "MEMORY_GOAL_FROM", 1 << 20)
+    monkeypatch.setattr(decide, "MEMORY_GOAL_FROM", 1 << 20)
     monkeypatch.setattr(model_io, "resident_bytes", lambda: 1 << 20)  # 1 + 2 x 1 MiB: within 3x
-    assert not pipeline.in_turn(m)
+    assert not decide.in_turn(m)
     monkeypatch.setattr(model_io, "resident_bytes", lambda: 2 << 20)  # 2 + 2 x 1 MiB: past 3x
-    assert pipeline.in_turn(m)
-    monkeypatch.setattr(pipeline, "MEMORY_GOAL_FROM", 2 << 20)  # a model under the goal's size
-    assert not pipeline.in_turn(m)
+    assert decide.in_turn(m)
+    monkeypatch.setattr(decide, "MEMORY_GOAL_FROM", 2 << 20)  # a model under the goal's size
+    assert not decide.in_turn(m)
 
 
 def test_resident_bytes_reads_this_process():

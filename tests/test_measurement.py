@@ -394,8 +394,8 @@ def test_added_work_that_does_not_measure_faster_is_rejected(test_passes):
 def test_added_traffic_is_judged_only_on_complete_totals():
     """Totals missing unknown nodes grow when a pass makes those nodes known (silero_vad_half:
     435 B → 0.71 MB by simplify): that is not added work."""
+    from rooftop.decide import _adds_traffic
     from rooftop.passes.base import Validation
-    from rooftop.pipeline import _adds_traffic
     from rooftop.records import CostDelta, Costs
 
     def v(before: Costs, after: Costs) -> Validation:
