@@ -104,11 +104,116 @@ class _Match:
 
 
 def _match(graph: gs.Graph, sm: gs.Node):
-    """A _Match, a reason, or None (not attention)."""
+    """A _Match, a reason, or None (not attention). A Softmax that sits in an attention (it reads,
+    through scales and masks, a product of two activations) is never None: it is fused or refused
+    with the first condition that failed, so no candidate is left in silence."""
+    m = _match_at(graph, sm)
+    if m is None and _in_attention(sm):
+        return _why_not(graph, sm)
+    return m
+
+
+def _in_attention(sm: gs.Node) -> bool:
+    """The Softmax reads a product of two activations (through Add, Where, Div, Mul, Cast)."""
+    t = sm.inputs[0]
+    for _ in range(6):
+        n = producer(t)
+        if n is None:
+            return False
+        if n.op == "MatMul":
+            return all(not isinstance(i, gs.Constant) for i in n.inputs[:2])
+        if n.op not in ("Add", "Where", "Div", "Mul", "Cast"):
+            return False
+        t = next((i for i in n.inputs if not isinstance(i, gs.Constant) and _reaches_matmul(i)), None)
+        if t is None:
+            return False
+    return False
+
+
+def _reaches_matmul(t: gs.Tensor, depth: int = 0) -> bool:
+    n = producer(t)
+    if n is None or depth > 5:
+        return False
+    return n.op == "MatMul" or (
+        n.op in ("Add", "Where", "Div", "Mul", "Cast")
+        and any(not isinstance(i, gs.Constant) and _reaches_matmul(i, depth + 1) for i in n.inputs)
+    )
+
+
+def _why_not(graph: gs.Graph, sm: gs.Node) -> str:
+    """The first condition an attention's Softmax failed, when the matcher found no reason of its own."""
+    if int(sm.attrs.get("axis", -1)) not in (-1, 3):
+        return f"Softmax over axis {sm.attrs.get('axis')}, not the keys' axis (-1)"
+    mm2, _ = _probabilities(graph, sm)
+    if mm2 is None:
+        readers = [c.op for c in sm.outputs[0].outputs]
+        return (
+            f"the probabilities are not read by one MatMul with the values (read by {', '.join(readers) or 'nothing'})"
+        )
+    peeled = _peel(sm.inputs[0])
+    if peeled is None:
+        return "the scores are masked by a Where whose two branches are both computed"
+    scores = _unscaled(peeled[0])[0]
+    if producer(scores, "MatMul") is None:
+        what = producer(scores).op if producer(scores) is not None else "a graph input"
+        return f"the scores are not Q·Kᵀ scaled by a constant (they come from {what})"
+    mm1 = producer(scores, "MatMul")
+    q, _ = _unscaled(mm1.inputs[0])
+    k, _ = _unscaled(mm1.inputs[1])
+    for what, t in (("query", q), ("keys", k), ("values", mm2.inputs[1])):
+        tr = producer(t, "Transpose")
+        if tr is None:
+            src = producer(t)
+            return (
+                f"the {what} are not split into heads by Reshape and Transpose "
+                f"(they come from {src.op if src is not None else 'a graph input'})"
+            )
+    return "the query, keys and values are split into heads in a form this pass does not know"
+
+
+def _probabilities(graph: gs.Graph, sm: gs.Node) -> tuple[gs.Node | None, list[gs.Node]]:
+    """(P·V's MatMul, nodes between): the Softmax read by the MatMul directly, or through the NaN
+    guard of torch's scaled_dot_product_attention decomposition (the dynamo exporter's
+    ``Where(IsNaN(P), 0, P)``: it acts only on a row whose every key is masked)."""
+    p = sm.outputs[0]
+    mm2 = only_consumer(p, graph, "MatMul")
+    if mm2 is not None and mm2.inputs[0] is p:
+        return mm2, []
+    readers = p.outputs
+    if len(readers) != 2 or {r.op for r in readers} != {"IsNaN", "Where"}:
+        return None, []
+    isnan = next(r for r in readers if r.op == "IsNaN")
+    where = next(r for r in readers if r.op == "Where")
+    zero = scalar(where.inputs[1])
+    if where.inputs[0] is not isnan.outputs[0] or zero != 0.0 or where.inputs[2] is not p:
+        return None, []
+    if only_consumer(isnan.outputs[0], graph) is not where:
+        return None, []
+    mm2 = only_consumer(where.outputs[0], graph, "MatMul")
+    if mm2 is None or mm2.inputs[0] is not where.outputs[0]:
+        return None, []
+    return mm2, [isnan, where]
+
+
+def _unscaled(t: gs.Tensor) -> tuple[gs.Tensor, float]:
+    """(x, c) when ``t = x · c`` or ``x / c`` with a scalar constant c (c = 1 otherwise): the scale
+    PyTorch's scaled_dot_product_attention applies to q and k apart (√scale each)."""
+    n = producer(t, "Mul", "Div")
+    if n is None:
+        return t, 1.0
+    const = next((i for i in n.inputs if scalar(i) is not None), None)
+    if const is None or (n.op == "Div" and n.inputs[1] is not const):
+        return t, 1.0
+    x = other_input(n, const)
+    return x, (1.0 / scalar(const) if n.op == "Div" else scalar(const))
+
+
+def _match_at(graph: gs.Graph, sm: gs.Node):
+    """A _Match, a reason, or None (not found)."""
     if int(sm.attrs.get("axis", -1)) not in (-1, 3):
         return None
-    mm2 = only_consumer(sm.outputs[0], graph, "MatMul")
-    if mm2 is None or mm2.inputs[0] is not sm.outputs[0]:
+    mm2, guard = _probabilities(graph, sm)
+    if mm2 is None:
         return None
     peeled = _peel(sm.inputs[0])
     if peeled is None or isinstance(peeled, str):
@@ -125,20 +230,27 @@ def _match(graph: gs.Graph, sm: gs.Node):
     mm1 = producer(scores, "MatMul")
     if mm1 is None:
         return None
-    core = [mm1, *([scale_node] if scale_node is not None else []), *masked, sm, mm2]
-    q, k, v = _heads(mm1.inputs[0], (0, 2, 1, 3)), _keys(mm1.inputs[1]), _heads(mm2.inputs[1], (0, 2, 1, 3))
+    core = [mm1, *([scale_node] if scale_node is not None else []), *masked, sm, *guard, mm2]
+    q_in, k_in = mm1.inputs[0], mm1.inputs[1]
+    for side in (0, 1):  # a scale on q and on k apart (PyTorch's SDPA: √scale each)
+        t, f = _unscaled(mm1.inputs[side])
+        if f != 1.0 and only_consumer(mm1.inputs[side], graph) is not None:
+            c *= f
+            core.append(producer(mm1.inputs[side]))
+            q_in, k_in = (t, k_in) if side == 0 else (q_in, t)
+    q, k, v = _heads(q_in, (0, 2, 1, 3)), _keys(k_in), _heads(mm2.inputs[1], (0, 2, 1, 3))
     if q is None or k is None or v is None:
-        return _match_4d(graph, mm1, mm2, c, mask, where, core, three_d=(q, k, v))
+        return _match_4d(graph, (q_in, k_in), mm2, c, mask, where, core, three_d=(q, k, v))
     if isinstance(q, str) or isinstance(k, str) or isinstance(v, str):
         return next(x for x in (q, k, v) if isinstance(x, str))
     if q[1:3] != k[1:3] or q[1:3] != v[1:3]:
         return "query, key and value are split into different heads"
-    tail = _output(graph, mm2)
+    tail = _output(graph, mm2, q[2])
     if tail is None:
         return "the result is not put back together as (batch, sequence, heads · head size)"
     out, tail_nodes = tail
     nodes = [*q[3], *k[3], *v[3], *core, *tail_nodes]
-    if _read_elsewhere(graph, [n for n in nodes if n is not tail_nodes[-1]]):
+    if _read_elsewhere(graph, [n for n in nodes if n is not tail_nodes[-1] and not (guard and n is sm)]):
         return "an intermediate of the attention is read by another node or is a graph output"
     why = _proved_causal(graph, where, square=True)
     if why:
@@ -146,26 +258,26 @@ def _match(graph: gs.Graph, sm: gs.Node):
     return _Match(q[0], k[0], v[0], q[1], q[2], c, mask, out, nodes, causal=where is not None)
 
 
-def _match_4d(graph: gs.Graph, mm1: gs.Node, mm2: gs.Node, c: float, mask, where, core, three_d):
+def _match_4d(graph: gs.Graph, qk: tuple[gs.Tensor, gs.Tensor], mm2: gs.Node, c: float, mask, where, core, three_d):
     """The 4-D form: q, k, v of shape (B, N, S, H) as they are, keys transposed by [0, 1, 3, 2],
     keys and values optionally a cache concatenated with the new ones on the sequence axis."""
-    tr = producer(mm1.inputs[1], "Transpose")
-    q, v = mm1.inputs[0], mm2.inputs[1]
-    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 1, 3, 2):
+    keys = _transposed(qk[1])
+    q, v = qk[0], mm2.inputs[1]
+    if keys is None:
         if three_d[0] is None or three_d[2] is None:
             return None
         return "keys are not one projection split into heads, nor (batch, heads, length, head size) tensors"
-    ranks = [_rank(t) for t in (q, tr.inputs[0], v)]
+    k, k_nodes = keys
+    ranks = [_rank(t) for t in (q, k, v)]
     if any(r is None for r in ranks):
         return "the rank of the query, keys or values is unknown"
     if ranks != [4, 4, 4]:
         return "query, keys and values are not all (batch, heads, length, head size)"
-    k = tr.inputs[0]
     kc, vc = _cache(k), _cache(v)
     if (kc is None) != (vc is None):
         return "only one of keys and values is concatenated with a past"
-    nodes, past = [tr, *core], None
-    if _read_elsewhere(graph, nodes[:-1]):  # (P·V, the last, is written by the fused op)
+    nodes, past = [*k_nodes, *core], None
+    if _read_elsewhere(graph, [n for n in nodes[:-1] if not (n.op == "Softmax" and len(n.outputs[0].outputs) == 2)]):
         return "an intermediate of the attention is read by another node or is a graph output"
     if kc is not None:  # the concatenations become the op's present outputs: they may be read anywhere
         past = (kc[0], vc[0], k, v)
@@ -228,7 +340,21 @@ def _read_elsewhere(graph: gs.Graph, nodes: list[gs.Node]) -> bool:
     return any(only_consumer(o, graph) is None for n in nodes for o in n.outputs)
 
 
-RANK_KEEPING = {"Concat", "Slice", "Mul", "Add", "Sub", "Div", "Neg", "Cast", "Identity", "Softmax", "Sigmoid", "Tanh"}
+RANK_KEEPING = {
+    "Trilu",
+    "Concat",
+    "Slice",
+    "Mul",
+    "Add",
+    "Sub",
+    "Div",
+    "Neg",
+    "Cast",
+    "Identity",
+    "Softmax",
+    "Sigmoid",
+    "Tanh",
+}
 
 
 def _rank(t: gs.Tensor, depth: int = 0) -> int | None:
@@ -244,9 +370,32 @@ def _rank(t: gs.Tensor, depth: int = 0) -> int | None:
         return len(n.attrs["perm"])
     if n.op == "Reshape" and isinstance(n.inputs[1], gs.Constant):
         return int(n.inputs[1].values.size)
+    if n.op in ("Where", "Equal", "Less", "Greater", "And", "Or", "Expand"):  # broadcasting: the widest input
+        ranks = [len(i.shape) if i.shape is not None else _rank(i, depth + 1) for i in n.inputs if i.name]
+        if n.op == "Expand":  # the widest of the input's rank and the target's length
+            ranks = [ranks[0], _length(n.inputs[1])]
+        return max(ranks) if ranks and all(r is not None for r in ranks) else None
     if n.op in RANK_KEEPING and n.inputs:
         ranks = [_rank(i, depth + 1) for i in n.inputs if i.name and not isinstance(i, gs.Constant)]
         return ranks[0] if ranks and all(r == ranks[0] for r in ranks) else None
+    return None
+
+
+def _length(t: gs.Tensor, depth: int = 0) -> int | None:
+    """The length of a 1-D integer tensor (a shape being assembled): a constant's size, a Shape
+    slice's ``end - start``, a Concat's sum."""
+    if isinstance(t, gs.Constant):
+        return int(t.values.size)
+    if t.shape is not None and len(t.shape) == 1 and isinstance(t.shape[0], int):
+        return int(t.shape[0])
+    n = producer(t)
+    if n is None or depth > 6:
+        return None
+    if n.op == "Shape" and "end" in n.attrs and int(n.attrs["end"]) >= 0:
+        return int(n.attrs["end"]) - int(n.attrs.get("start", 0))
+    if n.op == "Concat":
+        parts = [_length(i, depth + 1) for i in n.inputs]
+        return sum(parts) if all(p is not None for p in parts) else None
     return None
 
 
@@ -272,11 +421,12 @@ def _heads(t: gs.Tensor, perm: tuple[int, ...]):
     rs = producer(tr.inputs[0], "Reshape")
     if rs is None:
         return None
-    heads = _split_dims(rs.inputs[1])
+    x = rs.inputs[0]
+    heads = _split_dims(rs.inputs[1], _width(x))
     if heads is None:
         return "the split into heads is not a constant [·, ·, heads, head size]"
     n, h = heads
-    x = rs.inputs[0]
+    _fold_head_shapes(rs.outputs[0], n, h)
     if x.shape is not None and len(x.shape) != 3:
         return None
     if x.shape is not None and isinstance(x.shape[-1], int) and x.shape[-1] != n * h:
@@ -284,10 +434,59 @@ def _heads(t: gs.Tensor, perm: tuple[int, ...]):
     return x, n, h, [rs, tr]
 
 
-def _split_dims(shape: gs.Tensor) -> tuple[int, int] | None:
+def _width(x: gs.Tensor, depth: int = 0) -> int | None:
+    """The last dim of ``x``: from its shape, else from what writes it (a com.microsoft op upstream
+    leaves onnx's shape inference without shapes): a projection's weight, a Split's sizes, a
+    Reshape's constant last dim, through a scale by a scalar (Whisper's ``q_proj(x) * scaling``)."""
+    if x.shape is not None and x.shape and isinstance(x.shape[-1], int) and x.shape[-1] > 0:
+        return x.shape[-1]
+    if depth > 4:
+        return None
+    proj = _projection(x)
+    if proj is not None and proj[1].shape is not None:
+        return int(proj[1].shape[-1])
+    n = producer(x)
+    if n is None:
+        return None
+    if n.op == "Gemm" and isinstance(n.inputs[1], gs.Constant):
+        return int(n.inputs[1].shape[0 if n.attrs.get("transB", 0) else 1])
+    if n.op in ("Mul", "Div", "Add") and any(scalar(i) is not None for i in n.inputs):
+        return _width(next(i for i in n.inputs if scalar(i) is None), depth + 1)
+    if n.op == "Reshape" and isinstance(n.inputs[1], gs.Constant) and int(n.inputs[1].values.reshape(-1)[-1]) > 0:
+        return int(n.inputs[1].values.reshape(-1)[-1])
+    if n.op == "Reshape":
+        return _width(n.inputs[0], depth + 1) if _length(n.inputs[1]) == 3 else None
+    if n.op == "Split" and int(n.attrs.get("axis", 0)) in (-1, 2):
+        sizes = n.inputs[1].values if len(n.inputs) > 1 and isinstance(n.inputs[1], gs.Constant) else None
+        if sizes is None and "split" in n.attrs:
+            sizes = np.array(n.attrs["split"])
+        if sizes is not None:
+            return int(sizes.reshape(-1)[n.outputs.index(x)])
+    return None
+
+
+def _fold_head_shapes(split: gs.Tensor, heads: int, head_size: int) -> None:
+    """A Shape that reads only the heads and head-size dims of the (B, S, N, H) split (the dynamo
+    exporter's ``Shape(view, start=2, end=3)``) becomes the constant it is: the split is then read
+    by the attention alone, and the rest of the graph no longer depends on it."""
+    known = {2: heads, 3: head_size}
+    for reader in list(split.outputs):
+        if reader.op != "Shape" or reader.inputs[0] is not split:
+            continue
+        start, end = int(reader.attrs.get("start", 0)), int(reader.attrs.get("end", 4))
+        start, end = start + 4 if start < 0 else start, end + 4 if end < 0 else min(end, 4)
+        if start < 2 or end <= start:
+            continue
+        value = np.array([known[i] for i in range(start, end)], np.int64)
+        reader.op, reader.attrs = "Constant", {"value": gs.Constant(f"{reader.outputs[0].name}_value", value)}
+        reader.inputs.clear()
+
+
+def _split_dims(shape: gs.Tensor, width: int | None = None) -> tuple[int, int] | None:
     """(heads, head size) from a 4-element Reshape target whose last two entries are constants:
     a constant [·, ·, N, H], or (the dynamo exporter) a Concat of the run-time batch and sequence
-    lengths with constants N and H."""
+    lengths with constants N and H. N may be -1 (``view(b, s, -1, head_size)``, as transformers
+    writes it) when the input's last dim ``width`` is known: N = width / H."""
     if isinstance(shape, gs.Constant):
         if shape.values.size != 4:
             return None
@@ -305,14 +504,21 @@ def _split_dims(shape: gs.Tensor) -> tuple[int, int] | None:
             return None
         if shape.shape is not None and list(shape.shape) != [4]:
             return None
+    if tail[0] == -1 and tail[1] > 0 and width and width % tail[1] == 0:
+        return width // tail[1], tail[1]
     return (tail[0], tail[1]) if tail[0] > 0 and tail[1] > 0 else None
 
 
 def _keys(t: gs.Tensor):
-    """The keys transposed for Q·Kᵀ: in one Transpose [0, 2, 3, 1], or [0, 2, 1, 3] then [0, 1, 3, 2]."""
+    """The keys transposed for Q·Kᵀ: in one Transpose [0, 2, 3, 1], or [0, 2, 1, 3] then [0, 1, 3, 2],
+    or (the dynamo exporter's batched form of ``k.transpose(-2, -1)``) [0, 2, 1, 3], Reshape to
+    (B·N, L, H), Transpose [0, 2, 1], Reshape back to (B, N, H, L)."""
     direct = _heads(t, (0, 2, 3, 1))
     if direct is not None:
         return direct
+    batched = _batched_keys(t)
+    if batched is not None:
+        return batched
     tr = producer(t, "Transpose")
     if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 1, 3, 2):
         return None
@@ -322,20 +528,83 @@ def _keys(t: gs.Tensor):
     return inner[0], inner[1], inner[2], [*inner[3], tr]
 
 
-def _output(graph: gs.Graph, mm2: gs.Node):
-    """(y, nodes) of ``Reshape(Transpose(P·V, [0, 2, 1, 3]), [·, ·, N·H])``, or None."""
-    tr = only_consumer(mm2.outputs[0], graph, "Transpose")
+def _transposed(t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
+    """(k, nodes) when ``t`` is k (B, N, L, H) transposed to (B, N, H, L): one Transpose [0, 1, 3, 2],
+    or the dynamo exporter's batched form (Reshape to (B·N, L, H), Transpose [0, 2, 1], Reshape back)."""
+    tr = producer(t, "Transpose")
+    if tr is not None and tuple(tr.attrs.get("perm", ())) == (0, 1, 3, 2):
+        return tr.inputs[0], [tr]
+    back = producer(t, "Reshape")
+    if back is None or _length(back.inputs[1]) != 4:
+        return None
+    tr = producer(back.inputs[0], "Transpose")
+    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 2, 1):
+        return None
+    flat = producer(tr.inputs[0], "Reshape")
+    if flat is None or _length(flat.inputs[1]) != 3:
+        return None
+    return flat.inputs[0], [flat, tr, back]
+
+
+def _batched_keys(t: gs.Tensor):
+    back = producer(t, "Reshape")
+    if back is None or _length(back.inputs[1]) != 4:
+        return None
+    tr = producer(back.inputs[0], "Transpose")
+    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 2, 1):
+        return None
+    flat = producer(tr.inputs[0], "Reshape")
+    if flat is None or _length(flat.inputs[1]) != 3:
+        return None
+    inner = _heads(flat.inputs[0], (0, 2, 1, 3))
+    if inner is None or isinstance(inner, str):
+        return inner
+    return inner[0], inner[1], inner[2], [*inner[3], flat, tr, back]
+
+
+def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None):
+    """(y, nodes) of ``Reshape(Transpose(P·V, [0, 2, 1, 3]), [·, ·, N·H])``, or None. A 4-D Reshape
+    of P·V to ``[·, -1, ·, H]`` before the Transpose (T5's ``view(b, -1, s, h)``) keeps its layout
+    and goes with the rest (verified at two sizes of the sequence)."""
+    pv, lead = mm2.outputs[0], []
+    rs0 = only_consumer(pv, graph, "Reshape")
+    if rs0 is not None and head_size is not None and _keeps_heads(rs0.inputs[1], head_size):
+        pv, lead = rs0.outputs[0], [rs0]
+    tr = only_consumer(pv, graph, "Transpose")
     if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 2, 1, 3):
         return None
     rs = only_consumer(tr.outputs[0], graph, "Reshape")
     if rs is None or rs.inputs[0] is not tr.outputs[0]:
         return None
     shape = rs.inputs[1]
+    if _length(shape) == 2:  # (B·S, N·H) for a Gemm: the fused op's (B, S, N·H) flattens the same way
+        tr.outputs[0].shape = None
+        return tr.outputs[0], [*lead, tr]
     if isinstance(shape, gs.Constant) and shape.values.size != 3:
         return None
     if not isinstance(shape, gs.Constant) and (shape.shape is None or list(shape.shape) != [3]):
         return None
-    return rs.outputs[0], [tr, rs]
+    return rs.outputs[0], [*lead, tr, rs]
+
+
+def _keeps_heads(target: gs.Tensor, head_size: int) -> bool:
+    """A 4-element Reshape target ``[·, -1, ·, H]``: (B, N, S, H) stays (B, N, S, H)."""
+    if isinstance(target, gs.Constant):
+        v = target.values.reshape(-1)
+        return v.size == 4 and int(v[1]) == -1 and int(v[3]) == head_size
+    cat = producer(target, "Concat")
+    if cat is None:
+        return False
+    parts = [p.values.reshape(-1) if isinstance(p, gs.Constant) else None for p in cat.inputs]
+    flat = []
+    for p, t in zip(parts, cat.inputs):
+        if p is not None:
+            flat += [int(x) for x in p]
+        elif t.shape is not None and list(t.shape) == [1]:
+            flat.append(None)
+        else:
+            return False
+    return len(flat) == 4 and flat[1] == -1 and flat[3] == head_size
 
 
 def _projection(t: gs.Tensor):
@@ -372,6 +641,21 @@ def _packed(graph: gs.Graph, m: _Match):
     return ps[0][0], w, b, [n for p in ps for n in p[3]]
 
 
+def _as_4d(graph: gs.Graph, mask: gs.Tensor, names: Namer, done: dict[str, gs.Tensor]) -> gs.Tensor:
+    """A (S, T) mask as (1, 1, S, T), a (B, S, T) one as (B, 1, S, T): what an additive mask of the
+    scores (B, N, S, T) broadcasts to anyway (once per mask tensor)."""
+    key = f"{mask.name}#4d"
+    if key in done:
+        return done[key]
+    rank = len(mask.shape)
+    axes = gs.Constant(names.fresh(f"{mask.name}_axes"), np.array([0, 1] if rank == 2 else [1], np.int64))
+    dims = [1, 1, *mask.shape] if rank == 2 else [mask.shape[0], 1, *mask.shape[1:]]
+    out = gs.Variable(names.fresh(f"{mask.name}_4d"), dtype=mask.dtype, shape=dims)
+    graph.nodes.append(gs.Node("Unsqueeze", names.fresh(f"{mask.name}_unsqueeze"), {}, [mask, axes], [out]))
+    done[key] = out
+    return out
+
+
 def _bias_for(
     graph: gs.Graph, m: _Match, query: gs.Tensor, names: Namer, expanded: dict[str, gs.Tensor], seq_axis: int = 1
 ):
@@ -383,6 +667,12 @@ def _bias_for(
     if mask is None:
         return None
     shape = mask.shape
+    if shape is None and _rank(mask) in (2, 3):  # (a com.microsoft op upstream leaves shapes unknown)
+        mask.shape = shape = [None] * _rank(mask)
+    if shape is not None and len(shape) in (2, 3):  # (S, T) or (B, S, T): broadcast over heads (and batch)
+        mask, shape = _as_4d(graph, mask, names, expanded), [1] * (4 - len(shape)) + list(shape)
+        if len(m.mask.shape) == 3:
+            shape = [shape[1], 1, shape[2], shape[3]]
     if shape is None or len(shape) != 4:
         return "the mask's shape is unknown or not 4-D"
     if shape[1] not in (1, m.heads):

@@ -115,7 +115,8 @@ def _erf_form(graph: gs.Graph, erf: gs.Node):
         return None
     if only_consumer(scaled.outputs[0], graph) is not erf:
         return "x/√2 is read by another node"
-    return _one_plus_times_half(graph, erf, x, [scaled, erf])
+    m = _one_plus_times_half(graph, erf, x, [scaled, erf])
+    return m if m is not None else "erf(x/√2) is not followed by 0.5 · x · (1 + ·), each read once"
 
 
 def _tanh_form(graph: gs.Graph, tanh: gs.Node):
@@ -128,7 +129,7 @@ def _tanh_form(graph: gs.Graph, tanh: gs.Node):
         return None
     inner = producer(inner_t, "Add")
     if inner is None or len(inner.inputs) != 2:
-        return None
+        return "the argument of tanh(√(2/π) · ·) is not x + 0.044715 · x³"
     for x in inner.inputs:
         cube_part = other_input(inner, x)
         nodes = _cubic(cube_part, x)
@@ -136,8 +137,13 @@ def _tanh_form(graph: gs.Graph, tanh: gs.Node):
             body = [*nodes, inner, outer, tanh]
             if any(only_consumer(n.outputs[0], graph) is None for n in body[:-1]):
                 return "a part of the tanh argument is read by another node"
-            return _one_plus_times_half(graph, tanh, x, body)
-    return None
+            m = _one_plus_times_half(graph, tanh, x, body)
+            return (
+                m
+                if m is not None
+                else "tanh(√(2/π)(x + 0.044715 x³)) is not followed by 0.5 · x · (1 + ·), each read once"
+            )
+    return "the argument of tanh(√(2/π) · ·) is not x + 0.044715 · x³"
 
 
 def _cubic(t: gs.Tensor, x: gs.Tensor) -> list[gs.Node] | None:

@@ -235,14 +235,16 @@ def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | str | None:
     axes = reduce_axes(m1)
     x = m1.inputs[0]
     sub = only_consumer(m1.outputs[0], graph, "Sub")
-    if axes is None or sub is None or sub.inputs[0] is not x or sub.inputs[1] is not m1.outputs[0]:
-        return None
+    if sub is None or sub.inputs[0] is not x or sub.inputs[1] is not m1.outputs[0]:
+        return None  # not x - mean(x): not a LayerNorm's first ReduceMean
+    if axes is None:
+        return "ReduceMean axes are not constant (or keepdims=0)"
     d = sub.outputs[0]
     if len({id(n) for n in d.outputs}) != 2 or any(o is d for o in graph.outputs):
         return "the centred value x - mean(x) is read by more than the square and the division"
     sq = next((c for c in d.outputs if _is_square(c, d)), None)
     if sq is None:
-        return None
+        return "the centred value x - mean(x) is not squared (no variance over the same axes)"
     tail = _variance_tail(graph, sq, axes)
     if isinstance(tail, str):
         return tail
