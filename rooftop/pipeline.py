@@ -90,6 +90,9 @@ class Report:
     replayed: str | None = None  # the plan file this run replayed
     shapes: ShapePlan | None = None  # the input shapes decisions (and the cost figures) were taken at
     runtime: str = "onnxruntime"  # where verification and decisions were taken
+    ops_before: dict[str, int] = field(default_factory=dict)  # op type -> nodes, in the model as given
+    ops_after: dict[str, int] = field(default_factory=dict)  # ... and as written
+    timestamp: str = ""  # when the run ended (UTC, ISO 8601)
     cross_checked: str | None = None  # the second runtime portable candidates were loaded and compared in
 
     @property
@@ -489,6 +492,9 @@ def _optimize(
         shapes=run.shapes,
         runtime=run.rt.label,
         cross_checked=run.checks.cross_checked,
+        ops_before=_op_counts(original),
+        ops_after=_op_counts(optimized),
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     report.plan = run.make_plan(names, records, model_path, backed_off, report.reverted)
     return optimized, report
@@ -541,6 +547,18 @@ def _strict(records: list[PassRecord]) -> None:
             raise VerificationError(
                 f"pass {rec.name} changed the outputs ({rec.reason}); --strict: nothing written", rec.name
             )
+
+
+def _op_counts(model: ModelProto) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(
+        sorted(
+            Counter(
+                (f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node
+            ).items()
+        )
+    )
 
 
 def _replay_options(opts: Options, replay: Plan) -> Options:

@@ -206,3 +206,77 @@ def test_traffic_totals_with_different_unknown_nodes_are_not_compared():
         _traffic_change(NS(bytes=100.0, unknown=["c"]), NS(bytes=120.0, unknown=["c"]))
         == "20.0% more; 1 node of unknown cost not counted"
     )
+
+
+def test_the_json_report_follows_its_schema_and_leads_with_the_verdict(tmp_path):
+    """The schema ships in the package (rooftop/report/schema.json); every report validates against
+    it: a measured run, a --no-time run, a --check run (nothing written) and a replay."""
+    import json
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("rooftop.report").joinpath("schema.json").read_text())
+    runs = {
+        "measured": ["-o", str(tmp_path / "a.onnx"), "--time-budget", "0.2"],
+        "no-time": ["-o", str(tmp_path / "b.onnx"), "--no-time"],
+        "check": ["--check", "--no-time"],
+    }
+    for name, extra in runs.items():
+        rep = tmp_path / f"{name}.json"
+        res = cli("models/resnet_bn.onnx", *extra, "--report", str(rep), "--hardware", "xeon-avx512", fast=False)
+        assert res.returncode in (0, 1), res.stderr
+        data = json.loads(rep.read_text())
+        jsonschema.validate(data, schema)
+        assert list(data)[:3] == ["schema_version", "verdict", "provenance"]
+        v = data["verdict"]
+        assert v["written"] is (name != "check") and v["verified"] is True
+        assert v["shapes"] == ["input=1x3x32x32"] and v["nodes"][0] == 31
+        assert (v["measured"] is not None) is (name == "measured") and (v["not_timed"] == "") is (name == "measured")
+        assert "BatchNormalization" in v["ops_removed"] or name == "check"
+        prov = data["provenance"]
+        assert len(prov["input_sha256"]) == 64 and prov["versions"]["onnx"]
+    import hashlib
+
+    out = tmp_path / "b.onnx"
+    assert (
+        json.loads((tmp_path / "no-time.json").read_text())["provenance"]["output_sha256"][str(out)]
+        == hashlib.sha256(out.read_bytes()).hexdigest()
+    )
+    replay = tmp_path / "replay.json"
+    res = cli(
+        "models/resnet_bn.onnx",
+        "-o",
+        str(tmp_path / "c.onnx"),
+        "--plan",
+        str(tmp_path / "measured.json"),
+        "--report",
+        str(replay),
+        "--hardware",
+        "xeon-avx512",
+        fast=False,
+    )
+    assert res.returncode == 0, res.stderr
+    data = json.loads(replay.read_text())
+    jsonschema.validate(data, schema)
+    assert data["replayed"] and data["verdict"]["not_timed"].startswith("replayed plan")
+
+
+def test_the_verdict_comes_first_in_every_format(tmp_path):
+    res = cli(
+        "models/resnet_bn.onnx",
+        "-o",
+        str(tmp_path / "o.onnx"),
+        "--report",
+        "--report",
+        str(tmp_path / "r.md"),
+        "--report",
+        str(tmp_path / "r.html"),
+    )
+    assert res.returncode == 0, res.stderr
+    first = res.stdout.strip().splitlines()[:4]
+    assert first[0].startswith("WRITTEN ") and first[1].startswith("VERIFIED: ") and first[3].startswith("NOT TIMED: ")
+    md = (tmp_path / "r.md").read_text().splitlines()
+    assert md[2] == "## Verdict" and md[4].startswith("- WRITTEN ")
+    page = (tmp_path / "r.html").read_text()
+    assert page.index('id="verdict"') < page.index("<h2>Summary</h2>") < page.index("<h2>Passes</h2>")

@@ -13,7 +13,37 @@ if TYPE_CHECKING:
     from rooftop.pipeline import Report
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verdict, provenance, shapes, plan, runtime
+
+
+def _sha256(path: str | None) -> str | None:
+    import hashlib
+
+    if not path:
+        return None
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _provenance(report: Report) -> dict[str, Any]:
+    """Which tool and libraries made the output, when, from which input, and its hash."""
+    from rooftop.plan import versions
+
+    return {
+        "versions": versions(),
+        "runtime": report.runtime,
+        "timestamp": report.timestamp,
+        "input_sha256": (report.plan.model.get("sha256") if report.plan is not None else None)
+        or _sha256(report.model_path),
+        "output_sha256": {p: _sha256(p) for p in report.output_paths},
+        "shapes": report.shapes.labels() if report.shapes is not None else [],
+    }
 
 
 def _num(x: Any) -> Any:
@@ -143,8 +173,12 @@ def report_dict(report: Report) -> dict[str, Any]:
     """The stable JSON shape of a report (documented in the README; fields are only ever added)."""
     rho_b, n_b = correlation(report.before)
     rho_a, n_a = correlation(report.after)
+    from rooftop.report.verdict import outcome
+
     return {
         "schema_version": SCHEMA_VERSION,
+        "verdict": outcome(report).as_dict(),
+        "provenance": _provenance(report),
         "model": {"path": report.model_path, "nodes": report.nodes_before, "params": report.params_before},
         "output": {"paths": report.output_paths, "nodes": report.nodes_after, "params": report.params_after},
         "target": report.target,

@@ -153,6 +153,9 @@ def html_page(report: Any) -> str:
     svg, nb, na = roofline_svg(report) if report.hardware is not None else ("<p>No cost analysis.</p>", 0, 0)
     sc = scatter_svg(report)
     summary = "".join(f"<li>{e(s)}</li>" for s in summary_lines(report))
+    from rooftop.report.verdict import lines, outcome
+
+    verdict = "".join(f"<li>{e(v)}</li>" for v in lines(outcome(report)))
     warn = "".join(f"<li>{e(w)}</li>" for w in report.warnings)
     rb = "".join(f"<li><code>{e(r.name)}</code> {e(r.status.value)}: {e(r.reason)}</li>" for r in not_kept(report))
     hw = report.hardware
@@ -170,6 +173,9 @@ th{{background:#f3f3f3}} .plots{{display:flex;flex-wrap:wrap;gap:2em;align-items
 code{{background:#f3f3f3;padding:0 3px}}
 </style></head><body>
 <h1>Rooftop report: <code>{e(report.model_path or "model")}</code></h1>
+<section id="verdict" style="border:2px solid #333;padding:0.5em 1em;margin:1em 0"><h2>Verdict</h2><ul>{
+        verdict
+    }</ul></section>
 <p>Target <code>{e(report.target)}</code>; pipeline {e(", ".join(report.pipeline))}; {report.seconds:.1f} s.
 Hardware profile: {e(hw.name if hw else "-")} — {e(hw.source if hw else "")}</p>
 <h2>Summary</h2><ul>{summary}</ul>

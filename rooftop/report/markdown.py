@@ -11,7 +11,12 @@ if TYPE_CHECKING:
 
 
 def markdown(report: Report) -> str:
-    lines = [f"# Rooftop report: `{report.model_path or 'model'}`", "", f"Target `{report.target}`.", ""]
+    from rooftop.report.verdict import lines as verdict_lines
+    from rooftop.report.verdict import outcome
+
+    lines = [f"# Rooftop report: `{report.model_path or 'model'}`", "", "## Verdict", ""]
+    lines += [f"- {v}" for v in verdict_lines(outcome(report))]
+    lines += ["", "## Summary", "", f"Target `{report.target}`.", ""]
     lines += [f"- {s}" for s in summary_lines(report)]
     hs = headers(report)
     lines += ["", "## Passes", "", "| " + " | ".join(hs) + " |", "|" + "---|" * len(hs)]

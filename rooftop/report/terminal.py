@@ -41,6 +41,10 @@ def print_terminal(report: Report, console: Console | None = None) -> None:
     console = console or Console()
     narrow = console.width < WIDE_TERMINAL
     title = f"Rooftop: {report.model_path or 'model'}  ({report.target} target)"
+    from rooftop.report.verdict import lines, outcome
+
+    for line in lines(outcome(report)):
+        console.print(line, highlight=False)
     if narrow:
         heads = ["pass", "status", "rw", "nodes", "traffic", f"measured ({deploy_word(report)})", "error"]
         console.print(_table(title, heads, narrow_rows(report), ("pass", "status"), True))

@@ -54,8 +54,13 @@ class OpenVino:
         if threads:
             cfg["INFERENCE_NUM_THREADS"] = int(threads)
         if not timing:
-            cfg.update({"INFERENCE_PRECISION_HINT": "f32", "EXECUTION_MODE_HINT": "ACCURACY",
-                        "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0})
+            cfg.update(
+                {
+                    "INFERENCE_PRECISION_HINT": "f32",
+                    "EXECUTION_MODE_HINT": "ACCURACY",
+                    "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+                }
+            )
         if perf:
             cfg["PERF_COUNT"] = True
         return cfg
