@@ -76,11 +76,9 @@ def main() -> None:
                 totals["fused"] += a[0]
                 totals["silent"] += silent
                 reasons = "; ".join(f"{n}: {w}" for w, n in a[2].items()) or "-"
-                print(
-                    f"| {name} | {exporter} | {run} | {a[0]} of {want['attention']} | {reasons} | {saved:.2f} MB | "
-                    f"{cells['layernorm'][0]} of {want['layernorm']} | {cells['gelu'][0]} of {want['gelu']} | {silent} |",
-                    flush=True,
-                )
+                norms = f"{cells['layernorm'][0]} of {want['layernorm']} | {cells['gelu'][0]} of {want['gelu']}"
+                head = f"| {name} | {exporter} | {run} | {a[0]} of {want['attention']} | {reasons} | {saved:.2f} MB"
+                print(f"{head} | {norms} | {silent} |", flush=True)
     print(f"\nattention fused: {totals['fused']} of {totals['blocks']} blocks; silent non-matches: {totals['silent']}")
 
 
