@@ -551,14 +551,12 @@ def release_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc keeps freed memory of
     dropped onnxruntime sessions and protobuf copies otherwise, and the process's RSS stays at
     its peak)."""
-    import ctypes
     import gc
 
+    from rooftop._compat import malloc_trim
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    malloc_trim()
 
 
 def resident_bytes() -> int:

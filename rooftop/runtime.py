@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
+from rooftop._compat import quiet_onnxruntime
 from rooftop.errors import InputError, UsageError
 from rooftop.model_io import external_dir, materialized, ort_source
 
@@ -179,14 +180,6 @@ def _table_rows(gather: onnx.NodeProto, inits, producers) -> int | None:
     if table is None or not len(table.dims):
         return None
     return int(table.dims[axis])
-
-
-def quiet_onnxruntime() -> None:
-    """onnxruntime's process-wide logger prints warnings and errors of trial runs in colour on
-    stderr; Rooftop reports what matters itself."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(4)
 
 
 def make_session(

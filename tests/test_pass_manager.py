@@ -256,22 +256,3 @@ def model_with_matmul():
         [vi("y", [2, 2])],
         [init("w", np.ones((2, 2), np.float32))],
     )
-
-
-def test_onnxsim_is_loaded_without_its_toolkit_and_a_later_import_is_the_real_package():
-    """simplify loads onnxsim's simplifier alone (no package __init__, no sympy, no 52,000-line
-    pruning module); a later ``import onnxsim`` still gets the whole package."""
-    import subprocess
-    import sys
-
-    code = """
-import sys
-from rooftop.passes.simplify import _simplify_function
-f = _simplify_function()
-print(f.__module__, *(m in sys.modules for m in ("onnxsim", "onnxsim.pruning", "sympy", "torch")))
-import onnxsim
-print(onnxsim.simplify is f, hasattr(onnxsim, "apply_magnitude_pruning"), "onnxsim.pruning" in sys.modules)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "onnxsim.onnx_simplifier False False False False"
-    assert out[1] == "True True True"

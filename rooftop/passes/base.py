@@ -24,17 +24,14 @@ from typing import ClassVar
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
-from onnx_graphsurgeon.logger import G_LOGGER
 
+from rooftop._compat import quiet_graphsurgeon, read_external_lazily
 from rooftop.errors import first_line
 from rooftop.model_io import external_dir, weightless
 from rooftop.passes._graph import cleanup
 from rooftop.records import Cause, CostDelta, Latency, PassRecord, Status
 
-# graphsurgeon logs to stdout/stderr on its own (a colour warning, a message before each exception
-# it raises): a pass's failure reaches the user once, as our one-line reason, not as its log text
-G_LOGGER.colors = False
-G_LOGGER.severity = G_LOGGER.CRITICAL + 10
+quiet_graphsurgeon()
 
 
 @dataclass
@@ -201,24 +198,16 @@ def import_graph(model: ModelProto) -> gs.Graph:
     domains to it, which would change the caller's model. The graph gets its own copies."""
     graph = gs.import_onnx(model)
     graph.import_domains = [onnx.helper.make_opsetid(o.domain, o.version) for o in model.opset_import]
-    for t in graph.tensors().values():
-        lazy = getattr(t, "_values", None)
-        if type(lazy) is gs.ir.tensor.LazyValues and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL:
-            t._values = _ExternalValues(lazy.tensor)
-            t.data_location = (
-                None  # once read, the values are exported inline (the reference goes with the lazy object)
-            )
+    read_external_lazily(graph, _read_external)
     return graph
 
 
-class _ExternalValues(gs.ir.tensor.LazyValues):
-    """A weight left on disk (``model_io.load_model_noted(lazy=True)``): read from the run's external
-    data folder when a pass asks for its values; exported as the reference it was when none did."""
+def _read_external(tensor: onnx.TensorProto):
+    """A weight left on disk (``model_io.load_model_noted(lazy=True)``), read from the run's external
+    data folder when a pass asks for its values."""
+    import numpy as np
 
-    def load(self):
-        import numpy as np
-
-        return np.array(onnx.numpy_helper.to_array(self.tensor, base_dir=external_dir() or ""))
+    return np.array(onnx.numpy_helper.to_array(tensor, base_dir=external_dir() or ""))
 
 
 @contextlib.contextmanager

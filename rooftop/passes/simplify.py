@@ -33,14 +33,10 @@ it cannot evaluate, a custom domain), the pass manager rolls back and the model 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import sys
-
 import onnx
 from onnx import ModelProto
 
+from rooftop._compat import NativeCrash, isolated, onnxsim_simplify, quiet_fds
 from rooftop.errors import first_line
 from rooftop.model_io import external_dir, is_large, tensor_nbytes, without_initializers
 from rooftop.passes.base import (
@@ -54,32 +50,6 @@ from rooftop.passes.base import (
     toposorted,
     weight_bytes,
 )
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence onnxsim's own prints (Python and C++) so our progress display stays clean."""
-    try:
-        fds = [sys.stdout.fileno(), sys.stderr.fileno()]
-    except (AttributeError, io.UnsupportedOperation, ValueError):
-        fds = []
-    saved = []
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (ValueError, OSError):
-        pass
-    try:
-        with open(os.devnull, "w") as devnull:
-            for fd in fds:
-                saved.append((fd, os.dup(fd)))
-                os.dup2(devnull.fileno(), fd)
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                yield
-    finally:
-        for fd, dup in saved:
-            os.dup2(dup, fd)
-            os.close(dup)
 
 
 class Simplify(ModelPass):
@@ -152,81 +122,35 @@ OURS = ["fuse_gelu", "fuse_layer_norm", "fuse_rms_norm", "fuse_lp_normalization"
 CONTRIB = ["fuse_gqa", "fuse_rope"]
 
 
-# optional imports of onnxsim's model_info, which only prints its report tables (symbolic MAC
-# counts): sympy alone costs 0.4 s where torch installed it
-OPTIONAL_FOR_REPORTS = ("sympy", "onnx_ir", "onnx_shape_inference")
-# submodules of the quantization toolkit the simplifier's module imports only for the annotations
-# of its other entry points: the pruning module alone is 52,000 lines (70 ms to load, of 110)
-ANNOTATION_ONLY = {"onnxsim.pruning": ("EmbeddingPruningResult", "_ImportanceNorm"), "onnxsim.rptq": ("RptqLayerInfo",)}
+def _onnxsim(model: ModelProto, threshold: int, target: str = "portable", optimize: bool = True) -> ModelProto:
+    """onnxsim on ``model``, in a forked child (``_compat.isolated``): a native crash or a hang in
+    its C++ ends the child, and the pass is rolled back with the reason, never the run."""
+    simplify = onnxsim_simplify()  # loaded here: the child inherits it
+    skipped = ["fuse_matmul_add_bias_into_gemm_batched"] + OURS + (CONTRIB if target != "onnxruntime" else [])
 
-
-def _simplify_function():
-    """onnxsim's ``simplify`` without its package ``__init__``: onnxsim 0.8's ``__init__`` re-exports
-    a quantization toolkit that imports torch where torch is installed (3.0 s and 300 MB here, of
-    which the simplifier needs 1.2 s and no torch). The submodule is loaded under a bare package
-    entry that is dropped again, so a later ``import onnxsim`` gets the real package; the
-    optional imports of its report printer (OPTIONAL_FOR_REPORTS) are refused while it loads
-    unless already imported, and the modules it reads only for annotations (ANNOTATION_ONLY) are
-    placeholders while it loads. Any failure: the plain import."""
-    if "onnxsim" in sys.modules and hasattr(sys.modules["onnxsim"], "simplify"):
-        return sys.modules["onnxsim"].simplify
-    import importlib
-    import importlib.util
-    import types
+    def run() -> bytes:
+        with quiet_fds():
+            out, ok = simplify(
+                model,
+                check_n=0,
+                perform_optimization=optimize,
+                skip_fuse_bn=True,
+                # the batched MatMul+Add -> Reshape/Gemm/Reshape rewrite builds Reshape targets from
+                # Shape/Slice/Concat of the input: under dynamic axes it *adds* run-time shape ops
+                skipped_optimizers=skipped,
+                tensor_size_threshold=f"{max(threshold, 1)}B",
+                skip_shape_inference=False,
+            )
+        if not ok:  # pragma: no cover - check_n=0 never fails the check
+            raise RuntimeError("onnxsim reported failure")
+        return out.SerializeToString()
 
     try:
-        spec = importlib.util.find_spec("onnxsim")
-        bare = types.ModuleType("onnxsim")
-        bare.__path__, bare.__spec__ = list(spec.submodule_search_locations), spec
-        sys.modules["onnxsim"] = bare
-        blocked = [m for m in OPTIONAL_FOR_REPORTS if m not in sys.modules]
-        sys.modules.update(dict.fromkeys(blocked))  # None: "import sympy" raises ImportError
-        stubs = {name: _placeholder(name, attrs) for name, attrs in ANNOTATION_ONLY.items() if name not in sys.modules}
-        sys.modules.update(stubs)
-        try:
-            return importlib.import_module("onnxsim.onnx_simplifier").simplify
-        finally:
-            for m in blocked:
-                if sys.modules.get(m, 0) is None:
-                    del sys.modules[m]
-            for name, stub in stubs.items():
-                if sys.modules.get(name) is stub:
-                    del sys.modules[name]
-            if sys.modules.get("onnxsim") is bare:
-                del sys.modules["onnxsim"]
-    except Exception:  # noqa: BLE001 - another onnxsim layout: import it as documented
-        import onnxsim
-
-        return onnxsim.simplify
-
-
-def _placeholder(name: str, attrs: tuple[str, ...]):
-    """A module whose ``attrs`` are placeholder classes (an annotation reads them; nothing calls them)."""
-    import types
-
-    mod = types.ModuleType(name)
-    for a in attrs:
-        setattr(mod, a, type(a, (), {}))
-    return mod
-
-
-def _onnxsim(model: ModelProto, threshold: int, target: str = "portable", optimize: bool = True) -> ModelProto:
-    simplify = _simplify_function()
-    skipped = ["fuse_matmul_add_bias_into_gemm_batched"] + OURS + (CONTRIB if target != "onnxruntime" else [])
-    with _quiet():
-        out, ok = simplify(
-            model,
-            check_n=0,
-            perform_optimization=optimize,
-            skip_fuse_bn=True,
-            # the batched MatMul+Add -> Reshape/Gemm/Reshape rewrite builds Reshape targets from
-            # Shape/Slice/Concat of the input: under dynamic axes it *adds* run-time shape ops
-            skipped_optimizers=skipped,
-            tensor_size_threshold=f"{max(threshold, 1)}B",
-            skip_shape_inference=False,
-        )
-    if not ok:  # pragma: no cover - check_n=0 never fails the check
-        raise RuntimeError("onnxsim reported failure")
+        data = isolated(run)
+    except NativeCrash as e:
+        raise NativeCrash(f"onnxsim {e}: the model goes on without simplify") from None
+    out = ModelProto()
+    out.ParseFromString(data)
     return out
 
 
