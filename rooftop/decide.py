@@ -5,8 +5,9 @@ deploy level, interleaved, on the runtime decisions are taken on, when it could 
 op type, more nodes, more predicted work, or ``changes_kernels``); a pass that only removes work
 is timed with the final model. *Slower* (confirmed by a second measurement) rejects a pass.
 Within the noise, structure decides, so that the same command writes the same bytes run after
-run: a pass that only removes work (a fusion included) is kept; one that adds nodes, predicted
-work or changes kernels is kept only when measured faster than ``pays(band)``, confirmed.
+run: a pass that only removes work (a fusion included) is kept unless clearly slower (the whole
+interval of its ratio above 1 + band, confirmed); one that adds nodes, predicted work or changes
+kernels is kept only when measured faster than ``pays(band)``, confirmed.
 
 Then the final model is timed against the original. If it is slower (confirmed; passes each
 within the noise can add up), the run backs off: it drops the kept pass that measured worst and
@@ -275,7 +276,7 @@ class Judge:
         v.latency = self.confirmed(current, candidate, level, "pay" if must_pay else "gate")
         if v.latency is None or self.opts.keep_slower:
             return
-        if v.latency.verdict is Verdict.SLOWER:
+        if self._clearly_slower(v.latency):
             v.cause, v.reason = Cause.SLOWER, self._slower_reason(current, candidate, v)
         elif must_pay and not self._paid(v.latency):
             c = v.cost
@@ -290,6 +291,13 @@ class Judge:
                 f"{what} and measured no faster at {v.latency.level_name} than ×{pays(self.opts.noise_band):.2f}: "
                 f"{v.latency.describe()}"
             )
+
+    def _clearly_slower(self, lat: Latency) -> bool:
+        """Slower beyond the noise: the whole 95% interval of the median ratio lies above 1 + band
+        (confirmed by a second measurement). A median just past the band with an interval reaching
+        back into it is what a loaded machine produces for two equal models; rejecting on it made
+        the same command write different models from run to run."""
+        return lat.verdict is Verdict.SLOWER and lat.ci[0] > 1.0 + self.opts.noise_band
 
     def _paid(self, lat: Latency) -> bool:
         """Work added for a speed-up must show a clear one: faster (confirmed) by more than twice the
@@ -397,7 +405,7 @@ class Judge:
             return optimized, records, None, []
         self.stage(f"timing the optimized model against the original ({level_word(self.rt, level)})")
         lat = self.confirmed(self.original, optimized, level, self.final_stop)
-        if lat is None or lat.verdict is not Verdict.SLOWER or self.opts.keep_slower:
+        if lat is None or not self._clearly_slower(lat) or self.opts.keep_slower:
             return optimized, records, lat, []
         why = f"the optimized model was slower than the original at {lat.level_name}: {lat.describe()}"
         kept = sorted(
@@ -418,7 +426,7 @@ class Judge:
             if optimized is self.original:
                 break
             lat = self.confirmed(self.original, optimized, level, self.final_stop)
-            if lat is None or lat.verdict is not Verdict.SLOWER:
+            if lat is None or not self._clearly_slower(lat):
                 return optimized, records, lat, dropped
         return self.revert(records, why), records, None, [r.name for r in kept]
 
