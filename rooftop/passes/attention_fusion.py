@@ -24,8 +24,16 @@ buffers.
   does not).
 
 The split into heads may be a constant ``[·, ·, N, H]`` or, as the dynamo exporter writes it, a
-Concat of the run-time batch and sequence lengths with constants N and H (the fused op reads q as
-the (B, S, N·H) it is; verification at two sizes of the dynamic axes stands behind that).
+Concat of the run-time batch and sequence lengths with constants N and H; N may be -1
+(``view(b, s, -1, h)``, as ``transformers`` writes it) where the width of q is known (N = width/H).
+A Shape that reads only N and H of the split becomes that constant. The forms the exporters write
+for the architectures of ``models/hf_corpus.py`` are taken as well: the scale applied to q and k
+apart (√scale each, PyTorch's scaled_dot_product_attention), the dynamo exporter's NaN guard
+``Where(IsNaN(P), 0, P)`` after the Softmax (it acts only on a row whose every key is masked) and
+its batched key transpose (Reshape to (B·N, L, H), Transpose, Reshape back), an additive mask of
+shape (S, T) or (B, S, T) (unsqueezed to 4-D once), T5's ``view(b, -1, s, h)`` before the heads are
+merged, and a merge to (B·S, N·H) for a Gemm. The fused op reads q as the (B, S, N·H) it is;
+verification at two sizes of the dynamic axes stands behind every one of these.
 
 Causal masks. ``Where(keep, scores, fill)`` (or ``Where(hide, fill, scores)``) with a fill at or
 below -1e4 is a causal mask when ``keep`` is computed from the run-time lengths only and equals
@@ -40,6 +48,9 @@ past_key, past_value)`` → (P·V, present_key, present_value): the op concatena
 mask goes in as it is (a causal Where as its boolean keep-mask), the merge of the heads after it
 stays. Standard Attention at opset 23 for both targets (com.microsoft MultiHeadAttention takes a
 3-D query only).
+
+No silent non-match: a Softmax that reads a product of two activations (through scales and masks)
+is fused or refused with the first condition that failed.
 
 Refuses, with the reason on the Softmax: below opset 23 where the standard op is needed (names
 ``--opset 23``); a Where mask not proved causal (reads values, e.g. a padding mask; not causal at
