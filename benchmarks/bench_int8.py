@@ -148,7 +148,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import rooftop
-    from rooftop.runtime import bind_shapes, graph_inputs, random_inputs
+    from rooftop.runtime import graph_inputs, random_inputs
+    from rooftop.shapes import bind_sizes as bind_shapes
 
     print(
         "| model | quantization | tool | nodes | float islands | time ratio at ORT_ENABLE_ALL (output / original) "

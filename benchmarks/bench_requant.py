@@ -30,7 +30,8 @@ def main() -> None:
 
     import rooftop
     from rooftop.analysis.timing import _runner, physical_cores, session
-    from rooftop.runtime import bind_shapes, graph_inputs, random_inputs
+    from rooftop.runtime import graph_inputs, random_inputs
+    from rooftop.shapes import bind_sizes as bind_shapes
 
     for name in args.models:
         src = ROOT / "benchmarks" / "cache" / f"{name}.onnx"

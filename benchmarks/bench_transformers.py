@@ -92,11 +92,10 @@ def ort_transformers(src: Path, kind: str, sizes: dict, dst: Path) -> Path:
 
 def feeds_for(model: onnx.ModelProto, shapes: dict):
     from rooftop import runtime
+    from rooftop.shapes import bind_sizes
 
     specs = runtime.graph_inputs(model)
-    return runtime.random_inputs(
-        specs, runtime.bind_shapes(specs, shapes, 1, 128), seed=0, highs=runtime.index_bounds(model)
-    )
+    return runtime.random_inputs(specs, bind_sizes(specs, shapes, 1, 128), seed=0, highs=runtime.index_bounds(model))
 
 
 def timed(original: onnx.ModelProto, other: onnx.ModelProto, feeds, level: str, budget: float) -> str:

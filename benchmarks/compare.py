@@ -249,7 +249,8 @@ def counts(m: onnx.ModelProto) -> dict:
 
 
 def feeds_for(m: onnx.ModelProto, shape_overrides: dict) -> dict:
-    from rooftop.runtime import bind_shapes, graph_inputs, random_inputs
+    from rooftop.runtime import graph_inputs, random_inputs
+    from rooftop.shapes import bind_sizes as bind_shapes
 
     specs = graph_inputs(m)
     shapes = bind_shapes(specs, shape_overrides, 1, 128)

@@ -74,44 +74,6 @@ def is_dynamic(specs: Sequence[InputSpec]) -> bool:
     return any(not isinstance(d, int) for s in specs for d in s.shape)
 
 
-def bind_shapes(
-    specs: Sequence[InputSpec], overrides: Mapping[str, Sequence[int]], batch: int, other: int
-) -> dict[str, tuple[int, ...]]:
-    """Concrete shapes: user overrides first, then symbolic dim 0 -> ``batch``, other symbolic dims -> ``other``.
-
-    Dims sharing a symbolic name get the same value (taken from an override if one binds it).
-    """
-    named: dict[str, int] = {}
-    for s in specs:
-        if s.name in overrides:
-            ov = list(overrides[s.name])
-            if len(ov) != len(s.shape):
-                raise UsageError(f"--input-shape {s.name}: rank {len(ov)} but the model input has rank {len(s.shape)}")
-            for d, v in zip(s.shape, ov):
-                if isinstance(d, int) and d != v:
-                    raise UsageError(f"--input-shape {s.name}: dim {d} of the model is fixed, got {v}")
-                if isinstance(d, str):
-                    named.setdefault(d, v)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for s in specs:
-        if s.name in overrides:
-            shapes[s.name] = tuple(overrides[s.name])
-            continue
-        dims = []
-        for i, d in enumerate(s.shape):
-            if isinstance(d, int):
-                dims.append(d)
-            elif isinstance(d, str) and d in named:
-                dims.append(named[d])
-            else:
-                v = batch if i == 0 else other
-                if isinstance(d, str):
-                    named[d] = v
-                dims.append(v)
-        shapes[s.name] = tuple(dims)
-    return shapes
-
-
 def random_inputs(
     specs: Sequence[InputSpec],
     shapes: Mapping[str, tuple[int, ...]],

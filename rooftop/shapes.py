@@ -153,9 +153,13 @@ def default_dim(spec: InputSpec, axis: int, dim: str | None) -> tuple[int, str]:
     return SEQUENCE, "sequence"
 
 
-def bind(specs: Sequence[InputSpec], given: Mapping[str, Sequence[int]]) -> tuple[ShapeSet, list[Defaulted]]:
+def bind(
+    specs: Sequence[InputSpec], given: Mapping[str, Sequence[int]], default=None
+) -> tuple[ShapeSet, list[Defaulted]]:
     """Concrete shapes for every input: ``given`` first (checked against the model's fixed dims),
-    then realistic defaults for the rest; dims sharing a symbolic name share a value."""
+    then ``default(spec, axis, dim name) -> (value, why)`` for the rest (realistic defaults unless
+    told); dims sharing a symbolic name share a value."""
+    default = default or default_dim
     named: dict[str, int] = {}
     for s in specs:
         if s.name in given:
@@ -180,7 +184,7 @@ def bind(specs: Sequence[InputSpec], given: Mapping[str, Sequence[int]]) -> tupl
             elif isinstance(d, str) and d in named:
                 dims.append(named[d])
             else:
-                v, why = default_dim(s, i, d if isinstance(d, str) else None)
+                v, why = default(s, i, d if isinstance(d, str) else None)
                 if isinstance(d, str):
                     named[d] = v
                 defaulted.append(Defaulted(s.name, i, d if isinstance(d, str) else None, v, why))
@@ -204,6 +208,12 @@ def image_alternatives(plan: ShapePlan) -> list[tuple[ShapeSet, list[Defaulted]]
             rest = [d for d in plan.defaulted if d not in sides]
             out.append(({k: tuple(v) for k, v in shapes.items()}, rest + changed))
     return out
+
+
+def bind_sizes(specs: Sequence[InputSpec], given: Mapping[str, Sequence[int]], batch: int, other: int) -> ShapeSet:
+    """Concrete shapes with every unbound dynamic dim at ``batch`` (the first axis) or ``other``: the
+    small sizes tried in turn where a model does not run at its realistic defaults."""
+    return bind(specs, given, lambda s, i, d: (batch if i == 0 else other, "size tried"))[0]
 
 
 def plan(specs: Sequence[InputSpec], input_shapes) -> ShapePlan:

@@ -29,7 +29,6 @@ from onnx import ModelProto
 from rooftop.errors import InputError, first_line
 from rooftop.model_io import LARGE_WEIGHT_BYTES, release_memory, weights_nbytes
 from rooftop.runtime import (
-    bind_shapes,
     graph_inputs,
     index_bounds,
     is_dynamic,
@@ -41,7 +40,7 @@ from rooftop.runtime import (
     run_model,
 )
 from rooftop.runtimes.base import Runtime
-from rooftop.shapes import IMAGE_SIDE, ShapePlan, image_alternatives
+from rooftop.shapes import IMAGE_SIDE, ShapePlan, bind_sizes, image_alternatives
 from rooftop.shapes import plan as shapes_plan
 
 # (batch, other dynamic dims) tried in turn until the original runs: 1-D windows and reflect pads
@@ -354,7 +353,7 @@ class Verifier:
             plan.fallback = f"the original does not run at {IMAGE_SIDE}×{IMAGE_SIDE} ({first_line(why)[:100]})"
             return why
         for batch, other in CANDIDATE_SIZES if is_dynamic(specs) else []:
-            shapes = bind_shapes(specs, {k: plan.first[k] for k in plan.given}, batch, other)
+            shapes = bind_sizes(specs, {k: plan.first[k] for k in plan.given}, batch, other)
             try:
                 feeds = random_inputs(specs, shapes, seed, highs)
                 ref = _outputs(original, feeds, session)

@@ -558,19 +558,14 @@ def _transposed(t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
 
 
 def _batched_keys(t: gs.Tensor):
-    back = producer(t, "Reshape")
-    if back is None or _length(back.inputs[1]) != 4:
+    """``_keys``' third form: the batched transpose of keys split into heads by [0, 2, 1, 3]."""
+    keys = _transposed(t)
+    if keys is None or len(keys[1]) != 3:
         return None
-    tr = producer(back.inputs[0], "Transpose")
-    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 2, 1):
-        return None
-    flat = producer(tr.inputs[0], "Reshape")
-    if flat is None or _length(flat.inputs[1]) != 3:
-        return None
-    inner = _heads(flat.inputs[0], (0, 2, 1, 3))
+    inner = _heads(keys[0], (0, 2, 1, 3))
     if inner is None or isinstance(inner, str):
         return inner
-    return inner[0], inner[1], inner[2], [*inner[3], flat, tr, back]
+    return inner[0], inner[1], inner[2], [*inner[3], *keys[1]]
 
 
 def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None):
