@@ -7,6 +7,7 @@ import re
 import sys
 
 from rooftop import errors
+from rooftop.limits import FOLD_LIMIT
 
 
 def parse_size(text: str) -> int:
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--fold-limit",
         type=parse_size,
-        default=1 << 20,
+        default=FOLD_LIMIT,
         metavar="SIZE",
         help="largest tensor constant folding may create (default 1MiB)",
     )

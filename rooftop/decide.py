@@ -26,6 +26,7 @@ from rooftop import model_io, runtime, runtimes
 from rooftop import shapes as shapes_mod
 from rooftop.analysis.timing import pays
 from rooftop.errors import first_line
+from rooftop.limits import INTERLEAVE_UP_TO, LARGE_WEIGHT_BYTES, MEMORY_GOAL_FROM, MEMORY_PER_SIZE
 from rooftop.options import Comparator, Options
 from rooftop.passes import REGISTRY, Validation
 from rooftop.records import Cause, Latency, OpGrowth, PassRecord, Status, Verdict
@@ -41,12 +42,8 @@ MAX_BACKOFF = 3  # re-runs without the worst pass before the original graph is w
 # timing sessions of models with more weights are built per comparison and dropped after it: a
 # session holds its own (prepacked) copy of the weights, so two cached sessions beside a
 # verification session would make the run's peak
-CACHE_SESSIONS_UP_TO = model_io.LARGE_WEIGHT_BYTES
-INTERLEAVE_UP_TO = 1 << 30  # models with more weights are timed one session at a time (blocks A B B A)
-# the memory goal: peak resident memory at most MEMORY_PER_SIZE times the weights, for models with
-# MEMORY_GOAL_FROM or more of them
-MEMORY_GOAL_FROM = 50 << 20
-MEMORY_PER_SIZE = 3.0
+CACHE_SESSIONS_UP_TO = LARGE_WEIGHT_BYTES
+
 
 Skip = dict[int, "PassRecord | tuple[Status, Cause | None, str]"]
 

@@ -27,7 +27,12 @@ from rooftop.errors import InputError, OutputError, first_line
 
 # Protobuf refuses to serialize messages of 2 GiB or more; keep a margin for the graph.
 PROTOBUF_LIMIT = 2**31 - 1
-EXTERNAL_DATA_THRESHOLD = int(1.8 * 2**30)
+from rooftop.limits import (  # noqa: E402 - the module header above says what they are for
+    EXTERNAL_DATA_THRESHOLD,
+    LAZY_FROM_BYTES,
+    LAZY_MIN_BYTES,
+    SHAPE_ARITHMETIC_ELEMENTS,
+)
 
 
 def tensor_nbytes(t: TensorProto) -> int:
@@ -96,10 +101,6 @@ def external_base(folder: str | os.PathLike[str] | None) -> Iterator[None]:
 def external_dir() -> str | None:
     """The folder external data is read from (None: not set; onnx then reads relative to the cwd)."""
     return _EXTERNAL_BASE.get()
-
-
-LAZY_MIN_BYTES = 64 << 10  # external tensors smaller than this are read at load (scales, norms, shapes)
-LAZY_FROM_BYTES = 8 << 20  # external data from this size on stays on disk (``load_model_noted(lazy=None)``)
 
 
 def load_model(path: str | os.PathLike[str], *, check: bool = True) -> ModelProto:
@@ -427,9 +428,6 @@ def _append(f, t: TensorProto, location: str, write) -> None:
 # each weight once, on disk (`optimize --no-time`, resnet18, 45 MB: 1.48 s and 285 MB → 1.13 s and
 # 150 MB; ddddocr common, 52 MB: 2.3 s and 397 MB → 1.3-1.6 s and 204 MB; benchmarks/RESULTS.md)
 SPILL_FROM_BYTES = LAZY_FROM_BYTES
-# weights from which memory counts more than a few ms: timing sessions are not cached, garbage is
-# collected and freed pages handed back between sessions
-LARGE_WEIGHT_BYTES = 64 << 20
 SPILL_NAME = "weights.bin"
 
 
@@ -579,9 +577,6 @@ def ort_source(model: ModelProto) -> bytes | None:
     if is_large(model):
         return None
     return model.SerializeToString()
-
-
-SHAPE_ARITHMETIC_ELEMENTS = 4096  # initializers up to this many elements stay in a weightless copy
 
 
 def weightless(model: ModelProto) -> ModelProto:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from onnx import ModelProto
 
+from rooftop.limits import FOLD_LIMIT
 from rooftop.records import NOISE_BAND, Latency
 
 
@@ -26,7 +27,7 @@ class Options:
     passes: Sequence[str] | None = None
     skip: Sequence[str] = ()
     target: str = "portable"
-    fold_limit: int = 1 << 20
+    fold_limit: int = FOLD_LIMIT
     channel_multiple: int | None = None
     hardware: str = "host"  # a built-in profile name, "host" (measured), or a JSON file
     # the shapes decisions are taken at: one mapping (one shape set) or a list of them (every decision

@@ -27,7 +27,8 @@ import numpy as np
 from onnx import ModelProto
 
 from rooftop.errors import InputError, first_line
-from rooftop.model_io import LARGE_WEIGHT_BYTES, release_memory, weights_nbytes
+from rooftop.limits import LARGE_WEIGHT_BYTES
+from rooftop.model_io import release_memory, weights_nbytes
 from rooftop.runtime import (
     graph_inputs,
     index_bounds,

@@ -14,6 +14,7 @@ from helpers import ROOT, optimize, run
 from onnx import TensorProto
 
 from rooftop import decide, model_io
+from rooftop.limits import LAZY_MIN_BYTES
 from rooftop.runtime import make_session
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -55,7 +56,7 @@ def interface(m: onnx.ModelProto):
 def test_weights_stay_on_disk_and_the_output_streams_them(decoder, tmp_path):
     out = tmp_path / "out.onnx"
     model, report = optimize(decoder, out, lazy_weights=True)
-    big = [t for t in model.graph.initializer if model_io.tensor_nbytes(t) >= model_io.LAZY_MIN_BYTES]
+    big = [t for t in model.graph.initializer if model_io.tensor_nbytes(t) >= LAZY_MIN_BYTES]
     assert len(big) == 1 + LAYERS * 7 + 1  # embedding, 7 matrices a layer, LM head
     assert all(t.data_location == TensorProto.EXTERNAL and not t.HasField("raw_data") for t in big)
     assert report.final_check is not None and report.final_check.ok
@@ -195,7 +196,7 @@ def test_an_inline_model_is_spilled_and_written_inline_again(decoder, tmp_path):
     written = onnx.load(out)
     onnx.checker.check_model(written)
     assert not model_io.has_external_data(written)
-    before = {t.name: t.raw_data for t in full.graph.initializer if len(t.raw_data) >= model_io.LAZY_MIN_BYTES}
+    before = {t.name: t.raw_data for t in full.graph.initializer if len(t.raw_data) >= LAZY_MIN_BYTES}
     after = {t.name: t.raw_data for t in written.graph.initializer if t.name in before}
     assert after == before
     x = feeds(4, 9)

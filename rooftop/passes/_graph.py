@@ -8,6 +8,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from rooftop._compat import lazy_of, names_only
+from rooftop.limits import FOLD_LIMIT
 
 
 def cleanup(graph: gs.Graph) -> gs.Graph:
@@ -93,7 +94,7 @@ def single_consumer(t: gs.Tensor) -> gs.Node | None:
     return t.outputs[0] if len(t.outputs) == 1 else None
 
 
-def eval_const(t: gs.Tensor | None, limit: int = 1 << 20, _depth: int = 0) -> np.ndarray | None:
+def eval_const(t: gs.Tensor | None, limit: int = FOLD_LIMIT, _depth: int = 0) -> np.ndarray | None:
     """Evaluate ``t`` if it is computed from constants by a small chain of cheap ops.
 
     Handles initializers and Constant nodes, and Cast, CastLike (the dtype of its

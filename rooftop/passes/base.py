@@ -27,6 +27,7 @@ from onnx import ModelProto
 
 from rooftop._compat import quiet_graphsurgeon, read_external_lazily
 from rooftop.errors import first_line
+from rooftop.limits import FOLD_GROWTH_SHARE, FOLD_LIMIT, SIGNATURE_HASH_ELEMENTS
 from rooftop.model_io import external_dir, weightless
 from rooftop.passes._graph import cleanup
 from rooftop.records import Cause, CostDelta, Latency, PassRecord, Status
@@ -39,7 +40,7 @@ class PassContext:
     """What a pass may know besides the graph."""
 
     target: str = "portable"  # "portable": standard-domain ops only; "onnxruntime": com.microsoft ops allowed
-    fold_limit: int = 1 << 20  # bytes: a folded constant larger than this is not materialized
+    fold_limit: int = FOLD_LIMIT  # bytes: a folded constant larger than this is not materialized
     # pad channels to this multiple; None: do not pad. The pipeline resolves it from --channel-multiple
     # or, where the hardware profile says padding pays, from the profile.
     channel_multiple: int | None = None
@@ -276,7 +277,7 @@ def graph_signature(model: ModelProto) -> str:
         h.update(n.SerializeToString(deterministic=True))
     for t in model.graph.initializer:
         h.update(t.name.encode())
-        if t.HasField("raw_data") and len(t.dims) and _numel(t) > (1 << 18):
+        if t.HasField("raw_data") and len(t.dims) and _numel(t) > SIGNATURE_HASH_ELEMENTS:
             # large weights: name, type and shape (hashing their bytes costs seconds on big models)
             h.update(repr((t.data_type, tuple(t.dims), t.data_location)).encode())
         else:
@@ -407,7 +408,7 @@ def growth_budget(weights: int, fold_limit: int) -> int:
     """How many bytes of weights constant folding may add to a model in all: the larger of the
     per-tensor fold limit and 10% of the weights it has. A model that builds its weights at run time
     (ConstantOfShape/Expand, as the zoo's "light" models do) would otherwise grow many times over."""
-    return max(int(fold_limit), weights // 10)
+    return max(int(fold_limit), int(weights * FOLD_GROWTH_SHARE))
 
 
 def count_nodes(model: ModelProto) -> int:

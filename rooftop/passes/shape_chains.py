@@ -46,6 +46,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from rooftop.limits import SMALL_CONSTANT_BYTES
 from rooftop.passes import _fold
 from rooftop.passes._graph import bypass, cleanup, const_value, const_weight, is_graph_output
 from rooftop.passes.base import Pass, PassContext, PassResult
@@ -53,7 +54,7 @@ from rooftop.passes.base import Pass, PassContext, PassResult
 Elem = Any  # int | tuple
 INT_TYPES = (np.int64, np.int32)
 BIG = 2**62
-SMALL_CONSTANT = 4096  # bytes: shape vectors and scalars fold free of the growth budget
+SMALL_CONSTANT = SMALL_CONSTANT_BYTES  # shape vectors and scalars fold free of the growth budget
 NONDETERMINISTIC = {
     "RandomNormal",
     "RandomUniform",

@@ -38,6 +38,7 @@ from onnx import ModelProto
 
 from rooftop._compat import NativeCrash, isolated, onnxsim_simplify, quiet_fds
 from rooftop.errors import first_line
+from rooftop.limits import SMALL_CONSTANT_BYTES
 from rooftop.model_io import external_dir, is_large, tensor_nbytes, without_initializers
 from rooftop.passes.base import (
     ModelPass,
@@ -190,7 +191,7 @@ def _within_budget(work: ModelProto, limit: int, budget: int, target: str) -> tu
     return out, capped, first, fallback
 
 
-MIN_THRESHOLD = 4096  # bytes: shape vectors and scalars always fold
+MIN_THRESHOLD = SMALL_CONSTANT_BYTES  # shape vectors and scalars always fold
 
 
 def _threshold_within(model: ModelProto, folded: ModelProto, budget: int) -> int:
@@ -244,7 +245,7 @@ def _hide_large_generators(model: ModelProto, limit: int) -> tuple[ModelProto, l
     """ConstantOfShape/Expand/Tile of constants whose output is over the per-tensor limit: onnxsim
     folds what follows them (a Reshape of a generated 4 MB weight) whatever its threshold, so they go
     to onnxsim as typed graph inputs and come back as the nodes they were afterwards."""
-    small = {t.name: t for t in model.graph.initializer if tensor_nbytes(t) <= 4096}
+    small = {t.name: t for t in model.graph.initializer if tensor_nbytes(t) <= SMALL_CONSTANT_BYTES}
     hidden = []
     for n in model.graph.node:
         if n.op_type in GENERATORS and n.input and all(i in small for i in n.input):
@@ -343,7 +344,7 @@ def has_work(model: ModelProto) -> bool:
     return False
 
 
-NARROW_MIN_BYTES = 4096  # smaller low-precision constants may fold: they cannot bloat the file
+NARROW_MIN_BYTES = SMALL_CONSTANT_BYTES  # smaller low-precision constants may fold: they cannot bloat the file
 
 
 def _hidden_weights(model: ModelProto, limit: int) -> list[onnx.TensorProto]:
