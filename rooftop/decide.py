@@ -273,7 +273,7 @@ class Judge:
         v.latency = self.confirmed(current, candidate, level, "pay" if must_pay else "gate")
         if v.latency is None or self.opts.keep_slower:
             return
-        if self._clearly_slower(v.latency):
+        if self._clearly_slower(v.latency, 2 * self.opts.noise_band if not must_pay else self.opts.noise_band):
             v.cause, v.reason = Cause.SLOWER, self._slower_reason(current, candidate, v)
         elif must_pay and not self._paid(v.latency):
             c = v.cost
@@ -289,12 +289,15 @@ class Judge:
                 f"{v.latency.describe()}"
             )
 
-    def _clearly_slower(self, lat: Latency) -> bool:
-        """Slower beyond the noise: the whole 95% interval of the median ratio lies above 1 + band
-        (confirmed by a second measurement). A median just past the band with an interval reaching
-        back into it is what a loaded machine produces for two equal models; rejecting on it made
-        the same command write different models from run to run."""
-        return lat.verdict is Verdict.SLOWER and lat.ci[0] > 1.0 + self.opts.noise_band
+    def _clearly_slower(self, lat: Latency, margin: float | None = None) -> bool:
+        """Slower beyond the noise: the whole 95% interval of the median ratio lies above 1 + margin
+        (the band unless told; confirmed by a second measurement). A median just past the band with
+        an interval reaching back into it is what a loaded machine produces for two equal models;
+        rejecting on it made the same command write different models from run to run. A pass that
+        only removes work (a fusion) is rejected at twice the band, the mirror of what a pass that
+        adds work must gain: between the two, structure decides."""
+        margin = self.opts.noise_band if margin is None else margin
+        return lat.verdict is Verdict.SLOWER and lat.ci[0] > 1.0 + margin
 
     def _paid(self, lat: Latency) -> bool:
         """Work added for a speed-up must show a clear one: faster (confirmed) by more than twice the
