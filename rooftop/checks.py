@@ -87,6 +87,7 @@ class Checks:
         self.cross = Verifier(self.original, rtol=opts.rtol, atol=opts.atol, runtime=ov, feeds_from=v)
         if not self.cross.available:
             self.warnings.append(f"portable outputs not checked in {ov.label}: {self.cross.reason}")
+        self.warnings.extend(self.cross.notes)
 
     def decision_shapes(self) -> ShapePlan | None:
         """The shape sets decisions are taken at: as the verifier ran them, else planned here."""

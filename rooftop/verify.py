@@ -429,13 +429,21 @@ class Verifier:
             return
         self.load_error = ""
         self.plan = self.feeds_from.plan
-        for s in self.feeds_from.sets:
+        failed = []
+        for s in self.feeds_from.sets:  # the sizes this runtime runs the original at (it may refuse one)
             try:
                 ref = _outputs(original, s.feeds, session)
             except Exception as e:  # noqa: BLE001
-                self._unavailable(f"{self.where} cannot run the original model on {s.label} ({first_line(e)})")
-                return
+                failed.append(f"{s.label} ({first_line(e)[:80]})")
+                continue
             self.sets.append(InputSet(s.label, s.feeds, ref, s.decides))
+        if not self.sets:
+            self._unavailable(f"{self.where} cannot run the original model on " + "; ".join(failed))
+        elif failed:
+            self.notes.append(
+                f"checked in {self.where} at {', '.join(s.label for s in self.sets)} only: "
+                f"it does not run the original at {'; '.join(failed)}"
+            )
 
     def _unavailable(self, reason: str) -> None:
         self.available = False

@@ -120,3 +120,22 @@ def test_portable_requant_with_per_channel_scales_loads_in_openvino(tmp_path):
     ref = ov.load(onnx.load(q)).run(feeds)
     for name, r in ref.items():
         np.testing.assert_allclose(got[name], r, atol=1e-5)
+
+
+@needs_openvino
+def test_a_model_whose_weights_stay_on_disk_is_cross_checked(tmp_path):
+    """Weights of 8 MB or more are worked on from disk (a spilled copy); OpenVINO refuses a symlink
+    out of the model's folder, so its copy of the model sits beside hard links to them."""
+    from helpers import init, make_model, vi
+    from onnx import helper
+
+    w = np.random.default_rng(0).standard_normal((1024, 2304)).astype(np.float32)  # 9.4 MB
+    m = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        [vi("x", ["batch", 1024])],
+        [vi("y", ["batch", 2304])],
+        [init("w", w)],
+    )
+    onnx.save(m, tmp_path / "big.onnx")
+    _, rep = optimize(tmp_path / "big.onnx", tmp_path / "o.onnx")
+    assert rep.cross_checked == "OpenVINO (CPU)", rep.warnings

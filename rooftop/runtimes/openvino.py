@@ -130,22 +130,29 @@ def _source(model: ModelProto | None, path: str | None, data: bytes | None) -> I
 
 @contextmanager
 def _beside_its_weights(model: ModelProto, data: bytes | None) -> Iterator[str]:
-    """The model written to a scratch folder that links the external data files it refers to
-    (``model_io.external_dir()``), so OpenVINO reads the weights in place."""
+    """The model written to a scratch folder beside hard links to the external data files it refers
+    to (``model_io.external_dir()``), so OpenVINO reads the weights in place. OpenVINO refuses a
+    symlink that resolves outside the model's folder; where a hard link cannot be made (another
+    file system), the model is written out with its weights."""
     import os
     import tempfile
     from pathlib import Path
 
-    from rooftop.model_io import external_dir, iter_graph_tensors, ort_source
+    from rooftop.model_io import external_dir, iter_graph_tensors, materialized, ort_source
 
     base = Path(external_dir() or ".").resolve()
     with tempfile.TemporaryDirectory(prefix="rooftop-ov-") as d:
-        for t in iter_graph_tensors(model.graph):
-            loc = next((kv.value for kv in t.external_data if kv.key == "location"), None)
-            link = Path(d) / loc if loc else None
-            if link is not None and not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(base / loc, link)
+        try:
+            for t in iter_graph_tensors(model.graph):
+                loc = next((kv.value for kv in t.external_data if kv.key == "location"), None)
+                link = Path(d) / loc if loc else None
+                if link is not None and not link.exists():
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(base / loc, link)
+        except OSError:
+            with materialized(model) as p:
+                yield p
+            return
         p = Path(d) / "model.onnx"
         p.write_bytes(data if data is not None else ort_source(model) or model.SerializeToString())
         yield str(p)
