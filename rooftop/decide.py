@@ -273,7 +273,7 @@ class Judge:
         v.latency = self.confirmed(current, candidate, level, "pay" if must_pay else "gate")
         if v.latency is None or self.opts.keep_slower:
             return
-        if self._clearly_slower(v.latency, 2 * self.opts.noise_band if not must_pay else self.opts.noise_band):
+        if self._slower_by(v.latency, self.opts.noise_band if must_pay else 2 * self.opts.noise_band):
             v.cause, v.reason = Cause.SLOWER, self._slower_reason(current, candidate, v)
         elif must_pay and not self._paid(v.latency):
             c = v.cost
@@ -289,15 +289,20 @@ class Judge:
                 f"{v.latency.describe()}"
             )
 
-    def _clearly_slower(self, lat: Latency, margin: float | None = None) -> bool:
-        """Slower beyond the noise: the whole 95% interval of the median ratio lies above 1 + margin
-        (the band unless told; confirmed by a second measurement). A median just past the band with
-        an interval reaching back into it is what a loaded machine produces for two equal models;
-        rejecting on it made the same command write different models from run to run. A pass that
-        only removes work (a fusion) is rejected at twice the band, the mirror of what a pass that
-        adds work must gain: between the two, structure decides."""
-        margin = self.opts.noise_band if margin is None else margin
-        return lat.verdict is Verdict.SLOWER and lat.ci[0] > 1.0 + margin
+    def _slower_by(self, lat: Latency, margin: float) -> bool:
+        """The gate's "slower": slower (confirmed) with a median ratio above 1 + margin. A pass that
+        only removes work (a fusion) is rejected at twice the band, the mirror of the ×0.94 a pass
+        that adds work must gain: between the two, structure decides, so a pass near the band does
+        not flip from run to run. (ViT-S's LayerNorm fusion at ORT_ENABLE_ALL measured ×1.09–1.13 in
+        three runs: rejected by its median every time, where its interval's low end straddled 1.06.)"""
+        return lat.verdict is Verdict.SLOWER and lat.ratio > 1.0 + margin
+
+    def _clearly_slower(self, lat: Latency) -> bool:
+        """The final model's "slower": the whole 95% interval of the median ratio above 1 + band,
+        confirmed. A median just past the band with an interval reaching back into it is what a
+        loaded machine produces for two equal models; backing off on it made the same command
+        write different models from run to run."""
+        return lat.verdict is Verdict.SLOWER and lat.ci[0] > 1.0 + self.opts.noise_band
 
     def _paid(self, lat: Latency) -> bool:
         """Work added for a speed-up must show a clear one: faster (confirmed) by more than twice the
@@ -327,9 +332,9 @@ class Judge:
     # -- measuring -------------------------------------------------------------------------
     def confirmed(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
         """A measurement that says "slower" or "faster" is taken again with fresh sessions and stands
-        only if the second says so too: two sessions of the same graph can differ by a few percent
-        for reasons of memory placement alone, and a decision must not rest on that. When the two
-        disagree, the result is noise (the second's median, the union of both intervals)."""
+        only if a second (or, when the two disagree, a third) says so too: two sessions of the same
+        graph can differ by a few percent for reasons of memory placement alone, and a decision must
+        not rest on that. Without a majority the result is noise (the union of the intervals)."""
         lat = self.measure(before, after, level, stop)
         if lat is None or lat.verdict is Verdict.NOISE or self.opts.keep_slower:
             return lat
@@ -338,9 +343,19 @@ class Judge:
         again = self.measure(before, after, level, stop)
         if again is None:
             return lat
-        if again.verdict is not lat.verdict:  # not confirmed: the two measurements disagree, so it is noise
-            return dataclasses.replace(again, ci=(min(lat.ci[0], again.ci[0]), max(lat.ci[1], again.ci[1])))
-        return again
+        if again.verdict is lat.verdict:
+            return again
+        # the two disagree: a third measurement decides by majority (a ~100 ms model measured over
+        # 10-30 rounds gives an interval wide enough that one of two readings of a real ×1.13 falls
+        # back to noise); no majority is noise
+        if isinstance(self.compare, OrtComparator):
+            self.compare.forget()
+        third = self.measure(before, after, level, stop)
+        if third is not None and third.verdict in (lat.verdict, again.verdict):
+            return third
+        last = third or again
+        lo, hi = min(lat.ci[0], again.ci[0], last.ci[0]), max(lat.ci[1], again.ci[1], last.ci[1])
+        return dataclasses.replace(last, ci=(lo, hi))
 
     def measure(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
         """``after`` against ``before`` at every decision shape set; the set where ``after`` fares
