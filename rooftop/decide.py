@@ -330,7 +330,9 @@ class Judge:
             )
 
     # -- measuring -------------------------------------------------------------------------
-    def confirmed(self, before: ModelProto, after: ModelProto, level: str, stop: str) -> Latency | None:
+    def confirmed(
+        self, before: ModelProto, after: ModelProto, level: str, stop: str, lean: bool = True
+    ) -> Latency | None:
         """A reading that says "slower" or "faster", or whose median leans beyond twice the band, is
         taken again with fresh sessions: two sessions of the same graph can differ by a few percent
         for reasons of memory placement alone, and a decision must not rest on one reading. The
@@ -340,7 +342,7 @@ class Judge:
         lat = self.measure(before, after, level, stop)
         if lat is None or self.opts.keep_slower:
             return lat
-        if lat.verdict is Verdict.NOISE and abs(lat.ratio - 1.0) <= 2 * self.opts.noise_band:
+        if lat.verdict is Verdict.NOISE and (not lean or abs(lat.ratio - 1.0) <= 2 * self.opts.noise_band):
             return lat
         readings = [lat]
         for _ in range(2):
@@ -422,7 +424,8 @@ class Judge:
         if self.compare is None or optimized is self.original:
             return optimized, records, None, []
         self.stage(f"timing the optimized model against the original ({level_word(self.rt, level)})")
-        lat = self.confirmed(self.original, optimized, level, self.final_stop)
+        # (a noise reading of the final model is not read again: only a slower one is confirmed)
+        lat = self.confirmed(self.original, optimized, level, self.final_stop, lean=False)
         if lat is None or not self._clearly_slower(lat) or self.opts.keep_slower:
             return optimized, records, lat, []
         why = f"the optimized model was slower than the original at {lat.level_name}: {lat.describe()}"
@@ -443,7 +446,7 @@ class Judge:
             optimized, records = rerun(skip)
             if optimized is self.original:
                 break
-            lat = self.confirmed(self.original, optimized, level, self.final_stop)
+            lat = self.confirmed(self.original, optimized, level, self.final_stop, lean=False)
             if lat is None or not self._clearly_slower(lat):
                 return optimized, records, lat, dropped
         return self.revert(records, why), records, None, [r.name for r in kept]
