@@ -275,6 +275,8 @@ class Judge:
             return
         if self._slower_by(v.latency, self.opts.noise_band if must_pay else 2 * self.opts.noise_band):
             v.cause, v.reason = Cause.SLOWER, self._slower_reason(current, candidate, v)
+        elif must_pay and self._paid(v.latency) and not self._paid_again(current, candidate, level, v):
+            pass  # v.cause set by _paid_again
         elif must_pay and not self._paid(v.latency):
             c = v.cost
             what = (
@@ -303,6 +305,21 @@ class Judge:
         loaded machine produces for two equal models; backing off on it made the same command
         write different models from run to run."""
         return lat.verdict is Verdict.SLOWER and lat.ci[0] > 1.0 + self.opts.noise_band
+
+    def _paid_again(self, current: ModelProto, candidate: ModelProto, level: str, v: Validation) -> bool:
+        """Work added for a speed-up stays only if one more reading agrees: a pass kept against the
+        structural default must not rest on two readings that noise can produce (ddddocr's 54 MB
+        CRNN, timed one session at a time, kept pad-channels in one run of five on two)."""
+        third = self.measure(current, candidate, level, "pay")
+        if third is not None and self._paid(third):
+            return True
+        v.cause = Cause.SLOWER
+        seen = third.describe() if third is not None else "no reading"
+        v.reason = (
+            f"adds predicted work and measured faster than ×{pays(self.opts.noise_band):.2f} at "
+            f"{v.latency.level_name} twice ({v.latency.describe()}), but not a third time ({seen})"
+        )
+        return False
 
     def _paid(self, lat: Latency) -> bool:
         """Work added for a speed-up must show a clear one: faster (confirmed) by more than twice the
