@@ -604,3 +604,19 @@ def weightless(model: ModelProto) -> ModelProto:
         else:
             g.initializer.append(t)
     return sk
+
+
+def file_sha256(path: str | os.PathLike[str] | None) -> str | None:
+    """The sha256 of a file, read 1 MB at a time (None when there is no file to read)."""
+    import hashlib
+
+    if not path:
+        return None
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()

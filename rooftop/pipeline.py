@@ -593,13 +593,7 @@ def _shape_warnings(replay: Plan, opts: Options) -> list[str]:
 def _model_identity(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"name": Path(path).name, "sha256": h.hexdigest()}
+    return {"name": Path(path).name, "sha256": model_io.file_sha256(path)}
 
 
 def list_passes() -> list[tuple[str, str, bool]]:

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
+from rooftop.model_io import file_sha256
 from rooftop.records import ORT_LEVEL_NAMES, CostDelta, Latency, PassRecord
 from rooftop.report.text import correlation
 
@@ -14,21 +15,6 @@ if TYPE_CHECKING:
 
 
 SCHEMA_VERSION = 2  # 2: verdict, provenance, shapes, plan, runtime
-
-
-def _sha256(path: str | None) -> str | None:
-    import hashlib
-
-    if not path:
-        return None
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
 
 
 def _provenance(report: Report) -> dict[str, Any]:
@@ -40,8 +26,8 @@ def _provenance(report: Report) -> dict[str, Any]:
         "runtime": report.runtime,
         "timestamp": report.timestamp,
         "input_sha256": (report.plan.model.get("sha256") if report.plan is not None else None)
-        or _sha256(report.model_path),
-        "output_sha256": {p: _sha256(p) for p in report.output_paths},
+        or file_sha256(report.model_path),
+        "output_sha256": {p: file_sha256(p) for p in report.output_paths},
         "shapes": report.shapes.labels() if report.shapes is not None else [],
     }
 
