@@ -226,7 +226,12 @@ class _Run:
     # -- the passes --------------------------------------------------------------------------
     def run_passes(self, names: Sequence[str], skip: Skip, on_start, on_end) -> tuple[ModelProto, list[PassRecord]]:
         opts = self.opts
-        ctx = PassContext(target=opts.target, fold_limit=opts.fold_limit, channel_multiple=self._channel_multiple())
+        ctx = PassContext(
+            target=opts.target,
+            fold_limit=opts.fold_limit,
+            channel_multiple=self._channel_multiple(),
+            provider=self._provider(),
+        )
         self.current, self.current_cost, self.checks.last_verified = self.original, self.before, None
         self.passes_warned = len(self.warnings)
 
@@ -259,6 +264,13 @@ class _Run:
             return self.opts.channel_multiple
         hw = self.hw
         return int(hw.channel_multiple) if hw is not None and getattr(hw, "pad_pays", False) else None
+
+    def _provider(self) -> str:
+        """The onnxruntime execution provider the passes write for (a replayed plan: the one it was
+        made for; a plan without one: the CPU provider)."""
+        if self.replay is not None:
+            return self.replay.options.get("provider") or "CPUExecutionProvider"
+        return self.rt.where if self.rt.name == "onnxruntime" else "CPUExecutionProvider"
 
     def _unchanged_cost(self, rec: PassRecord) -> None:
         """A pass that was not kept leaves the totals as they were; a rejected one keeps what it
@@ -312,6 +324,7 @@ class _Run:
                 "target": opts.target,
                 "fold_limit": opts.fold_limit,
                 "channel_multiple": self._channel_multiple(),
+                "provider": self._provider(),
                 "fixed_point": opts.fixed_point,
                 "opset": opts.opset,
             },

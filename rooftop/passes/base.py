@@ -47,6 +47,9 @@ class PassContext:
     # bytes of weights this pass may still add to the model in all (constant folding); None: no cap.
     # The PassManager sets it before each pass from the run's growth budget and what earlier passes added.
     fold_budget: int | None = None
+    # the onnxruntime execution provider the model is deployed on (--runtime onnxruntime:PROVIDER), for the
+    # fused forms whose speed depends on its kernels
+    provider: str = "CPUExecutionProvider"
 
 
 @dataclass

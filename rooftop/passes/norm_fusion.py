@@ -20,6 +20,10 @@ kept as its fourth output when something else reads it: one pass over the activa
 an RMSNormalization of such a sum likewise becomes ``SkipSimplifiedLayerNormalization(a, b, γ)``.
 Below the standard op's opset a decomposed norm of such a sum goes straight to its Skip… form
 (the com.microsoft ops need no opset); one of anything else is refused with the opset.
+On the CPU execution provider the LayerNorm Skip form is refused: onnxruntime's CPU
+SkipLayerNormalization runs slower than its Add + LayerNormalization (and than the
+LayerNormalization it fuses from the decomposed ops itself), with or without the sum output
+(benchmarks/RESULTS.md); SkipSimplifiedLayerNormalization is not, and stays.
 
 The fused ops compute in float32 like the pattern; results agree to rounding (verified).
 LayerNorm is matched first, so its centred half is never taken for an RMSNorm.
@@ -53,6 +57,7 @@ from rooftop.passes._match import (
 )
 from rooftop.passes.base import Pass, PassContext, PassResult
 
+CPU = "CPUExecutionProvider"
 LAYERNORM_OPSET = 17
 RMSNORM_OPSET = 23
 SKIP_FORMS = {
@@ -88,12 +93,13 @@ class NormFusion(Pass):
         return PassResult()
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        return _Run(ctx.target, graph).run(graph)
+        return _Run(ctx.target, ctx.provider, graph).run(graph)
 
 
 class _Run:
-    def __init__(self, target: str, graph: gs.Graph) -> None:
+    def __init__(self, target: str, provider: str, graph: gs.Graph) -> None:
         self.target = target
+        self.provider = provider
         self.opset = int(graph.opset or 0)
         self.names = Namer(graph)
         self.res = PassResult()
@@ -120,7 +126,7 @@ class _Run:
             self.res.refuse(m, anchor)
             return
         op, domain, need = self._op(kind)
-        via_skip = op is None and self.target == "onnxruntime" and not _skip_refusal_for(m.x, -m.k)
+        via_skip = op is None and self.target == "onnxruntime" and not _skip_refusal_for(m.x, -m.k, kind, self.provider)
         if via_skip:  # below the op's opset: becomes its com.microsoft Skip… form in this run
             op = "LayerNormalization" if kind == "layernorm" else "RMSNormalization"
         if op is None:
@@ -158,7 +164,7 @@ class _Run:
         add = _residual_add(ln.inputs[0])
         if add is None:
             return
-        why = _skip_refusal_for(ln.inputs[0], int(ln.attrs.get("axis", -1)))
+        why = _skip_refusal_for(ln.inputs[0], int(ln.attrs.get("axis", -1)), SKIP_FORMS[ln.op][1], self.provider)
         if why:
             self.res.refuse(why, ln)
             return
@@ -200,12 +206,17 @@ def _residual_add(x: gs.Tensor) -> gs.Node | None:
     return add
 
 
-def _skip_refusal_for(x: gs.Tensor, axis: int) -> str:
-    """Why a LayerNormalization of ``x`` over ``axis`` cannot be SkipLayerNormalization ('' if it can;
+def _skip_refusal_for(x: gs.Tensor, axis: int, kind: str, provider: str) -> str:
+    """Why a norm (``kind``) of ``x`` over ``axis`` cannot be its Skip… form ('' if it can;
     "not a residual sum" when x is not the sum of two tensors)."""
     add = _residual_add(x)
     if add is None:
         return "not a residual sum"
+    if kind == "layernorm" and provider == CPU:
+        return (
+            "SkipLayerNormalization runs slower than Add + LayerNormalization on onnxruntime's CPU kernels "
+            "(onnxruntime fuses the norm itself)"
+        )
     a, b = add.inputs
     rank = len(x.shape) if x.shape is not None else None
     if rank is None or axis not in (-1, rank - 1):
