@@ -143,3 +143,12 @@ def small_transformer(name: str):
             {0: "batch", 1: "seq"},
         )
     return archs.ViT(image=32, patch=8, d=48, layers=2, heads=2, classes=10), torch.randn(2, 3, 32, 32), {0: "batch"}
+
+
+def counted(n: int, kind: str = "rewrite"):
+    """A PassResult of ``n`` rewrites of ``kind`` (for the test passes that rewrite by hand)."""
+    from rooftop.passes.base import PassResult
+
+    res = PassResult()
+    res.count(kind, n)
+    return res

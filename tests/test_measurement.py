@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import cli, init, make_model, ops, run, vi
+from helpers import cli, counted, init, make_model, ops, run, vi
 
 import rooftop
 from rooftop import passes as P
@@ -42,7 +42,7 @@ class SlowsDown(Pass):
 
     def run(self, graph, ctx):
         if any(n.name.startswith("slow") for n in graph.nodes):
-            return PassResult(0)
+            return PassResult()
         relu = next(n for n in graph.nodes if n.op == "Relu")
         x = graph.inputs[0]
         q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((N, N)))
@@ -59,7 +59,7 @@ class SlowsDown(Pass):
         pre = gs.Variable("slow_pre", dtype=np.float32)
         relu.outputs = [pre]
         graph.nodes.append(gs.Node("Add", "slow_add", inputs=[pre, z], outputs=[y]))
-        return PassResult(1)
+        return counted(1)
 
 
 class Renames(Pass):
@@ -71,9 +71,9 @@ class Renames(Pass):
     def run(self, graph, ctx):
         node = next((n for n in graph.nodes if n.name == "mm"), None)
         if node is None:
-            return PassResult(0)
+            return PassResult()
         node.name = "mm_renamed"
-        return PassResult(1)
+        return counted(1)
 
 
 def marker_pass(suffix: str) -> type[Pass]:
@@ -85,13 +85,13 @@ def marker_pass(suffix: str) -> type[Pass]:
 
         def run(self, graph, ctx):
             if any(n.name == f"marker_{suffix}" for n in graph.nodes):
-                return PassResult(0)
+                return PassResult()
             relu = next(n for n in graph.nodes if n.op == "Relu")
             y = relu.outputs[0]
             mid = gs.Variable(f"marker_{suffix}_in", dtype=np.float32)
             relu.outputs = [mid]
             graph.nodes.append(gs.Node("Identity", f"marker_{suffix}", inputs=[mid], outputs=[y]))
-            return PassResult(1)
+            return counted(1)
 
     return Marker
 
@@ -110,9 +110,9 @@ def rename_marker(suffix: str) -> type[Pass]:
         def run(self, graph, ctx):
             node = next((n for n in graph.nodes if n.name == f"id_{suffix}"), None)
             if node is None:
-                return PassResult(0)
+                return PassResult()
             node.name = f"marker_{suffix}"
-            return PassResult(1)
+            return counted(1)
 
     return Rename
 
@@ -296,6 +296,15 @@ def test_each_pass_in_noise_but_together_slower_backs_off(test_passes):
         (0, 1, "all", "verdict"),
         (0, 1, "disable", "verdict"),
     ]
+
+
+@pytest.mark.parametrize(("step", "backs_off"), [(0.015, False), (0.025, True)])
+def test_a_final_model_of_passes_that_only_remove_work_backs_off_past_twice_the_band(test_passes, step, backs_off):
+    """The renames add no node, op or predicted work (the cost analysis says so): the final model
+    backs off only when its whole interval lies past 1 + 2·band, the margin such a pass has alone."""
+    out, rep = rooftop.optimize(chain_model(), passes=[c.name for c in RENAMES[:3]], comparator=priced(step))
+    assert all(r.removes_only for r in rep.passes if r.status is Status.APPLIED)
+    assert bool(rep.backed_off) is backs_off and (markers(out) < 3) is backs_off
 
 
 def test_back_off_that_does_not_help_writes_the_original(test_passes, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from helpers import init, make_model, ops, vi
+from helpers import counted, init, make_model, ops, vi
 from onnx import helper
 
 from rooftop.passes.base import Pass, PassContext, PassManager, PassResult, Validation, distinct_names
@@ -32,7 +32,7 @@ class TwoConstantsOneName(Pass):
         mid = gs.Variable("mid", dtype=np.float32)
         graph.nodes.append(gs.Node("Mul", inputs=[add.inputs[0], a], outputs=[mid]))
         add.inputs = [mid, b]
-        return PassResult(1)
+        return counted(1)
 
 
 def test_template_gives_clashing_tensors_distinct_names():
@@ -59,7 +59,7 @@ class Marks(Pass):
 
     def run(self, graph, ctx):
         graph.nodes[0].name = "marked"
-        return PassResult(1)
+        return counted(1)
 
 
 def test_manager_statuses_without_onnxruntime():
@@ -122,7 +122,7 @@ class FirstRowEverywhere(Pass):
     def run(self, graph, ctx):
         relu = next((n for n in graph.nodes if n.op == "Relu" and n.inputs[0] is graph.inputs[0]), None)
         if relu is None:
-            return PassResult(0)
+            return PassResult()
         x = graph.inputs[0]
         row, shape, wide = (
             gs.Variable(n, dtype=d) for n, d in (("row", np.float32), ("shape", np.int64), ("wide", np.float32))
@@ -143,7 +143,7 @@ class FirstRowEverywhere(Pass):
             gs.Node("Expand", "expand", inputs=[row, shape], outputs=[wide]),
         ]
         relu.inputs = [wide]
-        return PassResult(1)
+        return counted(1)
 
 
 def test_passes_are_checked_with_the_pipelines_output_and_alone_only_when_it_differs(monkeypatch):

@@ -12,13 +12,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import MODELS, ROOT, cli, init, make_model, ops, optimize, run, vi
+from helpers import MODELS, ROOT, cli, counted, init, make_model, ops, optimize, run, vi
 from onnx import TensorProto, helper
 
 import rooftop
 from rooftop import passes as P
 from rooftop.errors import VerificationError
-from rooftop.passes.base import Pass, PassResult
+from rooftop.passes.base import Pass
 
 SAMPLES = sorted(p for p in MODELS.glob("*.onnx"))
 
@@ -43,7 +43,7 @@ class ChangesOutputs(Pass):
             if node.op == "Relu":
                 node.op = "Sigmoid"
                 n += 1
-        return PassResult(n)
+        return counted(n)
 
 
 class BreaksGraph(Pass):
@@ -55,7 +55,7 @@ class BreaksGraph(Pass):
     def run(self, graph, ctx):
         node = graph.nodes[0]
         node.inputs[0] = gs.Variable("nobody_makes_this", dtype=np.float32)
-        return PassResult(1)
+        return counted(1)
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ import hashlib
 import heapq
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import ClassVar
 
 import onnx
@@ -52,27 +53,91 @@ class PassContext:
     provider: str = "CPUExecutionProvider"
 
 
-@dataclass
-class PassResult:
-    """What a pass did: ``rewrites`` in all, ``counts`` by kind of rewrite, ``refusals``: for
-    each reason a candidate was looked at and left, the names of the nodes left; ``notes`` free text."""
+class Refused(Exception):
+    """A matcher's "no", with the first condition that failed: the candidate stays as it is.
+    ``PassResult.refusing(node)`` turns it into a refusal recorded on ``node``."""
 
-    rewrites: int = 0
-    notes: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    refusals: dict[str, list[str]] = field(default_factory=dict)
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PassResult:
+    """What a pass did, filled in one way only: ``count(kind)`` for each rewrite (``rewrites`` is
+    their sum) and ``refuse(reason, node)`` (or a ``Refused`` raised inside ``refusing(node)``)
+    for each candidate looked at and left; ``notes`` are free text. ``counts`` and ``refusals``
+    are read-only views."""
+
+    __slots__ = ("_counts", "_refusals", "notes")
+
+    def __init__(self, notes: Iterable[str] = ()) -> None:
+        self.notes: list[str] = list(notes)
+        self._counts: dict[str, int] = {}
+        self._refusals: dict[str, list[str]] = {}
+
+    @property
+    def rewrites(self) -> int:
+        return sum(self._counts.values())
 
     @property
     def modified(self) -> bool:
         return self.rewrites > 0
 
-    def refuse(self, reason: str, node: gs.Node) -> None:
-        self.refusals.setdefault(reason, []).append(node.name or (node.outputs[0].name if node.outputs else node.op))
+    @property
+    def counts(self) -> Mapping[str, int]:
+        return MappingProxyType(self._counts)
 
-    def count(self, kind: str, n: int = 1) -> None:
-        """``n`` rewrites of ``kind``."""
-        self.counts[kind] = self.counts.get(kind, 0) + n
-        self.rewrites += n
+    @property
+    def refusals(self) -> Mapping[str, list[str]]:
+        return MappingProxyType(self._refusals)
+
+    def count(self, kind: str, n: int = 1, node: gs.Node | None = None) -> None:
+        """``n`` rewrites of ``kind`` (none when ``n`` is 0); with ``node``, a refusal recorded on it
+        earlier in this result is withdrawn (it was rewritten after all)."""
+        if n < 0:
+            raise ValueError(f"a negative count of {kind}: {n}")
+        if n:
+            self._counts[kind] = self._counts.get(kind, 0) + n
+        if node is not None:
+            self._withdraw(_node_key(node))
+
+    def refuse(self, reason: str, node: gs.Node | str) -> None:
+        """``node`` (or a node's name) was looked at and left, because of ``reason``."""
+        key = node if isinstance(node, str) else _node_key(node)
+        self._withdraw(key)
+        self._refusals.setdefault(reason, []).append(key)
+
+    @contextlib.contextmanager
+    def refusing(self, node: gs.Node) -> Iterator[None]:
+        """Run a matcher: a ``Refused`` it raises becomes a refusal on ``node``."""
+        try:
+            yield
+        except Refused as r:
+            self.refuse(r.reason, node)
+
+    def then(self, later: PassResult, live: set[str]) -> None:
+        """Add a later round: its counts and notes to these; the refusals become the later round's,
+        for the nodes still in the graph (``live``): what the last round left is what stays."""
+        for kind, n in later._counts.items():
+            self.count(kind, n)
+        self.notes.extend(later.notes)
+        self._refusals = {
+            why: kept for why, names in later._refusals.items() if (kept := [n for n in names if n in live])
+        }
+
+    def _withdraw(self, key: str) -> None:
+        for why in [w for w, names in self._refusals.items() if key in names]:
+            self._refusals[why] = [n for n in self._refusals[why] if n != key]
+            if not self._refusals[why]:
+                del self._refusals[why]
+
+    def __repr__(self) -> str:
+        return f"PassResult(rewrites={self.rewrites}, counts={self._counts}, refusals={self._refusals})"
+
+
+def _node_key(node: gs.Node) -> str:
+    """The name a refusal is recorded under: the node's name, else its first output's, else its op."""
+    return node.name or (node.outputs[0].name if node.outputs else node.op)
 
 
 @dataclass
@@ -109,6 +174,9 @@ class Pass:
     # empty: any graph may hold work. Checked on the ModelProto, before the graph is imported
     # (on a large graph the import and shape inference cost more than the matching).
     needs_ops: ClassVar[frozenset[str]] = frozenset()
+    # how many times the template may run the pass on its own output: a pass whose rewrites open
+    # new matches (a fold that makes the next node's inputs constant) says so here
+    rounds: ClassVar[int] = 1
 
     def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
         """The pass's result when it cannot rewrite anything in ``model``, found without importing
@@ -126,21 +194,34 @@ class Pass:
         removed (cleanup) adds it to ``result`` here. Most passes have nothing to add."""
 
     def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
-        """The one template: import, run, tidy, export only when something was rewritten (an
-        export copies every weight), with distinct tensor names as a safety net. A pass that is
-        ``idle`` on the model does not import it."""
+        """The one template: import, run (up to ``rounds`` times, while a round rewrites), tidy,
+        export only when something was rewritten (an export copies every weight), with distinct
+        tensor names as a safety net. A pass that is ``idle`` on the model does not import it."""
         idle = self.idle(model, ctx)
         if idle is not None:
             return model, idle
         with untouched(model):
             graph = import_with_shapes(model) if self.needs_shapes else import_graph(model)
-            result = self.run(graph, ctx)
-            cleanup(graph).toposort()
+            result = self._rounds(graph, ctx)
             self.tidied(graph, model, result)
             if result.rewrites == 0:
                 return model, result
             distinct_names(graph)
             return export_like(graph, model), result
+
+    def _rounds(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        """The pass's fixed point: ``run`` again on its own output while it rewrites something, at
+        most ``rounds`` times; the refusals are those of the last round, for nodes still there.
+        The rounds share one copy of ``ctx``: a budget one round spends is spent for the next."""
+        ctx = dataclasses.replace(ctx)
+        total = PassResult()
+        for _ in range(max(self.rounds, 1)):
+            res = self.run(graph, ctx)
+            cleanup(graph).toposort()
+            total.then(res, {_node_key(n) for n in graph.nodes} | {n.name for n in graph.nodes if n.name})
+            if not res.rewrites:
+                break
+        return total
 
 
 def distinct_names(graph: gs.Graph) -> int:
@@ -182,7 +263,8 @@ class ModelPass(Pass):
         raise NotImplementedError
 
     def apply(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
-        return self.run_model(model, ctx)
+        idle = self.idle(model, ctx)
+        return (model, idle) if idle is not None else self.run_model(model, ctx)
 
 
 def infer_value_info(model: ModelProto) -> list[onnx.ValueInfoProto]:

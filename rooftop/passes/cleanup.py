@@ -57,11 +57,10 @@ class Cleanup(Pass):
                         node,
                     )
         constants = _constants_to_initializers(graph, res)
-        res.rewrites = removed_identity + removed_dropout + constants
         for n, what in ((removed_identity, "Identity"), (removed_dropout, "Dropout"), (constants, "Constant")):
             if n > 0:
                 res.notes.append(f"removed {n} {what}")
-                res.counts[f"{what.lower()}-removed"] = n
+                res.count(f"{what.lower()}-removed", n)
         return res
 
     def tidied(self, graph: gs.Graph, model: ModelProto, res: PassResult) -> None:
@@ -72,11 +71,9 @@ class Cleanup(Pass):
         for n, what in ((nodes, "dead node"), (inits, "unused initializer")):
             if n > 0:
                 res.notes.append(f"removed {n} {what}{'s' if n != 1 else ''}")
-                res.counts[f"{what.replace(' ', '-')}-removed"] = n
-                res.rewrites += n
+                res.count(f"{what.replace(' ', '-')}-removed", n)
         if res.rewrites == 0 and not toposorted(model):
-            res.rewrites = 1
-            res.counts["order-restored"] = 1
+            res.count("order-restored")
             res.notes.append("restored topological order")
 
 

@@ -20,24 +20,24 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from rooftop.passes._graph import const_value, const_weight, is_graph_output, single_consumer
-from rooftop.passes.base import Pass, PassContext, PassResult
+from rooftop.passes.base import Pass, PassContext, PassResult, Refused
 
 ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "Clip")
 _FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def _scalar(t: gs.Tensor | None) -> float | None | str:
-    """The value of an optional scalar input: None when absent, a float, or a refusal reason."""
+def _scalar(t: gs.Tensor | None) -> float | None:
+    """The value of an optional scalar input: None when absent, a float; ``Refused`` otherwise."""
     if t is None or not t.name:
         return None
     v = const_value(t)
     if v is None or v.size != 1:
-        return "Clip bounds are not constant scalars"
+        raise Refused("Clip bounds are not constant scalars")
     return float(v.reshape(-1)[0])
 
 
-def _params(act: gs.Node) -> list[float] | str:
-    """FusedConv's ``activation_params`` for an activation node, or why it has none."""
+def _params(act: gs.Node) -> list[float]:
+    """FusedConv's ``activation_params`` for an activation node; ``Refused`` says why it has none."""
     if act.op == "LeakyRelu":
         return [float(act.attrs.get("alpha", 0.01))]
     if act.op == "HardSigmoid":
@@ -48,9 +48,6 @@ def _params(act: gs.Node) -> list[float] | str:
     hi = float(act.attrs["max"]) if "max" in act.attrs else None
     ins = list(act.inputs) + [None, None]
     lo_in, hi_in = _scalar(ins[1]), _scalar(ins[2])
-    for v in (lo_in, hi_in):
-        if isinstance(v, str):
-            return v
     lo = lo_in if lo_in is not None else lo
     hi = hi_in if hi_in is not None else hi
     return [lo if lo is not None else -_FLT_MAX, hi if hi is not None else _FLT_MAX]
@@ -92,13 +89,12 @@ class ConvActivation(Pass):
             why = _refusal(conv, graph)
             if why == "no activation":
                 continue
-            act = single_consumer(conv.outputs[0]) if not why else None
-            params = _params(act) if act is not None else why
-            if isinstance(params, str):
-                res.refuse(params, conv)
-                continue
-            _fuse(conv, act, params)
-            res.count(f"{act.op.lower()}-into-fusedconv")
+            with res.refusing(conv):
+                if why:
+                    raise Refused(why)
+                act = single_consumer(conv.outputs[0])
+                _fuse(conv, act, _params(act))
+                res.count(f"{act.op.lower()}-into-fusedconv")
         if res.rewrites:
             res.notes.append(f"fused {res.rewrites} activations into FusedConv")
         return res

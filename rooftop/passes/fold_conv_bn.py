@@ -41,6 +41,7 @@ a Div by a constant with zeros.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from rooftop.passes._graph import Weight, const_weight, eval_const, is_graph_output, single_consumer
-from rooftop.passes.base import Pass, PassContext, PassResult, constant_names
+from rooftop.passes.base import Pass, PassContext, PassResult, Refused, constant_names
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -121,46 +122,47 @@ def _unreached_batchnorms(graph: gs.Graph, res: PassResult) -> None:
         elif len(x.outputs) > 1 or is_graph_output(graph, x):
             res.refuse(f"the {prod.op} output has other consumers", bn)
         else:
-            why = _linear(prod, graph)
-            res.refuse(why if isinstance(why, str) else f"the {prod.op} cannot absorb it", bn)
+            with res.refusing(bn):
+                _linear(prod, graph)
+                res.refuse(f"the {prod.op} cannot absorb it", bn)
 
 
-def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear, graph: gs.Graph) -> tuple[np.ndarray, np.ndarray] | str:
-    """(a, b) of a per-channel affine follower of ``y``, or the reason it is not one."""
+def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear, graph: gs.Graph) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of a per-channel affine follower of ``y``; ``Refused`` with the reason it is not one."""
     C = lin.channels
     if node.op == "BatchNormalization":
         if node.inputs[0] is not y:
-            return "BN reads the tensor as a parameter"
+            raise Refused("BN reads the tensor as a parameter")
         if int(node.attrs.get("training_mode", 0)) != 0:
-            return "training-mode BatchNormalization"
+            raise Refused("training-mode BatchNormalization")
         if any(o.outputs or is_graph_output(graph, o) for o in node.outputs[1:]):
-            return "BatchNormalization running statistics are used"
+            raise Refused("BatchNormalization running statistics are used")
         if lin.chan_axis != 1 and lin.out_rank != 2:
-            return "BatchNormalization channel axis is not the producer's output-channel axis"
+            raise Refused("BatchNormalization channel axis is not the producer's output-channel axis")
         vals = [eval_const(t) for t in node.inputs[1:5]]
         if any(v is None for v in vals):
-            return "BatchNormalization parameters are not constant"
+            raise Refused("BatchNormalization parameters are not constant")
         scale, bias, mean, var = (np.asarray(v, dtype=np.float64).reshape(-1) for v in vals)  # type: ignore[arg-type]
         if not all(v.size in (1, C) for v in (scale, bias, mean, var)):
-            return "BatchNormalization parameter length does not match channels"
+            raise Refused("BatchNormalization parameter length does not match channels")
         eps = float(node.attrs.get("epsilon", 1e-5))
         a = scale / np.sqrt(var + eps)
         b = bias - mean * a
         return np.broadcast_to(a, (C,)).copy(), np.broadcast_to(b, (C,)).copy()
     if node.op not in ("Mul", "Add", "Sub", "Div") or len(node.inputs) != 2:
-        return f"{node.op} is not a per-channel affine op"
+        raise Refused(f"{node.op} is not a per-channel affine op")
     if node.inputs[0] is y and node.inputs[1] is y:
-        return "both operands are the producer's output"
+        raise Refused("both operands are the producer's output")
     y_first = node.inputs[0] is y
     other = node.inputs[1] if y_first else node.inputs[0]
     c = eval_const(other)
     if c is None:
-        return f"{node.op} operand is not constant"
+        raise Refused(f"{node.op} operand is not constant")
     if c.dtype.kind != "f":
-        return f"{node.op} constant is not float"
+        raise Refused(f"{node.op} constant is not float")
     v = _per_channel(c, C, lin.out_rank, lin.chan_axis)
     if v is None:
-        return f"{node.op} constant of shape {list(c.shape)} is not per-channel"
+        raise Refused(f"{node.op} constant of shape {list(c.shape)} is not per-channel")
     one, zero = np.ones(C), np.zeros(C)
     if node.op == "Mul":
         return v, zero
@@ -169,24 +171,24 @@ def _follower_affine(node: gs.Node, y: gs.Tensor, lin: Linear, graph: gs.Graph) 
     if node.op == "Sub":
         return (one, -v) if y_first else (-one, v)
     if not y_first:
-        return "constant divided by the tensor is not affine"
+        raise Refused("constant divided by the tensor is not affine")
     if np.any(v == 0):
-        return "division by a constant with zeros"
+        raise Refused("division by a constant with zeros")
     return 1.0 / v, zero
 
 
-def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
-    """Describe ``node`` as a foldable producer, or say why it is not one."""
+def _linear(node: gs.Node, graph: gs.Graph) -> Linear:
+    """Describe ``node`` as a foldable producer; ``Refused`` says why it is not one."""
     if node.op in ("Conv", "ConvTranspose"):
         W = const_weight(node.inputs[1]) if len(node.inputs) > 1 else None
         if not _float(W):
-            return "weights are not a float constant"
+            raise Refused("weights are not a float constant")
         B = None
         if len(node.inputs) > 2 and node.inputs[2].name:
             # exporters may build a zero bias at run time (Expand/CastLike of constants): evaluate it
             B = eval_const(node.inputs[2])
             if B is None:
-                return "bias is not constant"
+                raise Refused("bias is not constant")
         if node.op == "Conv":
             C = W.shape[0]
         else:
@@ -196,34 +198,34 @@ def _linear(node: gs.Node, graph: gs.Graph) -> Linear | str:
     if node.op == "Gemm":
         B = const_weight(node.inputs[1])
         if not _float(B) or B.ndim != 2:
-            return "Gemm B is not a 2-D float constant"
+            raise Refused("Gemm B is not a 2-D float constant")
         transB = int(node.attrs.get("transB", 0))
         N = B.shape[0] if transB else B.shape[1]
         bias = None
         if len(node.inputs) > 2 and node.inputs[2].name:
             c = eval_const(node.inputs[2])
             if c is None:
-                return "Gemm C is not constant"
+                raise Refused("Gemm C is not constant")
             if c.size not in (1, N) or (c.ndim == 2 and c.shape[0] != 1):
-                return "Gemm C is not per-column"
+                raise Refused("Gemm C is not per-column")
             bias = np.broadcast_to(c.astype(np.float64).reshape(-1), (N,)) * float(node.attrs.get("beta", 1.0))
         return Linear(node, B, bias, N, 2, 1)
     if node.op == "MatMul":
         B = const_weight(node.inputs[1])
         if not _float(B) or B.ndim != 2:
-            return "MatMul B is not a 2-D float constant"
+            raise Refused("MatMul B is not a 2-D float constant")
         a_shape = node.inputs[0].shape if isinstance(node.inputs[0], gs.Variable) else None
         rank = max(len(a_shape), 2) if a_shape is not None else None
         lin = Linear(node, B, None, B.shape[1], rank, -1)
         y = node.outputs[0]
         nxt = single_consumer(y)
         if nxt is not None and nxt.op == "Add" and not is_graph_output(graph, y):
-            ab = _follower_affine(nxt, y, lin, graph)
-            if not isinstance(ab, str) and np.all(ab[0] == 1):
-                lin.bias = ab[1]
-                lin.bias_add = nxt
+            with contextlib.suppress(Refused):  # an Add that is not a bias is a follower, or nothing
+                a, b = _follower_affine(nxt, y, lin, graph)
+                if np.all(a == 1):
+                    lin.bias, lin.bias_add = b, nxt
         return lin
-    return f"{node.op} is not a linear producer"
+    raise Refused(f"{node.op} is not a linear producer")
 
 
 def _apply(lin: Linear, a: np.ndarray, b: np.ndarray) -> None:
@@ -302,9 +304,10 @@ class FoldConvBN(Pass):
         for node in list(graph.nodes):
             if node.op not in PRODUCERS or not node.outputs:
                 continue
-            lin = _linear(node, graph)
-            if isinstance(lin, str):
-                continue
+            try:
+                lin = _linear(node, graph)
+            except Refused:
+                continue  # (a BatchNorm it leaves says why: _unreached_batchnorms)
             dtype = lin.weight.dtype
             removed, bn_to_add = _followers(graph, node, lin, res)
             if not removed and bn_to_add is None:
@@ -345,12 +348,12 @@ def _followers(
         f = single_consumer(y)
         if f is None:
             break
-        ab = _follower_affine(f, y, lin, graph)
-        if isinstance(ab, str):
+        try:
+            a, b = _follower_affine(f, y, lin, graph)
+        except Refused as r:
             if _candidate(f):
-                res.refuse(ab, f)
+                res.refuse(r.reason, f)
             break
-        a, b = ab
         if node.op == "MatMul" and lin.bias_add is None and np.any(b != 0):
             # a bias-less MatMul cannot take b: BN on a 2-D tensor becomes Add(b)
             if f.op == "BatchNormalization" and lin.out_rank == 2:

@@ -48,9 +48,10 @@ class NhwcInt8(Pass):
     )
     needs_shapes = True
     needs_ops = frozenset({"QLinearConv"})
+    rounds = 256  # a transpose moves one node down per round, through chains of elementwise ops
 
     def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
-        return PassResult(0) if ctx.target != "onnxruntime" else super().idle(model, ctx)
+        return PassResult() if ctx.target != "onnxruntime" else super().idle(model, ctx)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         return _Run(graph).run(graph)
@@ -63,37 +64,22 @@ class _Run:
         self.names = Namer(graph)
 
     def run(self, graph: gs.Graph) -> PassResult:
-        convs = 0
+        """One round: the QLinearConvs not yet channels-last converted, every transpose pushed one
+        node down, adjacent inverse pairs cancelled (the template repeats it while it rewrites)."""
         res = PassResult()
         for node in list(graph.nodes):
             if node.op != "QLinearConv" or node.domain not in ("", "ai.onnx", None):
                 continue
             if self._rank4(node):
                 self._convert(graph, node)
-                convs += 1
+                res.count("qlinearconv-channels-last", node=node)
             else:
                 res.refuse("weight is not a 4-D constant (only 2-D convolutions run channels-last)", node)
-        if not convs:
+        if not any(n.op == "QLinearConv" and n.domain == "com.microsoft" for n in graph.nodes):
             return res
-        pushed = 0
-        for _ in range(len(graph.nodes)):
-            changed = 0
-            for node in list(graph.nodes):
-                changed += self._push(graph, node)
-            pushed += changed
-            cleanup(graph).toposort()
-            if not changed:
-                break
-        cancelled = self._cancel(graph)
-        res.rewrites = convs
-        res.notes.append(
-            f"{convs} QLinearConv channels-last, {pushed} transposes pushed down, {cancelled} pairs cancelled"
-        )
-        res.counts = {
-            "qlinearconv-channels-last": convs,
-            "transpose-pushed": pushed,
-            "transpose-pair-cancelled": cancelled,
-        }
+        res.count("transpose-pushed", sum(self._push(graph, node) for node in list(graph.nodes)))
+        cleanup(graph).toposort()
+        res.count("transpose-pair-cancelled", self._cancel(graph))
         _transposes_left(graph, res)
         return res
 

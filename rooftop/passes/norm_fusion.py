@@ -55,7 +55,7 @@ from rooftop.passes._match import (
     scalar,
     trailing,
 )
-from rooftop.passes.base import Pass, PassContext, PassResult
+from rooftop.passes.base import Pass, PassContext, PassResult, Refused
 
 CPU = "CPUExecutionProvider"
 LAYERNORM_OPSET = 17
@@ -107,39 +107,35 @@ class _Run:
     def run(self, graph: gs.Graph) -> PassResult:
         for node in list(graph.nodes):
             if node.op == "ReduceMean" and node.domain in STANDARD and node.outputs:
-                self._try(graph, node, _layernorm(graph, node), "layernorm")
+                with self.res.refusing(node):
+                    self._try(graph, _layernorm(graph, node), "layernorm")
         for node in list(graph.nodes):
             if node.op in ("Pow", "Mul") and node.domain in STANDARD and node.outputs:
-                self._try(graph, node, _rmsnorm(graph, node), "rmsnorm")
+                with self.res.refusing(node):
+                    self._try(graph, _rmsnorm(graph, node), "rmsnorm")
         if self.target == "onnxruntime":
             for node in list(graph.nodes):
                 if node.op in SKIP_FORMS and node.domain in STANDARD and node.outputs:
-                    self._skip(graph, node)
+                    with self.res.refusing(node):
+                        self._skip(graph, node)
         if self.res.rewrites:
             self.res.notes.append(", ".join(f"{k} {v}" for k, v in sorted(self.res.counts.items())))
         return self.res
 
-    def _try(self, graph: gs.Graph, anchor: gs.Node, m: Norm | str | None, kind: str) -> None:
+    def _try(self, graph: gs.Graph, m: Norm | None, kind: str) -> None:
+        """Write the matched norm ``m`` (None: not a candidate); raises ``Refused``."""
         if m is None:
-            return  # not a candidate
-        if isinstance(m, str):
-            self.res.refuse(m, anchor)
             return
         op, domain, need = self._op(kind)
         via_skip = op is None and self.target == "onnxruntime" and not _skip_refusal_for(m.x, -m.k, kind, self.provider)
         if via_skip:  # below the op's opset: becomes its com.microsoft Skip… form in this run
             op = "LayerNormalization" if kind == "layernorm" else "RMSNormalization"
         if op is None:
-            self.res.refuse(
+            raise Refused(
                 f"opset {self.opset} < {need}: {'LayerNormalization' if kind == 'layernorm' else 'RMSNormalization'} "
-                f"needs {need} (--opset {need} enables it)",
-                anchor,
+                f"needs {need} (--opset {need} enables it)"
             )
-            return
         scale = m.scale if m.scale is not None else _ones(m, self.names)
-        if isinstance(scale, str):
-            self.res.refuse(scale, anchor)
-            return
         inputs = [m.x, scale] + ([m.bias] if m.bias is not None else [])
         replace(
             graph,
@@ -166,8 +162,7 @@ class _Run:
             return
         why = _skip_refusal_for(ln.inputs[0], int(ln.attrs.get("axis", -1)), SKIP_FORMS[ln.op][1], self.provider)
         if why:
-            self.res.refuse(why, ln)
-            return
+            raise Refused(why)
         s, (a, b) = add.outputs[0], add.inputs
         inputs = [a, b, ln.inputs[1]] + ([ln.inputs[2]] if len(ln.inputs) > 2 and ln.inputs[2].name else [])
         outputs = [ln.outputs[0]]
@@ -241,7 +236,7 @@ def _same_shape(a, b) -> bool:
     )
 
 
-def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | str | None:
+def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | None:
     """Match ``x - mean(x)`` → variance → normalize → affine from its first ReduceMean."""
     axes = reduce_axes(m1)
     x = m1.inputs[0]
@@ -249,23 +244,21 @@ def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | str | None:
     if sub is None or sub.inputs[0] is not x or sub.inputs[1] is not m1.outputs[0]:
         return None  # not x - mean(x): not a LayerNorm's first ReduceMean
     if axes is None:
-        return "ReduceMean axes are not constant (or keepdims=0)"
+        raise Refused("ReduceMean axes are not constant (or keepdims=0)")
     d = sub.outputs[0]
     if len({id(n) for n in d.outputs}) != 2 or any(o is d for o in graph.outputs):
-        return "the centred value x - mean(x) is read by more than the square and the division"
+        raise Refused("the centred value x - mean(x) is read by more than the square and the division")
     sq = next((c for c in d.outputs if _is_square(c, d)), None)
     if sq is None:
-        return "the centred value x - mean(x) is not squared (no variance over the same axes)"
+        raise Refused("the centred value x - mean(x) is not squared (no variance over the same axes)")
     tail = _variance_tail(graph, sq, axes)
-    if isinstance(tail, str):
-        return tail
     nodes, eps, norm_node, n_out = tail
     if norm_node not in d.outputs:
-        return "the normalization does not divide the centred value"
+        raise Refused("the normalization does not divide the centred value")
     return _finish(graph, x, [m1, sub, sq] + nodes, eps, axes, n_out, with_bias=True)
 
 
-def _rmsnorm(graph: gs.Graph, sq: gs.Node) -> Norm | str | None:
+def _rmsnorm(graph: gs.Graph, sq: gs.Node) -> Norm | None:
     """Match ``x * rsqrt(mean(x²) + ε)`` from its square."""
     if not sq.inputs:
         return None
@@ -280,10 +273,8 @@ def _rmsnorm(graph: gs.Graph, sq: gs.Node) -> Norm | str | None:
         return None
     axes = reduce_axes(m)
     if axes is None:
-        return "ReduceMean axes are not constant (or keepdims=0)"
+        raise Refused("ReduceMean axes are not constant (or keepdims=0)")
     tail = _variance_tail(graph, sq, axes, x=x)
-    if isinstance(tail, str):
-        return tail
     nodes, eps, norm_node, n_out = tail
     return _finish(graph, x, [sq] + nodes, eps, axes, n_out, with_bias=False)
 
@@ -297,50 +288,48 @@ def _is_square(node: gs.Node, t: gs.Tensor) -> bool:
 def _variance_tail(graph: gs.Graph, sq: gs.Node, axes: list[int], x: gs.Tensor | None = None):
     """From the square: ReduceMean → Add ε → Sqrt → divide (Div, or Reciprocal/Div(1, ·) then Mul).
     ``x``: the tensor divided (LayerNorm: the centred value, found as the square's input).
-    Returns (nodes, ε, the dividing node, its output) or a reason."""
+    Returns (nodes, ε, the dividing node, its output); raises ``Refused``."""
     d = sq.inputs[0] if x is None else x
     m2 = only_consumer(sq.outputs[0], graph, "ReduceMean")
     if m2 is None:
-        return "the square is not averaged by a ReduceMean"
+        raise Refused("the square is not averaged by a ReduceMean")
     if reduce_axes(m2) != axes:
-        return "the two ReduceMeans reduce different axes"
+        raise Refused("the two ReduceMeans reduce different axes")
     add = only_consumer(m2.outputs[0], graph, "Add")
     if add is None:
-        return "no epsilon is added to the variance"
+        raise Refused("no epsilon is added to the variance")
     eps = scalar(other_input(add, m2.outputs[0]))
     if eps is None:
-        return "epsilon is not a constant"
+        raise Refused("epsilon is not a constant")
     sqrt = only_consumer(add.outputs[0], graph, "Sqrt")
     if sqrt is None:
-        return "the variance is not followed by Sqrt"
+        raise Refused("the variance is not followed by Sqrt")
     s = sqrt.outputs[0]
     div = only_consumer(s, graph, "Div", "Reciprocal")
     if div is None:
-        return "the Sqrt is read by more than one node, or not by Div/Reciprocal"
+        raise Refused("the Sqrt is read by more than one node, or not by Div/Reciprocal")
     if div.op == "Div" and div.inputs[0] is d and div.inputs[1] is s:
         return [m2, add, sqrt, div], eps, div, div.outputs[0]
     if div.op == "Reciprocal" or (div.op == "Div" and div.inputs[1] is s and near(scalar(div.inputs[0]), 1.0, 1e-6)):
         mul = only_consumer(div.outputs[0], graph, "Mul")
         if mul is not None and other_input(mul, div.outputs[0]) is d:
             return [m2, add, sqrt, div, mul], eps, mul, mul.outputs[0]
-    return "the normalization does not divide the input by the Sqrt"
+    raise Refused("the normalization does not divide the input by the Sqrt")
 
 
 def _finish(
     graph: gs.Graph, x: gs.Tensor, nodes: list[gs.Node], eps: float, axes: list[int], n_out: gs.Tensor, with_bias: bool
-) -> Norm | str:
+) -> Norm:
     rank = len(x.shape) if x.shape is not None else None
     k = trailing(axes, rank)
     if k is None:
-        return "normalized axes are not the last ones"
+        raise Refused("normalized axes are not the last ones")
     if not isinstance(x, gs.Variable) or x.dtype is None or np.dtype(x.dtype).kind != "f":
-        return "the input is not a float tensor"
+        raise Refused("the input is not a float tensor")
     m = Norm(x, n_out, eps, k, list(nodes))
     mul = only_consumer(n_out, graph, "Mul")
     if mul is not None:
         g = _affine(other_input(mul, n_out), x, k)
-        if isinstance(g, str):
-            return g
         if g is not None:
             m.scale, m.out = g, mul.outputs[0]
             m.nodes.append(mul)
@@ -348,31 +337,29 @@ def _finish(
         add = only_consumer(m.out, graph, "Add")
         if add is not None:
             b = _affine(other_input(add, m.out), x, k)
-            if isinstance(b, str):
-                return b
             if b is not None:
                 m.bias, m.out = b, add.outputs[0]
                 m.nodes.append(add)
     return m
 
 
-def _affine(t: gs.Tensor | None, x: gs.Tensor, k: int) -> gs.Constant | str | None:
+def _affine(t: gs.Tensor | None, x: gs.Tensor, k: int) -> gs.Constant | None:
     """γ or β as a constant shaped like the normalized dims; None when ``t`` is not a constant at
-    all (then the Mul/Add is not part of the norm), a reason when it is one of the wrong shape."""
+    all (then the Mul/Add is not part of the norm); ``Refused`` when it is one of the wrong shape."""
     if t is None:
         return None
     v = const_value(t)
     if v is None:
         return None
     if v.dtype != np.dtype(x.dtype):
-        return f"scale/bias is {v.dtype}, the input {np.dtype(x.dtype)}"
+        raise Refused(f"scale/bias is {v.dtype}, the input {np.dtype(x.dtype)}")
     dims = _normalized_dims(x, k)
     squeezed = v.reshape(v.shape[next((i for i, d in enumerate(v.shape) if d != 1), v.ndim) :]) if v.ndim > k else v
     if squeezed.ndim > k or (dims is not None and squeezed.size != int(np.prod(dims))):
-        return "scale/bias is not shaped like the normalized dims"
+        raise Refused("scale/bias is not shaped like the normalized dims")
     if dims is None:
         if k != 1:
-            return "normalized dims unknown"
+            raise Refused("normalized dims unknown")
         dims = [squeezed.size]
     if tuple(v.shape) == tuple(dims) and isinstance(t, gs.Constant):
         return t
@@ -386,8 +373,8 @@ def _normalized_dims(x: gs.Tensor, k: int) -> list[int] | None:
     return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
 
 
-def _ones(m: Norm, names: Namer) -> gs.Constant | str:
+def _ones(m: Norm, names: Namer) -> gs.Constant:
     dims = _normalized_dims(m.x, m.k)
     if dims is None:
-        return "no scale and the normalized dims are unknown"
+        raise Refused("no scale and the normalized dims are unknown")
     return gs.Constant(names.fresh(f"{m.out.name}_ones"), np.ones(dims, np.dtype(m.x.dtype)))

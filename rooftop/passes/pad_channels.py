@@ -115,8 +115,8 @@ class PadChannels(Pass):
     def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
         n = ctx.channel_multiple
         if n is None:
-            return PassResult(0, ["not run: no --channel-multiple and the hardware profile does not say padding pays"])
-        return PassResult(0) if n < 2 else super().idle(model, ctx)
+            return PassResult(["not run: no --channel-multiple and the hardware profile does not say padding pays"])
+        return PassResult() if n < 2 else super().idle(model, ctx)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         assert ctx.channel_multiple is not None  # idle otherwise
@@ -153,9 +153,9 @@ class _Padder:
                 self._observe_inputs(node)
         self._observe_outputs()
         res = self.res
-        res.rewrites = padded
         if padded:
-            res.counts = {"conv-output-padded": padded, "consumer-absorbed-padding": absorbed}
+            res.count("conv-output-padded", padded)
+            res.count("consumer-absorbed-padding", absorbed)
             res.notes.append(
                 f"padded {padded} Conv outputs to multiples of {self.n}; {absorbed} consumers absorbed the padding"
             )

@@ -46,13 +46,11 @@ quantized outputs within one quantization step.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rooftop.passes._graph import Namer, bypass, cleanup, const_value, is_graph_output, single_consumer
-from rooftop.passes.base import Pass, PassContext, PassResult
+from rooftop.passes._graph import Namer, bypass, const_value, is_graph_output, single_consumer
+from rooftop.passes.base import Pass, PassContext, PassResult, Refused
 
 MOVEMENT = {
     "MaxPool",
@@ -185,7 +183,7 @@ def _retyped(names: Namer, d: QParams, dtype: np.dtype) -> QParams | None:
     )
 
 
-def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str], names: Namer) -> int:
+def _fold_weight_q(graph: gs.Graph, q: gs.Node, res: PassResult, names: Namer) -> int:
     """``QuantizeLinear(float constant)`` (PyTorch's QDQ export writes weights so) becomes the
     int8 constant the runtime would compute: ``sat(rint(w / scale) + zp)`` in float32, round half
     to even, per tensor or per axis. Smaller than the float weight, and the DQ → Conv/MatMul
@@ -220,7 +218,7 @@ def _fold_weight_q(graph: gs.Graph, q: gs.Node, counts: Counter[str], names: Nam
         for i, t in enumerate(c.inputs):
             if t is out:
                 c.inputs[i] = const
-    counts["weight QuantizeLinear folded to int8"] += 1
+    res.count("weight QuantizeLinear folded to int8")
     return 1
 
 
@@ -260,9 +258,10 @@ class Requant(Pass):
     )
 
     needs_ops = frozenset({"DequantizeLinear"})
+    rounds = 6  # a DQ→Q pair removed or a QLinear op written lets its neighbour's group match next round
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        return _Run(ctx.target, graph).run(graph)
+        return _Run(ctx.target, graph).round(graph)
 
 
 class _Run:
@@ -271,71 +270,47 @@ class _Run:
     def __init__(self, target: str, graph: gs.Graph) -> None:
         self.target = target
         self.names = Namer(graph)  # one scan of the graph's names for every tensor this run creates
-        self.left: dict[str, str] = {}  # node name -> why it was left, as of the latest round
 
-    def leave(self, node: gs.Node, reason: str) -> int:
-        """Record why a candidate stays as it is (a later round that rewrites it forgets this)."""
-        self.left[node.name or node.outputs[0].name] = reason
-        return 0
-
-    def took(self, node: gs.Node, n: int) -> int:
-        if n:
-            self.left.pop(node.name or (node.outputs[0].name if node.outputs else ""), None)
-        return n
-
-    def run(self, graph: gs.Graph) -> PassResult:
-        counts: Counter[str] = Counter()
-        for _ in range(6):
-            n = self._round(graph, counts)
-            cleanup(graph).toposort()
-            if not n:
-                break
-        res = PassResult(sum(counts.values()), counts=dict(counts))
-        res.notes = [f"{k}: {v}" for k, v in sorted(counts.items())]
-        live = {n.name or (n.outputs[0].name if n.outputs else "") for n in graph.nodes}
-        for name, why in self.left.items():
-            if name in live:
-                res.refusals.setdefault(why, []).append(name)
-        return res
-
-    def _round(self, graph: gs.Graph, counts: Counter[str]) -> int:
-        n = 0
+    def round(self, graph: gs.Graph) -> PassResult:
+        """Every rule once over the graph (the template repeats the round while it rewrites)."""
+        res = PassResult()
         for node in list(graph.nodes):
             if not node.outputs or node.domain not in ("", "ai.onnx", None):
                 continue
-            if node.op == "QuantizeLinear":
-                k = self._dq_q(graph, node, counts) or _fold_weight_q(graph, node, counts, self.names)
-            elif node.op in MOVEMENT or node.op == "Concat":
-                k = self._movement(graph, node, counts)
-            elif node.op in ("Conv", "MatMul"):
-                k = self._qlinear(graph, node, counts)
-            elif node.op in ("Relu", "Clip"):
-                k = self._int_clamp(graph, node, counts)
-            elif node.op in ("QLinearConv", "QLinearMatMul"):
-                k = self._fold_requant(graph, node, counts)
-            elif self.target == "onnxruntime" and node.op in MS_QLINEAR:
-                k = self._ms_qlinear(graph, node, counts)
-            else:
-                continue
-            n += self.took(node, k)
-        return n
+            with res.refusing(node):
+                self._rule(graph, node, res)
+        return res
+
+    def _rule(self, graph: gs.Graph, node: gs.Node, res: PassResult) -> None:
+        if node.op == "QuantizeLinear":
+            self._dq_q(graph, node, res) or _fold_weight_q(graph, node, res, self.names)
+        elif node.op in MOVEMENT or node.op == "Concat":
+            self._movement(graph, node, res)
+        elif node.op in ("Conv", "MatMul"):
+            self._qlinear(graph, node, res)
+        elif node.op in ("Relu", "Clip"):
+            self._int_clamp(graph, node, res)
+        elif node.op in ("QLinearConv", "QLinearMatMul"):
+            self._fold_requant(graph, node, res)
+        elif self.target == "onnxruntime" and node.op in MS_QLINEAR:
+            self._ms_qlinear(graph, node, res)
 
     # 5. (target onnxruntime) com.microsoft QLinear* for elementwise, pooling, concat, Gemm
-    def _ms_qlinear(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+    def _ms_qlinear(self, graph: gs.Graph, node: gs.Node, res: PassResult) -> int:
         op = node.op
         y = node.outputs[0]
         q = _q_after(graph, y)
         if q is None:
             return 0
         if not q.per_tensor:
-            return self.leave(node, f"{op}: output quantized per channel")
+            raise Refused(f"{op}: output quantized per channel")
         if op == "Gemm":
-            return self._qgemm(graph, node, q, counts)
+            return self._qgemm(graph, node, q, res)
         data = list(range(len(node.inputs))) if op in ("Add", "Mul", "Concat") else [0]
         if op in ("Add", "Mul") and len(node.inputs) != 2:
             return 0
         if op not in ("Add", "Mul", "Concat") and any(t.name for t in node.inputs[1:]):
-            return self.leave(node, f"{op}: takes inputs the QLinear form has no place for")
+            raise Refused(f"{op}: takes inputs the QLinear form has no place for")
         dqs = [_dq(node.inputs[i]) for i in data]
         if op in ("Add", "Mul") and sum(d is None for d in dqs) == 1:
             k = dqs.index(None)
@@ -345,9 +320,9 @@ class _Run:
                 _retyped(self.names, d, q.zp.dtype) if d is not None and d.zp.dtype != q.zp.dtype else d for d in dqs
             ]
         if any(d is None for d in dqs):
-            return self.leave(node, f"{op}: an input is neither dequantized nor a constant")
+            raise Refused(f"{op}: an input is neither dequantized nor a constant")
         if any(not d.per_tensor or d.zp.dtype != q.zp.dtype for d in dqs):
-            return self.leave(node, f"{op}: an input is quantized per channel or as another type than the output")
+            raise Refused(f"{op}: an input is quantized per channel or as another type than the output")
         triples = [[d.node.inputs[0], d.node.inputs[1], d.node.inputs[2]] for d in dqs]
         ys, yz = q.node.inputs[1], q.node.inputs[2]
         if op in ("Add", "Mul"):
@@ -365,20 +340,20 @@ class _Run:
                 "opset": int(graph.opset or 13),
             }
         _become(node, q, MS_QLINEAR[op], inputs, attrs, "com.microsoft")
-        counts[f"{MS_QLINEAR[op]} (com.microsoft)"] += 1
+        res.count(f"{MS_QLINEAR[op]} (com.microsoft)")
         return 1
 
-    def _qgemm(self, graph: gs.Graph, node: gs.Node, q: QParams, counts: Counter[str]) -> int:
+    def _qgemm(self, graph: gs.Graph, node: gs.Node, q: QParams, res: PassResult) -> int:
         a, b = _dq(node.inputs[0]), _dq(node.inputs[1])
         if a is None or b is None:
-            return self.leave(node, "Gemm: an input is not dequantized")
+            raise Refused("Gemm: an input is not dequantized")
         if not a.per_tensor or a.zp.dtype != q.zp.dtype:
-            return self.leave(node, "Gemm: input quantized per channel or as another type than the output")
+            raise Refused("Gemm: input quantized per channel or as another type than the output")
         bq = const_value(b.node.inputs[0])
         if bq is None or bq.ndim != 2 or not (b.per_tensor or b.scale.size in bq.shape):
-            return self.leave(node, "Gemm: weight not a constant 2-D tensor with per-tensor or per-column scales")
+            raise Refused("Gemm: weight not a constant 2-D tensor with per-tensor or per-column scales")
         if float(node.attrs.get("beta", 1.0)) != 1.0:
-            return self.leave(node, "Gemm: beta is not 1")
+            raise Refused("Gemm: beta is not 1")
         transB = int(node.attrs.get("transB", 0))
         n_out = bq.shape[0] if transB else bq.shape[1]
         inputs = [
@@ -392,20 +367,18 @@ class _Run:
         if len(node.inputs) > 2 and node.inputs[2].name:
             bias = self._bias(node.inputs[2], a, b, n_out)
             if bias is None:
-                return self.leave(
-                    node, "bias is not an int32 constant at input scale × weight scale, nor a float constant"
-                )
+                raise Refused("bias is not an int32 constant at input scale × weight scale, nor a float constant")
             inputs.append(bias)
         else:
             inputs.append(gs.Variable.empty())
         inputs += [q.node.inputs[1], q.node.inputs[2]]
         attrs = {k: v for k, v in node.attrs.items() if k in ("transA", "transB", "alpha")}
         _become(node, q, "QGemm", inputs, attrs, "com.microsoft")
-        counts["QGemm (com.microsoft)"] += 1
+        res.count("QGemm (com.microsoft)")
         return 1
 
     # 1. DQ -> Q with equal parameters
-    def _dq_q(self, graph: gs.Graph, q: gs.Node, counts: Counter[str]) -> int:
+    def _dq_q(self, graph: gs.Graph, q: gs.Node, res: PassResult) -> int:
         dq = _dq(q.inputs[0])
         if dq is None:
             return 0
@@ -413,28 +386,28 @@ class _Run:
         if not qp.same(dq):
             return 0  # a true requantize: _fold_requant takes it after a QLinear producer
         if bypass(graph, q, dq.node.inputs[0], q.outputs[0]):
-            counts["DQ→Q pair removed"] += 1
+            res.count("DQ→Q pair removed")
             return 1
-        return self.leave(q, "DQ→Q joins a graph input or constant to a graph output")
+        raise Refused("DQ→Q joins a graph input or constant to a graph output")
 
     # 2. data movement on int8
-    def _movement(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+    def _movement(self, graph: gs.Graph, node: gs.Node, res: PassResult) -> int:
         y = node.outputs[0]
         q = _q_after(graph, y)
         if q is None:
             return 0
         if not q.per_tensor:
-            return self.leave(node, f"{node.op}: output quantized per channel")
+            raise Refused(f"{node.op}: output quantized per channel")
         if node.op == "Resize":
             mode = node.attrs.get("mode", "nearest")
             if (mode.decode() if isinstance(mode, bytes) else mode) != "nearest":
-                return self.leave(node, "Resize: mode is not nearest (interpolation is not exact on integers)")
+                raise Refused("Resize: mode is not nearest (interpolation is not exact on integers)")
         data_idx = list(range(len(node.inputs))) if node.op == "Concat" else [0]
         dqs = [_dq(node.inputs[i]) for i in data_idx]
         if any(d is None for d in dqs):
-            return self.leave(node, f"{node.op}: an input is not dequantized")
+            raise Refused(f"{node.op}: an input is not dequantized")
         if any(not d.same(q) for d in dqs):
-            return self.leave(node, f"{node.op}: input and output quantization differ")
+            raise Refused(f"{node.op}: input and output quantization differ")
         for i, d in zip(data_idx, dqs):
             node.inputs[i] = d.node.inputs[0]
         qnode = q.node
@@ -442,22 +415,22 @@ class _Run:
         qnode.inputs.clear()
         qnode.outputs.clear()
         node.outputs[0] = out
-        counts[f"{node.op} on int8"] += 1
+        res.count(f"{node.op} on int8")
         return 1
 
     # 2b. DQ(s, z) -> Relu/Clip -> Q(s, z)  ==>  Clip on the integers (exact)
-    def _int_clamp(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+    def _int_clamp(self, graph: gs.Graph, node: gs.Node, res: PassResult) -> int:
         q = _q_after(graph, node.outputs[0])
         d = _dq(node.inputs[0])
         if q is None or d is None:
             return 0
         if (graph.opset or 0) < 12:  # Clip on int8/uint8 needs opset 12
-            return self.leave(node, f"{node.op}: an integer Clip needs opset 12 (--opset 13)")
+            raise Refused(f"{node.op}: an integer Clip needs opset 12 (--opset 13)")
         if not q.per_tensor or not d.same(q):
-            return self.leave(node, f"{node.op}: input and output quantization differ")
+            raise Refused(f"{node.op}: input and output quantization differ")
         bounds = _clamp_bounds(node)
         if bounds is None:
-            return self.leave(node, "Clip: bounds are not constant scalars")
+            raise Refused("Clip: bounds are not constant scalars")
         s, z = float(q.scale.reshape(-1)[0]), int(q.zp.reshape(-1)[0])
         info = np.iinfo(q.zp.dtype)
 
@@ -483,11 +456,11 @@ class _Run:
             ]
         )
         node.outputs[0] = out
-        counts["Relu/Clip as an integer Clip"] += 1
+        res.count("Relu/Clip as an integer Clip")
         return 1
 
     # 3. DQ -> Conv/MatMul [-> Relu] -> Q  ==>  QLinearConv / QLinearMatMul
-    def _qlinear(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+    def _qlinear(self, graph: gs.Graph, node: gs.Node, res: PassResult) -> int:
         if len(node.inputs) < 2:
             return 0
         x = _dq(node.inputs[0])
@@ -495,19 +468,18 @@ class _Run:
         if x is None and w is None:
             return 0
         if x is None or w is None:
-            return self.leave(node, f"{node.op}: one input is dequantized, the other is float")
+            raise Refused(f"{node.op}: one input is dequantized, the other is float")
         if not x.per_tensor:
-            return self.leave(node, f"{node.op}: activation quantized per channel")
+            raise Refused(f"{node.op}: activation quantized per channel")
         wq = const_value(w.node.inputs[0])
         if wq is None:  # activation x activation (attention scores, the value product): MatMul only
             if node.op != "MatMul" or not w.per_tensor:
-                return self.leave(
-                    node,
+                raise Refused(
                     f"{node.op}: second input is a quantized activation with "
                     "per-channel scales (or a Conv weight computed at run time)",
                 )
         elif wq.dtype not in INT8:
-            return self.leave(node, f"{node.op}: weight is {wq.dtype}, not int8/uint8")
+            raise Refused(f"{node.op}: weight is {wq.dtype}, not int8/uint8")
         y = node.outputs[0]
         relu = None
         c = single_consumer(y)
@@ -515,20 +487,19 @@ class _Run:
             relu, y = c, c.outputs[0]
         q = _q_after(graph, y)
         if q is None:
-            return self.leave(node, f"{node.op}: its float output is used (no single QuantizeLinear after it)")
+            raise Refused(f"{node.op}: its float output is used (no single QuantizeLinear after it)")
         if not q.per_tensor or q.zp.dtype != x.zp.dtype:
-            return self.leave(node, f"{node.op}: output quantized per channel or as another type than the input")
+            raise Refused(f"{node.op}: output quantized per channel or as another type than the input")
         if relu is not None and int(q.zp.reshape(-1)[0]) != q.qmin:
-            return self.leave(node, f"{node.op}: the Relu after it is not implied by the output zero point")
+            raise Refused(f"{node.op}: the Relu after it is not implied by the output zero point")
         if wq is not None and not w.per_tensor and self.target == "portable":
-            return self.leave(
-                node,
+            raise Refused(
                 f"{node.op}: weight quantized per channel, which QLinear{node.op} takes in onnxruntime "
                 "but not in OpenVINO (portable keeps the QDQ form; --target onnxruntime converts it)",
             )
         if node.op == "Conv":
             if wq.ndim < 3 or not (w.per_tensor or (w.axis in (0, -wq.ndim) and w.scale.size == wq.shape[0])):
-                return self.leave(node, "Conv: weight scales neither per tensor nor per output channel")
+                raise Refused("Conv: weight scales neither per tensor nor per output channel")
             inputs = [
                 x.node.inputs[0],
                 x.node.inputs[1],
@@ -542,14 +513,12 @@ class _Run:
             if len(node.inputs) > 2 and node.inputs[2].name:
                 bias = self._bias(node.inputs[2], x, w, wq.shape[0])
                 if bias is None:
-                    return self.leave(
-                        node, "bias is not an int32 constant at input scale × weight scale, nor a float constant"
-                    )
+                    raise Refused("bias is not an int32 constant at input scale × weight scale, nor a float constant")
                 inputs.append(bias)
             new_op, attrs = "QLinearConv", dict(node.attrs)
         elif wq is not None:  # MatMul with constant 2-D weights [K, N]
             if wq.ndim != 2 or not (w.per_tensor or (w.scale.size == wq.shape[1] and w.axis in (1, -1))):
-                return self.leave(node, "MatMul: weight not 2-D with per-tensor or per-column scales")
+                raise Refused("MatMul: weight not 2-D with per-tensor or per-column scales")
             inputs = [
                 x.node.inputs[0],
                 x.node.inputs[1],
@@ -577,9 +546,9 @@ class _Run:
             relu.inputs.clear()
             relu.outputs.clear()
         _become(node, q, new_op, inputs, attrs)
-        counts[
+        res.count(
             f"{new_op} from DQ→{'Conv' if new_op == 'QLinearConv' else 'MatMul'}{'→Relu' if relu is not None else ''}→Q"
-        ] += 1
+        )
         return 1
 
     @staticmethod
@@ -604,7 +573,7 @@ class _Run:
         return gs.Constant(f"{t.name}_int32", q.astype(np.int32))
 
     # 4. QLinear producer -> DQ(s1) -> Q(s2): the producer writes at s2
-    def _fold_requant(self, graph: gs.Graph, node: gs.Node, counts: Counter[str]) -> int:
+    def _fold_requant(self, graph: gs.Graph, node: gs.Node, res: PassResult) -> int:
         y = node.outputs[0]
         if is_graph_output(graph, y):
             return 0
@@ -624,5 +593,5 @@ class _Run:
             n.inputs.clear()
             n.outputs.clear()
         node.outputs[0] = out
-        counts["requantize folded into producer"] += 1
+        res.count("requantize folded into producer")
         return 1

@@ -38,7 +38,6 @@ cannot infer.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +47,7 @@ import onnx_graphsurgeon as gs
 
 from rooftop.limits import SMALL_CONSTANT_BYTES
 from rooftop.passes import _fold
-from rooftop.passes._graph import bypass, cleanup, const_value, const_weight, is_graph_output
+from rooftop.passes._graph import bypass, const_value, const_weight, is_graph_output
 from rooftop.passes.base import Pass, PassContext, PassResult
 
 Elem = Any  # int | tuple
@@ -385,8 +384,13 @@ class ShapeChains(Pass):
     )
     needs_shapes = True
 
+    rounds = 8  # a fold or a rebuilt shape makes the next node's inputs known
+
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        return _Run(int(ctx.fold_limit), graph.opset, ctx.fold_budget).run(graph)
+        one = _Run(int(ctx.fold_limit), graph.opset, ctx.fold_budget)
+        res = one.round(graph)
+        ctx.fold_budget = one.budget  # what is left for the next round (the template's own copy of ctx)
+        return res
 
 
 class _Run:
@@ -399,15 +403,16 @@ class _Run:
         self.over_budget: set[str] = set()
         self.over_limit: set[str] = set()  # tensors whose value is known but too large to fold
 
-    def run(self, graph: gs.Graph) -> PassResult:
-        counts: Counter[str] = Counter()
-        for _ in range(8):
-            n = self._round(graph, counts)
-            if not n:
-                break
-            cleanup(graph).toposort()
-        res = PassResult(sum(counts.values()), counts=dict(counts))
-        res.notes = [f"{what}: {n}" for what, n in sorted(counts.items())]
+    def round(self, graph: gs.Graph) -> PassResult:
+        """Evaluate, then every rule once (the template repeats the round while it rewrites); what
+        could have folded and stays gets its reason."""
+        res = PassResult()
+        vals = self._evaluate(graph)
+        self._fold_constants(graph, vals, res)
+        self._dedupe(graph, vals, res)
+        self._reshape_targets(graph, vals, res)
+        self._rebuild(graph, vals, res)
+        self._cancel(graph, vals, res)
         self._left(graph, res)
         return res
 
@@ -427,18 +432,6 @@ class _Run:
                 res.refuse("input shape unknown (shape inference gave none)", node)
             else:
                 res.refuse("reads a dynamic dim: stays computed at run time", node)
-
-    # -- one round: evaluate, then apply every rule once --------------------------------------
-
-    def _round(self, graph: gs.Graph, counts: Counter[str]) -> int:
-        vals = self._evaluate(graph)
-        n = 0
-        n += self._fold_constants(graph, vals, counts)
-        n += self._dedupe(graph, vals, counts)
-        n += self._reshape_targets(graph, vals, counts)
-        n += self._rebuild(graph, vals, counts)
-        n += self._cancel(graph, vals, counts)
-        return n
 
     def _evaluate(self, graph: gs.Graph) -> dict[str, Val]:
         vals: dict[str, Val] = {}
@@ -506,7 +499,7 @@ class _Run:
 
     # -- rules ---------------------------------------------------------------------------------
 
-    def _fold_constants(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+    def _fold_constants(self, graph: gs.Graph, vals: dict[str, Val], res: PassResult) -> int:
         n = 0
         for node in list(graph.nodes):
             if node.op == "Constant" or node.domain not in ("", "ai.onnx", None) or not node.outputs:
@@ -537,11 +530,11 @@ class _Run:
                     for i, inp in enumerate(consumer.inputs):
                         if inp is t:
                             consumer.inputs[i] = const
-            counts[f"folded {node.op}"] += 1
+            res.count(f"folded {node.op}")
             n += 1
         return n
 
-    def _dedupe(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+    def _dedupe(self, graph: gs.Graph, vals: dict[str, Val], res: PassResult) -> int:
         """Tensors that hold the same symbolic shape value (say ``[batch, seq]`` computed again in
         every layer) are computed once: later copies read the first one."""
         first: dict[tuple, gs.Tensor] = {}
@@ -562,11 +555,11 @@ class _Run:
                     for i, inp in enumerate(consumer.inputs):
                         if inp is t:
                             consumer.inputs[i] = keep
-                counts["shape value computed once"] += 1
+                res.count("shape value computed once")
                 n += 1
         return n
 
-    def _rebuild(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+    def _rebuild(self, graph: gs.Graph, vals: dict[str, Val], res: PassResult) -> int:
         """A 1-D shape value made of dims and constants, assembled by Shape→Gather→Unsqueeze→Concat,
         is rebuilt as ``Concat(Shape(t, start, end), const, ...)``: one Shape node per run of
         consecutive dims of one tensor (opset 15+)."""
@@ -614,7 +607,7 @@ class _Run:
                     graph.nodes.append(gs.Node("Concat", f"{t.name}_concat", {"axis": 0}, parts, [new]))
                 node.inputs[i] = new
                 done[t.name] = new
-                counts["shape value rebuilt from Shape(start, end)"] += 1
+                res.count("shape value rebuilt from Shape(start, end)")
                 n += 1
         return n
 
@@ -658,7 +651,7 @@ class _Run:
                 out.append([src, axis, axis + 1])
         return [tuple(p) for p in out]
 
-    def _reshape_targets(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+    def _reshape_targets(self, graph: gs.Graph, vals: dict[str, Val], res: PassResult) -> int:
         n = 0
         for node in graph.nodes:
             if node.op != "Reshape" or len(node.inputs) < 2 or isinstance(node.inputs[1], gs.Constant):
@@ -687,11 +680,11 @@ class _Run:
             if unknown > 1:
                 continue
             node.inputs[1] = gs.Constant(f"{node.name or node.outputs[0].name}_shape", np.array(new, dtype=np.int64))
-            counts["Reshape target made constant"] += 1
+            res.count("Reshape target made constant")
             n += 1
         return n
 
-    def _cancel(self, graph: gs.Graph, vals: dict[str, Val], counts: Counter[str]) -> int:
+    def _cancel(self, graph: gs.Graph, vals: dict[str, Val], res: PassResult) -> int:
         """Pairs that cancel or merge and single ops that do nothing: one rule an op type. A rule
         returns (tensor the output equals, what) to bypass the node, or (None, what) when it
         rewrote the node in place (a merged pair)."""
@@ -705,10 +698,10 @@ class _Run:
                 continue
             keep, what = got
             if keep is None:
-                counts[what] += 1
+                res.count(what)
                 n += 1
             elif keep is not node.outputs[0] and bypass(graph, node, keep, node.outputs[0]):
-                counts[what] += 1
+                res.count(what)
                 n += 1
         return n
 

@@ -57,20 +57,19 @@ class Simplify(ModelPass):
     name = "simplify"
     summary = "onnxsim constant folding and shape inference (folded tensors capped by --fold-limit)"
 
-    def run_model(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
+    def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
         if not has_work(model):
-            return model, PassResult(
-                0, ["nothing for onnxsim: no constant subgraph, shape read or pair it simplifies (not imported)"]
+            return PassResult(
+                ["nothing for onnxsim: no constant subgraph, shape read or pair it simplifies (not imported)"]
             )
+        return None
+
+    def run_model(self, model: ModelProto, ctx: PassContext) -> tuple[ModelProto, PassResult]:
         before = graph_signature(model)
         work, kept, read = _hide_weights(model, int(ctx.fold_limit))
         if is_large(work):
             return model, PassResult(
-                0,
-                [
-                    "skipped: weights under the fold limit add up to over "
-                    "1.8 GB (onnxsim works on an in-memory protobuf)"
-                ],
+                ["skipped: weights under the fold limit add up to over 1.8 GB (onnxsim works on an in-memory protobuf)"]
             )
         work, generators = _hide_large_generators(work, int(ctx.fold_limit))
         if not toposorted(work):  # onnxsim refuses an If whose subgraph reads a value produced after it
@@ -84,11 +83,17 @@ class Simplify(ModelPass):
         resorted = toposort(out)  # onnxsim's output is now and then out of order; the checker refuses that
         del out.graph.value_info[:]
         if graph_signature(out) == before:
-            return model, PassResult(0)
+            return model, PassResult()
         n0, n1 = len(model.graph.node), len(out.graph.node)
         i0, i1 = len(model.graph.initializer), len(out.graph.initializer)
-        rewrites = max(n0 - n1, 0) or 1
-        notes = [f"nodes {n0} -> {n1}, initializers {i0} -> {i1}"]
+        res = PassResult([f"nodes {n0} -> {n1}, initializers {i0} -> {i1}"])
+        notes = res.notes
+        # onnxsim says what changed, not how: its rewrites are the nodes it removed, or one
+        # rewrite of the graph when it changed it without removing any
+        if n1 < n0:
+            res.count("node-removed", n0 - n1)
+        else:
+            res.count("graph-rewritten-in-place")
         # keep the original model-level metadata
         out.producer_name, out.producer_version = model.producer_name, model.producer_version
         if model.ir_version:
@@ -112,7 +117,7 @@ class Simplify(ModelPass):
             notes.append(
                 f"kept {narrow} low-precision weights as stored (folding their Cast/DequantizeLinear would widen them)"
             )
-        return out, PassResult(rewrites, notes)
+        return out, res
 
 
 # onnxsim's own fusions: norm-fusion, gelu-fusion and attention-fusion do LayerNorm, RMSNorm, GELU and attention (and

@@ -88,7 +88,7 @@ class U8Activations(Pass):
 
     def idle(self, model: ModelProto, ctx: PassContext) -> PassResult | None:
         if ctx.target != "onnxruntime":
-            return PassResult(0, ["portable target: activations keep their type"])
+            return PassResult(["portable target: activations keep their type"])
         return super().idle(model, ctx)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
@@ -107,9 +107,8 @@ class U8Activations(Pass):
             _shift(names, q)
             y.dtype = np.uint8
             converted += 1
-        res.rewrites = converted
+        res.count("int8-activation-to-uint8", converted)
         if converted:
-            res.counts["int8-activation-to-uint8"] = converted
             res.notes.append(f"int8 activations made uint8: {converted}")
         res.notes += [f"left int8 ({why}): {len(nodes)}" for why, nodes in sorted(res.refusals.items())]
         return res
