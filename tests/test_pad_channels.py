@@ -62,7 +62,8 @@ def chain(c1=12, c2=20, act="Relu"):
 def test_chain(act):
     m = chain(act=act)
     out, res = pad(m)
-    assert res.counts["conv-output-padded"] == 1  # the 12-channel conv; the 20-channel output is a graph output (no Conv after it)
+    # the 12-channel conv; the 20-channel output is a graph output (no Conv after it)
+    assert res.counts["conv-output-padded"] == 1
     assert conv_channels(out) == [(3, 16), (16, 20)]
     assert ops(out) == ops(m)  # no slicing needed: the next Conv absorbs the padding
     same(m, out, (1, 3, 6, 6))
