@@ -23,64 +23,60 @@ import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
 from rooftop.passes._graph import const_value
+from rooftop.passes.base import Refused
 
 MAX_NODES = 64
 PRIMES = ((3, 5, 7, 11, 13), (17, 19, 23, 29, 31))
 
 
-def causal_mask(keep: gs.Tensor, negate: bool, opset: int, square: bool) -> str:
-    """'' when ``keep`` (``not keep`` when ``negate``) is causal at every sample, with at least
+def causal_mask(keep: gs.Tensor, negate: bool, opset: int, square: bool) -> None:
+    """Returns when ``keep`` (``not keep`` when ``negate``) is causal at every sample, with at least
     two queries (it does not broadcast over them) and, when ``square``, as many keys as queries;
-    else the reason."""
-    sub = _subgraph(keep)
-    if isinstance(sub, str):
-        return sub
-    nodes, leaves = sub
+    else ``Refused`` says why not."""
+    nodes, leaves = _subgraph(keep)
     symbols = sorted({d for t in leaves for d in t.shape if isinstance(d, str)})
     if len(symbols) > len(PRIMES[0]):
-        return "the mask depends on more run-time lengths than the check assigns"
+        raise Refused("the mask depends on more run-time lengths than the check assigns")
     for primes in PRIMES:
         try:
             value = _evaluate(keep, nodes, dict(zip(symbols, primes, strict=False)), opset)
         except Exception as e:  # noqa: BLE001 - the reference evaluator raises what its kernels raise
-            return f"the mask could not be evaluated from the lengths ({type(e).__name__})"
+            raise Refused(f"the mask could not be evaluated from the lengths ({type(e).__name__})") from None
         if not _is_causal(~value if negate else value, square):
-            return "the mask is computed from the lengths but is not causal"
-    return ""
+            raise Refused("the mask is computed from the lengths but is not causal")
 
 
 def _subgraph(t: gs.Tensor):
-    """(nodes in topological order, tensors read by Shape nodes), or the reason the mask is not a
+    """(nodes in topological order, tensors read by Shape nodes); ``Refused`` when the mask is not a
     function of lengths."""
     order: list[gs.Node] = []
     leaves: list[gs.Tensor] = []
     seen: set[int] = set()
 
-    def visit(x: gs.Tensor) -> str:
+    def visit(x: gs.Tensor) -> None:
         if not x.name or const_value(x) is not None or id(x) in seen:
-            return ""
+            return
         seen.add(id(x))
         if len(x.inputs) != 1:
-            return "the mask reads a tensor's values (a padding mask or an input), not only lengths"
+            raise Refused("the mask reads a tensor's values (a padding mask or an input), not only lengths")
         node = x.inputs[0]
         if node.op == "Shape":
             shape = node.inputs[0].shape
             if shape is None or any(d is None or (isinstance(d, int) and d < 0) for d in shape):
-                return "the mask reads the length of a tensor of unknown shape"
+                raise Refused("the mask reads the length of a tensor of unknown shape")
             leaves.append(node.inputs[0])
             order.append(node)
-            return ""
+            return
         if node.domain not in ("", "ai.onnx", None) or any(isinstance(v, gs.Graph) for v in node.attrs.values()):
-            return "the mask is computed by a custom op or a subgraph"
+            raise Refused("the mask is computed by a custom op or a subgraph")
         for i in node.inputs:
-            why = visit(i)
-            if why:
-                return why
+            visit(i)
         order.append(node)
-        return "" if len(order) <= MAX_NODES else "the mask's graph is too large to evaluate"
+        if len(order) > MAX_NODES:
+            raise Refused("the mask's graph is too large to evaluate")
 
-    why = visit(t)
-    return why or (order, leaves)
+    visit(t)
+    return order, leaves
 
 
 def _evaluate(t: gs.Tensor, nodes: list[gs.Node], env: dict, opset: int) -> np.ndarray:

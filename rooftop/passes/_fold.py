@@ -20,13 +20,13 @@ import numpy as np
 Attrs = Mapping[str, object]
 
 
-class _Refused(Exception):
+class _CannotFold(Exception):
     """A node this module does not fold: the reference evaluator says what it computes."""
 
 
 def _need(ok: bool) -> None:
     if not ok:
-        raise _Refused
+        raise _CannotFold
 
 
 def _binary(f: Callable[[np.ndarray, np.ndarray], np.ndarray]):
@@ -101,6 +101,6 @@ def fold(op: str, ins: Sequence[np.ndarray], attrs: Attrs, opset: int) -> list[n
         return None
     try:
         out = form([np.asarray(a) for a in ins], attrs, opset)
-    except _Refused:
+    except _CannotFold:
         return None
     return [np.array(out, order="C")]  # (a copy of its own; 0-d stays 0-d)

@@ -7,21 +7,24 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from rooftop.passes._graph import const_value
+from rooftop.passes.base import Refused
 
 STANDARD = ("", "ai.onnx", None)
 
 
 def matches(graph: gs.Graph, res, ops: tuple[str, ...], match):
     """(node, match) for each standard node of ``ops`` (outputs in use) that ``match(graph, node)``
-    recognizes; a string from ``match`` is a refusal, recorded on that node in ``res``; None: not a
+    recognizes; a ``Refused`` it raises is recorded on that node in ``res``; None: not a
     candidate. Nodes are listed first, so a rewrite may add nodes while this runs."""
     for node in list(graph.nodes):
         if node.op not in ops or node.domain not in STANDARD or not node.outputs:
             continue
-        m = match(graph, node)
-        if isinstance(m, str):
-            res.refuse(m, node)
-        elif m is not None:
+        try:
+            m = match(graph, node)
+        except Refused as r:
+            res.refuse(r.reason, node)
+            continue
+        if m is not None:
             yield node, m
 
 

@@ -68,7 +68,7 @@ import onnx_graphsurgeon as gs
 from rooftop.passes._causal import causal_mask
 from rooftop.passes._graph import Namer
 from rooftop.passes._match import matches, only_consumer, other_input, producer, replace, scalar
-from rooftop.passes.base import Pass, PassContext, PassResult
+from rooftop.passes.base import Pass, PassContext, PassResult, Refused
 
 ATTENTION_OPSET = 23
 WHERE_FILL_MAX = -1e4  # a Where's fill at or below this hides a position (exp underflows to 0 in float32)
@@ -89,9 +89,8 @@ class AttentionFusion(Pass):
         names = Namer(graph)
         done: dict[str, gs.Tensor] = {}  # masks expanded or negated once, shared by the layers
         for sm, m in matches(graph, res, ("Softmax",), _match):
-            why = _fuse(graph, m, ctx.target, opset, names, done, res)
-            if why:
-                res.refuse(why, sm)
+            with res.refusing(sm):
+                _fuse(graph, m, ctx.target, opset, names, done, res)
         return res
 
 
@@ -114,14 +113,22 @@ class _Match:
         self.four_d, self.past, self.causal, self.keep = four_d, past, causal, keep
 
 
-def _match(graph: gs.Graph, sm: gs.Node):
-    """A _Match, a reason, or None (not attention). A Softmax that sits in an attention (it reads,
-    through scales and masks, a product of two activations) is never None: it is fused or refused
-    with the first condition that failed, so no candidate is left in silence."""
+def _match(graph: gs.Graph, sm: gs.Node) -> _Match | None:
+    """A _Match, or None (not attention); ``Refused`` with the first condition that failed. A
+    Softmax that sits in an attention (it reads, through scales and masks, a product of two
+    activations) is never None: it is fused or refused, so no candidate is left in silence."""
     m = _match_at(graph, sm)
     if m is None and _in_attention(sm):
-        return _why_not(graph, sm)
+        raise Refused(_why_not(graph, sm))
     return m
+
+
+def _attempt(matcher, *args):
+    """``matcher(*args)``, or the ``Refused`` it raised (to be raised once the other forms are tried)."""
+    try:
+        return matcher(*args)
+    except Refused as r:
+        return r
 
 
 def _in_attention(sm: gs.Node) -> bool:
@@ -220,15 +227,15 @@ def _unscaled(t: gs.Tensor) -> tuple[gs.Tensor, float]:
 
 
 def _match_at(graph: gs.Graph, sm: gs.Node):
-    """A _Match, a reason, or None (not found)."""
+    """A _Match, or None (not found); ``Refused``."""
     if int(sm.attrs.get("axis", -1)) not in (-1, 3):
         return None
     mm2, guard = _probabilities(graph, sm)
     if mm2 is None:
         return None
     peeled = _peel(sm.inputs[0])
-    if peeled is None or isinstance(peeled, str):
-        return peeled
+    if peeled is None:
+        return None
     scores, mask, where, masked = peeled
     scale_node = producer(scores, "Div", "Mul")
     c = 1.0
@@ -249,23 +256,24 @@ def _match_at(graph: gs.Graph, sm: gs.Node):
             c *= f
             core.append(producer(mm1.inputs[side]))
             q_in, k_in = (t, k_in) if side == 0 else (q_in, t)
-    q, k, v = _heads(q_in, (0, 2, 1, 3)), _keys(k_in), _heads(mm2.inputs[1], (0, 2, 1, 3))
+    # each split into heads, or the reason it is not one: the 4-D form is tried when any is
+    # not split at all, before a reason is given
+    q, k, v = _attempt(_heads, q_in, (0, 2, 1, 3)), _attempt(_keys, k_in), _attempt(_heads, mm2.inputs[1], (0, 2, 1, 3))
     if q is None or k is None or v is None:
         return _match_4d(graph, (q_in, k_in), mm2, c, mask, where, core, three_d=(q, k, v))
-    if isinstance(q, str) or isinstance(k, str) or isinstance(v, str):
-        return next(x for x in (q, k, v) if isinstance(x, str))
+    for x in (q, k, v):
+        if isinstance(x, Refused):
+            raise x
     if q[1:3] != k[1:3] or q[1:3] != v[1:3]:
-        return "query, key and value are split into different heads"
+        raise Refused("query, key and value are split into different heads")
     tail = _output(graph, mm2, q[2])
     if tail is None:
-        return "the result is not put back together as (batch, sequence, heads · head size)"
+        raise Refused("the result is not put back together as (batch, sequence, heads · head size)")
     out, tail_nodes = tail
     nodes = [*q[3], *k[3], *v[3], *core, *tail_nodes]
     if _read_elsewhere(graph, [n for n in nodes if n is not tail_nodes[-1] and not (guard and n is sm)]):
-        return "an intermediate of the attention is read by another node or is a graph output"
-    why = _proved_causal(graph, where, square=True)
-    if why:
-        return why
+        raise Refused("an intermediate of the attention is read by another node or is a graph output")
+    _proved_causal(graph, where, square=True)
     return _Match(q[0], k[0], v[0], q[1], q[2], c, mask, out, nodes, causal=where is not None)
 
 
@@ -277,28 +285,26 @@ def _match_4d(graph: gs.Graph, qk: tuple[gs.Tensor, gs.Tensor], mm2: gs.Node, c:
     if keys is None:
         if three_d[0] is None or three_d[2] is None:
             return None
-        return "keys are not one projection split into heads, nor (batch, heads, length, head size) tensors"
+        raise Refused("keys are not one projection split into heads, nor (batch, heads, length, head size) tensors")
     k, k_nodes = keys
     ranks = [_rank(t) for t in (q, k, v)]
     if any(r is None for r in ranks):
-        return "the rank of the query, keys or values is unknown"
+        raise Refused("the rank of the query, keys or values is unknown")
     if ranks != [4, 4, 4]:
-        return "query, keys and values are not all (batch, heads, length, head size)"
+        raise Refused("query, keys and values are not all (batch, heads, length, head size)")
     kc, vc = _cache(k), _cache(v)
     if (kc is None) != (vc is None):
-        return "only one of keys and values is concatenated with a past"
+        raise Refused("only one of keys and values is concatenated with a past")
     nodes, past = [*k_nodes, *core], None
     if _read_elsewhere(graph, [n for n in nodes[:-1] if not (n.op == "Softmax" and len(n.outputs[0].outputs) == 2)]):
-        return "an intermediate of the attention is read by another node or is a graph output"
+        raise Refused("an intermediate of the attention is read by another node or is a graph output")
     if kc is not None:  # the concatenations become the op's present outputs: they may be read anywhere
         past = (kc[0], vc[0], k, v)
         k, v = kc[1], vc[1]
         nodes += [kc[2], vc[2]]
     if mask is not None and where is not None:
-        return "scores masked twice (a Where and an additive mask): Attention takes one mask"
-    why = _proved_causal(graph, where, square=past is None)
-    if why:
-        return why
+        raise Refused("scores masked twice (a Where and an additive mask): Attention takes one mask")
+    _proved_causal(graph, where, square=past is None)
     keep = None if where is None else (where.inputs[0], scalar(where.inputs[1]) is not None)
     return _Match(
         q, k, v, None, None, c, mask, mm2.outputs[0], nodes, four_d=True, past=past, causal=where is not None, keep=keep
@@ -307,7 +313,7 @@ def _match_4d(graph: gs.Graph, qk: tuple[gs.Tensor, gs.Tensor], mm2: gs.Node, c:
 
 def _peel(scores: gs.Tensor):
     """(scores, additive mask, Where node, nodes) with up to one additive mask and one Where
-    around the scores, in either order; a reason; None."""
+    around the scores, in either order; None; ``Refused``."""
     mask, where, nodes = None, None, []
     for _ in range(2):
         n = producer(scores, "Add", "Where")
@@ -317,7 +323,7 @@ def _peel(scores: gs.Tensor):
                 return None
             fill = scalar(n.inputs[1] if n.inputs[2] is branch[0] else n.inputs[2])
             if fill > WHERE_FILL_MAX:
-                return f"scores masked by a Where whose fill {fill:g} is not -inf or a large negative constant"
+                raise Refused(f"scores masked by a Where whose fill {fill:g} is not -inf or a large negative constant")
             where, scores = n, branch[0]
         elif n is not None and n.op == "Add" and mask is None:
             side = next((t for t in n.inputs if _scores_side(t)), None)
@@ -338,13 +344,15 @@ def _scores_side(t: gs.Tensor) -> bool:
     return producer(t, "Div", "Mul", "MatMul") is not None and _scores_matmul(t) is not None
 
 
-def _proved_causal(graph: gs.Graph, where: gs.Node | None, square: bool) -> str:
-    """'' when there is no Where or its mask is proved causal; else why not."""
+def _proved_causal(graph: gs.Graph, where: gs.Node | None, square: bool) -> None:
+    """Returns when there is no Where or its mask is proved causal; else ``Refused`` says why not."""
     if where is None:
-        return ""
+        return
     negate = scalar(where.inputs[1]) is not None  # Where(c, fill, scores): scores are kept where c is false
-    why = causal_mask(where.inputs[0], negate, int(graph.opset or 0), square)
-    return f"scores masked by a Where: {why}" if why else ""
+    try:
+        causal_mask(where.inputs[0], negate, int(graph.opset or 0), square)
+    except Refused as r:
+        raise Refused(f"scores masked by a Where: {r.reason}") from None
 
 
 def _read_elsewhere(graph: gs.Graph, nodes: list[gs.Node]) -> bool:
@@ -425,7 +433,7 @@ def _scores_matmul(t: gs.Tensor) -> gs.Node | None:
 
 
 def _heads(t: gs.Tensor, perm: tuple[int, ...]):
-    """(x, heads, head size, nodes) for ``Transpose(Reshape(x, [·, ·, N, H]), perm)``; a reason; None."""
+    """(x, heads, head size, nodes) for ``Transpose(Reshape(x, [·, ·, N, H]), perm)``; None; ``Refused``."""
     tr = producer(t, "Transpose")
     if tr is None or tuple(tr.attrs.get("perm", ())) != perm:
         return None
@@ -435,7 +443,7 @@ def _heads(t: gs.Tensor, perm: tuple[int, ...]):
     x = rs.inputs[0]
     heads = _split_dims(rs.inputs[1], _width(x))
     if heads is None:
-        return "the split into heads is not a constant [·, ·, heads, head size]"
+        raise Refused("the split into heads is not a constant [·, ·, heads, head size]")
     n, h = heads
     _fold_head_shapes(rs.outputs[0], n, h)
     if x.shape is not None and len(x.shape) != 3:
@@ -534,8 +542,8 @@ def _keys(t: gs.Tensor):
     if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 1, 3, 2):
         return None
     inner = _heads(tr.inputs[0], (0, 2, 1, 3))
-    if inner is None or isinstance(inner, str):
-        return inner
+    if inner is None:
+        return None
     return inner[0], inner[1], inner[2], [*inner[3], tr]
 
 
@@ -563,8 +571,8 @@ def _batched_keys(t: gs.Tensor):
     if keys is None or len(keys[1]) != 3:
         return None
     inner = _heads(keys[0], (0, 2, 1, 3))
-    if inner is None or isinstance(inner, str):
-        return inner
+    if inner is None:
+        return None
     return inner[0], inner[1], inner[2], [*inner[3], *keys[1]]
 
 
@@ -667,7 +675,7 @@ def _bias_for(
 ):
     """The mask as an attention_bias of shape (B|1, N|1, S, T): as it is, or a padding mask
     (B|1, 1, 1, T) expanded over the query length (dim ``seq_axis`` of ``query``; once per mask
-    tensor). A reason when neither. (onnxruntime's standard Attention does not broadcast the
+    tensor). ``Refused`` when neither. (onnxruntime's standard Attention does not broadcast the
     mask's query dim either, though the spec allows it: the portable form is expanded too.)"""
     mask = m.mask
     if mask is None:
@@ -680,9 +688,9 @@ def _bias_for(
         if len(m.mask.shape) == 3:
             shape = [shape[1], 1, shape[2], shape[3]]
     if shape is None or len(shape) != 4:
-        return "the mask's shape is unknown or not 4-D"
+        raise Refused("the mask's shape is unknown or not 4-D")
     if shape[1] not in (1, m.heads):
-        return "the mask has a head axis that is neither 1 nor the number of heads"
+        raise Refused("the mask has a head axis that is neither 1 nor the number of heads")
     if shape[2] != 1:
         return mask
     if mask.name in expanded:  # (one query length per mask: all its readers attend over the same queries)
@@ -702,11 +710,11 @@ def _bias_for(
     return out
 
 
-def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, done: dict, res: PassResult) -> str:
-    """Replace the matched nodes by one attention op; '' on success, else the reason."""
+def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, done: dict, res: PassResult) -> None:
+    """Replace the matched nodes by one attention op; ``Refused`` says why it cannot."""
     if (m.four_d or target != "onnxruntime") and opset < ATTENTION_OPSET:
         what = "(batch, heads, length, head size) inputs" if m.four_d else "the portable target"
-        return (
+        raise Refused(
             f"opset {opset} < {ATTENTION_OPSET}: Attention needs "
             f"{ATTENTION_OPSET} for {what} (--opset {ATTENTION_OPSET} enables it)"
         )
@@ -718,8 +726,6 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
             if m.keep is None
             else _keep_mask(graph, m.keep, names, done)
         )
-        if isinstance(mask, str):
-            return mask
         inputs = [m.q, m.k, m.v, mask if mask is not None else gs.Variable.empty()]
         if m.past is not None:
             inputs += [m.past[0], m.past[1]]
@@ -727,8 +733,6 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
     elif target == "onnxruntime":
         packed = _packed(graph, m)
         bias = _bias_for(graph, m, packed[0] if packed is not None else m.q, names, done)
-        if isinstance(bias, str):
-            return bias
         tail = [gs.Variable.empty(), gs.Variable.empty(), bias] if bias is not None else []
         attrs = {"num_heads": m.heads, "scale": float(m.scale), **({"unidirectional": 1} if m.causal else {})}
         if packed is not None:
@@ -739,8 +743,6 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
         domain = "com.microsoft"
     else:
         bias = _bias_for(graph, m, m.q, names, done)
-        if isinstance(bias, str):
-            return bias
         inputs = [m.q, m.k, m.v, *([bias] if bias is not None else [])]
         op, domain = "Attention", None
         attrs = {
@@ -755,7 +757,6 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
         gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain),
     )
     res.count(f"attention-into-{op}" + ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else ""))
-    return ""
 
 
 def _keep_mask(graph: gs.Graph, keep: tuple[gs.Tensor, bool], names: Namer, done: dict) -> gs.Tensor:

@@ -27,7 +27,7 @@ import onnx_graphsurgeon as gs
 
 from rooftop.passes._graph import Namer
 from rooftop.passes._match import matches, near, only_consumer, other_input, producer, replace, scalar
-from rooftop.passes.base import Pass, PassContext, PassResult
+from rooftop.passes.base import Pass, PassContext, PassResult, Refused
 
 GELU_OPSET = 20
 SQRT2 = math.sqrt(2.0)
@@ -103,7 +103,7 @@ def _bias_gelu(graph: gs.Graph, gelu: gs.Node, res: PassResult) -> None:
 
 
 def _erf_form(graph: gs.Graph, erf: gs.Node):
-    """(x, output, nodes) of ``0.5 · x · (1 + erf(x/√2))`` around this Erf, a reason, or None."""
+    """(x, output, nodes) of ``0.5 · x · (1 + erf(x/√2))`` around this Erf, or None; ``Refused``."""
     scaled = producer(erf.inputs[0], "Div", "Mul")
     if scaled is None or len(scaled.inputs) != 2:
         return None
@@ -114,13 +114,15 @@ def _erf_form(graph: gs.Graph, erf: gs.Node):
     else:
         return None
     if only_consumer(scaled.outputs[0], graph) is not erf:
-        return "x/√2 is read by another node"
+        raise Refused("x/√2 is read by another node")
     m = _one_plus_times_half(graph, erf, x, [scaled, erf])
-    return m if m is not None else "erf(x/√2) is not followed by 0.5 · x · (1 + ·), each read once"
+    if m is None:
+        raise Refused("erf(x/√2) is not followed by 0.5 · x · (1 + ·), each read once")
+    return m
 
 
 def _tanh_form(graph: gs.Graph, tanh: gs.Node):
-    """(x, output, nodes) of ``0.5 · x · (1 + tanh(√(2/π)(x + 0.044715 x³)))``, a reason, or None."""
+    """(x, output, nodes) of ``0.5 · x · (1 + tanh(√(2/π)(x + 0.044715 x³)))``, or None; ``Refused``."""
     outer = producer(tanh.inputs[0], "Mul")
     if outer is None or len(outer.inputs) != 2:
         return None
@@ -129,21 +131,19 @@ def _tanh_form(graph: gs.Graph, tanh: gs.Node):
         return None
     inner = producer(inner_t, "Add")
     if inner is None or len(inner.inputs) != 2:
-        return "the argument of tanh(√(2/π) · ·) is not x + 0.044715 · x³"
+        raise Refused("the argument of tanh(√(2/π) · ·) is not x + 0.044715 · x³")
     for x in inner.inputs:
         cube_part = other_input(inner, x)
         nodes = _cubic(cube_part, x)
         if nodes is not None:
             body = [*nodes, inner, outer, tanh]
             if any(only_consumer(n.outputs[0], graph) is None for n in body[:-1]):
-                return "a part of the tanh argument is read by another node"
+                raise Refused("a part of the tanh argument is read by another node")
             m = _one_plus_times_half(graph, tanh, x, body)
-            return (
-                m
-                if m is not None
-                else "tanh(√(2/π)(x + 0.044715 x³)) is not followed by 0.5 · x · (1 + ·), each read once"
-            )
-    return "the argument of tanh(√(2/π) · ·) is not x + 0.044715 · x³"
+            if m is None:
+                raise Refused("tanh(√(2/π)(x + 0.044715 x³)) is not followed by 0.5 · x · (1 + ·), each read once")
+            return m
+    raise Refused("the argument of tanh(√(2/π) · ·) is not x + 0.044715 · x³")
 
 
 def _cubic(t: gs.Tensor, x: gs.Tensor) -> list[gs.Node] | None:
@@ -177,20 +177,22 @@ def _one_plus_times_half(graph: gs.Graph, f: gs.Node, x: gs.Tensor, body: list[g
     if m1 is None:
         a = add.outputs[0]
         observed = len(a.outputs) > 1 or any(o is a for o in graph.outputs)
-        return f"(1 + {f.op.lower()}) is read by another node or is a graph output" if observed else None
+        if observed:
+            raise Refused(f"(1 + {f.op.lower()}) is read by another node or is a graph output")
+        return None
     other = other_input(m1, add.outputs[0])
     if other is x:  # x · (1 + f), then · 0.5
         m2 = only_consumer(m1.outputs[0], graph, "Mul")
         if m2 is None or not near(scalar(other_input(m2, m1.outputs[0])), 0.5, 1e-6):
-            return "x · (1 + f) is not halved"
+            raise Refused("x · (1 + f) is not halved")
         return x, m2.outputs[0], [*body, add, m1, m2]
     half = producer(other, "Mul") if other is not None else None
     if half is not None and x in half.inputs and near(scalar(other_input(half, x)), 0.5, 1e-6):
         if only_consumer(half.outputs[0], graph) is not m1:
-            return "0.5 · x is read by another node"
+            raise Refused("0.5 · x is read by another node")
         return x, m1.outputs[0], [*body, half, add, m1]
     if other is not None and near(scalar(other), 0.5, 1e-6):  # 0.5 · (1 + f), then · x
         m2 = only_consumer(m1.outputs[0], graph, "Mul")
         if m2 is not None and other_input(m2, m1.outputs[0]) is x:
             return x, m2.outputs[0], [*body, add, m1, m2]
-    return "the product is not taken with the x that went in"
+    raise Refused("the product is not taken with the x that went in")

@@ -42,6 +42,8 @@ Conv through padding-carrying ops (nothing would absorb the padding).
 
 from __future__ import annotations
 
+from enum import Enum
+
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
@@ -64,6 +66,14 @@ UNARY = {
 }
 POOL = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 BINARY = {"Add", "Mul", "Sub"}
+
+
+class Handled(Enum):
+    """What a consumer did with padded inputs: carried the padding on to its output, or absorbed
+    it in its weights (None where neither: the padding is sliced off before it)."""
+
+    CARRIED = "carried"
+    ABSORBED = "absorbed"
 
 
 class Layout:
@@ -145,7 +155,7 @@ class _Padder:
                 self._observe_inputs(node)
                 continue
             handled = self._propagate(node)
-            if handled == "absorbed":
+            if handled is Handled.ABSORBED:
                 absorbed += 1
             if node.op == "Conv" and self._pad_output(node):
                 padded += 1
@@ -217,22 +227,23 @@ class _Padder:
 
     # -- carrying a layout through a consumer --------------------------------------------------------
 
-    def _propagate(self, node: gs.Node) -> str | None:
-        """Returns "carried"/"absorbed" when the node handled its padded inputs, None when they must be sliced."""
+    def _propagate(self, node: gs.Node) -> Handled | None:
+        """How the node handled its padded inputs (carried the padding on, or absorbed it in its
+        weights); None when they must be sliced off before it."""
         ins = [self.layouts.get(id(t)) for t in node.inputs]
         if not any(ins):
-            return "carried"
+            return Handled.CARRIED
         rule = _RULES.get(node.op)
         return rule(self, node, ins) if rule is not None else None
 
     def _name(self, node: gs.Node, suffix: str) -> str:
         return f"{node.name or node.outputs[0].name}_{suffix}"
 
-    def _carry(self, node: gs.Node, lay: Layout) -> str:
+    def _carry(self, node: gs.Node, lay: Layout) -> Handled:
         self.layouts[id(node.outputs[0])] = lay
-        return "carried"
+        return Handled.CARRIED
 
-    def _conv(self, node: gs.Node, ins: list) -> str | None:
+    def _conv(self, node: gs.Node, ins: list) -> Handled | None:
         lay = ins[0]
         if lay is None or any(x is not None for x in ins[1:]):
             return None
@@ -242,7 +253,7 @@ class _Padder:
             return None
         if g == 1 and W.shape[1] == lay.real:
             node.inputs[1] = self.const(self._name(node, "Win"), _scatter(W, lay, 0.0, axis=1))
-            return "absorbed"
+            return Handled.ABSORBED
         if not (g == lay.real and W.shape[0] == g and W.shape[1] == 1):
             return None
         # depthwise: grow the groups
@@ -258,7 +269,7 @@ class _Padder:
         node.attrs["group"] = lay.total
         return self._carry(node, lay)
 
-    def _batchnorm(self, node: gs.Node, ins: list) -> str | None:
+    def _batchnorm(self, node: gs.Node, ins: list) -> Handled | None:
         lay = ins[0]
         if lay is None or any(x is not None for x in ins[1:]):
             return None
@@ -271,7 +282,7 @@ class _Padder:
             node.inputs[i] = self.const(self._name(node, f"p{i}"), _scatter(v.reshape(-1), lay, fill))
         return self._carry(node, lay)
 
-    def _unary(self, node: gs.Node, ins: list) -> str | None:
+    def _unary(self, node: gs.Node, ins: list) -> Handled | None:
         if ins[0] is None:
             return None
         if node.op == "Dropout" and len(node.outputs) > 1 and node.outputs[1].outputs:
@@ -280,7 +291,7 @@ class _Padder:
             return None
         return self._carry(node, ins[0])
 
-    def _flatten(self, node: gs.Node, ins: list) -> str | None:
+    def _flatten(self, node: gs.Node, ins: list) -> Handled | None:
         x = node.inputs[0]
         if ins[0] is None or int(node.attrs.get("axis", 1)) != 1 or x.shape is None or len(x.shape) < 2:
             return None
@@ -288,7 +299,7 @@ class _Padder:
             return None
         return self._carry(node, ins[0])  # [N, C, 1, 1] -> [N, C]: channels stay on axis 1
 
-    def _matmul(self, node: gs.Node, ins: list) -> str | None:
+    def _matmul(self, node: gs.Node, ins: list) -> Handled | None:
         lay = ins[0]
         if lay is None or any(x is not None for x in ins[1:]):
             return None
@@ -300,12 +311,12 @@ class _Padder:
         if B.shape[k_axis] != lay.real:
             return None
         node.inputs[1] = self.const(self._name(node, "Bpad"), _scatter(B, lay, 0.0, axis=k_axis))
-        return "absorbed"
+        return Handled.ABSORBED
 
-    def _pool(self, node: gs.Node, ins: list) -> str | None:
+    def _pool(self, node: gs.Node, ins: list) -> Handled | None:
         return self._carry(node, ins[0]) if ins[0] is not None else None
 
-    def _resize(self, node: gs.Node, ins: list) -> str | None:
+    def _resize(self, node: gs.Node, ins: list) -> Handled | None:
         lay = ins[0]
         if lay is None or any(x is not None for x in ins[1:]):
             return None
@@ -318,7 +329,7 @@ class _Padder:
             node.inputs[3] = self.const(self._name(node, "sizes"), s)
         return self._carry(node, lay)
 
-    def _binary(self, node: gs.Node, ins: list) -> str | None:
+    def _binary(self, node: gs.Node, ins: list) -> Handled | None:
         if len(node.inputs) != 2:
             return None
         a, b = ins
@@ -342,7 +353,7 @@ class _Padder:
             return None
         return self._carry(node, lay)
 
-    def _concat(self, node: gs.Node, ins: list) -> str | None:
+    def _concat(self, node: gs.Node, ins: list) -> Handled | None:
         axis = int(node.attrs.get("axis", 0))
         rank0 = len(node.outputs[0].shape) if node.outputs[0].shape is not None else None
         if not (axis == 1 or (rank0 is not None and axis < 0 and axis + rank0 == 1)):
