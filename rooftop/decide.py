@@ -239,13 +239,7 @@ class Judge:
         one = in_turn(self.original)
         self.compare = OrtComparator(self.feeds, opts, one_at_a_time=one, rt=self.rt)
         if one:
-            w = model_io.weights_nbytes(self.original)
-            size = f"{w / 1e9:.1f} GB" if w >= 1e9 else f"{w / 1e6:.0f} MB"
-            self.warnings.append(
-                f"timed one session at a time (blocks A B B A, each a fresh session): two sessions "
-                f"would hold its {size} of weights twice, past {MEMORY_PER_SIZE:g}× its size in "
-                f"memory; its ratios carry session-to-session variation, so the intervals are wider than interleaved"
-            )
+            self.warnings.append(_one_at_a_time(self.original))
 
     # -- after each pass -------------------------------------------------------------------
     def timed_alone(self, name: str, current: ModelProto, candidate: ModelProto, v: Validation) -> bool:
@@ -265,7 +259,7 @@ class Judge:
             return
         if self.compare is None:
             if self.feeds is None and self.opts.time and self.opts.comparator is None:
-                self._decide_by_structure(v)
+                _by_structure(v, self.opts, self.hw)
             return
         level = self.opts.deploy_level
         self.stage(f"timing {name} against its input ({level_word(self.rt, level)})")
@@ -339,15 +333,6 @@ class Judge:
             if grown:
                 why += "; measured time grew most in " + ", ".join(g.describe() for g in grown)
         return why
-
-    def _decide_by_structure(self, v: Validation) -> None:
-        pred = v.cost.predicted_ratio if v.cost is not None else None
-        if pred is not None and pred > 1.0 + self.opts.noise_band and not self.opts.keep_slower:
-            v.cause = Cause.SLOWER
-            v.reason = (
-                f"predicted slower on {self.hw.name if self.hw else 'the profile'}: "
-                f"×{pred:.2f} (not measured: onnxruntime cannot run the model)"
-            )
 
     # -- measuring -------------------------------------------------------------------------
     def confirmed(
@@ -498,29 +483,55 @@ class Judge:
                 out[level] = lat
         return out
 
-    def disagreement(
-        self, before: Roofline | None, after: Roofline | None, lat: Latency | None, optimized: ModelProto
-    ) -> str:
-        """One line when the roofline and the measurement point in opposite directions."""
-        if before is None or after is None or lat is None or not before.predicted_s:
-            return ""
-        pred = after.predicted_s / before.predicted_s
-        band = self.opts.noise_band
-        measured = f"the model measured {lat.describe()} at {lat.level_name}"
-        if pred < 1 - band and lat.verdict is Verdict.SLOWER:
-            line, shrank = f"the roofline predicted ×{pred:.2f} but {measured}", False
-        elif pred > 1 + band and lat.verdict is Verdict.FASTER:
-            line, shrank = f"the roofline predicted ×{pred:.2f} (slower) but {measured}", True
-        else:
-            return ""
-        moved = self.explain(self.original, optimized, lat.level, shrank=shrank)
-        if moved:
-            line += f"; measured time {'fell' if shrank else 'grew'} most in " + ", ".join(g.describe() for g in moved)
-        return line
-
     def forget(self) -> None:
         if isinstance(self.compare, OrtComparator):
             self.compare.forget()
+
+
+def _by_structure(v: Validation, opts: Options, hw: HardwareProfile | None) -> None:
+    """Where onnxruntime cannot run the model: a pass whose predicted time grows is rejected."""
+    pred = v.cost.predicted_ratio if v.cost is not None else None
+    if pred is not None and pred > 1.0 + opts.noise_band and not opts.keep_slower:
+        v.cause = Cause.SLOWER
+        v.reason = (
+            f"predicted slower on {hw.name if hw else 'the profile'}: "
+            f"×{pred:.2f} (not measured: onnxruntime cannot run the model)"
+        )
+
+
+def _one_at_a_time(model: ModelProto) -> str:
+    w = model_io.weights_nbytes(model)
+    size = f"{w / 1e9:.1f} GB" if w >= 1e9 else f"{w / 1e6:.0f} MB"
+    return (
+        f"timed one session at a time (blocks A B B A, each a fresh session): two sessions "
+        f"would hold its {size} of weights twice, past {MEMORY_PER_SIZE:g}× its size in "
+        f"memory; its ratios carry session-to-session variation, so the intervals are wider than interleaved"
+    )
+
+
+def disagreement(
+    before: Roofline | None,
+    after: Roofline | None,
+    lat: Latency | None,
+    band: float,
+    explain: Callable[[bool], list[OpGrowth]],
+) -> str:
+    """One line when the roofline and the measurement point in opposite directions; ``explain(shrank)``
+    names the operator types whose measured time grew (fell) most."""
+    if before is None or after is None or lat is None or not before.predicted_s:
+        return ""
+    pred = after.predicted_s / before.predicted_s
+    measured = f"the model measured {lat.describe()} at {lat.level_name}"
+    if pred < 1 - band and lat.verdict is Verdict.SLOWER:
+        line, shrank = f"the roofline predicted ×{pred:.2f} but {measured}", False
+    elif pred > 1 + band and lat.verdict is Verdict.FASTER:
+        line, shrank = f"the roofline predicted ×{pred:.2f} (slower) but {measured}", True
+    else:
+        return ""
+    moved = explain(shrank)
+    if moved:
+        line += f"; measured time {'fell' if shrank else 'grew'} most in " + ", ".join(g.describe() for g in moved)
+    return line
 
 
 def _adds_work(current: ModelProto, candidate: ModelProto, v: Validation) -> bool:
@@ -542,4 +553,4 @@ def _must_pay(name: str, current: ModelProto, candidate: ModelProto, v: Validati
     return len(candidate.graph.node) > len(current.graph.node) or _adds_traffic(v) or _adds_ops(v)
 
 
-__all__ = ["MAX_BACKOFF", "Judge", "OrtComparator", "in_turn", "timing_feeds"]
+__all__ = ["MAX_BACKOFF", "Judge", "OrtComparator", "disagreement", "in_turn", "timing_feeds"]

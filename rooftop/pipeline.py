@@ -29,7 +29,7 @@ from rooftop import model_io, runtime, runtimes
 from rooftop import plan as plan_mod
 from rooftop import shapes as shapes_mod
 from rooftop.checks import Checks
-from rooftop.decide import Judge, OrtComparator, Skip, in_turn
+from rooftop.decide import Judge, OrtComparator, Skip, disagreement, in_turn
 from rooftop.errors import UsageError, VerificationError, first_line
 from rooftop.options import Comparator, Options
 from rooftop.passes import (
@@ -438,6 +438,19 @@ def _spills(model: ModelProto, model_path: str | None, opts: Options) -> bool:
     return opts.lazy_weights is True or model_io.inline_nbytes(model) >= model_io.SPILL_FROM_BYTES
 
 
+@dataclass
+class _Outcome:
+    """How a run ended, for its report."""
+
+    records: list[PassRecord]
+    backed_off: list[str]
+    final: VerifyResult | None
+    after: Roofline | None
+    latency: dict[str, Latency]
+    disagreement: str
+    written: list[str]
+
+
 def _optimize(
     original: ModelProto,
     model_path: str | None,
@@ -457,7 +470,6 @@ def _optimize(
     run = _Run(original, opts, stage, replay)
     run.warnings.extend(notes)
     run.prepare()
-    nodes_before, params_before = len(original.graph.node), count_params(original)
     optimized, records = run.run_passes(names, dict(run.base_skip), on_pass_start, on_pass_end)
     optimized, records = run.verify_output(names, optimized, records, on_pass_start, on_pass_end)
     optimized, records, deploy_lat, backed_off = run.final_decision(
@@ -469,7 +481,14 @@ def _optimize(
         _strict(records)
     after = run.current_cost if optimized is not original else run.before
     latency = run.judge.final_latency(optimized, deploy_lat)
-    disagreement = run.judge.disagreement(run.before, after, latency.get(opts.deploy_level), optimized)
+    deploy = latency.get(opts.deploy_level)
+    disagreed = disagreement(
+        run.before,
+        after,
+        deploy,
+        opts.noise_band,
+        lambda shrank: run.judge.explain(run.original, optimized, deploy.level, shrank=shrank),
+    )
     run.profile(optimized, after)
     run.judge.forget()
 
@@ -477,29 +496,37 @@ def _optimize(
     if output is not None:
         stage("writing model")
         written = [str(p) for p in model_io.save_model(optimized, output, external_data=opts.external_data)]
+    outcome = _Outcome(records, backed_off, final, after, latency, disagreed, written)
+    return optimized, _report(run, names, model_path, optimized, outcome, t0)
+
+
+def _report(
+    run: _Run, names: list[str], model_path: str | None, optimized: ModelProto, out: _Outcome, t0: float
+) -> Report:
+    opts, original = run.opts, run.original
     report = Report(
         model_path=model_path,
-        output_paths=written,
+        output_paths=out.written,
         target=opts.target,
-        nodes_before=nodes_before,
+        nodes_before=len(original.graph.node),
         nodes_after=len(optimized.graph.node),
-        params_before=params_before,
+        params_before=count_params(original),
         params_after=count_params(optimized),
-        passes=records,
+        passes=out.records,
         verification=run.checks.describe(),
-        final_check=final,
+        final_check=out.final,
         warnings=run.warnings,
         seconds=time.perf_counter() - t0,
         pipeline=names,
         hardware=run.hw,
         before=run.before,
-        after=after,
+        after=out.after,
         deploy_level=opts.deploy_level,
-        latency=latency,
+        latency=out.latency,
         measured=run.judge.measured,
-        backed_off=backed_off,
-        reverted=bool(backed_off) and optimized is original,
-        disagreement=disagreement,
+        backed_off=out.backed_off,
+        reverted=bool(out.backed_off) and optimized is original,
+        disagreement=out.disagreement,
         ort_load_error=run.checks.verifier.load_error if run.checks.verifier is not None else None,
         replayed=str(opts.plan) if opts.plan is not None else None,
         shapes=run.shapes,
@@ -509,8 +536,8 @@ def _optimize(
         ops_after=_op_counts(optimized),
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    report.plan = run.make_plan(names, records, model_path, backed_off, report.reverted)
-    return optimized, report
+    report.plan = run.make_plan(names, out.records, model_path, out.backed_off, report.reverted)
+    return report
 
 
 def _with_kwargs(opts: Options, kwargs: dict[str, Any]) -> Options:

@@ -33,3 +33,20 @@ def test_the_fusion_pattern_tests_run_without_torch(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:]
     passed = int(last.split(" passed")[0].split()[-1])
     assert passed >= 20 and "failed" not in last, last
+
+
+def test_no_class_over_300_lines_and_no_function_over_60():
+    """Short functions and classes a reader can hold (the argparse declaration aside)."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "rooftop").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            size = node.end_lineno - node.lineno + 1
+            if isinstance(node, ast.ClassDef) and size > 300:
+                long.append(f"class {path.name}:{node.name} {size}")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and size > 60 and node.name != "build_parser":
+                long.append(f"def {path.name}:{node.name} {size}")
+    assert not long, long

@@ -291,7 +291,7 @@ class _Run:
         elif node.op in ("Relu", "Clip"):
             self._int_clamp(graph, node, res)
         elif node.op in ("QLinearConv", "QLinearMatMul"):
-            self._fold_requant(graph, node, res)
+            _fold_requant(graph, node, res)
         elif self.target == "onnxruntime" and node.op in MS_QLINEAR:
             self._ms_qlinear(graph, node, res)
 
@@ -365,7 +365,7 @@ class _Run:
             b.node.inputs[2],
         ]
         if len(node.inputs) > 2 and node.inputs[2].name:
-            bias = self._bias(node.inputs[2], a, b, n_out)
+            bias = _bias(node.inputs[2], a, b, n_out)
             if bias is None:
                 raise Refused("bias is not an int32 constant at input scale × weight scale, nor a float constant")
             inputs.append(bias)
@@ -461,86 +461,34 @@ class _Run:
 
     # 3. DQ -> Conv/MatMul [-> Relu] -> Q  ==>  QLinearConv / QLinearMatMul
     def _qlinear(self, graph: gs.Graph, node: gs.Node, res: PassResult) -> int:
-        if len(node.inputs) < 2:
+        found = _qlinear_group(graph, node, self.target)
+        if found is None:
             return 0
-        x = _dq(node.inputs[0])
-        w = _dq(node.inputs[1])
-        if x is None and w is None:
-            return 0
-        if x is None or w is None:
-            raise Refused(f"{node.op}: one input is dequantized, the other is float")
-        if not x.per_tensor:
-            raise Refused(f"{node.op}: activation quantized per channel")
-        wq = const_value(w.node.inputs[0])
-        if wq is None:  # activation x activation (attention scores, the value product): MatMul only
-            if node.op != "MatMul" or not w.per_tensor:
-                raise Refused(
-                    f"{node.op}: second input is a quantized activation with "
-                    "per-channel scales (or a Conv weight computed at run time)",
-                )
-        elif wq.dtype not in INT8:
-            raise Refused(f"{node.op}: weight is {wq.dtype}, not int8/uint8")
-        y = node.outputs[0]
-        relu = None
-        c = single_consumer(y)
-        if c is not None and c.op == "Relu" and not is_graph_output(graph, y):
-            relu, y = c, c.outputs[0]
-        q = _q_after(graph, y)
-        if q is None:
-            raise Refused(f"{node.op}: its float output is used (no single QuantizeLinear after it)")
-        if not q.per_tensor or q.zp.dtype != x.zp.dtype:
-            raise Refused(f"{node.op}: output quantized per channel or as another type than the input")
-        if relu is not None and int(q.zp.reshape(-1)[0]) != q.qmin:
-            raise Refused(f"{node.op}: the Relu after it is not implied by the output zero point")
-        if wq is not None and not w.per_tensor and self.target == "portable":
-            raise Refused(
-                f"{node.op}: weight quantized per channel, which QLinear{node.op} takes in onnxruntime "
-                "but not in OpenVINO (portable keeps the QDQ form; --target onnxruntime converts it)",
-            )
+        x, w, wq, q, relu = found
+        inputs = [
+            x.node.inputs[0],
+            x.node.inputs[1],
+            x.node.inputs[2],
+            w.node.inputs[0],
+            w.node.inputs[1],
+            w.node.inputs[2],
+            q.node.inputs[1],
+            q.node.inputs[2],
+        ]
         if node.op == "Conv":
             if wq.ndim < 3 or not (w.per_tensor or (w.axis in (0, -wq.ndim) and w.scale.size == wq.shape[0])):
                 raise Refused("Conv: weight scales neither per tensor nor per output channel")
-            inputs = [
-                x.node.inputs[0],
-                x.node.inputs[1],
-                x.node.inputs[2],
-                w.node.inputs[0],
-                w.node.inputs[1],
-                w.node.inputs[2],
-                q.node.inputs[1],
-                q.node.inputs[2],
-            ]
             if len(node.inputs) > 2 and node.inputs[2].name:
-                bias = self._bias(node.inputs[2], x, w, wq.shape[0])
+                bias = _bias(node.inputs[2], x, w, wq.shape[0])
                 if bias is None:
                     raise Refused("bias is not an int32 constant at input scale × weight scale, nor a float constant")
                 inputs.append(bias)
             new_op, attrs = "QLinearConv", dict(node.attrs)
-        elif wq is not None:  # MatMul with constant 2-D weights [K, N]
-            if wq.ndim != 2 or not (w.per_tensor or (w.scale.size == wq.shape[1] and w.axis in (1, -1))):
+        else:  # MatMul: constant 2-D weights [K, N], or two per-tensor activations (any rank)
+            if wq is not None and (
+                wq.ndim != 2 or not (w.per_tensor or (w.scale.size == wq.shape[1] and w.axis in (1, -1)))
+            ):
                 raise Refused("MatMul: weight not 2-D with per-tensor or per-column scales")
-            inputs = [
-                x.node.inputs[0],
-                x.node.inputs[1],
-                x.node.inputs[2],
-                w.node.inputs[0],
-                w.node.inputs[1],
-                w.node.inputs[2],
-                q.node.inputs[1],
-                q.node.inputs[2],
-            ]
-            new_op, attrs = "QLinearMatMul", {}
-        else:  # two quantized activations, per-tensor: QLinearMatMul takes any rank
-            inputs = [
-                x.node.inputs[0],
-                x.node.inputs[1],
-                x.node.inputs[2],
-                w.node.inputs[0],
-                w.node.inputs[1],
-                w.node.inputs[2],
-                q.node.inputs[1],
-                q.node.inputs[2],
-            ]
             new_op, attrs = "QLinearMatMul", {}
         if relu is not None:
             relu.inputs.clear()
@@ -551,47 +499,90 @@ class _Run:
         )
         return 1
 
-    @staticmethod
-    def _bias(t: gs.Tensor, x: QParams, w: QParams, cout: int) -> gs.Tensor | None:
-        """The int32 bias at scale x_scale * w_scale (per output channel)."""
-        target = (np.float64(x.scale.reshape(-1)[0]) * w.scale.astype(np.float64).reshape(-1)) * np.ones(cout)
-        if len(t.inputs) == 1 and t.inputs[0].op == "DequantizeLinear":
-            node = t.inputs[0]
-            bq, bs = const_value(node.inputs[0]), const_value(node.inputs[1])
-            bz = const_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
-            if bq is None or bs is None or bq.dtype != np.int32 or (bz is not None and np.any(bz != 0)):
-                return None
-            if not np.allclose(bs.astype(np.float64) * np.ones(cout), target, rtol=1e-6, atol=0):
-                return None
-            return node.inputs[0]
-        fb = const_value(t)
-        if fb is None or fb.dtype.kind != "f":
-            return None
-        q = np.round(fb.astype(np.float64) / target)
-        if np.any(np.abs(q) > 2**31 - 1):
-            return None
-        return gs.Constant(f"{t.name}_int32", q.astype(np.int32))
 
-    # 4. QLinear producer -> DQ(s1) -> Q(s2): the producer writes at s2
-    def _fold_requant(self, graph: gs.Graph, node: gs.Node, res: PassResult) -> int:
-        y = node.outputs[0]
-        if is_graph_output(graph, y):
-            return 0
-        dq = single_consumer(y)
-        if dq is None or dq.op != "DequantizeLinear":
-            return 0
-        p1 = QParams(dq)
-        if not p1.ok or not p1.per_tensor:
-            return 0
-        q = _q_after(graph, dq.outputs[0])
-        if q is None or not q.per_tensor or q.zp.dtype != p1.zp.dtype:
-            return 0
-        node.inputs[6] = q.node.inputs[1]
-        node.inputs[7] = q.node.inputs[2]
-        out = q.node.outputs[0]
-        for n in (q.node, dq):
-            n.inputs.clear()
-            n.outputs.clear()
-        node.outputs[0] = out
-        res.count("requantize folded into producer")
-        return 1
+def _qlinear_group(graph: gs.Graph, node: gs.Node, target: str):
+    """(x, w, the constant int8 weight or None, the QuantizeLinear after it, a Relu between) of a
+    DQ → Conv/MatMul (→ Relu) → Q group around ``node``; None when it is not one; ``Refused``."""
+    if len(node.inputs) < 2:
+        return None
+    x = _dq(node.inputs[0])
+    w = _dq(node.inputs[1])
+    if x is None and w is None:
+        return None
+    if x is None or w is None:
+        raise Refused(f"{node.op}: one input is dequantized, the other is float")
+    if not x.per_tensor:
+        raise Refused(f"{node.op}: activation quantized per channel")
+    wq = const_value(w.node.inputs[0])
+    if wq is None:  # activation x activation (attention scores, the value product): MatMul only
+        if node.op != "MatMul" or not w.per_tensor:
+            raise Refused(
+                f"{node.op}: second input is a quantized activation with "
+                "per-channel scales (or a Conv weight computed at run time)",
+            )
+    elif wq.dtype not in INT8:
+        raise Refused(f"{node.op}: weight is {wq.dtype}, not int8/uint8")
+    y = node.outputs[0]
+    relu = None
+    c = single_consumer(y)
+    if c is not None and c.op == "Relu" and not is_graph_output(graph, y):
+        relu, y = c, c.outputs[0]
+    q = _q_after(graph, y)
+    if q is None:
+        raise Refused(f"{node.op}: its float output is used (no single QuantizeLinear after it)")
+    if not q.per_tensor or q.zp.dtype != x.zp.dtype:
+        raise Refused(f"{node.op}: output quantized per channel or as another type than the input")
+    if relu is not None and int(q.zp.reshape(-1)[0]) != q.qmin:
+        raise Refused(f"{node.op}: the Relu after it is not implied by the output zero point")
+    if wq is not None and not w.per_tensor and target == "portable":
+        raise Refused(
+            f"{node.op}: weight quantized per channel, which QLinear{node.op} takes in onnxruntime "
+            "but not in OpenVINO (portable keeps the QDQ form; --target onnxruntime converts it)",
+        )
+    return x, w, wq, q, relu
+
+
+def _bias(t: gs.Tensor, x: QParams, w: QParams, cout: int) -> gs.Tensor | None:
+    """The int32 bias at scale x_scale * w_scale (per output channel)."""
+    target = (np.float64(x.scale.reshape(-1)[0]) * w.scale.astype(np.float64).reshape(-1)) * np.ones(cout)
+    if len(t.inputs) == 1 and t.inputs[0].op == "DequantizeLinear":
+        node = t.inputs[0]
+        bq, bs = const_value(node.inputs[0]), const_value(node.inputs[1])
+        bz = const_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+        if bq is None or bs is None or bq.dtype != np.int32 or (bz is not None and np.any(bz != 0)):
+            return None
+        if not np.allclose(bs.astype(np.float64) * np.ones(cout), target, rtol=1e-6, atol=0):
+            return None
+        return node.inputs[0]
+    fb = const_value(t)
+    if fb is None or fb.dtype.kind != "f":
+        return None
+    q = np.round(fb.astype(np.float64) / target)
+    if np.any(np.abs(q) > 2**31 - 1):
+        return None
+    return gs.Constant(f"{t.name}_int32", q.astype(np.int32))
+
+
+# 4. QLinear producer -> DQ(s1) -> Q(s2): the producer writes at s2
+def _fold_requant(graph: gs.Graph, node: gs.Node, res: PassResult) -> int:
+    y = node.outputs[0]
+    if is_graph_output(graph, y):
+        return 0
+    dq = single_consumer(y)
+    if dq is None or dq.op != "DequantizeLinear":
+        return 0
+    p1 = QParams(dq)
+    if not p1.ok or not p1.per_tensor:
+        return 0
+    q = _q_after(graph, dq.outputs[0])
+    if q is None or not q.per_tensor or q.zp.dtype != p1.zp.dtype:
+        return 0
+    node.inputs[6] = q.node.inputs[1]
+    node.inputs[7] = q.node.inputs[2]
+    out = q.node.outputs[0]
+    for n in (q.node, dq):
+        n.inputs.clear()
+        n.outputs.clear()
+    node.outputs[0] = out
+    res.count("requantize folded into producer")
+    return 1

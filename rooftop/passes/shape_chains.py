@@ -412,7 +412,7 @@ class _Run:
         self._dedupe(graph, vals, res)
         self._reshape_targets(graph, vals, res)
         self._rebuild(graph, vals, res)
-        self._cancel(graph, vals, res)
+        _cancel(graph, vals, res)
         self._left(graph, res)
         return res
 
@@ -684,145 +684,151 @@ class _Run:
             n += 1
         return n
 
-    def _cancel(self, graph: gs.Graph, vals: dict[str, Val], res: PassResult) -> int:
-        """Pairs that cancel or merge and single ops that do nothing: one rule an op type. A rule
-        returns (tensor the output equals, what) to bypass the node, or (None, what) when it
-        rewrote the node in place (a merged pair)."""
-        n = 0
-        for node in list(graph.nodes):
-            if not node.outputs or not node.inputs or node.domain not in ("", "ai.onnx", None):
-                continue
-            rule = _CANCEL.get(node.op)
-            got = rule(self, node, vals) if rule is not None else None
-            if got is None:
-                continue
-            keep, what = got
-            if keep is None:
-                res.count(what)
-                n += 1
-            elif keep is not node.outputs[0] and bypass(graph, node, keep, node.outputs[0]):
-                res.count(what)
-                n += 1
-        return n
 
-    def _squeeze_pair(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
-        prev = _producer(node.inputs[0])
-        if prev is None or prev.op not in ("Squeeze", "Unsqueeze") or prev.op == node.op:
-            return None
-        a1, a2 = _axes(prev, vals), _axes(node, vals)
-        big = node.inputs[0] if node.op == "Squeeze" else prev.inputs[0]  # the larger-rank tensor of the two
-        rank = len(big.shape) if big.shape is not None else None
-        if a1 is None or a2 is None or (rank is None and not all(a >= 0 for a in a1 + a2)):
-            return None
-        norm = (lambda ax: sorted(a % rank for a in ax)) if rank is not None else sorted
-        return (prev.inputs[0], f"{prev.op}/{node.op} pair removed") if norm(a1) == norm(a2) else None
+# -- pairs that cancel or merge, ops that do nothing --------------------------------------------
 
-    def _transpose(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
-        perm = node.attrs.get("perm")
-        if perm is None:
-            return None
-        perm = list(perm)
-        if perm == list(range(len(perm))):
-            return node.inputs[0], "identity Transpose removed"
-        prev = _producer(node.inputs[0])
-        if prev is None or prev.op != "Transpose" or prev.attrs.get("perm") is None:
-            return None
-        p1 = list(prev.attrs["perm"])
-        q = [p1[i] for i in perm]
-        if q == list(range(len(q))):
-            return prev.inputs[0], "Transpose pair cancelled"
+
+def _cancel(graph: gs.Graph, vals: dict[str, Val], res: PassResult) -> int:
+    """Pairs that cancel or merge and single ops that do nothing: one rule an op type. A rule
+    returns (tensor the output equals, what) to bypass the node, or (None, what) when it
+    rewrote the node in place (a merged pair)."""
+    n = 0
+    for node in list(graph.nodes):
+        if not node.outputs or not node.inputs or node.domain not in ("", "ai.onnx", None):
+            continue
+        rule = _CANCEL.get(node.op)
+        got = rule(node, vals) if rule is not None else None
+        if got is None:
+            continue
+        keep, what = got
+        if keep is None:
+            res.count(what)
+            n += 1
+        elif keep is not node.outputs[0] and bypass(graph, node, keep, node.outputs[0]):
+            res.count(what)
+            n += 1
+    return n
+
+
+def _cancel_squeeze_pair(node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+    prev = _producer(node.inputs[0])
+    if prev is None or prev.op not in ("Squeeze", "Unsqueeze") or prev.op == node.op:
+        return None
+    a1, a2 = _axes(prev, vals), _axes(node, vals)
+    big = node.inputs[0] if node.op == "Squeeze" else prev.inputs[0]  # the larger-rank tensor of the two
+    rank = len(big.shape) if big.shape is not None else None
+    if a1 is None or a2 is None or (rank is None and not all(a >= 0 for a in a1 + a2)):
+        return None
+    norm = (lambda ax: sorted(a % rank for a in ax)) if rank is not None else sorted
+    return (prev.inputs[0], f"{prev.op}/{node.op} pair removed") if norm(a1) == norm(a2) else None
+
+
+def _cancel_transpose(node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+    perm = node.attrs.get("perm")
+    if perm is None:
+        return None
+    perm = list(perm)
+    if perm == list(range(len(perm))):
+        return node.inputs[0], "identity Transpose removed"
+    prev = _producer(node.inputs[0])
+    if prev is None or prev.op != "Transpose" or prev.attrs.get("perm") is None:
+        return None
+    p1 = list(prev.attrs["perm"])
+    q = [p1[i] for i in perm]
+    if q == list(range(len(q))):
+        return prev.inputs[0], "Transpose pair cancelled"
+    node.inputs[0] = prev.inputs[0]
+    node.attrs["perm"] = q
+    return None, "Transpose pair merged"
+
+
+def _cancel_reshape(node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+    if len(node.inputs) < 2:
+        return None
+    tgt = const_value(node.inputs[1])
+    if tgt is None:
+        return None
+    prev = _producer(node.inputs[0])
+    if prev is not None and prev.op == "Reshape" and not int(prev.attrs.get("allowzero", 0)) and not np.any(tgt == 0):
         node.inputs[0] = prev.inputs[0]
-        node.attrs["perm"] = q
-        return None, "Transpose pair merged"
+        return None, "Reshape pair merged"
+    if _same_shape_target(node.inputs[0], tgt, int(node.attrs.get("allowzero", 0)), node.outputs[0]):
+        return node.inputs[0], "no-op Reshape removed"
+    return None
 
-    def _reshape(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
-        if len(node.inputs) < 2:
-            return None
-        tgt = const_value(node.inputs[1])
-        if tgt is None:
-            return None
-        prev = _producer(node.inputs[0])
-        if (
-            prev is not None
-            and prev.op == "Reshape"
-            and not int(prev.attrs.get("allowzero", 0))
-            and not np.any(tgt == 0)
-        ):
-            node.inputs[0] = prev.inputs[0]
-            return None, "Reshape pair merged"
-        if self._same_shape_target(node.inputs[0], tgt, int(node.attrs.get("allowzero", 0)), node.outputs[0]):
-            return node.inputs[0], "no-op Reshape removed"
+
+def _cancel_cast(node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+    x = node.inputs[0]
+    to = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
+    return (x, "no-op Cast removed") if x.dtype is not None and np.dtype(x.dtype) == np.dtype(to) else None
+
+
+def _cancel_expand(node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+    x = node.inputs[0]
+    v = vals.get(node.inputs[1].name) if len(node.inputs) > 1 else None
+    e = v.as_elems() if v is not None else None
+    if e is None or x.shape is None or len(e) != len(x.shape):
         return None
+    return (x, "no-op Expand removed") if all(el == 1 or el == dim_elem(x, k) for k, el in enumerate(e)) else None
 
-    def _cast(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
-        x = node.inputs[0]
-        to = onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
-        return (x, "no-op Cast removed") if x.dtype is not None and np.dtype(x.dtype) == np.dtype(to) else None
 
-    def _expand(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
-        x = node.inputs[0]
-        v = vals.get(node.inputs[1].name) if len(node.inputs) > 1 else None
-        e = v.as_elems() if v is not None else None
-        if e is None or x.shape is None or len(e) != len(x.shape):
-            return None
-        return (x, "no-op Expand removed") if all(el == 1 or el == dim_elem(x, k) for k, el in enumerate(e)) else None
+def _cancel_slice(node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+    return (node.inputs[0], "whole-tensor Slice removed") if _whole_slice(node, vals) else None
 
-    def _slice(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
-        return (node.inputs[0], "whole-tensor Slice removed") if self._whole_slice(node, vals) else None
 
-    def _flatten(self, node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
-        x = node.inputs[0]
-        if x.shape is not None and len(x.shape) == 2 and int(node.attrs.get("axis", 1)) in (1, -1):
-            return x, "no-op Flatten removed"
-        return None
+def _cancel_flatten(node: gs.Node, vals: dict[str, Val]) -> tuple[gs.Tensor | None, str] | None:
+    x = node.inputs[0]
+    if x.shape is not None and len(x.shape) == 2 and int(node.attrs.get("axis", 1)) in (1, -1):
+        return x, "no-op Flatten removed"
+    return None
 
-    @staticmethod
-    def _same_shape_target(x: gs.Tensor, tgt: np.ndarray, allowzero: int, y: gs.Tensor) -> bool:
-        shape = x.shape
-        if shape is None or tgt.ndim != 1 or len(tgt) != len(shape):
+
+def _same_shape_target(x: gs.Tensor, tgt: np.ndarray, allowzero: int, y: gs.Tensor) -> bool:
+    shape = x.shape
+    if shape is None or tgt.ndim != 1 or len(tgt) != len(shape):
+        return False
+    unknown = 0
+    for k, t in enumerate(int(v) for v in tgt):
+        d = shape[k]
+        if t == 0 and not allowzero:
+            continue
+        if t == -1:
+            unknown += 1
+            continue
+        if not (isinstance(d, int) and d == t):
             return False
-        unknown = 0
-        for k, t in enumerate(int(v) for v in tgt):
-            d = shape[k]
-            if t == 0 and not allowzero:
-                continue
-            if t == -1:
-                unknown += 1
-                continue
-            if not (isinstance(d, int) and d == t):
-                return False
-        if unknown == 0:
-            return True
-        # one -1 among otherwise equal dims: it infers the remaining dim, which is then equal too
-        return unknown == 1
-
-    @staticmethod
-    def _whole_slice(node: gs.Node, vals: dict[str, Val]) -> bool:
-        x = node.inputs[0]
-        if x.shape is None or len(node.inputs) < 3:
-            return False
-        get = [const_value(t) if t.name else None for t in node.inputs[1:]]
-        starts, ends = get[0], get[1]
-        axes = get[2] if len(get) > 2 else None
-        steps = get[3] if len(get) > 3 else None
-        if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3].name and axes is None):
-            return False
-        if len(node.inputs) > 4 and node.inputs[4].name and steps is None:
-            return False
-        rank = len(x.shape)
-        axes_l = [int(a) % rank for a in (axes if axes is not None else range(len(starts)))]
-        for i, ax in enumerate(axes_l):
-            s, e = int(starts[i]), int(ends[i])
-            st = int(steps[i]) if steps is not None else 1
-            if st != 1 or s != 0:
-                return False
-            d = x.shape[ax]
-            if e >= 2**31 - 1:
-                continue
-            if isinstance(d, int) and e >= d:
-                continue
-            return False
+    if unknown == 0:
         return True
+    # one -1 among otherwise equal dims: it infers the remaining dim, which is then equal too
+    return unknown == 1
+
+
+def _whole_slice(node: gs.Node, vals: dict[str, Val]) -> bool:
+    x = node.inputs[0]
+    if x.shape is None or len(node.inputs) < 3:
+        return False
+    get = [const_value(t) if t.name else None for t in node.inputs[1:]]
+    starts, ends = get[0], get[1]
+    axes = get[2] if len(get) > 2 else None
+    steps = get[3] if len(get) > 3 else None
+    if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3].name and axes is None):
+        return False
+    if len(node.inputs) > 4 and node.inputs[4].name and steps is None:
+        return False
+    rank = len(x.shape)
+    axes_l = [int(a) % rank for a in (axes if axes is not None else range(len(starts)))]
+    for i, ax in enumerate(axes_l):
+        s, e = int(starts[i]), int(ends[i])
+        st = int(steps[i]) if steps is not None else 1
+        if st != 1 or s != 0:
+            return False
+        d = x.shape[ax]
+        if e >= 2**31 - 1:
+            continue
+        if isinstance(d, int) and e >= d:
+            continue
+        return False
+    return True
 
 
 def _output_nbytes(node: gs.Node, feeds: dict[str, np.ndarray]) -> int | None:
@@ -850,12 +856,12 @@ def _producer(t: gs.Tensor) -> gs.Node | None:
 
 
 _CANCEL: dict[str, Callable[..., tuple[gs.Tensor | None, str] | None]] = {
-    "Squeeze": _Run._squeeze_pair,
-    "Unsqueeze": _Run._squeeze_pair,
-    "Transpose": _Run._transpose,
-    "Reshape": _Run._reshape,
-    "Cast": _Run._cast,
-    "Expand": _Run._expand,
-    "Slice": _Run._slice,
-    "Flatten": _Run._flatten,
+    "Squeeze": _cancel_squeeze_pair,
+    "Unsqueeze": _cancel_squeeze_pair,
+    "Transpose": _cancel_transpose,
+    "Reshape": _cancel_reshape,
+    "Cast": _cancel_cast,
+    "Expand": _cancel_expand,
+    "Slice": _cancel_slice,
+    "Flatten": _cancel_flatten,
 }

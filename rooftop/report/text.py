@@ -189,45 +189,54 @@ def shapes_lines(report: Report) -> list[str]:
     return lines
 
 
+def _cost_lines(report: Report) -> list[str]:
+    """Traffic, FLOPs and the prediction, before → after (none without a cost analysis)."""
+    hw, before, after = report.hardware, report.before, report.after
+    if before is None or after is None or hw is None:
+        return []
+    lines = []
+    saved = before.bytes - after.bytes
+    pct = 100 * saved / before.bytes if before.bytes else 0.0
+    lines.append(
+        f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} "
+        f"({f'{pct:.1f}% saved' if pct >= 0 else f'{-pct:.1f}% more'}), "
+        f"FLOPs {human(before.flops)} → {human(after.flops)}"
+        + (f", int ops {human(before.int_ops)} → {human(after.int_ops)}" if before.int_ops or after.int_ops else "")
+        + f", peak activations {_mb(before.peak_activation_bytes)} → {_mb(after.peak_activation_bytes)}"
+    )
+    lines.append(
+        f"predicted on {hw.name} ({profile_words(hw)}: "
+        f"{human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
+        f"ridge {hw.ridge():.1f} FLOP/B): {_ms(before.predicted_s)} → {_ms(after.predicted_s)}"
+    )
+    if hw.kind != "measured" and report.latency:
+        lines.append(
+            f"note: the prediction is for {hw.name} ({hw.kind} "
+            "figures), the measurements are of this machine's CPU; "
+            "compare their directions, not their values"
+        )
+    blocks = layer_line(after)
+    if blocks:
+        lines.append(blocks)
+    if after.unknown:
+        lines.append(
+            f"{len(after.unknown)} operators could not be costed: "
+            + "; ".join(after.unknown[:3])
+            + (" ..." if len(after.unknown) > 3 else "")
+        )
+    return lines
+
+
 def summary_lines(report: Report) -> list[str]:
     lines = []
-    hw, before, after = report.hardware, report.before, report.after
+    hw, after = report.hardware, report.after
     lines.append(
         f"nodes {report.nodes_before} → {report.nodes_after}, parameters "
         f"{report.params_before:,} → {report.params_after:,}; "
         f"{report.verification}"
     )
     lines += shapes_lines(report)
-    if before is not None and after is not None and hw is not None:
-        saved = before.bytes - after.bytes
-        pct = 100 * saved / before.bytes if before.bytes else 0.0
-        lines.append(
-            f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} "
-            f"({f'{pct:.1f}% saved' if pct >= 0 else f'{-pct:.1f}% more'}), "
-            f"FLOPs {human(before.flops)} → {human(after.flops)}"
-            + (f", int ops {human(before.int_ops)} → {human(after.int_ops)}" if before.int_ops or after.int_ops else "")
-            + f", peak activations {_mb(before.peak_activation_bytes)} → {_mb(after.peak_activation_bytes)}"
-        )
-        lines.append(
-            f"predicted on {hw.name} ({profile_words(hw)}: "
-            f"{human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
-            f"ridge {hw.ridge():.1f} FLOP/B): {_ms(before.predicted_s)} → {_ms(after.predicted_s)}"
-        )
-        if hw.kind != "measured" and report.latency:
-            lines.append(
-                f"note: the prediction is for {hw.name} ({hw.kind} "
-                "figures), the measurements are of this machine's CPU; "
-                "compare their directions, not their values"
-            )
-        blocks = layer_line(after)
-        if blocks:
-            lines.append(blocks)
-        if after.unknown:
-            lines.append(
-                f"{len(after.unknown)} operators could not be costed: "
-                + "; ".join(after.unknown[:3])
-                + (" ..." if len(after.unknown) > 3 else "")
-            )
+    lines += _cost_lines(report)
     for level, lat in report.latency.items():
         deploy = " (deploy level)" if level == report.deploy_level else ""
         lines.append(
