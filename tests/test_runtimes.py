@@ -139,3 +139,40 @@ def test_a_model_whose_weights_stay_on_disk_is_cross_checked(tmp_path):
     onnx.save(m, tmp_path / "big.onnx")
     _, rep = optimize(tmp_path / "big.onnx", tmp_path / "o.onnx")
     assert rep.cross_checked == "OpenVINO (CPU)", rep.warnings
+
+
+def upsample_add_model() -> onnx.ModelProto:
+    """x + Resize(Conv_stride2(x), ×2): runs at even sides, fails in the Add at odd ones."""
+    from onnx import helper
+    from onnx import numpy_helper as nh
+
+    w = nh.from_array(np.random.default_rng(0).standard_normal((3, 3, 3, 3)).astype(np.float32) * 0.3, "w")
+    sc = nh.from_array(np.array([1, 1, 2, 2], np.float32), "sc")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Resize", ["c", "", "sc"], ["u"], mode="nearest"),
+        helper.make_node("Add", ["x", "u"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w, sc]), opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@needs_openvino
+def test_an_openvino_session_is_compiled_anew_after_a_failed_inference():
+    """After an inference that fails on a shape the model cannot take, OpenVINO can compute wrong
+    outputs at the next shape: the session compiles the model again, and runs on as a fresh one."""
+    model = upsample_add_model()
+    rt = runtimes.get("openvino")
+    r = np.random.default_rng(1)
+    even, odd = r.standard_normal((1, 3, 8, 8)).astype(np.float32), r.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    large = r.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    s = rt.load(model)
+    s.run({"x": even})
+    first = s.compiled
+    with pytest.raises(Exception):  # whatever OpenVINO raises for the shape
+        s.run({"x": odd})
+    assert s.rebuilt == 1 and s.compiled is not first
+    np.testing.assert_array_equal(s.run({"x": large})["y"], rt.load(model).run({"x": large})["y"])

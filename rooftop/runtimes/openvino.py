@@ -81,10 +81,13 @@ class OpenVino:
         core = _core()
         with _source(model, path, data) as src:
             ov_model = core.read_model(src)
-        compiled = core.compile_model(
-            ov_model, self.where, self.config(threads or (physical_cores() if timing else 0), timing, perf)
+        cfg = self.config(threads or (physical_cores() if timing else 0), timing, perf)
+        where = self.where
+        return OvSession(
+            core.compile_model(ov_model, where, cfg),
+            [o.name for o in model.graph.output] if model is not None else [],
+            rebuild=lambda: core.compile_model(ov_model, where, cfg),
         )
-        return OvSession(compiled, [o.name for o in model.graph.output] if model is not None else [])
 
     def profile_nodes(
         self, model: ModelProto, feeds: Mapping[str, np.ndarray], *, threads: int = 0, runs: int = 10
@@ -162,9 +165,15 @@ def _beside_its_weights(model: ModelProto, data: bytes | None) -> Iterator[str]:
 class OvSession:
     compiled: object  # openvino.CompiledModel
     expected: list[str]  # the ONNX graph's output names (a port carries every name of its tensor)
+    # compiles the model again: after an inference that failed on a shape the model cannot take,
+    # OpenVINO's CPU plugin (2026.4) can compute wrong outputs at the next shape, in every request
+    # of that compiled model (an OCR detector's references were off by 0.1), so a failure is
+    # followed by a fresh compile
+    rebuild: Callable[[], object] | None = None
 
     def __post_init__(self) -> None:
         self.request = self.compiled.create_infer_request()
+        self.rebuilt = 0
         self.names = []
         for i, port in enumerate(self.compiled.outputs):
             names = port.get_names()
@@ -172,7 +181,14 @@ class OvSession:
             self.names.append(mine[0] if mine else self.expected[i] if i < len(self.expected) else port.any_name)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        res = self.request.infer(dict(feeds))
+        try:
+            res = self.request.infer(dict(feeds))
+        except Exception:
+            if self.rebuild is not None:
+                self.compiled = self.rebuild()
+                self.request = self.compiled.create_infer_request()
+                self.rebuilt += 1
+            raise
         out = {}
         for port, name in zip(self.compiled.outputs, self.names):
             out[name] = np.array(res[port])
