@@ -9,8 +9,9 @@ OpenVINO). Each output is loaded in OpenVINO and its outputs compared with the o
 (same inputs, f32 inference precision), then timed against the original interleaved, in
 onnxruntime at ORT_ENABLE_ALL and in OpenVINO (CPU, latency hint, physical cores): the median
 per-round ratio output/original with its 95% CI. The corpus is ``reproduce.py``'s (models from
-PyPI packages, a TorchScript ShuffleNetV2, a ViT-S from ``transformers``) plus the int8 sample
-and bench_int8's QDQ ResNet-18 where it was built.
+PyPI packages, a TorchScript ShuffleNetV2, a ViT-S from ``transformers``), the int8 exports
+(the sample, bench_int8's QDQ ResNet-18 at quantize_static's defaults and per channel, its int8
+BERT-style encoder) and the transformer corpus of models/hf_corpus.py (both exporters).
 """
 
 from __future__ import annotations
@@ -28,14 +29,30 @@ import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "models"))
 sys.path.insert(0, str(ROOT))
 
 
 def corpus() -> list[Path]:
+    """reproduce.py's real models, the int8 exports (the sample; bench_int8's ResNet-18 at
+    quantize_static's defaults and per channel, and its BERT-style encoder) and the transformer
+    corpus of models/hf_corpus.py (each architecture, tiny, both exporters)."""
+    import bench_int8
+    import hf_corpus
     import reproduce
 
-    extra = [ROOT / "models" / "resnet_qdq_int8.onnx", ROOT / "benchmarks" / "cache" / "resnet18-int8-s8s8.onnx"]
-    return reproduce.corpus() + [p for p in extra if p.exists()]
+    int8 = [ROOT / "models" / "resnet_qdq_int8.onnx"]
+    int8 += [
+        bench_int8.quantized(m, c) for m, c in (("resnet18", "s8s8"), ("resnet18", "s8s8-pc"), ("encoder", "s8s8"))
+    ]
+    exports = []
+    for arch in hf_corpus.ARCHS:
+        for exporter in ("torchscript", "dynamo"):
+            try:
+                exports.append(hf_corpus.build(arch, exporter))
+            except Exception as e:  # noqa: BLE001 - an exporter that cannot export it (GQA in TorchScript)
+                print(f"<!-- {arch} ({exporter}) not exported: {str(e).splitlines()[-1][:80]} -->", file=sys.stderr)
+    return reproduce.corpus() + int8 + exports
 
 
 def feeds(model: onnx.ModelProto, shapes: dict | None) -> dict:
