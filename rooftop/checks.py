@@ -130,6 +130,9 @@ class Checks:
         v.verified, v.max_abs_error = True, res.max_abs_error
         if res.ok:
             return self._check_elsewhere(name, candidate, v, res, path, data)
+        if "cannot load" in res.message:
+            v.cause, v.reason = Cause.INVALID, res.message
+            return f"was refused ({res.message})"
         v.cause, v.reason = Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}"
         return f"differed from the original ({res.message})"
 

@@ -255,6 +255,9 @@ class Verifier:
             weights_nbytes(original) >= LARGE_WEIGHT_BYTES
         )  # (a garbage collection costs 20 ms: for models where memory counts)
         self._references(original, input_shapes, inputs_npz, seed)
+        # a runtime whose check sessions run otherwise than it deploys (OpenVINO: f32, accuracy
+        # mode) must also compile a candidate as deployed, where it compiles the original so
+        self.deployable = self.available and not self._ort and self._compiles(original) == ""
         if big:
             release_memory()  # the reference session is gone before the next is built
         if self.available and self._ort:
@@ -445,6 +448,15 @@ class Verifier:
                 f"it does not run the original at {'; '.join(failed)}"
             )
 
+    def _compiles(self, model: ModelProto, path: str | None = None, data: bytes | None = None) -> str:
+        """'' when the runtime compiles ``model`` with the settings it is timed and deployed with
+        (OpenVINO's default precision and latency hint), else its error."""
+        try:
+            self.runtime.load(model, path=path, data=data, timing=True)
+        except Exception as e:  # noqa: BLE001 - whatever the runtime raises
+            return first_line(e)
+        return ""
+
     def _unavailable(self, reason: str) -> None:
         self.available = False
         self.reason = reason
@@ -480,6 +492,11 @@ class Verifier:
         except Exception as e:  # noqa: BLE001
             return VerifyResult(
                 False, float("inf"), message=f"{self.where} cannot load the rewritten model: {first_line(e)}"
+            )
+        why = self._compiles(candidate, path=path, data=data) if self.deployable else ""
+        if why:
+            return VerifyResult(
+                False, float("inf"), message=f"{self.where} cannot load the rewritten model as deployed: {why}"
             )
         worst = VerifyResult(True, 0.0)
         for s in self.sets:

@@ -110,8 +110,12 @@ def test_quantize_static_models(tmp_path, build, per_channel, activation):
     src, shapes = build(tmp_path)
     q = quantize(src, shapes, tmp_path / "q.onnx", per_channel, activation)
     original = onnx.load(q)
-    # per-channel weight scales in QLinearConv/QLinearMatMul: onnxruntime only (OpenVINO refuses them)
-    out, rep = optimize(q, passes=["requant", "cleanup"], target="onnxruntime" if per_channel else "portable")
+    # per-channel weight scales in QLinearConv/QLinearMatMul: onnxruntime only (OpenVINO refuses them).
+    # The algebra is tested here, so no cross-check: OpenVINO's CPU plugin does not compile some
+    # int8-activation QLinearConvs as deployed (test_runtimes holds that refusal)
+    out, rep = optimize(
+        q, passes=["requant", "cleanup"], target="onnxruntime" if per_channel else "portable", cross_check=False
+    )
     rec = next(r for r in rep.passes if r.name == "requant")
     assert rec.status == "applied", rec.reason
     assert rep.final_check.ok

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS, cli, ops, optimize
+from helpers import MODELS, cli, needs_torch, ops, optimize
 
 from rooftop import runtimes
 from rooftop.errors import UsageError
@@ -176,3 +176,38 @@ def test_an_openvino_session_is_compiled_anew_after_a_failed_inference():
         s.run({"x": odd})
     assert s.rebuilt == 1 and s.compiled is not first
     np.testing.assert_array_equal(s.run({"x": large})["y"], rt.load(model).run({"x": large})["y"])
+
+
+@needs_torch
+@needs_openvino
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_an_output_openvino_cannot_compile_as_deployed_is_refused(tmp_path, runtime):
+    """A ResNet-18 QDQ export (quantize_static's defaults): requant's QLinearConv runs in OpenVINO's
+    f32 check sessions but does not compile with its default settings (no suitable implementation).
+    Decided in OpenVINO, or portable and cross-checked there, the written model compiles as deployed."""
+    import sys
+
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    sys.path.insert(0, str(MODELS))
+    import archs
+
+    torch.manual_seed(0)
+    fp32 = archs.export(archs.resnet18(width=16, num_classes=10).eval(), torch.randn(1, 3, 64, 64), tmp_path / "f.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            r = np.random.default_rng(0)
+            self.data = iter([{"input": r.standard_normal((1, 3, 64, 64)).astype(np.float32)} for _ in range(2)])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    src, out, rep = tmp_path / "q.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
+    quantize_static(str(fp32), str(src), Reader(), quant_format=QuantFormat.QDQ)
+    res = cli(str(src), "-o", str(out), "--runtime", runtime, "--no-time", "--report", str(rep))
+    assert res.returncode == 0, res.stderr
+    requant = next(p for p in json.loads(rep.read_text())["passes"] if p["name"] == "requant")
+    assert requant["status"] == "rolled back" and "cannot load the rewritten model as deployed" in requant["reason"]
+    runtimes.get("openvino").load(onnx.load(out), timing=True)  # compiles as deployed

@@ -83,8 +83,12 @@ class OpenVino:
             ov_model = core.read_model(src)
         cfg = self.config(threads or (physical_cores() if timing else 0), timing, perf)
         where = self.where
+        try:
+            compiled = core.compile_model(ov_model, where, cfg)
+        except Exception as e:
+            raise RuntimeError(message(e)) from e
         return OvSession(
-            core.compile_model(ov_model, where, cfg),
+            compiled,
             [o.name for o in model.graph.output] if model is not None else [],
             rebuild=lambda: core.compile_model(ov_model, where, cfg),
         )
@@ -107,6 +111,14 @@ class OpenVino:
         import openvino as ov
 
         return {"openvino": ov.__version__}
+
+
+def message(e: BaseException) -> str:
+    """OpenVINO's error without the source locations it stacks before the reason
+    (``Exception from src/inference/src/cpp/core.cpp:117:`` ... ``No suitable implementations.``)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '")) and not ln.endswith(".cpp:")]
+    return " ".join(said)[:300] or (lines[0] if lines else type(e).__name__)
 
 
 @contextmanager
