@@ -34,6 +34,7 @@ from pathlib import Path
 import onnx
 from onnx import ModelProto
 
+from rooftop import provenance
 from rooftop.errors import UsageError, first_line
 
 KINDS = (
@@ -110,10 +111,58 @@ class Finding:
     fixed_by: str | None = None  # the pass that removes it, or None: only the author can
     author_fix: str = ""
     op_type: str = ""
+    # where it is in the author's code, when the exporter recorded it (rooftop.provenance)
+    module: str = ""
+    module_class: str = ""
+    source: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
         return self.kind, self.nodes[0] if self.nodes else ""
+
+
+@dataclass
+class Group:
+    """Findings of one kind, or in one module: how many, and what is at stake in all."""
+
+    key: str
+    findings: list[Finding]
+
+    @property
+    def bytes(self) -> float:
+        return sum(f.bytes for f in self.findings)
+
+    @property
+    def predicted_ms(self) -> float:
+        return sum(f.predicted_ms for f in self.findings)
+
+    @property
+    def measured_ms(self) -> float | None:
+        got = [f.measured_ms for f in self.findings if f.measured_ms is not None]
+        return sum(got) if got else None
+
+    def as_dict(self, name: str) -> dict:
+        first = self.findings[0]
+        d = {name: self.key, "count": len(self.findings), "bytes": self.bytes, "predicted_ms": self.predicted_ms}
+        d["measured_ms"] = self.measured_ms
+        if name == "kind":
+            d["fixed_by"] = sorted({f.fixed_by for f in self.findings if f.fixed_by})
+            d["author_fix"] = next((f.author_fix for f in self.findings if f.author_fix), "")
+        else:
+            d.update({"class": first.module_class, "source": first.source})
+            d["kinds"] = sorted({f.kind for f in self.findings})
+        return d
+
+
+def groups(findings: list[Finding], by: str) -> list[Group]:
+    """The findings by ``kind`` or by ``module`` (those with one), the most at stake first."""
+    out: dict[str, Group] = {}
+    for f in findings:
+        key = f.kind if by == "kind" else f.module
+        if by == "module" and not (f.module or f.source):
+            continue
+        out.setdefault(key, Group(key, [])).findings.append(f)
+    return sorted(out.values(), key=lambda g: (-(g.measured_ms or g.predicted_ms), -len(g.findings), g.key))
 
 
 @dataclass
@@ -145,8 +194,10 @@ class Audit:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["schema_version"] = 1
+        d["schema_version"] = 2
         d["findings"] = [asdict(f) for f in self.findings]
+        d["by_kind"] = [g.as_dict("kind") for g in groups(self.findings, "kind")]
+        d["by_module"] = [g.as_dict("module") for g in groups(self.findings, "module")]
         return d
 
 
@@ -459,8 +510,12 @@ def audit(model_path: str, opts, gate: Gate, on_stage: Callable[[str], None] | N
         + (_cost_findings(report.after.rows, hw.overhead_s) if report.after and hw else []),
         applied,
     )
+    where = provenance.index(original.graph.node)
     for f in findings:
         f.author_fix = "" if f.fixed_by else _author_fix(f, opts.target, multiple)
+        src = next((where[n] for n in f.nodes if n in where), None)
+        if src is not None:
+            f.module, f.module_class, f.source = src.module, src.cls, src.location
     findings.sort(key=lambda f: (-(f.measured_ms if f.measured_ms is not None else f.predicted_ms), f.kind))
     total = before.predicted_s if before is not None else 0.0
     memory = sum(r.predicted_s or 0.0 for r in before.rows if r.bound == "memory") if before is not None else 0.0

@@ -121,7 +121,7 @@ def test_gate_exit_codes_and_json(tmp_path):
     r = cli("--audit", str(src), "--report", str(rep), "--hardware", "xeon-avx512")
     assert r.returncode == 0, r.stderr
     d = json.loads(rep.read_text())["audit"]
-    assert d["schema_version"] == 1 and {
+    assert d["schema_version"] == 2 and {
         "findings",
         "nodes",
         "traffic_bytes",
