@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnx import ModelProto
 
-from rooftop import model_io, runtime, runtimes
+from rooftop import model_io, provenance, runtime, runtimes
 from rooftop import plan as plan_mod
 from rooftop import shapes as shapes_mod
 from rooftop.checks import Checks
@@ -41,6 +41,7 @@ from rooftop.passes import (
     Validation,
 )
 from rooftop.plan import Plan
+from rooftop.provenance import Source
 from rooftop.records import (
     ORT_LEVEL_NAMES,
     Cause,
@@ -93,6 +94,8 @@ class Report:
     ops_before: dict[str, int] = field(default_factory=dict)  # op type -> nodes, in the model as given
     ops_after: dict[str, int] = field(default_factory=dict)  # ... and as written
     timestamp: str = ""  # when the run ended (UTC, ISO 8601)
+    # where each node came from in the author's code, by node name, where the exporter recorded it
+    sources: dict[str, Source] = field(default_factory=dict)
     cross_checked: str | None = None  # the second runtime portable candidates were loaded and compared in
 
     @property
@@ -535,6 +538,7 @@ def _report(
         ops_before=_op_counts(original),
         ops_after=_op_counts(optimized),
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        sources=provenance.index([*original.graph.node, *optimized.graph.node]),
     )
     report.plan = run.make_plan(names, out.records, model_path, out.backed_off, report.reverted)
     return report

@@ -106,7 +106,7 @@ def test_markdown(timed_run):
 def test_check_reports_projected_savings():
     res = cli(str(MODELS / "resnet_bn.onnx"), "--check")
     assert res.returncode == 1
-    assert re.search(r"projected: memory traffic [\d.]+MB → [\d.]+MB \([\d.]+MB saved", res.stdout)
+    assert re.search(r"projected: memory traffic [\d.]+ MB → [\d.]+ MB \([\d.]+ MB saved", res.stdout)
 
 
 def test_hardware_json_profile(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rooftop.report.text import TOP_HEADERS, headers, kinds_lines, not_kept, pass_rows, summary_lines, top_rows
+from rooftop.report.text import headers, kinds_lines, not_kept, pass_rows, summary_lines, top_headers, top_rows
 
 if TYPE_CHECKING:
     from rooftop.pipeline import Report
@@ -31,8 +31,8 @@ def markdown(report: Report) -> str:
             "",
             "## Top memory-bound operators (after)",
             "",
-            "| " + " | ".join(TOP_HEADERS) + " |",
-            "|" + "---|" * len(TOP_HEADERS),
+            "| " + " | ".join(top_headers(report)) + " |",
+            "|" + "---|" * len(top_headers(report)),
         ]
         lines += ["| " + " | ".join(r) + " |" for r in top]
     rb = not_kept(report)

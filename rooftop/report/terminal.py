@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from rooftop.report.text import (
-    TOP_HEADERS,
     deploy_word,
     headers,
     kinds_lines,
@@ -17,7 +16,9 @@ from rooftop.report.text import (
     not_kept,
     pass_rows,
     summary_lines,
+    top_headers,
     top_rows,
+    unchanged_line,
 )
 
 if TYPE_CHECKING:
@@ -47,15 +48,20 @@ def print_terminal(report: Report, console: Console | None = None) -> None:
         console.print(line, highlight=False)
     if narrow:
         heads = ["pass", "status", "rw", "nodes", "traffic", f"measured ({deploy_word(report)})", "error"]
-        console.print(_table(title, heads, narrow_rows(report), ("pass", "status"), True))
+        console.print(_table(title, heads, narrow_rows(report, collapsed=False), ("pass", "status"), True))
     else:
-        console.print(_table(title, headers(report), pass_rows(report), ("pass", "status"), False))
+        console.print(_table(title, headers(report), pass_rows(report, collapsed=False), ("pass", "status"), False))
+    idle = unchanged_line(report)
+    if idle:
+        console.print(idle, highlight=False)
     for line in kinds_lines(report) + summary_lines(report):
         console.print(line, highlight=False)
     top = top_rows(report)
     if top:
         console.print(
-            _table("top memory-bound operators after optimization", TOP_HEADERS, top, ("operator", "op"), narrow)
+            _table(
+                "top memory-bound operators after optimization", top_headers(report), top, ("operator", "op"), narrow
+            )
         )
     for r in not_kept(report):
         console.print(f"  {r.name}: {r.status.value} — {r.reason}", highlight=False)

@@ -38,20 +38,32 @@ def _err(x: float | None) -> str:
     return f"{x:.1e}" if x else "0"
 
 
-def _delta(a: Any, b: Any, fmt) -> str:
+def _change(a: float | None, b: float | None, scale: float, unit: str) -> str:
+    """``a→b unit (±d)``, with as many digits as it takes for two different values never to print
+    alike (33.66→33.74 MB, not 33.7MB→33.7MB), and the signed change; one value when equal."""
     if a is None or b is None:
         return "-"
-    if a == b:
-        return fmt(b)
-    return f"{fmt(a)}→{fmt(b)}"
+    if abs(b - a) <= 1e-9 * max(abs(a), abs(b)):  # equal but for float rounding in a sum
+        return f"{a / scale:.3g} {unit}"
+    for digits in range(4, 10):
+        sa, sb = f"{a / scale:.{digits}g}", f"{b / scale:.{digits}g}"
+        if sa != sb:
+            break
+    return f"{sa}→{sb} {unit} ({(b - a) / scale:+.{max(digits - 1, 2)}g})"
+
+
+def _flops(a: float | None, b: float | None) -> str:
+    top = max(abs(a or 0.0), abs(b or 0.0))
+    scale, prefix = next(((s, p) for s, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")) if top >= s), (1.0, ""))
+    return _change(a, b, scale, f"{prefix}FLOP")
 
 
 def _mb(x: float) -> str:
-    return f"{x / 1e6:.3g}MB"
+    return f"{x / 1e6:.3g} MB"
 
 
 def _ms(x: float) -> str:
-    return f"{x * 1e3:.3g}ms"
+    return f"{x * 1e3:.3g} ms"
 
 
 def _lat(lat: Latency | None) -> str:
@@ -86,9 +98,23 @@ def _shown(r: PassRecord) -> bool:
     return r.status in (Status.APPLIED, Status.REJECTED)
 
 
-def pass_rows(report: Report) -> list[list[str]]:
+def _listed(report: Report) -> list[PassRecord]:
+    """The passes the tables list one a row: every one that did, or was stopped from doing, something."""
+    return [r for r in report.passes if r.status is not Status.UNCHANGED]
+
+
+def unchanged_line(report: Report) -> str:
+    """The passes that found nothing, collapsed into one cell."""
+    names = [
+        r.name + (f" #{r.iteration}" if r.iteration > 1 else "") for r in report.passes if r.status is Status.UNCHANGED
+    ]
+    return f"{len(names)} unchanged: {', '.join(names)}" if names else ""
+
+
+def pass_rows(report: Report, collapsed: bool = True) -> list[list[str]]:
+    """One row a pass that did something; with ``collapsed``, one more for those that found nothing."""
     rows = []
-    for r in report.passes:
+    for r in _listed(report):
         c = r.cost if _shown(r) else None
         status = r.status.value.upper() if r.status in (Status.ROLLED_BACK, Status.REJECTED) else r.status.value
         rows.append(
@@ -97,12 +123,28 @@ def pass_rows(report: Report) -> list[list[str]]:
                 status,
                 str(r.rewrites),
                 f"{r.nodes_before}→{r.nodes_after}" if r.nodes_before != r.nodes_after else str(r.nodes_after),
-                _delta(c.before.flops, c.after.flops, lambda v: human(v)) if c else "",
-                _delta(c.before.bytes, c.after.bytes, _mb) if c else "",
-                _delta(c.before.predicted_s, c.after.predicted_s, _ms) if c else "",
+                _flops(c.before.flops, c.after.flops) if c else "",
+                _change(c.before.bytes, c.after.bytes, 1e6, "MB") if c else "",
+                _change(c.before.predicted_s, c.after.predicted_s, 1e-3, "ms") if c else "",
                 (_lat(r.latency) if not r.removes_only else "with final") if _shown(r) else "",
                 _verified(r),
                 f"{r.seconds:.2f}",
+            ]
+        )
+    rest = unchanged_line(report) if collapsed else ""
+    if rest:
+        rows.append(
+            [
+                rest,
+                "unchanged",
+                "0",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"{sum(r.seconds for r in report.passes if r.status is Status.UNCHANGED):.2f}",
             ]
         )
     return rows
@@ -198,16 +240,18 @@ def _cost_lines(report: Report) -> list[str]:
     saved = before.bytes - after.bytes
     pct = 100 * saved / before.bytes if before.bytes else 0.0
     lines.append(
-        f"memory traffic {_mb(before.bytes)} → {_mb(after.bytes)} "
-        f"({f'{pct:.1f}% saved' if pct >= 0 else f'{-pct:.1f}% more'}), "
-        f"FLOPs {human(before.flops)} → {human(after.flops)}"
-        + (f", int ops {human(before.int_ops)} → {human(after.int_ops)}" if before.int_ops or after.int_ops else "")
-        + f", peak activations {_mb(before.peak_activation_bytes)} → {_mb(after.peak_activation_bytes)}"
+        f"memory traffic {_change(before.bytes, after.bytes, 1e6, 'MB')}, "
+        f"{f'{pct:.1f}% saved' if pct >= 0 else f'{-pct:.1f}% more'}"
     )
     lines.append(
-        f"predicted on {hw.name} ({profile_words(hw)}: "
-        f"{human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
-        f"ridge {hw.ridge():.1f} FLOP/B): {_ms(before.predicted_s)} → {_ms(after.predicted_s)}"
+        f"FLOPs {_flops(before.flops, after.flops)}"
+        + (f", int ops {_flops(before.int_ops, after.int_ops)}" if before.int_ops or after.int_ops else "")
+        + f"; peak activations {_change(before.peak_activation_bytes, after.peak_activation_bytes, 1e6, 'MB')}"
+    )
+    lines.append(f"predicted on {hw.name}: {_change(before.predicted_s, after.predicted_s, 1e-3, 'ms')}")
+    lines.append(
+        f"profile {hw.name} ({profile_words(hw)}): {human(hw.peak('fp32'), 'FLOP/s')}, "
+        f"{human(hw.bandwidth, 'B/s')}, ridge {hw.ridge():.1f} FLOP/B"
     )
     if hw.kind != "measured" and report.latency:
         lines.append(
@@ -281,8 +325,19 @@ def top_rows(report: Report, k: int = 8) -> list[list[str]]:
                 _ms(r.predicted_s or 0.0),
                 "-" if r.measured_s is None else _ms(r.measured_s),
             ]
+            + ([module_of(report, r.name)] if report.sources else [])
         )
     return rows
+
+
+def top_headers(report: Report) -> list[str]:
+    return TOP_HEADERS + (["module (class, source)"] if report.sources else [])
+
+
+def module_of(report: Report, name: str) -> str:
+    """The node's place in the author's code (``features.3.conv.1 (BatchNorm2d, mobilenetv2.py:174)``), or -."""
+    s = report.sources.get(name)
+    return s.describe() if s is not None else "-"
 
 
 TOP_HEADERS = ["operator", "op", "FLOP/B", "traffic", "predicted", "measured"]
@@ -345,16 +400,19 @@ def not_kept(report: Report) -> list[PassRecord]:
     ]
 
 
-def narrow_rows(report: Report) -> list[list[str]]:
+def narrow_rows(report: Report, collapsed: bool = True) -> list[list[str]]:
     """The pass table for narrow terminals: no FLOPs, predicted time or seconds (the summary and the
     JSON carry them), the measured ratio without the milliseconds."""
     rows = []
-    for full, r in zip(pass_rows(report), report.passes):
+    for full, r in zip(pass_rows(report, collapsed=False), _listed(report)):
         lat = r.latency if _shown(r) else None
         measured = (
             "" if lat is None else f"{lat.describe()}{'' if lat.verdict is Verdict.FASTER else ' ' + lat.verdict.value}"
         )
         rows.append([full[0], full[1], full[2], full[3], full[5], measured, full[8]])
+    rest = unchanged_line(report) if collapsed else ""
+    if rest:
+        rows.append([rest, "unchanged", "0", "", "", "", ""])
     return rows
 
 
