@@ -1,0 +1,153 @@
+"""The HTML report and the audit page in a real browser (headless Chromium, 1280 px wide): the
+verdict on the first screen, nothing wider than the window, no console error; and the reports'
+content parsed from what was rendered: verdict first, growth printed as growth, unchanged passes
+on one row, no empty table, findings in the author's terms."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import browser
+import pytest
+from helpers import MODELS, cli, needs_torch
+
+WIDTH, FIRST_SCREEN = 1280, 900
+
+needs_browser = pytest.mark.skipif(
+    browser.find() is None,
+    reason="no Chromium: apt-get install chromium-headless-shell (.ci/run installs it)",
+)
+
+
+class Tables(HTMLParser):
+    """Every table of a page as rows of cell texts, with the heading before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[tuple[str, list[list[str]]]] = []
+        self.heading, self._in_h, self._cell, self._row = "", False, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("h2", "h3"):
+            self._in_h, self.heading = True, ""
+        elif tag == "table":
+            self.tables.append((self.heading, []))
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("h2", "h3"):
+            self._in_h = False
+        elif tag in ("td", "th") and self._row is not None:
+            self._row.append(self._cell.strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self.tables:
+            self.tables[-1][1].append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._in_h:
+            self.heading += data
+        if self._cell is not None:
+            self._cell += data
+
+
+def tables(page: Path) -> list[tuple[str, list[list[str]]]]:
+    p = Tables()
+    p.feed(page.read_text())
+    return p.tables
+
+
+def report(tmp_path: Path, model: Path, *extra: str) -> tuple[Path, dict]:
+    html, js = tmp_path / f"{model.stem}.html", tmp_path / f"{model.stem}.json"
+    res = cli(
+        str(model), "-o", str(tmp_path / f"{model.stem}.out.onnx"), "--report", str(html), "--report", str(js), *extra
+    )
+    assert res.returncode == 0, res.stderr
+    return html, json.loads(js.read_text())
+
+
+def assert_renders(page: Path, first: str) -> None:
+    got = browser.render(page, [first, "h1"], width=WIDTH)
+    assert got.console == [], got.console
+    assert got.width <= WIDTH, f"{page.name} is {got.width} px wide"
+    assert 0 <= got.tops[first] < FIRST_SCREEN, f"{first} at {got.tops[first]} px"
+
+
+@needs_browser
+@pytest.mark.parametrize("sample", ["odd_channels", "resnet_bn", "resnet_qdq_int8", "encoder_dynamic"])
+def test_the_report_reads_in_a_browser(tmp_path, sample):
+    page, rep = report(tmp_path, MODELS / f"{sample}.onnx", "--time-budget", "0.2")
+    assert_renders(page, "#verdict")
+    text = page.read_text()
+    assert text.index('id="verdict"') < text.index("<h2>Summary") < text.index("<h2>Passes")
+    found = tables(page)
+    assert all(rows[1:] for _, rows in found), "an empty table was printed"
+    passes = next(rows for heading, rows in found if heading == "Passes")
+    idle = [r for r in rows_of(passes) if r[1] == "unchanged"]
+    assert len(idle) <= 1 and all(re.match(r"\d+ unchanged: ", r[0]) for r in idle)
+    listed = {r[0].split(" #")[0] for r in rows_of(passes) if r[1] != "unchanged"}
+    assert listed == {p["name"] for p in rep["passes"] if p["status"] != "unchanged"}
+
+
+def rows_of(table: list[list[str]]) -> list[list[str]]:
+    return table[1:]
+
+
+@needs_browser
+def test_growth_is_never_printed_as_equal(tmp_path):
+    """pad-channels adds traffic on the odd-channel sample: its row says by how much."""
+    page, rep = report(tmp_path, MODELS / "odd_channels.onnx", "--no-time", "--passes", "pad-channels")
+    passes = next(rows for heading, rows in tables(page) if heading == "Passes")
+    pad = next(r for r in rows_of(passes) if r[0] == "pad-channels")
+    traffic = pad[passes[0].index("traffic")]
+    before, after, delta = re.match(r"([\d.]+)→([\d.]+) MB \(\+([\d.e-]+)\)", traffic).groups()
+    rec = next(p for p in rep["passes"] if p["name"] == "pad-channels")
+    assert float(after) > float(before) and float(delta) > 0
+    assert float(delta) == pytest.approx((rec["bytes_after"] - rec["bytes_before"]) / 1e6, rel=0.05)
+
+
+@needs_browser
+def test_the_audit_page_reads_in_a_browser_and_the_comment_is_short(tmp_path):
+    page, md = tmp_path / "a.html", tmp_path / "a.md"
+    res = cli("--audit", str(MODELS / "resnet_bn.onnx"), "--report", str(page), "--report", str(md))
+    assert res.returncode == 0, res.stderr
+    assert_renders(page, "#verdict")
+    found = tables(page)
+    kinds = next(rows for h, rows in found if h == "By kind")
+    every = [r for h, rows in found if h == "Every finding, by kind" for r in rows_of(rows)]
+    assert "<pre>" not in page.read_text() and len(md.read_bytes()) < 4096
+    assert sum(int(r[1]) for r in rows_of(kinds)) == len(every) > 0
+
+
+@needs_torch
+@needs_browser
+def test_a_dynamo_export_audited_in_its_authors_terms(tmp_path):
+    """Every finding of a torchvision-style MobileNetV2 exported with the dynamo exporter names the
+    module path and the class it came from, in the JSON and on the rendered page."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(MODELS))
+    import archs
+
+    torch.manual_seed(0)
+    src = archs.export(
+        archs.mobilenet_v2(0.35, 10).eval(), torch.randn(1, 3, 64, 64), tmp_path / "m.onnx", exporter="dynamo"
+    )
+    page, js, md = tmp_path / "a.html", tmp_path / "a.json", tmp_path / "a.md"
+    res = cli("--audit", str(src), "--report", str(page), "--report", str(js), "--report", str(md))
+    assert res.returncode == 0, res.stderr
+    audit = json.loads(js.read_text())["audit"]
+    assert audit["findings"] and all(f["module"] and f["module_class"] for f in audit["findings"])
+    assert {m["module"] for m in audit["by_module"]} == {f["module"] for f in audit["findings"]}
+    assert_renders(page, "#verdict")
+    cells = [r for h, rows in tables(page) if h == "Every finding, by kind" for r in rows_of(rows)]
+    assert len(cells) == len(audit["findings"]) and all(r[1] != "-" and r[2] != "-" for r in cells)
+    assert len(md.read_bytes()) < 4096 and "BatchNorm2d" in md.read_text()
