@@ -12,7 +12,7 @@ from pathlib import Path
 
 import browser
 import pytest
-from helpers import MODELS, cli, needs_torch
+from helpers import MODELS, ROOT, cli, needs_torch
 
 WIDTH, FIRST_SCREEN = 1280, 900
 
@@ -151,3 +151,77 @@ def test_a_dynamo_export_audited_in_its_authors_terms(tmp_path):
     cells = [r for h, rows in tables(page) if h == "Every finding, by kind" for r in rows_of(rows)]
     assert len(cells) == len(audit["findings"]) and all(r[1] != "-" and r[2] != "-" for r in cells)
     assert len(md.read_bytes()) < 4096 and "BatchNorm2d" in md.read_text()
+
+
+def _ocr_recognizer(tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
+    """PP-OCRv4's recognizer as shipped in the rapidocr-onnxruntime wheel (x: [N, 3, 48, W])."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import wild
+
+    found = [p for p in wild.pypi_models(["rapidocr-onnxruntime"]) if p.name == "ch_PP-OCRv4_rec_infer.onnx"]
+    if not found:
+        pytest.skip("rapidocr-onnxruntime could not be downloaded from PyPI")
+    return found[0], ()
+
+
+def _int8_resnet(tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
+    """A ResNet-18 (width 16) exported by torch and quantized by quantize_static's defaults (QDQ, s8s8)."""
+    import sys
+
+    import numpy as np
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    sys.path.insert(0, str(MODELS))
+    import archs
+
+    torch.manual_seed(0)
+    fp32 = archs.export(archs.resnet18(width=16, num_classes=10).eval(), torch.randn(1, 3, 64, 64), tmp_path / "f.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.data = iter([{"input": np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)}])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    quantize_static(str(fp32), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ)
+    return tmp_path / "q.onnx", ()
+
+
+def _vit(tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
+    """A ViT built by ``transformers`` from its config (random weights), TorchScript export."""
+    import sys
+
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(MODELS))
+    import hf_corpus
+
+    return hf_corpus.build("vit", "torchscript"), ("--target", "onnxruntime")
+
+
+@needs_torch
+@needs_browser
+@pytest.mark.parametrize("make", [_ocr_recognizer, _int8_resnet, _vit], ids=["ocr-dynamic-width", "int8", "vit"])
+def test_reports_of_real_models_read_in_a_browser(tmp_path, make):
+    """An OCR recognizer with a dynamic width, an int8 QDQ model and a transformer: the verdict on
+    the first screen, the shapes it was decided at (and the defaulted dims) in it, growth shown as
+    growth, no empty table, nothing wider than the window."""
+    src, extra = make(tmp_path)
+    page, rep = report(tmp_path, src, "--time-budget", "0.3", *extra)
+    assert_renders(page, "#verdict")
+    verdict = page.read_text().split('id="verdict"')[1].split("</section>")[0]
+    assert "decided at" in verdict and all(label in verdict for label in rep["provenance"]["shapes"])
+    if rep["shapes"]["defaulted"]:
+        assert "--input-shape" in verdict  # the line that binds the shapes it is really run at
+    found = tables(page)
+    assert all(rows[1:] for _, rows in found), "an empty table was printed"
+    passes = next(rows for heading, rows in found if heading == "Passes")
+    traffic = passes[0].index("traffic")
+    for row in rows_of(passes):
+        m = re.match(r"([\d.]+)→([\d.]+) MB \(([+-][\d.e-]+)\)", row[traffic])
+        if m:  # a change is printed with its sign, and the two ends differ
+            a, b, d = (float(x) for x in m.groups())
+            assert a != b and (b > a) == (d > 0)

@@ -70,7 +70,7 @@ def _lat(lat: Latency | None) -> str:
     if lat is None:
         return "-"
     mark = {"faster": "", "slower": " slower", "noise": " (noise)"}[lat.verdict.value]
-    return f"{lat.ms_before:.3g}→{lat.ms_after:.3g}ms {lat.describe()}{mark}"
+    return f"{lat.ms_before:.3g}→{lat.ms_after:.3g} ms {lat.describe()}{mark}"
 
 
 def deploy_word(report: Report) -> str:
