@@ -21,9 +21,9 @@ an RMSNormalization of such a sum likewise becomes ``SkipSimplifiedLayerNormaliz
 Below the standard op's opset a decomposed norm of such a sum goes straight to its Skip… form
 (the com.microsoft ops need no opset); one of anything else is refused with the opset.
 On the CPU execution provider the LayerNorm Skip form is refused: onnxruntime's CPU
-SkipLayerNormalization runs slower than its Add + LayerNormalization (and than the
-LayerNormalization it fuses from the decomposed ops itself), with or without the sum output
-(benchmarks/RESULTS.md); SkipSimplifiedLayerNormalization is not, and stays.
+SkipLayerNormalization runs slower than its Add + LayerNormalization where the next residual
+reads the sum, and gains nothing where it does not (onnxruntime fuses that form itself)
+(benchmarks/bench_skip_layernorm.py); SkipSimplifiedLayerNormalization does not lose, and stays.
 
 The fused ops compute in float32 like the pattern; results agree to rounding (verified).
 LayerNorm is matched first, so its centred half is never taken for an RMSNorm.

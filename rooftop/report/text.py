@@ -158,7 +158,7 @@ def _verified(r: PassRecord) -> str:
 
 
 def profile_words(hw) -> str:
-    """How the profile's figures were had: ``measured here 3 h ago (best of 2 measurements)``."""
+    """How the profile's figures were had: ``measured here 3 h ago, best of 2``."""
     if hw.kind != "measured":
         return f"{hw.kind} figures"
     from rooftop.analysis.hardware import profile_age_s
@@ -170,7 +170,7 @@ def profile_words(hw) -> str:
         else (f"{age / 60:.0f} min ago" if age < 5400 else f"{age / 3600:.0f} h ago")
     )
     n = int(hw.details.get("measurements", 1))
-    return f"measured here {when}, best of {n} measurement{'s' if n != 1 else ''}"
+    return f"measured here {when}, best of {n}"
 
 
 def opset_line(report: Report) -> str:
@@ -250,8 +250,8 @@ def _cost_lines(report: Report) -> list[str]:
     )
     lines.append(f"predicted on {hw.name}: {_change(before.predicted_s, after.predicted_s, 1e-3, 'ms')}")
     lines.append(
-        f"profile {hw.name} ({profile_words(hw)}): {human(hw.peak('fp32'), 'FLOP/s')}, "
-        f"{human(hw.bandwidth, 'B/s')}, ridge {hw.ridge():.1f} FLOP/B"
+        f"profile {hw.name}: {human(hw.peak('fp32'), 'FLOP/s')}, {human(hw.bandwidth, 'B/s')}, "
+        f"ridge {hw.ridge():.1f} FLOP/B ({profile_words(hw)})"
     )
     if hw.kind != "measured" and report.latency:
         lines.append(
@@ -283,10 +283,7 @@ def summary_lines(report: Report) -> list[str]:
     lines += _cost_lines(report)
     for level, lat in report.latency.items():
         deploy = " (deploy level)" if level == report.deploy_level else ""
-        lines.append(
-            f"measured {lat.level_name}{deploy}, {lat.threads} threads, {lat.rounds} interleaved rounds: {_lat(lat)} "
-            "(median of per-round ratios after/before [95% CI])"
-        )
+        lines.append(f"measured {lat.level_name}{deploy}, {lat.threads} threads, {lat.rounds} rounds: {_lat(lat)}")
     opset = opset_line(report)
     if opset:
         lines.append(opset)
