@@ -356,14 +356,7 @@ class _Run:
             raise Refused("Gemm: beta is not 1")
         transB = int(node.attrs.get("transB", 0))
         n_out = bq.shape[0] if transB else bq.shape[1]
-        inputs = [
-            a.node.inputs[0],
-            a.node.inputs[1],
-            a.node.inputs[2],
-            b.node.inputs[0],
-            b.node.inputs[1],
-            b.node.inputs[2],
-        ]
+        inputs = [*_operand(a), *_operand(b)]
         if len(node.inputs) > 2 and node.inputs[2].name:
             bias = _bias(node.inputs[2], a, b, n_out)
             if bias is None:
@@ -465,16 +458,7 @@ class _Run:
         if found is None:
             return 0
         x, w, wq, q, relu = found
-        inputs = [
-            x.node.inputs[0],
-            x.node.inputs[1],
-            x.node.inputs[2],
-            w.node.inputs[0],
-            w.node.inputs[1],
-            w.node.inputs[2],
-            q.node.inputs[1],
-            q.node.inputs[2],
-        ]
+        inputs = [*_operand(x), *_operand(w), q.node.inputs[1], q.node.inputs[2]]
         if node.op == "Conv":
             if wq.ndim < 3 or not (w.per_tensor or (w.axis in (0, -wq.ndim) and w.scale.size == wq.shape[0])):
                 raise Refused("Conv: weight scales neither per tensor nor per output channel")
@@ -540,6 +524,11 @@ def _qlinear_group(graph: gs.Graph, node: gs.Node, target: str):
             "but not in OpenVINO (portable keeps the QDQ form; --target onnxruntime converts it)",
         )
     return x, w, wq, q, relu
+
+
+def _operand(p: QParams) -> list[gs.Tensor]:
+    """A QLinear op's (tensor, scale, zero point) of a DequantizeLinear's input (its zero point named)."""
+    return [p.node.inputs[0], p.node.inputs[1], p.node.inputs[2]]
 
 
 def _bias(t: gs.Tensor, x: QParams, w: QParams, cout: int) -> gs.Tensor | None:
