@@ -207,6 +207,14 @@ class Judge:
         # without, until "slower or not" is (the decision; the summary line shows the spread)
         self.final_stop = "verdict" if opts.time_all_levels else "gate"
         self.gate = True  # per-pass measurement (off during back-off re-runs)
+        # the model as given, when --opset converted it: the final comparison is against it, so a
+        # conversion that slows the model is caught like a pass that does
+        self.given: ModelProto | None = None
+
+    @property
+    def base(self) -> ModelProto:
+        """What the final model must not be slower than: the model as given."""
+        return self.given if self.given is not None else self.original
 
     @property
     def measured(self) -> bool:
@@ -300,7 +308,8 @@ class Judge:
         under load reads a few percent either way: backing off on that would make the same
         command write different models from run to run."""
         kept = [r for r in records if r.status is Status.APPLIED]
-        margin = self.opts.noise_band * (2 if kept and all(r.removes_only for r in kept) else 1)
+        only_removes = kept and all(r.removes_only for r in kept) and self.given is None  # (a conversion is not)
+        margin = self.opts.noise_band * (2 if only_removes else 1)
         return lat.verdict is Verdict.SLOWER and lat.ci[0] > 1.0 + margin
 
     def _paid_again(self, current: ModelProto, candidate: ModelProto, level: str, v: Validation) -> bool:
@@ -426,11 +435,11 @@ class Judge:
         """Compare the final model with the original at the deploy level; back off while slower
         (``rerun`` runs the pipeline again with the positions of ``skip`` left out)."""
         level = self.opts.deploy_level
-        if self.compare is None or optimized is self.original:
+        if self.compare is None or optimized is self.base:
             return optimized, records, None, []
         self.stage(f"timing the optimized model against the original ({level_word(self.rt, level)})")
         # (a noise reading of the final model is not read again: only a slower one is confirmed)
-        lat = self.confirmed(self.original, optimized, level, self.final_stop, lean=False)
+        lat = self.confirmed(self.base, optimized, level, self.final_stop, lean=False)
         if lat is None or not self._clearly_slower(lat, records) or self.opts.keep_slower:
             return optimized, records, lat, []
         why = f"the optimized model was slower than the original at {lat.level_name}: {lat.describe()}"
@@ -451,41 +460,44 @@ class Judge:
             optimized, records = rerun(skip)
             if optimized is self.original:
                 break
-            lat = self.confirmed(self.original, optimized, level, self.final_stop, lean=False)
+            lat = self.confirmed(self.base, optimized, level, self.final_stop, lean=False)
             if lat is None or not self._clearly_slower(lat, records):
                 return optimized, records, lat, dropped
         return self.revert(records, why), records, None, [r.name for r in kept]
 
     def revert(self, records: list[PassRecord], why: str) -> ModelProto:
-        """The last resort: every kept pass is dropped and the original graph goes out unchanged."""
+        """The last resort: every kept pass is dropped and the original graph goes out unchanged
+        (the model as given, when the --opset conversion was part of what ran slower)."""
+        what = "the original graph" if self.given is None else "the model as given (not converted)"
         for r in records:
             if r.status is Status.APPLIED:
                 r.status, r.cause = Status.SKIPPED, Cause.BACKED_OFF
-                r.reason = f"backed off: {why}; backing off did not help, the original graph is written unchanged"
+                r.reason = f"backed off: {why}; backing off did not help, {what} is written unchanged"
                 r.nodes_after = r.nodes_before
-        self.warnings.append(f"{why}; the original graph is written unchanged (--keep-slower keeps the rewrites)")
-        return self.original
-
-    def final_latency(self, optimized: ModelProto, deploy: Latency | None) -> dict[str, Latency]:
-        """The final model against the original at ORT_DISABLE_ALL (our rewrites alone) and at the deploy level."""
-        out: dict[str, Latency] = {}
-        if self.compare is None or optimized is self.original:
-            return out
-        deploy_level = self.opts.deploy_level
-        levels = ("disable", deploy_level) if self.opts.time_all_levels and self.rt.levels else (deploy_level,)
-        for level in dict.fromkeys(levels):
-            if level == deploy_level and deploy is not None:
-                out[level] = deploy
-                continue
-            self.stage(f"timing the optimized model against the original ({level_word(self.rt, level)})")
-            lat = self.measure(self.original, optimized, level, "verdict")
-            if lat is not None:
-                out[level] = lat
-        return out
+        self.warnings.append(f"{why}; {what} is written unchanged (--keep-slower keeps the rewrites)")
+        return self.base
 
     def forget(self) -> None:
         if isinstance(self.compare, OrtComparator):
             self.compare.forget()
+
+
+def final_latency(judge: Judge, optimized: ModelProto, deploy: Latency | None) -> dict[str, Latency]:
+    """The final model against the original at ORT_DISABLE_ALL (our rewrites alone) and at the deploy level."""
+    out: dict[str, Latency] = {}
+    if judge.compare is None or optimized is judge.base:
+        return out
+    deploy_level = judge.opts.deploy_level
+    levels = ("disable", deploy_level) if judge.opts.time_all_levels and judge.rt.levels else (deploy_level,)
+    for level in dict.fromkeys(levels):
+        if level == deploy_level and deploy is not None:
+            out[level] = deploy
+            continue
+        judge.stage(f"timing the optimized model against the original ({level_word(judge.rt, level)})")
+        lat = judge.measure(judge.base, optimized, level, "verdict")
+        if lat is not None:
+            out[level] = lat
+    return out
 
 
 def _by_structure(v: Validation, opts: Options, hw: HardwareProfile | None) -> None:
@@ -553,4 +565,4 @@ def _must_pay(name: str, current: ModelProto, candidate: ModelProto, v: Validati
     return len(candidate.graph.node) > len(current.graph.node) or _adds_traffic(v) or _adds_ops(v)
 
 
-__all__ = ["MAX_BACKOFF", "Judge", "OrtComparator", "disagreement", "in_turn", "timing_feeds"]
+__all__ = ["MAX_BACKOFF", "Judge", "OrtComparator", "disagreement", "final_latency", "in_turn", "timing_feeds"]

@@ -29,7 +29,7 @@ from rooftop import model_io, provenance, runtime, runtimes
 from rooftop import plan as plan_mod
 from rooftop import shapes as shapes_mod
 from rooftop.checks import Checks
-from rooftop.decide import Judge, OrtComparator, Skip, disagreement, in_turn
+from rooftop.decide import Judge, OrtComparator, Skip, disagreement, final_latency, in_turn
 from rooftop.errors import UsageError, VerificationError, first_line
 from rooftop.options import Comparator, Options
 from rooftop.passes import (
@@ -467,12 +467,15 @@ def _optimize(
     on_pass_end,
     replay: Plan | None = None,
 ) -> tuple[ModelProto, Report]:
+    given = original
     original, converted = _convert(original, opts, model_path or "model")
     notes += converted
 
     run = _Run(original, opts, stage, replay)
     run.warnings.extend(notes)
     run.prepare()
+    if original is not given:
+        run.judge.given = given  # the final model is compared with the model as given
     optimized, records = run.run_passes(names, dict(run.base_skip), on_pass_start, on_pass_end)
     optimized, records = run.verify_output(names, optimized, records, on_pass_start, on_pass_end)
     optimized, records, deploy_lat, backed_off = run.final_decision(
@@ -482,8 +485,8 @@ def _optimize(
     final = run.checks.final(optimized, records)
     if opts.strict:
         _strict(records)
-    after = run.current_cost if optimized is not original else run.before
-    latency = run.judge.final_latency(optimized, deploy_lat)
+    after = run.current_cost if optimized is not original and optimized is not given else run.before
+    latency = final_latency(run.judge, optimized, deploy_lat)
     deploy = latency.get(opts.deploy_level)
     disagreed = disagreement(
         run.before,
@@ -528,7 +531,7 @@ def _report(
         latency=out.latency,
         measured=run.judge.measured,
         backed_off=out.backed_off,
-        reverted=bool(out.backed_off) and optimized is original,
+        reverted=bool(out.backed_off) and (optimized is original or optimized is run.judge.given),
         disagreement=out.disagreement,
         ort_load_error=run.checks.verifier.load_error if run.checks.verifier is not None else None,
         replayed=str(opts.plan) if opts.plan is not None else None,

@@ -17,6 +17,7 @@ import pytest
 from helpers import cli, counted, init, make_model, ops, run, vi
 
 import rooftop
+from rooftop import model_io
 from rooftop import passes as P
 from rooftop.analysis.timing import decided, median_ci
 from rooftop.passes.base import Pass, PassResult
@@ -472,3 +473,34 @@ def test_two_readings_that_disagree_are_settled_by_a_third(test_passes, readings
     )
     (rec,) = rep.passes
     assert (rec.status is Status.APPLIED) is kept and len(seen) >= len(readings)
+
+
+def priced_by_opset(slow_from: int):
+    """A comparator that prices a model at 1.2 from default-domain opset ``slow_from``, else 1.0."""
+
+    def compare(before, after, level, stop):
+        def price(m):
+            return 1.2 if model_io.default_opset(m) >= slow_from else 1.0
+
+        a, b = price(before), price(after)
+        r = b / a
+        return Latency(level=level, threads=1, rounds=10, ms_before=a, ms_after=b, ratio=r, ci=(r, r), iqr=(r, r))
+
+    return compare
+
+
+@pytest.mark.parametrize(("slow_from", "written_opset"), [(18, 17), (99, 18)])
+def test_the_final_model_is_compared_with_the_model_as_given_not_the_converted_one(
+    test_passes, slow_from, written_opset
+):
+    """--opset converts the model first: a conversion that makes it slower is caught by the final
+    comparison (against the model as given), and the model as given is written unchanged."""
+    m = chain_model()
+    assert model_io.default_opset(m) == 17
+    out, rep = rooftop.optimize(
+        m, passes=[c.name for c in RENAMES[:1]], opset=18, comparator=priced_by_opset(slow_from)
+    )
+    assert model_io.default_opset(out) == written_opset
+    assert bool(rep.backed_off) is (written_opset == 17) and rep.reverted is (written_opset == 17)
+    if written_opset == 17:
+        assert any("the model as given (not converted) is written unchanged" in w for w in rep.warnings)
