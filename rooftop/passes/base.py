@@ -68,12 +68,12 @@ class PassResult:
     for each candidate looked at and left; ``notes`` are free text. ``counts`` and ``refusals``
     are read-only views."""
 
-    __slots__ = ("_counts", "_refusals", "notes")
+    __slots__ = ("_counts", "_reason", "notes")
 
     def __init__(self, notes: Iterable[str] = ()) -> None:
         self.notes: list[str] = list(notes)
         self._counts: dict[str, int] = {}
-        self._refusals: dict[str, list[str]] = {}
+        self._reason: dict[str, str] = {}  # node -> why it was left (one reason a node, the latest)
 
     @property
     def rewrites(self) -> int:
@@ -89,7 +89,11 @@ class PassResult:
 
     @property
     def refusals(self) -> Mapping[str, list[str]]:
-        return MappingProxyType(self._refusals)
+        """Reason -> the nodes left for it, in the order they were refused."""
+        out: dict[str, list[str]] = {}
+        for node, why in self._reason.items():
+            out.setdefault(why, []).append(node)
+        return MappingProxyType(out)
 
     def count(self, kind: str, n: int = 1, node: gs.Node | None = None) -> None:
         """``n`` rewrites of ``kind`` (none when ``n`` is 0); with ``node``, a refusal recorded on it
@@ -99,13 +103,13 @@ class PassResult:
         if n:
             self._counts[kind] = self._counts.get(kind, 0) + n
         if node is not None:
-            self._withdraw(_node_key(node))
+            self._reason.pop(_node_key(node), None)
 
     def refuse(self, reason: str, node: gs.Node | str) -> None:
         """``node`` (or a node's name) was looked at and left, because of ``reason``."""
         key = node if isinstance(node, str) else _node_key(node)
-        self._withdraw(key)
-        self._refusals.setdefault(reason, []).append(key)
+        self._reason.pop(key, None)  # (re-inserted: the order is that of the latest refusal)
+        self._reason[key] = reason
 
     @contextlib.contextmanager
     def refusing(self, node: gs.Node) -> Iterator[None]:
@@ -121,18 +125,10 @@ class PassResult:
         for kind, n in later._counts.items():
             self.count(kind, n)
         self.notes.extend(later.notes)
-        self._refusals = {
-            why: kept for why, names in later._refusals.items() if (kept := [n for n in names if n in live])
-        }
-
-    def _withdraw(self, key: str) -> None:
-        for why in [w for w, names in self._refusals.items() if key in names]:
-            self._refusals[why] = [n for n in self._refusals[why] if n != key]
-            if not self._refusals[why]:
-                del self._refusals[why]
+        self._reason = {node: why for node, why in later._reason.items() if node in live}
 
     def __repr__(self) -> str:
-        return f"PassResult(rewrites={self.rewrites}, counts={self._counts}, refusals={self._refusals})"
+        return f"PassResult(rewrites={self.rewrites}, counts={self._counts}, refusals={dict(self.refusals)})"
 
 
 def _node_key(node: gs.Node) -> str:
@@ -218,7 +214,7 @@ class Pass:
         for _ in range(max(self.rounds, 1)):
             res = self.run(graph, ctx)
             cleanup(graph).toposort()
-            total.then(res, {_node_key(n) for n in graph.nodes} | {n.name for n in graph.nodes if n.name})
+            total.then(res, {_node_key(n) for n in graph.nodes})
             if not res.rewrites:
                 break
         return total
