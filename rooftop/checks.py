@@ -130,7 +130,7 @@ class Checks:
         v.verified, v.max_abs_error = True, res.max_abs_error
         if res.ok:
             return self._check_elsewhere(name, candidate, v, res, path, data)
-        if "cannot load" in res.message:
+        if res.refused:
             v.cause, v.reason = Cause.INVALID, res.message
             return f"was refused ({res.message})"
         v.cause, v.reason = Cause.OUTPUTS_CHANGED, f"outputs changed: {res.message}"
@@ -144,9 +144,8 @@ class Checks:
             self.stage(f"checking {name} in {cross.where}")
             other = cross.check(candidate, path=path, data=data)
             if not other.ok:
-                cant = "cannot load" in other.message or "fails on" in other.message
-                v.cause = Cause.INVALID if cant else Cause.OUTPUTS_CHANGED
-                v.reason = other.message if cant else f"outputs changed in {cross.where}: {other.message}"
+                v.cause = Cause.INVALID if other.refused else Cause.OUTPUTS_CHANGED
+                v.reason = other.message if other.refused else f"outputs changed in {cross.where}: {other.message}"
                 return f"failed in {cross.where} ({other.message})"
         self.last_verified = (candidate, res)
         return ""

@@ -64,6 +64,7 @@ class VerifyResult:
     outputs: list[OutputCheck] = field(default_factory=list)
     message: str = ""
     skipped: bool = False
+    refused: bool = False  # the runtime could not load or run the candidate (not a numerical difference)
 
     def summary(self) -> str:
         if self.skipped:
@@ -491,19 +492,27 @@ class Verifier:
             session = self._load(candidate, path=path, data=data)
         except Exception as e:  # noqa: BLE001
             return VerifyResult(
-                False, float("inf"), message=f"{self.where} cannot load the rewritten model: {first_line(e)}"
+                False,
+                float("inf"),
+                message=f"{self.where} cannot load the rewritten model: {first_line(e)}",
+                refused=True,
             )
         why = self._compiles(candidate, path=path, data=data) if self.deployable else ""
         if why:
             return VerifyResult(
-                False, float("inf"), message=f"{self.where} cannot load the rewritten model as deployed: {why}"
+                False,
+                float("inf"),
+                message=f"{self.where} cannot load the rewritten model as deployed: {why}",
+                refused=True,
             )
         worst = VerifyResult(True, 0.0)
         for s in self.sets:
             try:
                 got = _outputs(candidate, s.feeds, session)
             except Exception as e:  # noqa: BLE001
-                return VerifyResult(False, float("inf"), message=f"{self.where} fails on {s.label}: {first_line(e)}")
+                return VerifyResult(
+                    False, float("inf"), message=f"{self.where} fails on {s.label}: {first_line(e)}", refused=True
+                )
             res = compare_outputs(
                 s.reference, got, rtol=self.rtol, atol=self.atol, quantized=self.quantized, steps=self._tol
             )
