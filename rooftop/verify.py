@@ -491,28 +491,16 @@ class Verifier:
         try:
             session = self._load(candidate, path=path, data=data)
         except Exception as e:  # noqa: BLE001
-            return VerifyResult(
-                False,
-                float("inf"),
-                message=f"{self.where} cannot load the rewritten model: {first_line(e)}",
-                refused=True,
-            )
+            return _refused(f"{self.where} cannot load the rewritten model: {first_line(e)}")
         why = self._compiles(candidate, path=path, data=data) if self.deployable else ""
         if why:
-            return VerifyResult(
-                False,
-                float("inf"),
-                message=f"{self.where} cannot load the rewritten model as deployed: {why}",
-                refused=True,
-            )
+            return _refused(f"{self.where} cannot load the rewritten model as deployed: {why}")
         worst = VerifyResult(True, 0.0)
         for s in self.sets:
             try:
                 got = _outputs(candidate, s.feeds, session)
             except Exception as e:  # noqa: BLE001
-                return VerifyResult(
-                    False, float("inf"), message=f"{self.where} fails on {s.label}: {first_line(e)}", refused=True
-                )
+                return _refused(f"{self.where} fails on {s.label}: {first_line(e)}")
             res = compare_outputs(
                 s.reference, got, rtol=self.rtol, atol=self.atol, quantized=self.quantized, steps=self._tol
             )
@@ -522,6 +510,11 @@ class Verifier:
             if res.max_abs_error >= worst.max_abs_error:
                 worst = res
         return worst
+
+
+def _refused(message: str) -> VerifyResult:
+    """The runtime could not load or run the candidate."""
+    return VerifyResult(False, float("inf"), message=message, refused=True)
 
 
 def _outputs(model: ModelProto, feeds, session) -> dict[str, np.ndarray]:
