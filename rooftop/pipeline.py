@@ -234,6 +234,7 @@ class _Run:
             fold_limit=opts.fold_limit,
             channel_multiple=self._channel_multiple(),
             provider=self._provider(),
+            runtime=self._runtime(),
         )
         self.current, self.current_cost, self.checks.last_verified = self.original, self.before, None
         self.passes_warned = len(self.warnings)
@@ -274,6 +275,12 @@ class _Run:
         if self.replay is not None:
             return self.replay.options.get("provider") or "CPUExecutionProvider"
         return self.rt.where if self.rt.name == "onnxruntime" else "CPUExecutionProvider"
+
+    def _runtime(self) -> str:
+        """The runtime the passes write for (a replayed plan: the one it was made on)."""
+        if self.replay is not None:
+            return self.replay.options.get("runtime") or "onnxruntime"
+        return self.rt.name
 
     def _unchanged_cost(self, rec: PassRecord) -> None:
         """A pass that was not kept leaves the totals as they were; a rejected one keeps what it
@@ -328,6 +335,7 @@ class _Run:
                 "fold_limit": opts.fold_limit,
                 "channel_multiple": self._channel_multiple(),
                 "provider": self._provider(),
+                "runtime": self._runtime(),
                 "fixed_point": opts.fixed_point,
                 "opset": opts.opset,
             },

@@ -12,6 +12,7 @@ from rooftop.passes.nhwc_int8 import NhwcInt8
 from rooftop.passes.norm_fusion import NormFusion
 from rooftop.passes.pad_channels import PadChannels
 from rooftop.passes.requant import Requant
+from rooftop.passes.residual_sum import ResidualSum
 from rooftop.passes.shape_chains import ShapeChains
 from rooftop.passes.simplify import Simplify
 from rooftop.passes.u8_activations import U8Activations
@@ -25,6 +26,7 @@ REGISTRY: dict[str, type[Pass]] = {
         NormFusion,
         GeluFusion,
         AttentionFusion,
+        ResidualSum,
         FoldConvBN,
         ConvActivation,
         U8Activations,
@@ -43,6 +45,7 @@ DEFAULT_PIPELINE: list[str] = [
     "norm-fusion",
     "gelu-fusion",
     "attention-fusion",
+    "residual-sum",
     "fold-conv-bn",
     "conv-activation",
     "u8-activations",

@@ -99,3 +99,14 @@ def trailing(axes: list[int], rank: int | None) -> int | None:
         return None
     norm = sorted(a % rank for a in axes)
     return len(norm) if norm == list(range(rank - len(norm), rank)) else None
+
+
+def same_shape(a, b) -> bool:
+    """Equal ranks and every dim equal, or two run-time lengths (symbols: shape inference names a
+    length afresh after a Reshape or a Range, so the same length may carry two names; a fixed
+    dim, 1 in particular, against a symbol is a broadcast). Verification runs behind it."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    return all(
+        (x == y and x is not None) or (isinstance(x, str) and isinstance(y, str)) for x, y in zip(a, b, strict=True)
+    )

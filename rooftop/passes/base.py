@@ -51,6 +51,8 @@ class PassContext:
     # the onnxruntime execution provider the model is deployed on (--runtime onnxruntime:PROVIDER), for the
     # fused forms whose speed depends on its kernels
     provider: str = "CPUExecutionProvider"
+    # the runtime decisions are taken on (--runtime): a pass that answers one runtime's own rewrites asks it
+    runtime: str = "onnxruntime"
 
 
 class Refused(Exception):

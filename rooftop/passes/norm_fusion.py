@@ -22,8 +22,9 @@ Below the standard op's opset a decomposed norm of such a sum goes straight to i
 (the com.microsoft ops need no opset); one of anything else is refused with the opset.
 On the CPU execution provider the LayerNorm Skip form is refused: onnxruntime's CPU
 SkipLayerNormalization runs slower than its Add + LayerNormalization where the next residual
-reads the sum, and gains nothing where it does not (onnxruntime fuses that form itself)
-(benchmarks/bench_skip_layernorm.py); SkipSimplifiedLayerNormalization does not lose, and stays.
+reads the sum, and gains nothing where it does not (onnxruntime fuses that form into the same
+kernel itself; residual-sum keeps it out) (benchmarks/bench_skip_layernorm.py);
+SkipSimplifiedLayerNormalization does not lose, and stays.
 
 The fused ops compute in float32 like the pattern; results agree to rounding (verified).
 LayerNorm is matched first, so its centred half is never taken for an RMSNorm.
@@ -52,6 +53,7 @@ from rooftop.passes._match import (
     producer,
     reduce_axes,
     replace,
+    same_shape,
     scalar,
     trailing,
 )
@@ -218,22 +220,11 @@ def _skip_refusal_for(x: gs.Tensor, axis: int, kind: str, provider: str) -> str:
         return "SkipLayerNormalization normalizes the last axis only"
     if rank not in (2, 3):
         return "SkipLayerNormalization takes 2-D or 3-D input"
-    if not _same_shape(a.shape, b.shape):
+    if not same_shape(a.shape, b.shape):
         return "the residual Add broadcasts (or its shapes are unknown)"
     if np.dtype(x.dtype) != np.float32 and np.dtype(x.dtype) != np.float16:
         return "SkipLayerNormalization takes float32/float16"
     return ""
-
-
-def _same_shape(a, b) -> bool:
-    """Equal ranks and every dim equal, or two run-time lengths (symbols: shape inference names a
-    length afresh after a Reshape or a Range, so the same length may carry two names; a fixed
-    dim, 1 in particular, against a symbol is a broadcast). Verification runs behind it."""
-    if a is None or b is None or len(a) != len(b):
-        return False
-    return all(
-        (x == y and x is not None) or (isinstance(x, str) and isinstance(y, str)) for x, y in zip(a, b, strict=True)
-    )
 
 
 def _layernorm(graph: gs.Graph, m1: gs.Node) -> Norm | None:
