@@ -47,7 +47,13 @@ cache ``Concat(past, new)`` on the length axis), they become standard ``Attentio
 past_key, past_value)`` → (P·V, present_key, present_value): the op concatenates the cache, the
 mask goes in as it is (a causal Where as its boolean keep-mask), the merge of the heads after it
 stays. Standard Attention at opset 23 for both targets (com.microsoft MultiHeadAttention takes a
-3-D query only).
+3-D query only). Grouped-query attention (``transformers``' repeat_kv between the cache and the
+products: Unsqueeze, Expand, Reshape to N heads) goes in unrepeated for ``--target onnxruntime``
+(the op reads KV heads for N query heads itself); the portable form keeps the repeat, because
+OpenVINO's Attention takes equal heads only. An additive mask whose head axis shape inference
+cannot tell (an Expand to a computed shape) is taken when the scores have N > 1 heads: the Add
+would fail on anything but 1 or N. A Shape that reads an intermediate only to compute a Reshape
+target of the pattern itself goes with the pattern.
 
 No silent non-match: a Softmax that reads a product of two activations (through scales and masks)
 is fused or refused with the first condition that failed.
@@ -66,7 +72,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from rooftop.passes._causal import causal_mask
-from rooftop.passes._graph import Namer
+from rooftop.passes._graph import Namer, const_value
 from rooftop.passes._match import matches, only_consumer, other_input, producer, replace, scalar
 from rooftop.passes.base import Pass, PassContext, PassResult, Refused
 
@@ -88,7 +94,12 @@ class AttentionFusion(Pass):
         opset = int(graph.opset or 0)
         names = Namer(graph)
         done: dict[str, gs.Tensor] = {}  # masks expanded or negated once, shared by the layers
-        for sm, m in matches(graph, res, ("Softmax",), _match):
+        grouped = ctx.target == "onnxruntime"  # (OpenVINO's Attention takes equal heads only)
+
+        def match(g: gs.Graph, sm: gs.Node) -> _Match | None:
+            return _match(g, sm, grouped)
+
+        for sm, m in matches(graph, res, ("Softmax",), match):
             with res.refusing(sm):
                 _fuse(graph, m, ctx.target, opset, names, done, res)
         return res
@@ -113,11 +124,12 @@ class _Match:
         self.four_d, self.past, self.causal, self.keep = four_d, past, causal, keep
 
 
-def _match(graph: gs.Graph, sm: gs.Node) -> _Match | None:
+def _match(graph: gs.Graph, sm: gs.Node, grouped: bool = False) -> _Match | None:
     """A _Match, or None (not attention); ``Refused`` with the first condition that failed. A
     Softmax that sits in an attention (it reads, through scales and masks, a product of two
-    activations) is never None: it is fused or refused, so no candidate is left in silence."""
-    m = _match_at(graph, sm)
+    activations) is never None: it is fused or refused, so no candidate is left in silence.
+    ``grouped``: keys and values repeated over the query heads are taken before the repeat."""
+    m = _match_at(graph, sm, grouped)
     if m is None and _in_attention(sm):
         raise Refused(_why_not(graph, sm))
     return m
@@ -226,7 +238,7 @@ def _unscaled(t: gs.Tensor) -> tuple[gs.Tensor, float]:
     return x, (1.0 / scalar(const) if n.op == "Div" else scalar(const))
 
 
-def _match_at(graph: gs.Graph, sm: gs.Node):
+def _match_at(graph: gs.Graph, sm: gs.Node, grouped: bool = False):
     """A _Match, or None (not found); ``Refused``."""
     if int(sm.attrs.get("axis", -1)) not in (-1, 3):
         return None
@@ -260,7 +272,7 @@ def _match_at(graph: gs.Graph, sm: gs.Node):
     # not split at all, before a reason is given
     q, k, v = _attempt(_heads, q_in, (0, 2, 1, 3)), _attempt(_keys, k_in), _attempt(_heads, mm2.inputs[1], (0, 2, 1, 3))
     if q is None or k is None or v is None:
-        return _match_4d(graph, (q_in, k_in), mm2, c, mask, where, core, three_d=(q, k, v))
+        return _match_4d(graph, (q_in, k_in), mm2, c, mask, where, core, three_d=(q, k, v), grouped=grouped)
     for x in (q, k, v):
         if isinstance(x, Refused):
             raise x
@@ -277,7 +289,7 @@ def _match_at(graph: gs.Graph, sm: gs.Node):
     return _Match(q[0], k[0], v[0], q[1], q[2], c, mask, out, nodes, causal=where is not None)
 
 
-def _match_4d(graph: gs.Graph, qk: tuple[gs.Tensor, gs.Tensor], mm2: gs.Node, c: float, mask, where, core, three_d):
+def _match_4d(graph: gs.Graph, qk, mm2: gs.Node, c: float, mask, where, core, three_d, grouped: bool = False):
     """The 4-D form: q, k, v of shape (B, N, S, H) as they are, keys transposed by [0, 1, 3, 2],
     keys and values optionally a cache concatenated with the new ones on the sequence axis."""
     keys = _transposed(qk[1])
@@ -287,6 +299,7 @@ def _match_4d(graph: gs.Graph, qk: tuple[gs.Tensor, gs.Tensor], mm2: gs.Node, c:
             return None
         raise Refused("keys are not one projection split into heads, nor (batch, heads, length, head size) tensors")
     k, k_nodes = keys
+    k, v, repeat = _grouped(k, v) if grouped else (k, v, [])
     ranks = [_rank(t) for t in (q, k, v)]
     if any(r is None for r in ranks):
         raise Refused("the rank of the query, keys or values is unknown")
@@ -295,8 +308,10 @@ def _match_4d(graph: gs.Graph, qk: tuple[gs.Tensor, gs.Tensor], mm2: gs.Node, c:
     kc, vc = _cache(k), _cache(v)
     if (kc is None) != (vc is None):
         raise Refused("only one of keys and values is concatenated with a past")
-    nodes, past = [*k_nodes, *core], None
-    if _read_elsewhere(graph, [n for n in nodes[:-1] if not (n.op == "Softmax" and len(n.outputs[0].outputs) == 2)]):
+    nodes, past = [*k_nodes, *repeat, *core], None
+    # P·V is the op's output (read anywhere); a guarded Softmax is read by its NaN guard twice
+    inner = [n for n in nodes if n is not mm2 and not (n.op == "Softmax" and len(n.outputs[0].outputs) == 2)]
+    if _read_elsewhere(graph, inner):
         raise Refused("an intermediate of the attention is read by another node or is a graph output")
     if kc is not None:  # the concatenations become the op's present outputs: they may be read anywhere
         past = (kc[0], vc[0], k, v)
@@ -309,6 +324,44 @@ def _match_4d(graph: gs.Graph, qk: tuple[gs.Tensor, gs.Tensor], mm2: gs.Node, c:
     return _Match(
         q, k, v, None, None, c, mask, mm2.outputs[0], nodes, four_d=True, past=past, causal=where is not None, keep=keep
     )
+
+
+def _grouped(k: gs.Tensor, v: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor, list[gs.Node]]:
+    """Grouped-query attention: keys and values each repeated over the query heads by
+    ``transformers``' repeat_kv (Unsqueeze at 2, Expand to (B, KV, R, L, H), Reshape to
+    (B, KV·R, L, H)) are taken before the repeat, with the repeat's nodes: Attention reads KV
+    key/value heads for N = KV·R query heads itself (query head i reads key head i // R, the order
+    repeat_kv writes). Returns (k, v, []) as they are when not both repeated alike."""
+    rk, rv = _unrepeated(k), _unrepeated(v)
+    if rk is None or rv is None or rk[2] != rv[2]:
+        return k, v, []
+    return rk[0], rv[0], [*rk[1], *rv[1]]
+
+
+def _unrepeated(t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node], int] | None:
+    """(base, nodes, R) when ``t`` is repeat_kv(base, R) (see ``_grouped``), by the inferred shapes."""
+    rs = producer(t, "Reshape")
+    ex = producer(rs.inputs[0], "Expand") if rs is not None else None
+    un = producer(ex.inputs[0], "Unsqueeze") if ex is not None else None
+    if un is None:
+        return None
+    axes = un.attrs.get("axes")
+    axes = list(axes) if axes is not None else (const_value(un.inputs[1]) if len(un.inputs) > 1 else None)
+    base = un.inputs[0]
+    shapes = base.shape, ex.outputs[0].shape, t.shape
+    if axes is None or [int(a) for a in np.ravel(axes)] != [2] or [len(x or ()) for x in shapes] != [4, 5, 4]:
+        return None
+    (b, kv, n, h), (eb, ekv, r, en, eh), (tb, heads, tn, th) = (list(x) for x in shapes)
+    if not all(isinstance(d, int) for d in (kv, h, r, heads)) or r < 1 or heads != kv * r or h != eh or h != th:
+        return None
+    if ekv != kv or any(not _same_dim(x, y) for x, y in ((b, eb), (b, tb), (n, en), (n, tn))):
+        return None
+    return base, [un, ex, rs], r
+
+
+def _same_dim(a, b) -> bool:
+    """Equal, or two run-time lengths (shape inference may name one length twice)."""
+    return a == b or (isinstance(a, str) and isinstance(b, str))
 
 
 def _peel(scores: gs.Tensor):
@@ -356,7 +409,32 @@ def _proved_causal(graph: gs.Graph, where: gs.Node | None, square: bool) -> None
 
 
 def _read_elsewhere(graph: gs.Graph, nodes: list[gs.Node]) -> bool:
-    return any(only_consumer(o, graph) is None for n in nodes for o in n.outputs)
+    """Whether an output of ``nodes`` is read outside them: besides its one reader, only a Shape
+    whose value goes (through shape arithmetic) into the matched nodes themselves may read it, as
+    a Reshape's target computed from the tensor it reshapes (it goes with them)."""
+    inside = {id(n) for n in nodes}
+    return any(
+        only_consumer(o, graph) is None and not _read_for_own_shape(graph, o, inside) for n in nodes for o in n.outputs
+    )
+
+
+SHAPE_MATH = {"Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Mul", "Add", "Sub", "Div", "Cast", "Reshape"}
+
+
+def _read_for_own_shape(graph: gs.Graph, t: gs.Tensor, inside: set[int]) -> bool:
+    readers = [r for r in t.outputs if r.op != "Shape"]
+    if len(readers) != 1 or any(o is t for o in graph.outputs):
+        return False
+    return all(_flows_into(graph, r.outputs[0], inside, 0) for r in t.outputs if r.op == "Shape")
+
+
+def _flows_into(graph: gs.Graph, t: gs.Tensor, inside: set[int], depth: int) -> bool:
+    if depth > 8 or any(o is t for o in graph.outputs) or not t.outputs:
+        return False
+    return all(
+        id(r) in inside or (r.op in SHAPE_MATH and _flows_into(graph, r.outputs[0], inside, depth + 1))
+        for r in t.outputs
+    )
 
 
 RANK_KEEPING = {
@@ -397,6 +475,38 @@ def _rank(t: gs.Tensor, depth: int = 0) -> int | None:
     if n.op in RANK_KEEPING and n.inputs:
         ranks = [_rank(i, depth + 1) for i in n.inputs if i.name and not isinstance(i, gs.Constant)]
         return ranks[0] if ranks and all(r == ranks[0] for r in ranks) else None
+    return None
+
+
+def _dim(t: gs.Tensor, axis: int, depth: int = 0) -> int | None:
+    """Dim ``axis`` of a 4-D ``t`` when it is a fixed number: from its shape, else from its producer
+    (a Transpose's perm, a constant entry of a Reshape's target, the widest input of a broadcasting
+    op, a Slice or Concat along another axis): after a com.microsoft op onnx infers no shapes."""
+    if t.shape is not None and len(t.shape) == 4 and isinstance(t.shape[axis], int):
+        return int(t.shape[axis])
+    n = producer(t)
+    if n is None or depth > 12:
+        return None
+    if n.op == "Transpose" and "perm" in n.attrs:
+        return _dim(n.inputs[0], int(n.attrs["perm"][axis]), depth + 1)
+    if n.op == "Reshape":
+        target = const_value(n.inputs[1])
+        if target is not None and target.size == 4 and target[axis] > 0:
+            return int(target[axis])
+        if target is not None:  # view(b, s, -1, h) of a (B, S, W): N = W / H
+            w = _width(n.inputs[0]) if axis == 2 and list(target[:2]) == [0, 0] and target[3] > 0 else None
+            return w // int(target[3]) if w else None
+        split = _split_dims(n.inputs[1]) if axis >= 2 else None  # [·, ·, N, H] with run-time lengths
+        return split[axis - 2] if split is not None else None
+    along = {"Concat": n.attrs.get("axis")}.get(n.op)
+    if n.op == "Slice":
+        along = const_value(n.inputs[3]) if len(n.inputs) > 3 else None
+    if n.op in ("Concat", "Slice") and (along is None or axis in [int(a) % 4 for a in np.ravel(along)]):
+        return None
+    if n.op in ("Add", "Sub", "Mul", "Div", "Neg", "Cast", "Identity", "Concat", "Slice"):
+        ins = n.inputs[:1] if n.op == "Slice" else n.inputs
+        dims = [_dim(i, axis, depth + 1) for i in ins if _rank(i) == 4]
+        return max(dims) if dims and all(d is not None for d in dims) else None
     return None
 
 
@@ -689,7 +799,7 @@ def _bias_for(
             shape = [shape[1], 1, shape[2], shape[3]]
     if shape is None or len(shape) != 4:
         raise Refused("the mask's shape is unknown or not 4-D")
-    if shape[1] not in (1, m.heads):
+    if shape[1] not in (1, m.heads) and not _broadcasts_over_heads(m, shape[1]):
         raise Refused("the mask has a head axis that is neither 1 nor the number of heads")
     if shape[2] != 1:
         return mask
@@ -708,6 +818,14 @@ def _bias_for(
     graph.nodes.append(gs.Node("Expand", names.fresh(f"{mask.name}_expand"), {}, [mask, target], [out]))
     expanded[mask.name] = out
     return out
+
+
+def _broadcasts_over_heads(m: _Match, dim) -> bool:
+    """A 4-D form's mask whose head axis shape inference could not tell (an Expand to a computed
+    shape): the scores it is added to have N > 1 heads, so that axis is 1 or N (the Add would fail
+    on anything else), which the op takes as it is."""
+    heads = _dim(m.q, 1) if m.four_d else None
+    return heads is not None and heads > 1 and not isinstance(dim, int)
 
 
 def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, done: dict, res: PassResult) -> None:
