@@ -13,6 +13,7 @@ from rooftop.passes.norm_fusion import NormFusion
 from rooftop.passes.pad_channels import PadChannels
 from rooftop.passes.requant import Requant
 from rooftop.passes.residual_sum import ResidualSum
+from rooftop.passes.rotary_fusion import RotaryFusion
 from rooftop.passes.shape_chains import ShapeChains
 from rooftop.passes.simplify import Simplify
 from rooftop.passes.u8_activations import U8Activations
@@ -26,6 +27,7 @@ REGISTRY: dict[str, type[Pass]] = {
         NormFusion,
         GeluFusion,
         AttentionFusion,
+        RotaryFusion,
         ResidualSum,
         FoldConvBN,
         ConvActivation,
@@ -45,6 +47,7 @@ DEFAULT_PIPELINE: list[str] = [
     "norm-fusion",
     "gelu-fusion",
     "attention-fusion",
+    "rotary-fusion",
     "residual-sum",
     "fold-conv-bn",
     "conv-activation",
