@@ -135,18 +135,27 @@ def _hf(name: str, width: int, layers: int, heads: int):
     raise ValueError(f"unknown architecture {name}")
 
 
-def build(name: str, exporter: str = "torchscript", *, size: str = "tiny", opset: int | None = None) -> Path:
+DECODERS = ("gpt2", "llama", "llama-gqa")  # the architectures ``cache=True`` exports
+
+
+def build(
+    name: str, exporter: str = "torchscript", *, size: str = "tiny", opset: int | None = None, cache: bool = False
+) -> Path:
     """The cached export of ``name`` (``exporter``: torchscript or dynamo; ``opset``: the exporter's
-    default when None)."""
+    default when None). ``cache`` (a decoder of ``DECODERS``): with a KV cache, as a decoder is
+    deployed: inputs ``x`` and ``past.{i}.key/value`` (batch, kv heads, past, head size), outputs
+    ``y`` and ``present.{i}.key/value``; dynamic batch, sequence and past length."""
     import torch
 
     width, layers, heads = SIZES[size]
-    path = CACHE / f"{name}-{exporter}-{size}-op{opset or 'default'}.onnx"
+    path = CACHE / f"{name}-{exporter}-{size}-op{opset or 'default'}{'-cache' if cache else ''}.onnx"
     if path.exists():
         return path
     torch.manual_seed(0)
     model, kind = _hf(name, width, layers, heads)
     model.eval()
+    if cache:
+        return _export_with_cache(model, name, exporter, opset, path)
     example, axes = _example(kind, width)
 
     class Wrapped(torch.nn.Module):
@@ -159,13 +168,7 @@ def build(name: str, exporter: str = "torchscript", *, size: str = "tiny", opset
             return out if isinstance(out, torch.Tensor) else out[0]
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        warnings.catch_warnings(),
-        torch.no_grad(),
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
+    with _quiet(), torch.no_grad():
         if exporter == "torchscript":
             torch.onnx.export(
                 Wrapped(model),
@@ -192,6 +195,84 @@ def build(name: str, exporter: str = "torchscript", *, size: str = "tiny", opset
                 **kw,
             )
     return path
+
+
+def _export_with_cache(model, name: str, exporter: str, opset: int | None, path: Path) -> Path:
+    """Export a decoder taking and returning its KV cache as flat tensors (``build``'s ``cache``)."""
+    import torch
+    from transformers import DynamicCache
+
+    if name not in DECODERS:
+        raise ValueError(f"{name} is not a decoder: no KV cache")
+    cfg = model.config
+    layers = cfg.num_hidden_layers
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head = cfg.hidden_size // cfg.num_attention_heads
+
+    class WithCache(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, past):
+            try:
+                c = DynamicCache(config=cfg)
+            except TypeError:  # transformers 4
+                c = DynamicCache()
+            for i in range(layers):
+                c.update(past[2 * i], past[2 * i + 1], i)
+            out = self.m(ids, past_key_values=c, use_cache=True)
+            kv = out.past_key_values
+            if hasattr(kv, "layers"):
+                pairs = [(x.keys, x.values) for x in kv.layers]
+            else:  # transformers 4
+                pairs = zip(kv.key_cache, kv.value_cache, strict=True)
+            return (out.last_hidden_state, *[t for pair in pairs for t in pair])
+
+    names = [f"past.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    outs = ["y"] + [n.replace("past", "present") for n in names]
+    ids = torch.randint(1, 1000, (2, 5))
+    past = tuple(torch.randn(2, kv_heads, 3, head) for _ in names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet(), torch.no_grad():
+        if exporter == "torchscript":
+            axes = {"x": {0: "batch", 1: "sequence"}, **{n: {0: "batch", 2: "past"} for n in names}}
+            torch.onnx.export(
+                WithCache(model),
+                (ids, past),
+                str(path),
+                dynamo=False,
+                input_names=["x", *names],
+                output_names=outs,
+                dynamic_axes=axes,
+                opset_version=opset or 17,
+            )
+        else:
+            b, s = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("sequence", min=1, max=256)
+            p = torch.export.Dim("past", min=1, max=256)
+            torch.onnx.export(
+                WithCache(model),
+                (ids, past),
+                str(path),
+                dynamo=True,
+                input_names=["x", *names],
+                output_names=outs,
+                dynamic_shapes=({0: b, 1: s}, tuple({0: b, 2: p} for _ in names)),
+                external_data=False,
+                **({"opset_version": opset} if opset else {}),
+            )
+    return path
+
+
+@contextlib.contextmanager
+def _quiet():
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _example(kind: str, width: int):
@@ -274,4 +355,4 @@ def outcome(report, kind: str) -> tuple[int, int, dict[str, int]]:
     return fused, sum(refusals.values()), refusals
 
 
-__all__ = ["ARCHS", "CACHE", "SIZES", "build", "candidates", "outcome"]
+__all__ = ["ARCHS", "CACHE", "DECODERS", "SIZES", "build", "candidates", "outcome"]

@@ -68,3 +68,48 @@ def test_no_candidate_is_left_in_silence(target, opset):
     )
     if target == "portable":
         assert fused >= 0.9 * blocks
+
+
+def _decode_feeds(model: onnx.ModelProto, sequence: int, past: int, seed: int) -> dict:
+    import numpy as np
+
+    r = np.random.default_rng(seed)
+    feeds = {}
+    for i in model.graph.input:
+        dims = [d.dim_value for d in i.type.tensor_type.shape.dim]
+        if i.name == "x":
+            feeds["x"] = r.integers(1, 1000, (2, sequence)).astype(np.int64)
+        else:  # past.{i}.key/value: (batch, kv heads, past, head size)
+            feeds[i.name] = r.standard_normal((2, dims[1], past, dims[3])).astype(np.float32)
+    return feeds
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "llama-gqa"])
+@pytest.mark.parametrize("target", ["portable", "onnxruntime"])
+def test_kv_cache_decoders_fuse_and_stay_equal_at_prefill_and_at_one_step(name, exporter, target):
+    """Decoders exported with their KV cache (past in, present out): at opset 23 every attention
+    takes the cache into the op (for onnxruntime also grouped-query attention's unrepeated heads;
+    OpenVINO's Attention takes equal heads only, so the portable form keeps repeat_kv), LLaMA's
+    rotary embeddings become RotaryEmbedding, and the outputs equal the original's at prefill (an
+    empty past) and at one decoding step."""
+    import hf_corpus
+    import numpy as np
+    from helpers import run
+
+    try:
+        src = onnx.load(hf_corpus.build(name, exporter, cache=True))
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"{exporter} cannot export {name} with its cache: {str(e).splitlines()[0][:100]}")
+    out, rep = optimize(src, target=target, opset=23)
+    counts = {r.name: r.counts for r in rep.passes if r.status.value == "applied"}
+    layers = hf_corpus.SIZES["tiny"][1]
+    grouped_apart = name == "llama-gqa" and target == "portable"
+    want = {"attention-into-Attention" if grouped_apart else "attention-into-Attention-with-cache": layers}
+    assert counts.get("attention-fusion") == want
+    rotary = {"rotate-half-into-RotaryEmbedding": 2 * layers} if "llama" in name else None  # q and k
+    assert counts.get("rotary-fusion") == rotary
+    for sequence, past in ((6, 0), (1, 7)):  # prefill, then one step
+        feeds = _decode_feeds(src, sequence, past, seed=sequence)
+        for got, ref in zip(run(out, feeds), run(src, feeds), strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
