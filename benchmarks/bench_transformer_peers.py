@@ -1,7 +1,7 @@
 """The transformer corpus against the peers: Rooftop, onnxslim and onnxruntime.transformers.optimizer.
 
     pip install -e ".[export,bench]" torch==2.13.0 onnxslim
-    python benchmarks/bench_transformer_peers.py [--size small] [--budget 2] [--archs bert,vit]
+    python benchmarks/bench_transformer_peers.py [--size small] [--budget 2] [--archs bert,vit] [--cache]
 
 Every model of models/hf_corpus.py (``transformers`` architectures from their configs, random
 weights, and nn.TransformerEncoder; both torch exporters at their default opsets; dynamic batch
@@ -18,6 +18,11 @@ Each output is timed interleaved against the original at ORT_ENABLE_ALL and ORT_
 (batch 1, sequence 128 or a 224×224 image), and Rooftop's onnxruntime-target output directly
 against each peer's at ORT_ENABLE_ALL: the median of per-round ratios with its 95% CI. The bytes
 column is what Rooftop's fusions removed per inference (its cost model).
+
+``--cache``: the decoders exported with their KV cache (GPT-2, LLaMA, LLaMA with grouped-query
+attention), timed at a prefill of 128 tokens (empty past) and at one step over a past of 128, with
+``optimize --target onnxruntime --opset 23`` as well (the cache forms need the standard ops) and
+that output compared with the peers.
 """
 
 from __future__ import annotations
@@ -71,12 +76,15 @@ def rooftop(src: Path, dst: Path, *extra: str) -> tuple[Path | None, str]:
     return dst, fusion_bytes(rep)
 
 
+FUSIONS = ("norm-fusion", "gelu-fusion", "attention-fusion", "rotary-fusion", "residual-sum")
+
+
 def fusion_bytes(rep: Path) -> str:
     import json
 
     parts = []
     for r in json.loads(rep.read_text())["passes"]:
-        if r["name"] in ("norm-fusion", "gelu-fusion", "attention-fusion") and r["status"] == "applied":
+        if r["name"] in FUSIONS and r["status"] == "applied":
             saved = (r.get("bytes_before") or 0) - (r.get("bytes_after") or 0)
             parts.append(f"{r['name'].split('-')[0]} −{saved / 1e6:.2f} MB")
     return ", ".join(parts) or "-"
@@ -151,18 +159,60 @@ def ratio(a: Path, b: Path | None, f: dict, level: str, budget: float) -> str:
     return f"{lat.ratio:.2f} [{lat.ci[0]:.2f}–{lat.ci[1]:.2f}] {lat.verdict.value}"
 
 
+def decode_feeds(model: onnx.ModelProto, sequence: int, past: int) -> dict:
+    """A decoder's inputs at batch 1: ``sequence`` new tokens over a cache of ``past``."""
+    import numpy as np
+
+    r, feeds = np.random.default_rng(0), {}
+    for i in model.graph.input:
+        dims = [d.dim_value for d in i.type.tensor_type.shape.dim]
+        if i.name == "x":
+            feeds["x"] = r.integers(1, 1000, (1, sequence)).astype(np.int64)
+        else:
+            feeds[i.name] = r.standard_normal((1, dims[1], past, dims[3])).astype(np.float32)
+    return feeds
+
+
+def compare(src: Path, arch: str, width: int, heads: int, phases: dict, budget: float, cache: bool) -> None:
+    """One row per tool and phase (``phases``: name → feeds)."""
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        ours, ours_bytes = rooftop(src, d / "ort.onnx", "--target", "onnxruntime")
+        outs = {"rooftop --target onnxruntime": (ours, ours_bytes)}
+        if cache:  # the cache forms (Attention with past, grouped heads, RotaryEmbedding) need opset 23
+            ours = rooftop(src, d / "ort23.onnx", "--target", "onnxruntime", "--opset", "23")
+            outs["rooftop --target onnxruntime --opset 23"] = ours
+            ours = ours[0]
+        outs["rooftop --opset 23"] = rooftop(src, d / "p23.onnx", "--opset", "23")
+        outs["onnxslim"] = (slim(src, d / "slim.onnx"), "-")
+        outs["ort transformers optimizer"] = (ort_optimizer(src, arch, width, heads, d / "ortopt.onnx"), "-")
+        for phase, f in phases.items():
+            for tool, (out, fused) in outs.items():
+                peer = tool in ("onnxslim", "ort transformers optimizer")
+                row = [
+                    src.stem + (f" ({phase})" if phase else ""),
+                    tool,
+                    fused,
+                    ratio(src, out, f, "all", budget),
+                    ratio(src, out, f, "disable", budget),
+                    ratio(out, ours, f, "all", budget) if peer and ours is not None else "",
+                ]
+                print("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="small", choices=("tiny", "small"))
     ap.add_argument("--budget", type=float, default=2.0)
     ap.add_argument("--archs", default=None)
+    ap.add_argument("--cache", action="store_true", help="the decoders exported with their KV cache instead")
     args = ap.parse_args()
     import hf_corpus
     import onnxruntime
     import onnxslim
 
     width, _, heads = hf_corpus.SIZES[args.size]
-    archs = args.archs.split(",") if args.archs else hf_corpus.ARCHS
+    archs = args.archs.split(",") if args.archs else hf_corpus.DECODERS if args.cache else hf_corpus.ARCHS
     print(
         f"<!-- {platform.machine()}, onnxruntime {onnxruntime.__version__}, onnxslim {onnxslim.__version__}; "
         f"{time.strftime('%Y-%m-%d')}; size {args.size} -->"
@@ -173,32 +223,16 @@ def main() -> None:
     for arch in archs:
         for exporter in ("torchscript", "dynamo"):
             try:
-                src = hf_corpus.build(arch, exporter, size=args.size)
+                src = hf_corpus.build(arch, exporter, size=args.size, cache=args.cache)
             except Exception as e:  # noqa: BLE001 - an exporter that cannot export it
                 print(f"<!-- {arch} ({exporter}) not exported: {str(e).splitlines()[-1][:80]} -->", file=sys.stderr)
                 continue
-            with tempfile.TemporaryDirectory() as d:
-                d = Path(d)
-                ours, ours_bytes = rooftop(src, d / "ort.onnx", "--target", "onnxruntime")
-                p23, p23_bytes = rooftop(src, d / "p23.onnx", "--opset", "23")
-                outs = {
-                    "rooftop --target onnxruntime": (ours, ours_bytes),
-                    "rooftop --opset 23": (p23, p23_bytes),
-                    "onnxslim": (slim(src, d / "slim.onnx"), "-"),
-                    "ort transformers optimizer": (ort_optimizer(src, arch, width, heads, d / "ortopt.onnx"), "-"),
-                }
-                f = feeds(onnx.load(src))
-                for tool, (out, fused) in outs.items():
-                    peer = tool in ("onnxslim", "ort transformers optimizer")
-                    row = [
-                        src.stem,
-                        tool,
-                        fused,
-                        ratio(src, out, f, "all", args.budget),
-                        ratio(src, out, f, "disable", args.budget),
-                        ratio(out, ours, f, "all", args.budget) if peer and ours is not None else "",
-                    ]
-                    print("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |", flush=True)
+            model = onnx.load(src)
+            if args.cache:
+                phases = {"prefill 128": decode_feeds(model, 128, 0), "step at 128": decode_feeds(model, 1, 128)}
+            else:
+                phases = {"": feeds(model)}
+            compare(src, arch, width, heads, phases, args.budget, args.cache)
 
 
 if __name__ == "__main__":
