@@ -94,4 +94,3 @@ def test_idle_where_the_slow_kernel_is_not_the_one_deployed(ctx):
     m = post_norm_block()
     out, res = ResidualSum().apply(m, ctx)
     assert out is m and res.rewrites == 0 and res.notes == [NOT_HERE]
-
