@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from _interleave import ratio_b_over_a
 from onnx import TensorProto, helper, numpy_helper
 
 SIZES = [(197, 384), (128, 768), (1, 2048)]
@@ -74,20 +75,7 @@ def ratio(a: Path, b: Path, level, rounds: int) -> str:
 
     sa, sb = session(a), session(b)
     x = {"x": np.random.default_rng(1).standard_normal(sa.get_inputs()[0].shape).astype(np.float32)}
-    for s in (sa, sb):
-        for _ in range(3):
-            s.run(None, x)
-    r = []
-    for i in range(rounds):
-        t = []
-        for s in (sa, sb) if i % 2 == 0 else (sb, sa):
-            t0 = time.perf_counter()
-            for _ in range(10):
-                s.run(None, x)
-            t.append(time.perf_counter() - t0)
-        r.append(t[1] / t[0] if i % 2 == 0 else t[0] / t[1])
-    q1, med, q3 = np.percentile(r, [25, 50, 75])
-    return f"{med:.2f} [{q1:.2f}–{q3:.2f}]"
+    return ratio_b_over_a(lambda: sa.run(None, x), lambda: sb.run(None, x), rounds)
 
 
 def main() -> None:

@@ -195,7 +195,7 @@ def compare(src: Path, arch: str, width: int, heads: int, phases: dict, budget: 
                     fused,
                     ratio(src, out, f, "all", budget),
                     ratio(src, out, f, "disable", budget),
-                    ratio(out, ours, f, "all", budget) if peer and ours is not None else "",
+                    ratio(out, ours, f, "all", budget) if peer and ours is not None and out is not None else "",
                 ]
                 print("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |", flush=True)
 

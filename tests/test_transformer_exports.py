@@ -26,16 +26,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 CORPUS = [
-    (a, e) for a in ("bert", "vit", "gpt2", "t5-encoder", "whisper-encoder", "llama") for e in ("torchscript", "dynamo")
+    (a, e, False)
+    for a in ("bert", "vit", "gpt2", "t5-encoder", "whisper-encoder", "llama")
+    for e in ("torchscript", "dynamo")
 ]
-CORPUS += [("clip-text", "torchscript"), ("distilbert", "dynamo"), ("llama-gqa", "dynamo"), ("torch-encoder", "dynamo")]
+CORPUS += [(a, e, False) for a, e in (("clip-text", "torchscript"), ("distilbert", "dynamo"))]
+CORPUS += [(a, e, False) for a, e in (("llama-gqa", "dynamo"), ("torch-encoder", "dynamo"))]
+# decoders exported with their KV cache (past in, present out)
+CORPUS += [("gpt2", "dynamo", True), ("llama", "torchscript", True), ("llama-gqa", "dynamo", True)]
 
 
-def _export(name: str, exporter: str):
+def _export(name: str, exporter: str, cache: bool = False):
     import hf_corpus
 
     try:
-        return hf_corpus.build(name, exporter)
+        return hf_corpus.build(name, exporter, cache=cache)
     except Exception as e:  # noqa: BLE001 - an exporter that cannot export the architecture
         pytest.skip(f"{exporter} cannot export {name}: {str(e).splitlines()[0][:100]}")
 
@@ -46,8 +51,8 @@ def test_no_candidate_is_left_in_silence(target, opset):
     import hf_corpus
 
     blocks = fused = needs_opset = 0
-    for name, exporter in CORPUS:
-        model = onnx.load(_export(name, exporter))
+    for name, exporter, cache in CORPUS:
+        model = onnx.load(_export(name, exporter, cache))
         want = hf_corpus.candidates(model)
         _, rep = optimize(model, target=target, opset=opset)
         assert not [r.name for r in rep.passes if r.status.value == "rolled back"], (name, exporter)
