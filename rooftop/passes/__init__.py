@@ -39,16 +39,18 @@ REGISTRY: dict[str, type[Pass]] = {
 }
 
 # Order matters: fold constants first so run-time-computed parameters become
-# constants the pattern passes can match; clean up last.
+# constants the pattern passes can match; residual-sum right after the norms exist, so that the
+# fusions after it are timed as onnxruntime will run them (a fusion that lets onnxruntime see
+# shapes otherwise lets it fuse Add + LayerNormalization into its slower kernel); clean up last.
 DEFAULT_PIPELINE: list[str] = [
     "cleanup",
     "simplify",
     "shape-chains",
     "norm-fusion",
+    "residual-sum",
     "gelu-fusion",
     "attention-fusion",
     "rotary-fusion",
-    "residual-sum",
     "fold-conv-bn",
     "conv-activation",
     "u8-activations",
