@@ -19,13 +19,16 @@ B, S, N, H = 2, 6, 2, 4
 D = N * H
 
 
-def attention_graph(mask: bool = True, heads_const: bool = True, opset: int = 17, where: str | None = None):
+def attention_graph(
+    mask: bool = True, heads_const: bool = True, opset: int = 17, where: str | None = None, rotated: bool = False
+):
     """x → three projections → heads → softmax(Q·Kᵀ/√H + mask) · V → back to (B, S, D).
 
     ``where``: the scores masked by ``Where(keep, scores, fill)`` instead, keep built from the
     run-time length as exporters write it (Shape → ConstantOfShape → Trilu): "causal" (lower
     triangle, fill -inf), "upper" (Trilu upper=1: not causal), "input" (keep is a graph input),
-    "small-fill" (causal, fill -1)."""
+    "small-fill" (causal, fill -1). ``rotated``: q and k scaled after the split into heads, so
+    that they reach the product as (B, N, S, H) tensors (the 4-D form)."""
     r = np.random.default_rng(0)
     inits = [init(f"w{c}", r.standard_normal((D, D)).astype(np.float32) * 0.3) for c in "qkv"]
     inits += [init(f"b{c}", r.standard_normal(D).astype(np.float32) * 0.1) for c in "qkv"]
@@ -46,9 +49,21 @@ def attention_graph(mask: bool = True, heads_const: bool = True, opset: int = 17
         nodes.append(helper.make_node("Reshape", [c, shape], [f"{c}4"]))
     if not heads_const:
         inits += [init("two0", np.array([0, 0], np.int64))]
+    if rotated:  # q and k scaled per head dim after the split (as a rotary embedding does): the 4-D form
+        inits.append(init("rot", np.linspace(0.5, 1.5, H).astype(np.float32).reshape(1, 1, 1, H)))
+        nodes += [
+            helper.make_node("Transpose", ["q4"], ["q0"], perm=[0, 2, 1, 3]),
+            helper.make_node("Mul", ["q0", "rot"], ["qt"]),
+            helper.make_node("Transpose", ["k4"], ["k0"], perm=[0, 2, 1, 3]),
+            helper.make_node("Mul", ["k0", "rot"], ["k1"]),
+            helper.make_node("Transpose", ["k1"], ["kt"], perm=[0, 1, 3, 2]),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+            helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+        ]
     nodes += [
-        helper.make_node("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
-        helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
         helper.make_node("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
         helper.make_node("MatMul", ["qt", "kt"], ["s"]),
         helper.make_node("Div", ["s", "c"], ["sc"]),
@@ -170,6 +185,22 @@ def test_a_causal_where_mask_becomes_a_causal_attention(target, opset):
     for seq in (S, 3):
         x = feeds(mask=False, seq=seq)
         np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("where", [None, "causal"])
+def test_the_4d_form_below_opset_23_is_multiheadattention_for_onnxruntime(where):
+    m = attention_graph(mask=where is None, where=where, rotated=True)
+    out, res = AttentionFusion().apply(m, PassContext(target="onnxruntime"))
+    assert res.counts == {"attention-into-MultiHeadAttention" + ("-causal" if where else ""): 1}
+    mha = next(n for n in out.graph.node if n.op_type == "MultiHeadAttention")
+    assert mha.domain == "com.microsoft" and "Softmax" not in ops(out)
+    flags = {a.name: a.i for a in mha.attribute if a.name in ("num_heads", "unidirectional")}
+    assert flags == {"num_heads": N, **({"unidirectional": 1} if where else {})}
+    for seq in (S, 3):
+        x = feeds(mask=where is None, seq=seq)
+        np.testing.assert_allclose(run(out, x)[0], run(m, x)[0], rtol=1e-5, atol=1e-5)
+    _, portable = AttentionFusion().apply(m, PassContext())  # the portable target waits for opset 23
+    assert portable.rewrites == 0 and "--opset 23 enables it" in next(iter(portable.refusals))
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,13 @@ not a projection split into heads (rotary embeddings applied after the split; ke
 cache ``Concat(past, new)`` on the length axis), they become standard ``Attention(q, k, v, mask,
 past_key, past_value)`` → (P·V, present_key, present_value): the op concatenates the cache, the
 mask goes in as it is (a causal Where as its boolean keep-mask), the merge of the heads after it
-stays. Standard Attention at opset 23 for both targets (com.microsoft MultiHeadAttention takes a
-3-D query only). Grouped-query attention (``transformers``' repeat_kv between the cache and the
+stays. Standard Attention at opset 23 for both targets. Below opset 23, for ``--target
+onnxruntime`` and without a cache: com.microsoft ``MultiHeadAttention`` with the query put back to
+(B, S, N·H) (a Transpose and a Reshape: the op reads a 3-D query only), keys and values as the
+(B, N, L, H) they are, a causal Where as ``unidirectional=1``, writing the (B, S, N·H) the heads
+were merged into. A cached 4-D attention below opset 23 is refused with the opset: com.microsoft
+GroupQueryAttention measured ×1.11–1.47 slower than the standard op on onnxruntime's CPU kernels
+(benchmarks/bench_gqa.py). Grouped-query attention (``transformers``' repeat_kv between the cache and the
 products: Unsqueeze, Expand, Reshape to N heads) goes in unrepeated for ``--target onnxruntime``
 (the op reads KV heads for N query heads itself); the portable form keeps the repeat, because
 OpenVINO's Attention takes equal heads only. An additive mask whose head axis shape inference
@@ -465,8 +470,8 @@ def _rank(t: gs.Tensor, depth: int = 0) -> int | None:
         return None
     if n.op == "Transpose" and "perm" in n.attrs:
         return len(n.attrs["perm"])
-    if n.op == "Reshape" and isinstance(n.inputs[1], gs.Constant):
-        return int(n.inputs[1].values.size)
+    if n.op == "Reshape":  # the target's length (a constant's, or a Concat's of known pieces)
+        return int(n.inputs[1].values.size) if isinstance(n.inputs[1], gs.Constant) else _length(n.inputs[1])
     if n.op in ("Where", "Equal", "Less", "Greater", "And", "Or", "Expand"):  # broadcasting: the widest input
         ranks = [len(i.shape) if i.shape is not None else _rank(i, depth + 1) for i in n.inputs if i.name]
         if n.op == "Expand":  # the widest of the input's rank and the target's length
@@ -496,7 +501,7 @@ def _dim(t: gs.Tensor, axis: int, depth: int = 0) -> int | None:
         if target is not None:  # view(b, s, -1, h) of a (B, S, W): N = W / H
             w = _width(n.inputs[0]) if axis == 2 and list(target[:2]) == [0, 0] and target[3] > 0 else None
             return w // int(target[3]) if w else None
-        split = _split_dims(n.inputs[1]) if axis >= 2 else None  # [·, ·, N, H] with run-time lengths
+        split = _split_dims(n.inputs[1], _width(n.inputs[0])) if axis >= 2 else None  # [·, ·, N, H], run-time B, S
         return split[axis - 2] if split is not None else None
     along = {"Concat": n.attrs.get("axis")}.get(n.op)
     if n.op == "Slice":
@@ -506,7 +511,8 @@ def _dim(t: gs.Tensor, axis: int, depth: int = 0) -> int | None:
     if n.op in ("Add", "Sub", "Mul", "Div", "Neg", "Cast", "Identity", "Concat", "Slice"):
         ins = n.inputs[:1] if n.op == "Slice" else n.inputs
         dims = [_dim(i, axis, depth + 1) for i in ins if _rank(i) == 4]
-        return max(dims) if dims and all(d is not None for d in dims) else None
+        known = [d for d in dims if d is not None]  # broadcasting: each is 1 or the result's dim
+        return max(known) if known and (len(known) == len(dims) or max(known) > 1) else None
     return None
 
 
@@ -830,8 +836,13 @@ def _broadcasts_over_heads(m: _Match, dim) -> bool:
 
 def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, done: dict, res: PassResult) -> None:
     """Replace the matched nodes by one attention op; ``Refused`` says why it cannot."""
+    if m.four_d and target == "onnxruntime" and opset < ATTENTION_OPSET and m.past is None:
+        _fuse_4d_as_mha(graph, m, names, done, res)
+        return
     if (m.four_d or target != "onnxruntime") and opset < ATTENTION_OPSET:
-        what = "(batch, heads, length, head size) inputs" if m.four_d else "the portable target"
+        what = "the portable target"
+        if m.four_d:
+            what = "(batch, heads, length, head size) inputs" + (" with a KV cache" if m.past is not None else "")
         raise Refused(
             f"opset {opset} < {ATTENTION_OPSET}: Attention needs "
             f"{ATTENTION_OPSET} for {what} (--opset {ATTENTION_OPSET} enables it)"
@@ -875,6 +886,38 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
         gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain),
     )
     res.count(f"attention-into-{op}" + ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else ""))
+
+
+def _fuse_4d_as_mha(graph: gs.Graph, m: _Match, names: Namer, done: dict, res: PassResult) -> None:
+    """The 4-D form without a cache below opset 23, for onnxruntime: com.microsoft
+    ``MultiHeadAttention(q as (B, S, N·H), k, v as the (B, N, L, H) they are)``, writing the
+    (B, S, N·H) the heads were merged into. The query is put back to (B, S, N·H) (Transpose and
+    Reshape: the op reads a 3-D query only); a causal Where becomes ``unidirectional=1``."""
+    heads, size = _dim(m.q, 1), _dim(m.q, 3)
+    if heads is None or size is None:
+        raise Refused("the number of heads or the head size of the query is unknown")
+    if _dim(m.k, 1) not in (heads, None) or _dim(m.v, 1) not in (heads, None):
+        raise Refused("keys or values have other heads than the query (MultiHeadAttention takes equal heads)")
+    tail = _output(graph, producer(m.out), size)
+    if tail is None:
+        raise Refused("the result is not put back together as (batch, sequence, heads · head size)")
+    out, tail_nodes = tail
+    flat = gs.Variable(names.fresh(f"{m.q.name}_bsnh"), dtype=m.q.dtype)
+    graph.nodes.append(
+        gs.Node("Transpose", names.fresh(f"{m.q.name}_transpose"), {"perm": [0, 2, 1, 3]}, [m.q], [flat])
+    )
+    q3 = gs.Variable(names.fresh(f"{m.q.name}_3d"), dtype=m.q.dtype)
+    target = gs.Constant(names.fresh(f"{m.q.name}_3d_shape"), np.array([0, 0, heads * size], np.int64))
+    graph.nodes.append(gs.Node("Reshape", names.fresh(f"{m.q.name}_reshape"), {}, [flat, target], [q3]))
+    m.heads = heads
+    bias = None if m.causal else _bias_for(graph, m, q3, names, done)
+    empty = gs.Variable.empty
+    inputs = [q3, m.k, m.v, *([empty(), empty(), bias] if bias is not None else [])]
+    attrs = {"num_heads": heads, "scale": float(m.scale), **({"unidirectional": 1} if m.causal else {})}
+    node = gs.Node("MultiHeadAttention", names.fresh(f"{out.name}_attention"), attrs, inputs, [out])
+    node.domain = "com.microsoft"
+    replace(graph, [*m.nodes, *tail_nodes], node)
+    res.count("attention-into-MultiHeadAttention" + ("-causal" if m.causal else ""))
 
 
 def _keep_mask(graph: gs.Graph, keep: tuple[gs.Tensor, bool], names: Namer, done: dict) -> gs.Tensor:
