@@ -120,20 +120,33 @@ def test_kv_cache_decoders_fuse_and_stay_equal_at_prefill_and_at_one_step(name, 
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "exporter"), [("llama", "torchscript"), ("llama", "dynamo"), ("llama-gqa", "dynamo")])
-def test_llama_attention_for_onnxruntime_below_opset_23_is_multiheadattention(name, exporter):
-    """LLaMA's attention after its rotary embedding is in the (batch, heads, length, head size)
-    form. For onnxruntime at the exporter's opset it becomes com.microsoft MultiHeadAttention
-    (the query put back to 3-D, the additive causal mask as its attention_bias), equal to the original."""
+@pytest.mark.parametrize(
+    ("name", "exporter", "cache", "want"),
+    [
+        ("llama", "torchscript", False, "attention-into-MultiHeadAttention"),
+        ("llama", "dynamo", False, "attention-into-MultiHeadAttention"),
+        ("llama-gqa", "dynamo", False, "attention-into-MultiHeadAttention"),
+        ("llama", "torchscript", True, "attention-into-MultiHeadAttention-with-cache"),
+        ("gpt2", "dynamo", True, "attention-into-MultiHeadAttention-with-cache"),
+        ("llama-gqa", "dynamo", True, "attention-into-MultiHeadAttention"),  # the repeat stays: equal heads
+    ],
+)
+def test_decoder_attention_for_onnxruntime_below_opset_23_is_multiheadattention(name, exporter, cache, want):
+    """A decoder's attention in the (batch, heads, length, head size) form (after LLaMA's rotary
+    embedding, or keys from a KV cache): for onnxruntime at the exporter's opset it becomes
+    com.microsoft MultiHeadAttention (the query put back to 3-D; with a cache, the new keys and
+    values too, the past as its inputs and the present as its outputs), equal to the original,
+    at prefill and at one step."""
     import hf_corpus
     import numpy as np
     from helpers import ops, run
 
-    src = onnx.load(_export(name, exporter))
+    src = onnx.load(_export(name, exporter, cache))
     out, rep = optimize(src, target="onnxruntime")
     counts = next(r.counts for r in rep.passes if r.name == "attention-fusion")
-    assert counts == {"attention-into-MultiHeadAttention": hf_corpus.SIZES["tiny"][1]}
+    assert counts == {want: hf_corpus.SIZES["tiny"][1]}
     assert "Softmax" not in ops(out)
-    for length in (5, 12):
-        feeds = {"x": np.random.default_rng(length).integers(1, 1000, (2, length)).astype(np.int64)}
-        np.testing.assert_allclose(run(out, feeds)[0], run(src, feeds)[0], rtol=1e-4, atol=1e-5)
+    for sequence, past in ((5, 0), (1, 7)) if cache else ((5, 0), (12, 0)):
+        feeds = _decode_feeds(src, sequence, past, seed=sequence)
+        for got, ref in zip(run(out, feeds), run(src, feeds), strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)

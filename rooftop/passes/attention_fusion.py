@@ -47,12 +47,14 @@ cache ``Concat(past, new)`` on the length axis), they become standard ``Attentio
 past_key, past_value)`` → (P·V, present_key, present_value): the op concatenates the cache, the
 mask goes in as it is (a causal Where as its boolean keep-mask), the merge of the heads after it
 stays. Standard Attention at opset 23 for both targets. Below opset 23, for ``--target
-onnxruntime`` and without a cache: com.microsoft ``MultiHeadAttention`` with the query put back to
-(B, S, N·H) (a Transpose and a Reshape: the op reads a 3-D query only), keys and values as the
-(B, N, L, H) they are, a causal Where as ``unidirectional=1``, writing the (B, S, N·H) the heads
-were merged into. A cached 4-D attention below opset 23 is refused with the opset: com.microsoft
-GroupQueryAttention measured ×1.11–1.47 slower than the standard op on onnxruntime's CPU kernels
-(benchmarks/bench_gqa.py). Grouped-query attention (``transformers``' repeat_kv between the cache and the
+onnxruntime``: com.microsoft ``MultiHeadAttention`` with the query put back to (B, S, N·H) (a
+Transpose and a Reshape: the op reads a 3-D query only), keys and values as the (B, N, L, H) they
+are or, with a cache, the new ones put back to 3-D beside ``past_key``/``past_value``, the
+concatenations its present outputs; a causal Where as ``unidirectional=1`` (aligned to the last
+key, as onnxruntime's kernel does with a past); writing the (B, S, N·H) the heads were merged
+into. Grouped-query heads stay repeated there (the op takes equal heads). com.microsoft
+GroupQueryAttention is not written: it measured ×1.11–1.47 slower than the standard op on
+onnxruntime's CPU kernels (benchmarks/bench_gqa.py). Grouped-query attention (``transformers``' repeat_kv between the cache and the
 products: Unsqueeze, Expand, Reshape to N heads) goes in unrepeated for ``--target onnxruntime``
 (the op reads KV heads for N query heads itself); the portable form keeps the repeat, because
 OpenVINO's Attention takes equal heads only. An additive mask whose head axis shape inference
@@ -99,7 +101,9 @@ class AttentionFusion(Pass):
         opset = int(graph.opset or 0)
         names = Namer(graph)
         done: dict[str, gs.Tensor] = {}  # masks expanded or negated once, shared by the layers
-        grouped = ctx.target == "onnxruntime"  # (OpenVINO's Attention takes equal heads only)
+        # keys and values unrepeated for onnxruntime's Attention-23 (OpenVINO's, and com.microsoft
+        # MultiHeadAttention below opset 23, take equal heads only)
+        grouped = ctx.target == "onnxruntime" and opset >= ATTENTION_OPSET
 
         def match(g: gs.Graph, sm: gs.Node) -> _Match | None:
             return _match(g, sm, grouped)
@@ -698,12 +702,18 @@ def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None):
     and goes with the rest (verified at two sizes of the sequence)."""
     pv, lead = mm2.outputs[0], []
     rs0 = only_consumer(pv, graph, "Reshape")
+    if rs0 is None:  # (TorchScript's SDPA: that Reshape's target reads P·V's batch by a Shape)
+        rs0 = next((r for r in pv.outputs if r.op == "Reshape"), None)
+        rs0 = rs0 if rs0 is not None and _read_for_own_shape(graph, pv, {id(rs0)}) else None
     if rs0 is not None and head_size is not None and _keeps_heads(rs0.inputs[1], head_size):
         pv, lead = rs0.outputs[0], [rs0]
     tr = only_consumer(pv, graph, "Transpose")
     if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 2, 1, 3):
         return None
     rs = only_consumer(tr.outputs[0], graph, "Reshape")
+    if rs is None:  # (its target computed from the transposed tensor's own Shape)
+        rs = next((r for r in tr.outputs[0].outputs if r.op == "Reshape"), None)
+        rs = rs if rs is not None and _read_for_own_shape(graph, tr.outputs[0], {id(rs)}) else None
     if rs is None or rs.inputs[0] is not tr.outputs[0]:
         return None
     shape = rs.inputs[1]
@@ -730,7 +740,7 @@ def _keeps_heads(target: gs.Tensor, head_size: int) -> bool:
     for p, t in zip(parts, cat.inputs):
         if p is not None:
             flat += [int(x) for x in p]
-        elif t.shape is not None and list(t.shape) == [1]:
+        elif _length(t) == 1:
             flat.append(None)
         else:
             return False
@@ -836,7 +846,7 @@ def _broadcasts_over_heads(m: _Match, dim) -> bool:
 
 def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, done: dict, res: PassResult) -> None:
     """Replace the matched nodes by one attention op; ``Refused`` says why it cannot."""
-    if m.four_d and target == "onnxruntime" and opset < ATTENTION_OPSET and m.past is None:
+    if m.four_d and target == "onnxruntime" and opset < ATTENTION_OPSET:
         _fuse_4d_as_mha(graph, m, names, done, res)
         return
     if (m.four_d or target != "onnxruntime") and opset < ATTENTION_OPSET:
@@ -889,10 +899,12 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
 
 
 def _fuse_4d_as_mha(graph: gs.Graph, m: _Match, names: Namer, done: dict, res: PassResult) -> None:
-    """The 4-D form without a cache below opset 23, for onnxruntime: com.microsoft
-    ``MultiHeadAttention(q as (B, S, N·H), k, v as the (B, N, L, H) they are)``, writing the
-    (B, S, N·H) the heads were merged into. The query is put back to (B, S, N·H) (Transpose and
-    Reshape: the op reads a 3-D query only); a causal Where becomes ``unidirectional=1``."""
+    """The 4-D form below opset 23, for onnxruntime: com.microsoft ``MultiHeadAttention``, writing
+    the (B, S, N·H) the heads were merged into. The op reads a 3-D query, so q is put back to
+    (B, S, N·H) (a Transpose and a Reshape); keys and values go in as the (B, N, L, H) they are,
+    or, with a cache, the new ones put back to 3-D beside ``past_key``/``past_value`` and the
+    concatenations become its present outputs. A causal Where becomes ``unidirectional=1``
+    (aligned to the last key with a past, as the Where was: verified)."""
     heads, size = _dim(m.q, 1), _dim(m.q, 3)
     if heads is None or size is None:
         raise Refused("the number of heads or the head size of the query is unknown")
@@ -902,22 +914,34 @@ def _fuse_4d_as_mha(graph: gs.Graph, m: _Match, names: Namer, done: dict, res: P
     if tail is None:
         raise Refused("the result is not put back together as (batch, sequence, heads · head size)")
     out, tail_nodes = tail
-    flat = gs.Variable(names.fresh(f"{m.q.name}_bsnh"), dtype=m.q.dtype)
-    graph.nodes.append(
-        gs.Node("Transpose", names.fresh(f"{m.q.name}_transpose"), {"perm": [0, 2, 1, 3]}, [m.q], [flat])
-    )
-    q3 = gs.Variable(names.fresh(f"{m.q.name}_3d"), dtype=m.q.dtype)
-    target = gs.Constant(names.fresh(f"{m.q.name}_3d_shape"), np.array([0, 0, heads * size], np.int64))
-    graph.nodes.append(gs.Node("Reshape", names.fresh(f"{m.q.name}_reshape"), {}, [flat, target], [q3]))
+    q3 = _as_3d(graph, names, m.q, heads * size)
     m.heads = heads
     bias = None if m.causal else _bias_for(graph, m, q3, names, done)
     empty = gs.Variable.empty
-    inputs = [q3, m.k, m.v, *([empty(), empty(), bias] if bias is not None else [])]
+    if m.past is None:
+        inputs, outputs = [q3, m.k, m.v, empty(), empty(), bias or empty()], [out]
+    else:
+        k3, v3 = _as_3d(graph, names, m.k, heads * size), _as_3d(graph, names, m.v, heads * size)
+        inputs = [q3, k3, v3, empty(), empty(), bias or empty(), m.past[0], m.past[1]]
+        outputs = [out, m.past[2], m.past[3]]
+    while inputs and not inputs[-1].name:
+        inputs.pop()
     attrs = {"num_heads": heads, "scale": float(m.scale), **({"unidirectional": 1} if m.causal else {})}
-    node = gs.Node("MultiHeadAttention", names.fresh(f"{out.name}_attention"), attrs, inputs, [out])
+    node = gs.Node("MultiHeadAttention", names.fresh(f"{out.name}_attention"), attrs, inputs, outputs)
     node.domain = "com.microsoft"
     replace(graph, [*m.nodes, *tail_nodes], node)
-    res.count("attention-into-MultiHeadAttention" + ("-causal" if m.causal else ""))
+    kind = ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else "")
+    res.count("attention-into-MultiHeadAttention" + kind)
+
+
+def _as_3d(graph: gs.Graph, names: Namer, t: gs.Tensor, width: int) -> gs.Tensor:
+    """(B, N, L, H) ``t`` as (B, L, N·H): Transpose [0, 2, 1, 3], Reshape [0, 0, width]."""
+    flat = gs.Variable(names.fresh(f"{t.name}_bsnh"), dtype=t.dtype)
+    graph.nodes.append(gs.Node("Transpose", names.fresh(f"{t.name}_transpose"), {"perm": [0, 2, 1, 3]}, [t], [flat]))
+    out = gs.Variable(names.fresh(f"{t.name}_3d"), dtype=t.dtype)
+    target = gs.Constant(names.fresh(f"{t.name}_3d_shape"), np.array([0, 0, width], np.int64))
+    graph.nodes.append(gs.Node("Reshape", names.fresh(f"{t.name}_reshape"), {}, [flat, target], [out]))
+    return out
 
 
 def _keep_mask(graph: gs.Graph, keep: tuple[gs.Tensor, bool], names: Namer, done: dict) -> gs.Tensor:
