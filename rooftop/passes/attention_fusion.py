@@ -54,10 +54,12 @@ concatenations its present outputs; a causal Where as ``unidirectional=1`` (alig
 key, as onnxruntime's kernel does with a past); writing the (B, S, N·H) the heads were merged
 into. Grouped-query heads stay repeated there (the op takes equal heads). com.microsoft
 GroupQueryAttention is not written: it measured ×1.11–1.47 slower than the standard op on
-onnxruntime's CPU kernels (benchmarks/bench_gqa.py). Grouped-query attention (``transformers``' repeat_kv between the cache and the
-products: Unsqueeze, Expand, Reshape to N heads) goes in unrepeated for ``--target onnxruntime``
-(the op reads KV heads for N query heads itself); the portable form keeps the repeat, because
-OpenVINO's Attention takes equal heads only. An additive mask whose head axis shape inference
+onnxruntime's CPU kernels (benchmarks/bench_gqa.py).
+
+Grouped-query attention (``transformers``' repeat_kv between the cache and the products:
+Unsqueeze, Expand, Reshape to N heads) goes into Attention-23 unrepeated for ``--target
+onnxruntime`` (the op reads KV heads for N query heads itself); the portable form keeps the
+repeat, because OpenVINO's Attention takes equal heads only. An additive mask whose head axis shape inference
 cannot tell (an Expand to a computed shape) is taken when the scores have N > 1 heads: the Add
 would fail on anything but 1 or N. A Shape that reads an intermediate only to compute a Reshape
 target of the pattern itself goes with the pattern.
