@@ -297,21 +297,31 @@ def test_kv_cache_attention_is_fused_at_opset_23(decoder, tmp_path):
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_kv_cache_attention_below_opset_23_names_the_opset(decoder):
+def test_kv_cache_attention_below_opset_23_is_multiheadattention_with_past(decoder, tmp_path):
+    """Below opset 23, for onnxruntime, every cached attention (the rotary halves concatenated
+    before the product) becomes com.microsoft MultiHeadAttention with past in and present out;
+    only the first RMSNorm (of the embeddings, no residual sum) names the opset it needs."""
     from rooftop.report.text import opset_line
 
-    _, report = optimize(decoder, None, target="onnxruntime")
+    out = tmp_path / "ort.onnx"
+    model, report = optimize(decoder, out, target="onnxruntime")
     fused = next(p for p in report.passes if p.name == "attention-fusion")
-    assert fused.rewrites == 0
-    want = "opset 18 < 23: Attention needs 23 for (batch, heads, length, head size) inputs (--opset 23 enables it)"
-    assert {k: len(v) for k, v in fused.refusals.items()} == {want: LAYERS}
+    assert fused.counts == {"attention-into-MultiHeadAttention-with-cache": LAYERS} and not fused.refusals
+    assert fused.verified
+    mha = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
+    assert [(n.input[6], n.input[7], n.output[1], n.output[2]) for n in mha] == [
+        (f"past_key_values.{i}.key", f"past_key_values.{i}.value", f"present.{i}.key", f"present.{i}.value")
+        for i in range(LAYERS)
+    ]
+    assert "Softmax" not in {n.op_type for n in model.graph.node}
     # the norms of residual sums need no opset for onnxruntime; the first (of the embeddings) does
     norms = next(p for p in report.passes if p.name == "norm-fusion")
     assert norms.counts == {"add-rmsnorm-into-SkipSimplifiedLayerNormalization": 2 * LAYERS} and norms.verified
-    assert (
-        opset_line(report)
-        == f"a higher opset would enable: Attention ×{LAYERS}, RMSNormalization ×1 (--opset 23 enables all of them)"
-    )
+    assert opset_line(report) == "a higher opset would enable: RMSNormalization ×1 (--opset 23 enables all of them)"
+    for seq, past in ((1, 7), (5, 0), (3, 20)):
+        x = feeds(seq, past)
+        for got, ref in zip(run_file(out, x), run_file(decoder, x)):
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])

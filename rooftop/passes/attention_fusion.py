@@ -513,13 +513,30 @@ def _dim(t: gs.Tensor, axis: int, depth: int = 0) -> int | None:
     if n.op == "Slice":
         along = const_value(n.inputs[3]) if len(n.inputs) > 3 else None
     if n.op in ("Concat", "Slice") and (along is None or axis in [int(a) % 4 for a in np.ravel(along)]):
-        return None
+        return _dim_along(n, axis, depth)
     if n.op in ("Add", "Sub", "Mul", "Div", "Neg", "Cast", "Identity", "Concat", "Slice"):
         ins = n.inputs[:1] if n.op == "Slice" else n.inputs
         dims = [_dim(i, axis, depth + 1) for i in ins if _rank(i) == 4]
         known = [d for d in dims if d is not None]  # broadcasting: each is 1 or the result's dim
         return max(known) if known and (len(known) == len(dims) or max(known) > 1) else None
     return None
+
+
+def _dim_along(n: gs.Node, axis: int, depth: int) -> int | None:
+    """Dim ``axis`` of a Concat or a Slice along that axis (rotary halves put back together): the
+    sum of the pieces, or a constant slice of a known dim."""
+    if n.op == "Concat" and n.attrs.get("axis") is not None:
+        parts = [_dim(i, axis, depth + 1) for i in n.inputs]
+        return sum(parts) if all(p is not None for p in parts) else None
+    if n.op != "Slice" or len(n.inputs) > 4 and const_value(n.inputs[4]) is None:
+        return None
+    ends = [const_value(i) for i in n.inputs[1:4]]
+    steps = const_value(n.inputs[4]) if len(n.inputs) > 4 else np.ones(1, np.int64)
+    whole = _dim(n.inputs[0], axis, depth + 1)
+    if whole is None or any(e is None or e.size != 1 for e in ends) or steps.size != 1 or int(steps[0]) != 1:
+        return None
+    start, end = (int(np.clip(int(e[0]) + whole if int(e[0]) < 0 else int(e[0]), 0, whole)) for e in ends[:2])
+    return max(end - start, 0)
 
 
 def _length(t: gs.Tensor, depth: int = 0) -> int | None:
