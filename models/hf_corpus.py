@@ -168,7 +168,7 @@ def build(
             return out if isinstance(out, torch.Tensor) else out[0]
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet(), torch.no_grad():
+    with _quiet(), _no_fastpath(), torch.no_grad():
         if exporter == "torchscript":
             torch.onnx.export(
                 Wrapped(model),
@@ -234,7 +234,7 @@ def _export_with_cache(model, name: str, exporter: str, opset: int | None, path:
     ids = torch.randint(1, 1000, (2, 5))
     past = tuple(torch.randn(2, kv_heads, 3, head) for _ in names)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet(), torch.no_grad():
+    with _quiet(), _no_fastpath(), torch.no_grad():
         if exporter == "torchscript":
             axes = {"x": {0: "batch", 1: "sequence"}, **{n: {0: "batch", 2: "past"} for n in names}}
             torch.onnx.export(
@@ -262,6 +262,20 @@ def _export_with_cache(model, name: str, exporter: str, opset: int | None, path:
                 **({"opset_version": opset} if opset else {}),
             )
     return path
+
+
+@contextlib.contextmanager
+def _no_fastpath():
+    """nn.TransformerEncoder's inference fast path (one fused aten op) off, as people exporting it
+    with TorchScript turn it off: that exporter has no conversion for the fused op."""
+    import torch
+
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
 
 
 @contextlib.contextmanager

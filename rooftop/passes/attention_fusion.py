@@ -32,7 +32,10 @@ apart (√scale each, PyTorch's scaled_dot_product_attention), the dynamo export
 ``Where(IsNaN(P), 0, P)`` after the Softmax (it acts only on a row whose every key is masked) and
 its batched key transpose (Reshape to (B·N, L, H), Transpose, Reshape back), an additive mask of
 shape (S, T) or (B, S, T) (unsqueezed to 4-D once), T5's ``view(b, -1, s, h)`` before the heads are
-merged, and a merge to (B·S, N·H) for a Gemm. The fused op reads q as the (B, S, N·H) it is;
+merged, a merge to (B·S, N·H) for a Gemm, nn.MultiheadAttention's sequence-first merge
+(``Transpose(P·V, [2, 0, 1, 3])`` to (S·B, N·H): the fused (B, S, N·H) transposed by [1, 0, 2]),
+and a Shape reading the batch (axis 0) of an intermediate, as GPT-2's output projection does (it
+reads the fused op's output instead: same batch). The fused op reads q as the (B, S, N·H) it is;
 verification at two sizes of the dynamic axes stands behind every one of these.
 
 Causal masks. ``Where(keep, scores, fill)`` (or ``Where(hide, fill, scores)``) with a fill at or
@@ -292,7 +295,7 @@ def _match_at(graph: gs.Graph, sm: gs.Node, grouped: bool = False):
     tail = _output(graph, mm2, q[2])
     if tail is None:
         raise Refused("the result is not put back together as (batch, sequence, heads · head size)")
-    out, tail_nodes = tail
+    out, tail_nodes, _ = tail
     nodes = [*q[3], *k[3], *v[3], *core, *tail_nodes]
     if _read_elsewhere(graph, [n for n in nodes if n is not tail_nodes[-1] and not (guard and n is sm)]):
         raise Refused("an intermediate of the attention is read by another node or is a graph output")
@@ -433,10 +436,33 @@ SHAPE_MATH = {"Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Mul", "Add",
 
 
 def _read_for_own_shape(graph: gs.Graph, t: gs.Tensor, inside: set[int]) -> bool:
+    """Whether ``t`` has one reader besides Shapes, each Shape going into ``inside`` or reading
+    the batch of a (B, ·, ·, ·) activation (that read is moved to the fused op's output)."""
     readers = [r for r in t.outputs if r.op != "Shape"]
     if len(readers) != 1 or any(o is t for o in graph.outputs):
         return False
-    return all(_flows_into(graph, r.outputs[0], inside, 0) for r in t.outputs if r.op == "Shape")
+    return all(
+        _reads_batch(r) and _rank(t) == 4 or _flows_into(graph, r.outputs[0], inside, 0)
+        for r in t.outputs
+        if r.op == "Shape"
+    )
+
+
+def _reads_batch(n: gs.Node) -> bool:
+    """A ``Shape(t, start=0, end=1)``: the batch, which every activation of an attention shares."""
+    return n.op == "Shape" and int(n.attrs.get("start", 0)) == 0 and int(n.attrs.get("end", -1)) == 1
+
+
+def _batch_reads(nodes: list[gs.Node]) -> list[gs.Node]:
+    """The batch reads of the 4-D tensors ``nodes`` write (before they go; ``_retarget`` after)."""
+    reads = [r for n in nodes for o in n.outputs if _rank(o) == 4 for r in o.outputs if _reads_batch(r)]
+    return [r for r in reads if r not in nodes]
+
+
+def _retarget(reads: list[gs.Node], out: gs.Tensor) -> None:
+    """The batch reads made to read the fused op's output, whose axis 0 is the same batch."""
+    for r in reads:
+        r.inputs[0] = out
 
 
 def _flows_into(graph: gs.Graph, t: gs.Tensor, inside: set[int], depth: int) -> bool:
@@ -715,10 +741,12 @@ def _batched_keys(t: gs.Tensor):
     return inner[0], inner[1], inner[2], [*inner[3], *keys[1]]
 
 
-def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None):
-    """(y, nodes) of ``Reshape(Transpose(P·V, [0, 2, 1, 3]), [·, ·, N·H])``, or None. A 4-D Reshape
-    of P·V to ``[·, -1, ·, H]`` before the Transpose (T5's ``view(b, -1, s, h)``) keeps its layout
-    and goes with the rest (verified at two sizes of the sequence)."""
+def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None, seq_first: bool = False):
+    """(y, nodes, sequence first) of ``Reshape(Transpose(P·V, [0, 2, 1, 3]), [·, ·, N·H])``, or None.
+    A 4-D Reshape of P·V to ``[·, -1, ·, H]`` before the Transpose (T5's ``view(b, -1, s, h)``)
+    keeps its layout and goes with the rest (verified at two sizes of the sequence). With
+    ``seq_first``, nn.MultiheadAttention's ``Transpose(P·V, [2, 0, 1, 3])`` into a (S·B, N·H) Gemm
+    input as well: then y is (S, B, N·H), the fused (B, S, N·H) transposed by [1, 0, 2]."""
     pv, lead = mm2.outputs[0], []
     rs0 = only_consumer(pv, graph, "Reshape")
     if rs0 is None:  # (TorchScript's SDPA: that Reshape's target reads P·V's batch by a Shape)
@@ -727,7 +755,8 @@ def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None):
     if rs0 is not None and head_size is not None and _keeps_heads(rs0.inputs[1], head_size):
         pv, lead = rs0.outputs[0], [rs0]
     tr = only_consumer(pv, graph, "Transpose")
-    if tr is None or tuple(tr.attrs.get("perm", ())) != (0, 2, 1, 3):
+    perm = tuple(tr.attrs.get("perm", ())) if tr is not None else None
+    if perm not in ((0, 2, 1, 3), *([(2, 0, 1, 3)] if seq_first else [])):
         return None
     rs = only_consumer(tr.outputs[0], graph, "Reshape")
     if rs is None:  # (its target computed from the transposed tensor's own Shape)
@@ -738,12 +767,14 @@ def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None):
     shape = rs.inputs[1]
     if _length(shape) == 2:  # (B·S, N·H) for a Gemm: the fused op's (B, S, N·H) flattens the same way
         tr.outputs[0].shape = None
-        return tr.outputs[0], [*lead, tr]
+        return tr.outputs[0], [*lead, tr], perm != (0, 2, 1, 3)
+    if perm != (0, 2, 1, 3):
+        return None
     if isinstance(shape, gs.Constant) and shape.values.size != 3:
         return None
     if not isinstance(shape, gs.Constant) and (shape.shape is None or list(shape.shape) != [3]):
         return None
-    return rs.outputs[0], [*lead, tr, rs]
+    return rs.outputs[0], [*lead, tr, rs], False
 
 
 def _keeps_heads(target: gs.Tensor, head_size: int) -> bool:
@@ -909,11 +940,13 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
             "scale": float(m.scale),
             **({"is_causal": 1} if m.causal else {}),
         }
+    reads = _batch_reads(m.nodes)
     replace(
         graph,
         [*m.nodes, *drop],
         gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain),
     )
+    _retarget(reads, m.out)
     res.count(f"attention-into-{op}" + ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else ""))
 
 
@@ -929,10 +962,10 @@ def _fuse_4d_as_mha(graph: gs.Graph, m: _Match, names: Namer, done: dict, res: P
         raise Refused("the number of heads or the head size of the query is unknown")
     if _dim(m.k, 1) not in (heads, None) or _dim(m.v, 1) not in (heads, None):
         raise Refused("keys or values have other heads than the query (MultiHeadAttention takes equal heads)")
-    tail = _output(graph, producer(m.out), size)
+    tail = _output(graph, producer(m.out), size, seq_first=True)
     if tail is None:
         raise Refused("the result is not put back together as (batch, sequence, heads · head size)")
-    out, tail_nodes = tail
+    out, tail_nodes, seq_first = tail
     q3 = _as_3d(graph, names, m.q, heads * size)
     m.heads = heads
     bias = None if m.causal else _bias_for(graph, m, q3, names, done)
@@ -948,7 +981,13 @@ def _fuse_4d_as_mha(graph: gs.Graph, m: _Match, names: Namer, done: dict, res: P
     attrs = {"num_heads": heads, "scale": float(m.scale), **({"unidirectional": 1} if m.causal else {})}
     node = gs.Node("MultiHeadAttention", names.fresh(f"{out.name}_attention"), attrs, inputs, outputs)
     node.domain = "com.microsoft"
+    reads = _batch_reads([*m.nodes, *tail_nodes])
     replace(graph, [*m.nodes, *tail_nodes], node)
+    if seq_first:  # the op writes (B, S, N·H); the Gemm after it reads (S, B, N·H) flattened
+        node.outputs[0] = gs.Variable(names.fresh(f"{out.name}_bsd"), dtype=out.dtype)
+        perm = {"perm": [1, 0, 2]}
+        graph.nodes.append(gs.Node("Transpose", names.fresh(f"{out.name}_seq_first"), perm, [node.outputs[0]], [out]))
+    _retarget(reads, node.outputs[0])
     kind = ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else "")
     res.count("attention-into-MultiHeadAttention" + kind)
 
