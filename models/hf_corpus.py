@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -280,13 +282,27 @@ def _no_fastpath():
 
 @contextlib.contextmanager
 def _quiet():
+    """The exporters' chatter off, Python's and what torch's C++ writes to the file descriptors
+    (its IR graph when an export fails); the exception itself still reaches the caller."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
     with (
+        open(os.devnull, "w") as null,
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
     ):
         warnings.simplefilter("ignore")
-        yield
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _example(kind: str, width: int):
