@@ -9,10 +9,11 @@ stays a small op instead of bloating the file. Many tensors under that limit can
 all (``ctx.fold_budget``: the larger of ``--fold-limit`` and 10% of the model's weights, less what
 earlier passes added); over it, onnxsim runs again with the per-tensor threshold at which the
 smallest new tensors fit, and the rest stay computed at run time. onnxsim's BatchNorm fusion is
-switched off: ``fold-conv-bn`` does that with more patterns and reports it. So
-is onnxsim's batched MatMul+Add → Reshape/Gemm/Reshape rewrite: with a dynamic
-batch or sequence its Reshape targets are computed by new Shape/Slice/Concat
-chains at run time, which is the opposite of what Rooftop is for.
+switched off: ``fold-conv-bn`` does that with more patterns and reports it; so are its
+LayerNorm, GELU, attention, rotary and GroupQueryAttention fusions (Rooftop's passes do those,
+verified and reported; ``OURS`` below says why each). So is onnxsim's batched MatMul+Add →
+Reshape/Gemm/Reshape rewrite: with a dynamic batch or sequence its Reshape targets are computed
+by new Shape/Slice/Concat chains at run time, which is the opposite of what Rooftop is for.
 
 Low-precision weights widened at run time (int8/fp16 → Cast/DequantizeLinear) are never folded
 into float32: that would store and read more bytes, the opposite of their point.
@@ -76,7 +77,7 @@ class Simplify(ModelPass):
             work = _copy(work) if work is model else work
             toposort(work)
         budget = ctx.fold_budget if ctx.fold_budget is not None else growth_budget(weight_bytes(model), ctx.fold_limit)
-        out, capped, grown, fallback = _within_budget(work, int(ctx.fold_limit), budget, ctx.target)
+        out, capped, grown, fallback = _within_budget(work, int(ctx.fold_limit), budget)
         _restore_generators(out, generators, model)
         _restore_weights(out, kept)
         _back_on_disk(out, read)
@@ -107,9 +108,6 @@ class Simplify(ModelPass):
             )
         if fallback:
             notes.append(f"onnxsim's optimizer failed ({fallback[:120]}): constant folding and shape inference only")
-        fused = _contrib_ops(out) - _contrib_ops(model)
-        if fused:
-            notes.append(f"onnxsim fused {fused} com.microsoft ops (attention, rotary embedding): --target onnxruntime")
         if resorted:
             notes.append("put onnxsim's output back in topological order")
         narrow = sum(t.data_type not in WIDE for t in kept)
@@ -120,19 +118,20 @@ class Simplify(ModelPass):
         return out, res
 
 
-# onnxsim's own fusions: norm-fusion, gelu-fusion and attention-fusion do LayerNorm, RMSNorm, GELU and attention (and
-# report
-# them); the rest write com.microsoft ops (GroupQueryAttention, RotaryEmbedding), which
-# the portable target must not get. With --target onnxruntime those stay on and measurement decides.
+# onnxsim's own fusions, all off: norm-fusion, gelu-fusion, attention-fusion and rotary-fusion do LayerNorm,
+# RMSNorm, GELU, attention and rotary embeddings, verified at two sizes of each dynamic axis and reported.
+# onnxsim's fuse_rope wrote a RotaryEmbedding whose caches kept the batch of 1 (LLaMA's dynamo export at
+# opset 23: onnxruntime refused it at batch 2); its fuse_gqa writes com.microsoft GroupQueryAttention, which
+# measured slower than the standard Attention on the CPU provider (benchmarks/bench_gqa.py).
 OURS = ["fuse_gelu", "fuse_layer_norm", "fuse_rms_norm", "fuse_lp_normalization", "fuse_attention", "fuse_qkv"]
-CONTRIB = ["fuse_gqa", "fuse_rope"]
+OURS += ["fuse_rope", "fuse_gqa"]
 
 
-def _onnxsim(model: ModelProto, threshold: int, target: str = "portable", optimize: bool = True) -> ModelProto:
+def _onnxsim(model: ModelProto, threshold: int, optimize: bool = True) -> ModelProto:
     """onnxsim on ``model``, in a forked child (``_compat.isolated``): a native crash or a hang in
     its C++ ends the child, and the pass is rolled back with the reason, never the run."""
     simplify = onnxsim_simplify()  # loaded here: the child inherits it
-    skipped = ["fuse_matmul_add_bias_into_gemm_batched"] + OURS + (CONTRIB if target != "onnxruntime" else [])
+    skipped = ["fuse_matmul_add_bias_into_gemm_batched", *OURS]
 
     def run() -> bytes:
         with quiet_fds():
@@ -166,11 +165,7 @@ def _copy(model: ModelProto) -> ModelProto:
     return m
 
 
-def _contrib_ops(model: ModelProto) -> int:
-    return sum(n.domain == "com.microsoft" for n in model.graph.node)
-
-
-def _within_budget(work: ModelProto, limit: int, budget: int, target: str) -> tuple[ModelProto, int | None, int, str]:
+def _within_budget(work: ModelProto, limit: int, budget: int) -> tuple[ModelProto, int | None, int, str]:
     """onnxsim at the per-tensor limit; while the weights it adds exceed ``budget`` (many tensors
     under the limit), again at the threshold at which the smallest new tensors fit. A lower
     threshold can make intermediate constants new tensors of their own, so this is checked again,
@@ -181,10 +176,10 @@ def _within_budget(work: ModelProto, limit: int, budget: int, target: str) -> tu
     base = weight_bytes(work)
     fallback = ""
     try:
-        out = _onnxsim(work, limit, target)
+        out = _onnxsim(work, limit)
     except RuntimeError as e:
         fallback = first_line(e)
-        out = _onnxsim(work, limit, target, optimize=False)
+        out = _onnxsim(work, limit, optimize=False)
     first = weight_bytes(out) - base
     threshold, capped = limit, None
     for _ in range(4):
@@ -192,7 +187,7 @@ def _within_budget(work: ModelProto, limit: int, budget: int, target: str) -> tu
             break
         threshold = max(min(_threshold_within(work, out, budget), threshold // 2), MIN_THRESHOLD)
         capped = threshold
-        out = _onnxsim(work, threshold, target, optimize=not fallback)
+        out = _onnxsim(work, threshold, optimize=not fallback)
     return out, capped, first, fallback
 
 
