@@ -435,14 +435,15 @@ def _read_elsewhere(graph: gs.Graph, nodes: list[gs.Node]) -> bool:
 SHAPE_MATH = {"Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Mul", "Add", "Sub", "Div", "Cast", "Reshape"}
 
 
-def _read_for_own_shape(graph: gs.Graph, t: gs.Tensor, inside: set[int]) -> bool:
-    """Whether ``t`` has one reader besides Shapes, each Shape going into ``inside`` or reading
-    the batch of a (B, ·, ·, ·) activation (that read is moved to the fused op's output)."""
+def _read_for_own_shape(graph: gs.Graph, t: gs.Tensor, inside: set[int], batch: bool = False) -> bool:
+    """Whether ``t`` has one reader besides Shapes, each Shape going into ``inside`` or, with
+    ``batch`` (``t`` is P·V or its heads moved: (B, ·, ·, ·)), reading its batch (that read is
+    moved to the fused op's output)."""
     readers = [r for r in t.outputs if r.op != "Shape"]
     if len(readers) != 1 or any(o is t for o in graph.outputs):
         return False
     return all(
-        _reads_batch(r) and _rank(t) == 4 or _flows_into(graph, r.outputs[0], inside, 0)
+        batch and _reads_batch(r) and _rank(t) == 4 or _flows_into(graph, r.outputs[0], inside, 0)
         for r in t.outputs
         if r.op == "Shape"
     )
@@ -751,7 +752,7 @@ def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None, seq_fir
     rs0 = only_consumer(pv, graph, "Reshape")
     if rs0 is None:  # (TorchScript's SDPA: that Reshape's target reads P·V's batch by a Shape)
         rs0 = next((r for r in pv.outputs if r.op == "Reshape"), None)
-        rs0 = rs0 if rs0 is not None and _read_for_own_shape(graph, pv, {id(rs0)}) else None
+        rs0 = rs0 if rs0 is not None and _read_for_own_shape(graph, pv, {id(rs0)}, batch=True) else None
     if rs0 is not None and head_size is not None and _keeps_heads(rs0.inputs[1], head_size):
         pv, lead = rs0.outputs[0], [rs0]
     tr = only_consumer(pv, graph, "Transpose")
@@ -761,11 +762,14 @@ def _output(graph: gs.Graph, mm2: gs.Node, head_size: int | None = None, seq_fir
     rs = only_consumer(tr.outputs[0], graph, "Reshape")
     if rs is None:  # (its target computed from the transposed tensor's own Shape)
         rs = next((r for r in tr.outputs[0].outputs if r.op == "Reshape"), None)
-        rs = rs if rs is not None and _read_for_own_shape(graph, tr.outputs[0], {id(rs)}) else None
+        by_batch = perm == (0, 2, 1, 3)  # (sequence first, axis 0 is not the batch)
+        rs = rs if rs is not None and _read_for_own_shape(graph, tr.outputs[0], {id(rs)}, by_batch) else None
     if rs is None or rs.inputs[0] is not tr.outputs[0]:
         return None
     shape = rs.inputs[1]
     if _length(shape) == 2:  # (B·S, N·H) for a Gemm: the fused op's (B, S, N·H) flattens the same way
+        if any(r.op == "Shape" and not (perm == (0, 2, 1, 3) and _reads_batch(r)) for r in tr.outputs[0].outputs):
+            return None  # (that Reshape stays: a Shape of its input would read the fused op's 3-D output)
         tr.outputs[0].shape = None
         return tr.outputs[0], [*lead, tr], perm != (0, 2, 1, 3)
     if perm != (0, 2, 1, 3):
@@ -981,7 +985,7 @@ def _fuse_4d_as_mha(graph: gs.Graph, m: _Match, names: Namer, done: dict, res: P
     attrs = {"num_heads": heads, "scale": float(m.scale), **({"unidirectional": 1} if m.causal else {})}
     node = gs.Node("MultiHeadAttention", names.fresh(f"{out.name}_attention"), attrs, inputs, outputs)
     node.domain = "com.microsoft"
-    reads = _batch_reads([*m.nodes, *tail_nodes])
+    reads = _batch_reads([*m.nodes, *([] if seq_first else tail_nodes)])
     replace(graph, [*m.nodes, *tail_nodes], node)
     if seq_first:  # the op writes (B, S, N·H); the Gemm after it reads (S, B, N·H) flattened
         node.outputs[0] = gs.Variable(names.fresh(f"{out.name}_bsd"), dtype=out.dtype)
