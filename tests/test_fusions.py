@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 from helpers import HAS_TORCH, ROOT, init, make_model, needs_torch, ops, optimize, run, small_transformer, vi
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from rooftop.passes import PassContext
 from rooftop.passes.gelu_fusion import GeluFusion
@@ -199,14 +199,15 @@ def test_residual_rmsnorm_becomes_skipsimplifiedlayernormalization_for_onnxrunti
     assert list(res.refusals) == [want]
 
 
-def gelu_graph(shared: bool = False, opset: int = 20):
+def gelu_graph(shared: bool = False, opset: int = 20, halved: bool = True):
     nodes = [
         helper.make_node("Div", ["x", "sqrt2"], ["u"]),
         helper.make_node("Erf", ["u"], ["f"], name="erf"),
         helper.make_node("Add", ["f", "one"], ["a"]),
-        helper.make_node("Mul", ["x", "a"], ["xa"]),
-        helper.make_node("Mul", ["xa", "half"], ["y"]),
+        helper.make_node("Mul", ["x", "a"], ["xa" if halved else "y"]),
     ]
+    if halved:
+        nodes.append(helper.make_node("Mul", ["xa", "half"], ["y"]))
     outputs = [vi("y", [4, 8])]
     if shared:
         outputs.append(vi("a", [4, 8]))  # 1 + erf observed: the pattern cannot go
@@ -230,6 +231,18 @@ def test_gelu_pattern_and_its_twins():
     assert res.refusals == {"opset 17 < 20: Gelu needs 20 (--opset 20 enables it)": ["erf"]}
     out, res = GeluFusion().apply(gelu_graph(opset=17), PassContext(target="onnxruntime"))
     assert ops(out) == ["Gelu"] and out.graph.node[0].domain == "com.microsoft"
+
+
+@pytest.mark.parametrize("target", ["portable", "onnxruntime"])
+def test_gelu_without_its_halving_is_twice_gelu(target):
+    """x · (1 + erf(x/√2)), the 0.5 folded elsewhere by onnxsim (Whisper's TorchScript export):
+    Gelu, then Mul by 2."""
+    m = gelu_graph(halved=False)
+    out, res = GeluFusion().apply(m, PassContext(target=target))
+    assert ops(out) == ["Gelu", "Mul"] and res.counts == {"gelu-erf-into-Gelu-doubled": 1}
+    assert numpy_helper.to_array(out.graph.initializer[-1]).tolist() == 2.0
+    x = np.random.default_rng(3).standard_normal((4, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, {"x": x})[0], run(m, {"x": x})[0], rtol=1e-5, atol=1e-6)
 
 
 def residual_layernorm(broadcast: bool = False, sum_read_again: bool = True):

@@ -9,6 +9,10 @@ Algebra (every op reads and writes the whole activation; the fused op reads it o
   ``0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`` — ``x³`` as ``Pow(x, 3)`` or
   ``x · x · x`` — is ``Gelu(x; approximate="tanh")`` (opset 20), or com.microsoft ``FastGelu``.
 
+Without its halving (``x · (1 + erf(x / √2))``: onnxsim folds the 0.5 into the next Conv's weights,
+as in Whisper's TorchScript export) the form is ``2 · Gelu(x)``: Gelu, then Mul by 2 (two passes
+over the activation instead of four).
+
 With ``--target onnxruntime``, ``Gelu(y + b)`` with a constant 1-D bias over the last axis becomes
 com.microsoft ``BiasGelu(y, b)`` (``FastGelu(y, b)`` for the tanh form): the bias add in the same pass.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from rooftop.passes._graph import Namer
@@ -47,7 +52,7 @@ class GeluFusion(Pass):
         res = PassResult()
         opset = int(graph.opset or 0)
         names = Namer(graph)
-        for node, (x, out, nodes) in matches(graph, res, ("Erf", "Tanh"), _gelu_form):
+        for node, (x, out, nodes, doubled) in matches(graph, res, ("Erf", "Tanh"), _gelu_form):
             approx = "tanh" if node.op == "Tanh" else "none"
             if opset >= GELU_OPSET:
                 op, domain, attrs = "Gelu", None, ({"approximate": "tanh"} if approx == "tanh" else {})
@@ -58,13 +63,22 @@ class GeluFusion(Pass):
                     f"opset {opset} < {GELU_OPSET}: Gelu needs {GELU_OPSET} (--opset {GELU_OPSET} enables it)", node
                 )
                 continue
-            replace(graph, nodes, gs.Node(op, names.fresh(f"{out.name}_gelu"), attrs, [x], [out], domain=domain))
-            res.count(f"gelu-{'tanh' if approx == 'tanh' else 'erf'}-into-{op}")
+            y = gs.Variable(names.fresh(f"{out.name}_gelu"), dtype=out.dtype) if doubled else out
+            replace(graph, nodes, gs.Node(op, names.fresh(f"{out.name}_gelu"), attrs, [x], [y], domain=domain))
+            if doubled:
+                two = gs.Constant(names.fresh(f"{out.name}_two"), np.array(2.0, dtype=_dtype(out, x)))
+                graph.nodes.append(gs.Node("Mul", names.fresh(f"{out.name}_double"), {}, [y, two], [out]))
+            res.count(f"gelu-{'tanh' if approx == 'tanh' else 'erf'}-into-{op}" + ("-doubled" if doubled else ""))
         if ctx.target == "onnxruntime":
             for node in list(graph.nodes):
                 if node.op in ("Gelu", "FastGelu") and node.outputs and node.inputs:
                     _bias_gelu(graph, node, res)
         return res
+
+
+def _dtype(*ts: gs.Tensor):
+    """The float type of the activation (float32 where shape inference left none)."""
+    return next((t.dtype for t in ts if t.dtype is not None), np.float32)
 
 
 def _gelu_form(graph: gs.Graph, node: gs.Node):
@@ -103,7 +117,7 @@ def _bias_gelu(graph: gs.Graph, gelu: gs.Node, res: PassResult) -> None:
 
 
 def _erf_form(graph: gs.Graph, erf: gs.Node):
-    """(x, output, nodes) of ``0.5 · x · (1 + erf(x/√2))`` around this Erf, or None; ``Refused``."""
+    """(x, output, nodes, doubled) of ``0.5 · x · (1 + erf(x/√2))`` around this Erf, or None; ``Refused``."""
     scaled = producer(erf.inputs[0], "Div", "Mul")
     if scaled is None or len(scaled.inputs) != 2:
         return None
@@ -122,7 +136,7 @@ def _erf_form(graph: gs.Graph, erf: gs.Node):
 
 
 def _tanh_form(graph: gs.Graph, tanh: gs.Node):
-    """(x, output, nodes) of ``0.5 · x · (1 + tanh(√(2/π)(x + 0.044715 x³)))``, or None; ``Refused``."""
+    """(x, output, nodes, doubled) of ``0.5 · x · (1 + tanh(√(2/π)(x + 0.044715 x³)))``, or None; ``Refused``."""
     outer = producer(tanh.inputs[0], "Mul")
     if outer is None or len(outer.inputs) != 2:
         return None
@@ -169,7 +183,8 @@ def _cubic(t: gs.Tensor, x: gs.Tensor) -> list[gs.Node] | None:
 
 
 def _one_plus_times_half(graph: gs.Graph, f: gs.Node, x: gs.Tensor, body: list[gs.Node]):
-    """After erf/tanh: ``(1 + ·) · x · 0.5`` in either order of the two products."""
+    """After erf/tanh: ``(1 + ·) · x · 0.5`` in either order of the two products; ``doubled`` when
+    the 0.5 is missing (``x · (1 + ·)`` = 2 · Gelu(x))."""
     add = only_consumer(f.outputs[0], graph, "Add")
     if add is None or not near(scalar(other_input(add, f.outputs[0])), 1.0, 1e-6):
         return None
@@ -184,15 +199,15 @@ def _one_plus_times_half(graph: gs.Graph, f: gs.Node, x: gs.Tensor, body: list[g
     if other is x:  # x · (1 + f), then · 0.5
         m2 = only_consumer(m1.outputs[0], graph, "Mul")
         if m2 is None or not near(scalar(other_input(m2, m1.outputs[0])), 0.5, 1e-6):
-            raise Refused("x · (1 + f) is not halved")
-        return x, m2.outputs[0], [*body, add, m1, m2]
+            return x, m1.outputs[0], [*body, add, m1], True  # 2 · Gelu(x): the 0.5 went elsewhere
+        return x, m2.outputs[0], [*body, add, m1, m2], False
     half = producer(other, "Mul") if other is not None else None
     if half is not None and x in half.inputs and near(scalar(other_input(half, x)), 0.5, 1e-6):
         if only_consumer(half.outputs[0], graph) is not m1:
             raise Refused("0.5 · x is read by another node")
-        return x, m1.outputs[0], [*body, half, add, m1]
+        return x, m1.outputs[0], [*body, half, add, m1], False
     if other is not None and near(scalar(other), 0.5, 1e-6):  # 0.5 · (1 + f), then · x
         m2 = only_consumer(m1.outputs[0], graph, "Mul")
         if m2 is not None and other_input(m2, m1.outputs[0]) is x:
-            return x, m2.outputs[0], [*body, add, m1, m2]
+            return x, m2.outputs[0], [*body, add, m1, m2], False
     raise Refused("the product is not taken with the x that went in")
