@@ -458,3 +458,35 @@ def test_shared_weight_copies_count_against_the_fold_budget():
     out, res = FoldConvBN().apply(m, PassContext(fold_budget=w))  # room for one copy: the second is then unshared
     assert res.rewrites == 2 and "BatchNormalization" not in ops(out)
     assert_same(m, out, {"x": f32(1, 3, 4, 4)})
+
+
+def scaled_before(op: str, linear: str, c: float = 2.0, read_again: bool = False):
+    """x scaled by a scalar (Mul or Div), then a padded Conv with bias or a MatMul."""
+    if linear == "Conv":
+        lin = helper.make_node("Conv", ["s", "W", "B"], ["y"], pads=[1, 1, 1, 1])
+        inits, shapes = [init("W", f32(4, 3, 3, 3)), init("B", f32(4))], ([1, 3, 6, 6], [1, 4, 6, 6])
+    else:
+        lin = helper.make_node("MatMul", ["s", "W"], ["y"])
+        inits, shapes = [init("W", f32(8, 6))], ([2, 5, 8], [2, 5, 6])
+    nodes = [helper.make_node(op, ["x", "c"] if op == "Div" else ["c", "x"], ["s"], name="scale"), lin]
+    outputs = [vi("y", shapes[1])]
+    if read_again:
+        nodes.append(helper.make_node("Relu", ["s"], ["r"]))
+        outputs.append(vi("r", shapes[0]))
+    m = make_model(nodes, [vi("x", shapes[0])], outputs, [*inits, init("c", np.array(c, np.float32))])
+    return m, {"x": f32(*shapes[0])}
+
+
+@pytest.mark.parametrize("op", ["Mul", "Div"])
+@pytest.mark.parametrize("linear", ["Conv", "MatMul"])
+def test_a_scalar_before_the_linear_op_folds_into_its_weights(op, linear):
+    """(c·x) ⋆ W + B = x ⋆ (c·W) + B: the bias is not scaled, the padding scales with x."""
+    m, feeds = scaled_before(op, linear, c=2.0 if op == "Mul" else 0.25)
+    out, res = fold(m)
+    assert ops(out) == [linear] and res.counts == {f"scalar-into-{linear.lower()}": 1}
+    assert out.graph.node[0].input[0] == "x"
+    assert_same(m, out, feeds)
+    # twin: the scaled tensor is read again, so the Mul stays and nothing folds
+    m2, feeds2 = scaled_before(op, linear, read_again=True)
+    out2, res2 = fold(m2)
+    assert res2.rewrites == 0 and ops(out2) == [op, linear, "Relu"]

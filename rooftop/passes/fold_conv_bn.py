@@ -15,7 +15,12 @@ i.e. ``W' = a ⊙_o W`` and ``B' = a ⊙ B + b``. The followers and their ``(a, 
 - Mul by a constant ``c``: ``a = c, b = 0``;  Div by ``c``: ``a = 1 / c, b = 0``
 - Add ``c``: ``a = 1, b = c``;  Sub ``c`` (``y - c``): ``a = 1, b = -c``; ``c - y``: ``a = -1, b = c``
 
-where ``c`` is a scalar or broadcasts along the output-channel axis only
+A scalar before the producer folds into its weights alone: ``(c · x) ⋆ W + B = x ⋆ (c · W) + B``
+for a Mul by a scalar constant ``c`` (Div: ``1 / c``) whose product only the producer reads, as
+its data input (Conv's zero padding scales with it). onnxsim leaves one where it folded the 0.5 of
+a GELU into the next Conv and gelu-fusion wrote ``2 · Gelu(x)`` back.
+
+For the followers, ``c`` is a scalar or broadcasts along the output-channel axis only
 (``[C]``, ``[C,1,1]``, ``[1,C,1,1]`` for a Conv; ``[N]``/``[1,N]`` for Gemm/MatMul).
 The output-channel axis of the weights: Conv ``W[Cout, Cin/g, k...]`` axis 0;
 ConvTranspose ``W[Cin, Cout/g, k...]``: channel ``o = g*(Cout/g) + j`` lives at
@@ -309,8 +314,9 @@ class FoldConvBN(Pass):
             except Refused:
                 continue  # (a BatchNorm it leaves says why: _unreached_batchnorms)
             dtype = lin.weight.dtype
+            lead = _leading_scalar(graph, node, lin)
             removed, bn_to_add = _followers(graph, node, lin, res)
-            if not removed and bn_to_add is None:
+            if not removed and bn_to_add is None and lead is None:
                 continue
             copy = _copy_bytes(node)
             if copy and budget is not None:
@@ -323,6 +329,12 @@ class FoldConvBN(Pass):
                 budget -= copy
             _write(lin, dtype, node.name or node.outputs[0].name)
             _absorb(lin, node, removed)
+            if lead is not None:
+                node.inputs[0] = _scaled_input(lead)
+                lead.inputs.clear()
+                lead.outputs.clear()
+                folded[f"scalar {lead.op}"] = folded.get(f"scalar {lead.op}", 0) + 1
+                res.count(f"scalar-into-{node.op.lower()}")
             for f in removed:
                 folded[f.op] = folded.get(f.op, 0) + 1
                 res.count(f"{'bn' if f.op == 'BatchNormalization' else 'affine'}-into-{node.op.lower()}")
@@ -334,6 +346,33 @@ class FoldConvBN(Pass):
         for what, n in folded.items():
             res.notes.append(f"folded {n} {what}")
         return res
+
+
+def _leading_scalar(graph: gs.Graph, node: gs.Node, lin: Linear) -> gs.Node | None:
+    """A Mul (or Div) of the producer's data input by a scalar constant that only the producer
+    reads: folded into ``lin``'s weight now (not its bias); the node to bypass, or None."""
+    x = node.inputs[0]
+    m = x.inputs[0] if len(x.inputs) == 1 else None
+    if m is None or m.op not in ("Mul", "Div") or len(m.inputs) != 2 or is_graph_output(graph, x):
+        return None
+    if single_consumer(x) is not node or any(t is x for t in node.inputs[1:]):
+        return None
+    i = 1 if m.op == "Div" or eval_const(m.inputs[0]) is None else 0  # the constant's side
+    c = eval_const(m.inputs[i])
+    if c is None or c.size != 1 or c.dtype.kind != "f" or isinstance(m.inputs[1 - i], gs.Constant):
+        return None
+    c = float(c.reshape(()))
+    if m.op == "Div" and c == 0:
+        return None
+    wide = np.float64 if lin.weight.dtype == np.float64 else np.float32
+    W = np.asarray(lin.weight.values if isinstance(lin.weight, Weight) else lin.weight).astype(wide, copy=False)
+    lin.weight = W * wide(1.0 / c if m.op == "Div" else c)
+    return m
+
+
+def _scaled_input(m: gs.Node) -> gs.Tensor:
+    """The tensor a scalar Mul/Div scaled (the side that is not the constant)."""
+    return m.inputs[0] if m.op == "Div" or eval_const(m.inputs[0]) is None else m.inputs[1]
 
 
 def _followers(
