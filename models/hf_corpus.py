@@ -11,9 +11,6 @@ benchmark times. Exports are cached in benchmarks/cache/transformers.
 from __future__ import annotations
 
 import contextlib
-import io
-import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -284,25 +281,11 @@ def _no_fastpath():
 def _quiet():
     """The exporters' chatter off, Python's and what torch's C++ writes to the file descriptors
     (its IR graph when an export fails); the exception itself still reaches the caller."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with (
-        open(os.devnull, "w") as null,
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-    ):
+    from rooftop._compat import quiet_fds
+
+    with warnings.catch_warnings(), quiet_fds():
         warnings.simplefilter("ignore")
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+        yield
 
 
 def _example(kind: str, width: int):
