@@ -455,15 +455,10 @@ def _reads_batch(n: gs.Node) -> bool:
 
 
 def _batch_reads(nodes: list[gs.Node]) -> list[gs.Node]:
-    """The batch reads of the 4-D tensors ``nodes`` write (before they go; ``_retarget`` after)."""
+    """The batch reads of the 4-D tensors ``nodes`` write, found before they go (the fused op's
+    output has the same batch on axis 0: they read it instead)."""
     reads = [r for n in nodes for o in n.outputs if _rank(o) == 4 for r in o.outputs if _reads_batch(r)]
     return [r for r in reads if r not in nodes]
-
-
-def _retarget(reads: list[gs.Node], out: gs.Tensor) -> None:
-    """The batch reads made to read the fused op's output, whose axis 0 is the same batch."""
-    for r in reads:
-        r.inputs[0] = out
 
 
 def _flows_into(graph: gs.Graph, t: gs.Tensor, inside: set[int], depth: int) -> bool:
@@ -555,12 +550,12 @@ def _dim_along(n: gs.Node, axis: int, depth: int) -> int | None:
     if n.op == "Concat" and n.attrs.get("axis") is not None:
         parts = [_dim(i, axis, depth + 1) for i in n.inputs]
         return sum(parts) if all(p is not None for p in parts) else None
-    if n.op != "Slice" or len(n.inputs) > 4 and const_value(n.inputs[4]) is None:
+    if n.op != "Slice" or len(n.inputs) < 4:  # (its axes named: starts, ends, axes)
         return None
     ends = [const_value(i) for i in n.inputs[1:4]]
     steps = const_value(n.inputs[4]) if len(n.inputs) > 4 else np.ones(1, np.int64)
     whole = _dim(n.inputs[0], axis, depth + 1)
-    if whole is None or any(e is None or e.size != 1 for e in ends) or steps.size != 1 or int(steps[0]) != 1:
+    if whole is None or any(e is None or e.size != 1 for e in ends) or steps is None or steps.tolist() != [1]:
         return None
     start, end = (int(np.clip(int(e[0]) + whole if int(e[0]) < 0 else int(e[0]), 0, whole)) for e in ends[:2])
     return max(end - start, 0)
@@ -944,13 +939,11 @@ def _fuse(graph: gs.Graph, m: _Match, target: str, opset: int, names: Namer, don
             "scale": float(m.scale),
             **({"is_causal": 1} if m.causal else {}),
         }
-    reads = _batch_reads(m.nodes)
     replace(
         graph,
         [*m.nodes, *drop],
         gs.Node(op, names.fresh(f"{m.out.name}_attention"), attrs, inputs, outputs, domain=domain),
     )
-    _retarget(reads, m.out)
     res.count(f"attention-into-{op}" + ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else ""))
 
 
@@ -991,7 +984,8 @@ def _fuse_4d_as_mha(graph: gs.Graph, m: _Match, names: Namer, done: dict, res: P
         node.outputs[0] = gs.Variable(names.fresh(f"{out.name}_bsd"), dtype=out.dtype)
         perm = {"perm": [1, 0, 2]}
         graph.nodes.append(gs.Node("Transpose", names.fresh(f"{out.name}_seq_first"), perm, [node.outputs[0]], [out]))
-    _retarget(reads, node.outputs[0])
+    for r in reads:
+        r.inputs[0] = node.outputs[0]
     kind = ("-causal" if m.causal else "") + ("-with-cache" if m.past is not None else "")
     res.count("attention-into-MultiHeadAttention" + kind)
 
