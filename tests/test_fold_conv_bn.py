@@ -486,7 +486,8 @@ def test_a_scalar_before_the_linear_op_folds_into_its_weights(op, linear):
     assert ops(out) == [linear] and res.counts == {f"scalar-into-{linear.lower()}": 1}
     assert out.graph.node[0].input[0] == "x"
     assert_same(m, out, feeds)
-    # twin: the scaled tensor is read again, so the Mul stays and nothing folds
+    # twin: the scaled tensor is read again, so the Mul stays, nothing folds, and it says why
     m2, feeds2 = scaled_before(op, linear, read_again=True)
     out2, res2 = fold(m2)
     assert res2.rewrites == 0 and ops(out2) == [op, linear, "Relu"]
+    assert res2.refusals == {f"the scalar {op} before the {linear} is read by another node too": ["scale"]}

@@ -39,7 +39,8 @@ never changed under that node.
 Refuses (the node is left as it is): training-mode BatchNormalization
 (``training_mode=1`` or its extra outputs used); non-constant weights, bias or
 follower parameters; a producer output with another consumer or that is a
-graph output (the unscaled value is observable); a constant that broadcasts
+graph output (the unscaled value is observable); a scalar Mul/Div before the producer whose
+product another node reads too; a constant that broadcasts
 over non-channel axes or would grow the output's rank; non-float weights;
 a Div by a constant with zeros.
 """
@@ -239,9 +240,8 @@ def _apply(lin: Linear, a: np.ndarray, b: np.ndarray) -> None:
     The per-channel factors are float64; the weight is multiplied in float32 (float64 weights
     in float64) after rounding the factor once: one rounding per weight, and no float64 copy
     of a weight that may be gigabytes."""
-    wide = np.float64 if lin.weight.dtype == np.float64 else np.float32
-    W = np.asarray(lin.weight.values if isinstance(lin.weight, Weight) else lin.weight).astype(wide, copy=False)
-    aw = a.astype(wide)
+    W = _wide(lin)
+    aw = a.astype(W.dtype)
     node = lin.node
     if node.op == "Conv":
         W = W * aw.reshape((-1,) + (1,) * (W.ndim - 1))
@@ -258,6 +258,12 @@ def _apply(lin: Linear, a: np.ndarray, b: np.ndarray) -> None:
     lin.weight = W
     base = lin.bias if lin.bias is not None else np.zeros(lin.channels)
     lin.bias = base * a + b
+
+
+def _wide(lin: Linear) -> np.ndarray:
+    """``lin``'s weight in float32 (float64 when stored so) for the folding arithmetic."""
+    wide = np.float64 if lin.weight.dtype == np.float64 else np.float32
+    return np.asarray(lin.weight.values if isinstance(lin.weight, Weight) else lin.weight).astype(wide, copy=False)
 
 
 def _write(lin: Linear, dtype: np.dtype, name: str) -> None:
@@ -314,7 +320,10 @@ class FoldConvBN(Pass):
             except Refused:
                 continue  # (a BatchNorm it leaves says why: _unreached_batchnorms)
             dtype = lin.weight.dtype
-            lead = _leading_scalar(graph, node, lin)
+            lead = _leading_scalar(graph, node, res)
+            if lead is not None:  # its weight scaled now, its bias not
+                W = _wide(lin)
+                lin.weight = W * W.dtype.type(lead[2])
             removed, bn_to_add = _followers(graph, node, lin, res)
             if not removed and bn_to_add is None and lead is None:
                 continue
@@ -330,10 +339,10 @@ class FoldConvBN(Pass):
             _write(lin, dtype, node.name or node.outputs[0].name)
             _absorb(lin, node, removed)
             if lead is not None:
-                node.inputs[0] = _scaled_input(lead)
-                lead.inputs.clear()
-                lead.outputs.clear()
-                folded[f"scalar {lead.op}"] = folded.get(f"scalar {lead.op}", 0) + 1
+                scale, node.inputs[0] = lead[0], lead[1]
+                folded[f"scalar {scale.op}"] = folded.get(f"scalar {scale.op}", 0) + 1
+                scale.inputs.clear()
+                scale.outputs.clear()
                 res.count(f"scalar-into-{node.op.lower()}")
             for f in removed:
                 folded[f.op] = folded.get(f.op, 0) + 1
@@ -348,31 +357,26 @@ class FoldConvBN(Pass):
         return res
 
 
-def _leading_scalar(graph: gs.Graph, node: gs.Node, lin: Linear) -> gs.Node | None:
-    """A Mul (or Div) of the producer's data input by a scalar constant that only the producer
-    reads: folded into ``lin``'s weight now (not its bias); the node to bypass, or None."""
+def _leading_scalar(graph: gs.Graph, node: gs.Node, res: PassResult) -> tuple[gs.Node, gs.Tensor, float] | None:
+    """(the Mul or Div, the tensor it scales, the factor) when the producer's data input is that
+    tensor times a scalar constant, read by the producer alone; a scaled input read elsewhere too
+    is refused with that reason."""
     x = node.inputs[0]
     m = x.inputs[0] if len(x.inputs) == 1 else None
-    if m is None or m.op not in ("Mul", "Div") or len(m.inputs) != 2 or is_graph_output(graph, x):
+    if m is None or m.op not in ("Mul", "Div") or len(m.inputs) != 2:
         return None
-    if single_consumer(x) is not node or any(t is x for t in node.inputs[1:]):
+    sides = [eval_const(t) for t in m.inputs]
+    i = 1 if m.op == "Div" or sides[0] is None else 0  # the constant's side
+    c = sides[i]
+    if c is None or sides[1 - i] is not None or c.size != 1 or c.dtype.kind != "f":
         return None
-    i = 1 if m.op == "Div" or eval_const(m.inputs[0]) is None else 0  # the constant's side
-    c = eval_const(m.inputs[i])
-    if c is None or c.size != 1 or c.dtype.kind != "f" or isinstance(m.inputs[1 - i], gs.Constant):
+    if single_consumer(x) is not node or is_graph_output(graph, x) or any(t is x for t in node.inputs[1:]):
+        res.refuse(f"the scalar {m.op} before the {node.op} is read by another node too", m)
         return None
     c = float(c.reshape(()))
     if m.op == "Div" and c == 0:
         return None
-    wide = np.float64 if lin.weight.dtype == np.float64 else np.float32
-    W = np.asarray(lin.weight.values if isinstance(lin.weight, Weight) else lin.weight).astype(wide, copy=False)
-    lin.weight = W * wide(1.0 / c if m.op == "Div" else c)
-    return m
-
-
-def _scaled_input(m: gs.Node) -> gs.Tensor:
-    """The tensor a scalar Mul/Div scaled (the side that is not the constant)."""
-    return m.inputs[0] if m.op == "Div" or eval_const(m.inputs[0]) is None else m.inputs[1]
+    return m, m.inputs[1 - i], 1.0 / c if m.op == "Div" else c
 
 
 def _followers(
