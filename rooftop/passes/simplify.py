@@ -123,8 +123,16 @@ class Simplify(ModelPass):
 # onnxsim's fuse_rope wrote a RotaryEmbedding whose caches kept the batch of 1 (LLaMA's dynamo export at
 # opset 23: onnxruntime refused it at batch 2); its fuse_gqa writes com.microsoft GroupQueryAttention, which
 # measured slower than the standard Attention on the CPU provider (benchmarks/bench_gqa.py).
-OURS = ["fuse_gelu", "fuse_layer_norm", "fuse_rms_norm", "fuse_lp_normalization", "fuse_attention", "fuse_qkv"]
-OURS += ["fuse_rope", "fuse_gqa"]
+OURS = [
+    "fuse_gelu",
+    "fuse_layer_norm",
+    "fuse_rms_norm",
+    "fuse_lp_normalization",
+    "fuse_attention",
+    "fuse_qkv",
+    "fuse_rope",
+    "fuse_gqa",
+]
 
 
 def _onnxsim(model: ModelProto, threshold: int, optimize: bool = True) -> ModelProto:
